@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conveyorhq/conveyor/internal/local"
+	"github.com/conveyorhq/conveyor/samples"
+)
+
+type upOptions struct {
+	*globals
+	s3Addr    string
+	workers   int
+	processor string
+	demo      bool
+}
+
+func newUpCommand(g *globals) *cobra.Command {
+	o := &upOptions{globals: g}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Run the whole pipeline on this machine until Ctrl-C",
+		Long: `Run the whole pipeline in this process: the embedded S3-compatible server on
+loopback (buckets input, output, state), the object-created hook, the
+orchestrator, the local workers and the reconciler. Credentials are generated
+on first start and stored (mode 0600) in the data dir; 'conveyor env' prints
+them for other S3 clients. Stop with Ctrl-C: jobs interrupted mid-way are
+resumed at the next start.`,
+		Example: `  conveyor up --demo
+  conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4
+  CONVEYOR_PROCESSOR=zstd conveyor up`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.s3Addr, "s3-addr", "", "S3 listen address HOST:PORT (default "+DefaultS3Addr+"; env CONVEYOR_S3_ADDR)")
+	f.IntVar(&o.workers, "workers", 0, "jobs run at once (default: number of CPUs; env CONVEYOR_WORKERS)")
+	f.StringVar(&o.processor, "processor", "", "built-in processor: report, zstd or noop (env CONVEYOR_PROCESSOR)")
+	f.BoolVar(&o.demo, "demo", false, "upload the sample files after start and show their results")
+	return cmd
+}
+
+func runUp(ctx context.Context, o *upOptions) error {
+	c, err := o.config()
+	if err != nil {
+		return err
+	}
+	if o.s3Addr != "" {
+		c.S3.Addr = o.s3Addr
+	}
+	if o.workers != 0 {
+		c.Workers = o.workers
+	}
+	if o.processor != "" {
+		c.Processor.Name, c.Processor.Command = o.processor, nil
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	pc := c.pipelineConfig()
+	pc.Log = o.Err
+	p, err := local.Start(ctx, pc)
+	if err != nil {
+		return err
+	}
+	defer p.Stop()
+	proc := c.Processor.Name
+	if len(c.Processor.Command) > 0 {
+		proc = strings.Join(c.Processor.Command, " ")
+	}
+	fmt.Fprintf(o.Out, `conveyor is up
+  S3 endpoint  %s  (buckets %s, %s, %s)
+  data dir     %s
+  volume       %s
+  processor    %s, %d worker(s)
+Point any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
+Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
+Stop with Ctrl-C.
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, shellQuote(c.DataDir), c.Buckets.Input)
+
+	if o.demo {
+		if err := runDemo(ctx, o, c); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(o.Out, "conveyor: stopping; unfinished jobs resume at the next start")
+		return nil
+	case <-p.Done():
+		return fmt.Errorf("the embedded S3 server stopped: %v", p.Server.Err())
+	}
+}
+
+// runDemo uploads the embedded sample files through the same path as
+// `conveyor put --wait`.
+func runDemo(ctx context.Context, o *upOptions, c FileConfig) error {
+	cn, err := connect(ctx, c)
+	if err != nil {
+		return err
+	}
+	var items []upload
+	err = fs.WalkDir(samples.FS, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := samples.FS.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		items = append(items, upload{name: p, key: path.Join("samples", p), data: b})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "\ndemo: uploading %d sample files to s3://%s/samples/\n", len(items), c.Buckets.Input)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return putAndWait(ctx, cn, o.Out, o.Err, items, true)
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=@") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

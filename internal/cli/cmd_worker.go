@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/processor"
+	"github.com/conveyorhq/conveyor/internal/volume"
+	"github.com/conveyorhq/conveyor/internal/worker"
+)
+
+type workerRunOptions struct {
+	*globals
+	jobID  string
+	volume string
+}
+
+func newWorkerCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Worker commands (what SSM Run Command invokes on the EC2 worker)",
+	}
+	o := &workerRunOptions{globals: g}
+	run := &cobra.Command{
+		Use:   "run --job ID",
+		Short: "Run one job end to end: fetch, process, upload, record",
+		Long: `Run one job given its ID: claim its record in the state bucket, stream the
+input onto the volume, run the processor, upload the outputs and record the
+outcome, retrying with backoff in this process up to the attempt limit. It
+needs only S3 access and the configuration; on EC2 it is what the SSM
+document runs, with the volume at /var/lib/conveyor.
+
+Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
+1 it could not run (the message says why), 2 bad job ID or configuration,
+3 the job is dead.`,
+		Example: `  conveyor worker run --job 0123456789abcdef0123456789abcdef
+  conveyor worker run --job "$JOB" --config /etc/conveyor/conveyor.yaml --volume /var/lib/conveyor`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runWorker(cmd.Context(), o) },
+	}
+	run.Flags().StringVar(&o.jobID, "job", "", "job ID (32 hex digits)")
+	run.Flags().StringVar(&o.volume, "volume", "", "volume directory (default <data-dir>/volume; env CONVEYOR_VOLUME)")
+	cmd.AddCommand(run)
+	return cmd
+}
+
+func runWorker(ctx context.Context, o *workerRunOptions) error {
+	if !job.ValidID(o.jobID) {
+		return usageErrorf("--job %q is not a job ID (32 lowercase hex digits)", o.jobID)
+	}
+	c, err := o.config()
+	if err != nil {
+		return err
+	}
+	if o.volume != "" {
+		c.Volume = o.volume
+		if err := absDataDir(&c); err != nil {
+			return err
+		}
+	}
+	proc, err := processor.New(c.processorConfig())
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	cn, err := connect(ctx, c)
+	if err != nil {
+		return err
+	}
+	vol, err := volume.Open(c.volumePath())
+	if err != nil {
+		return err
+	}
+	wc := c.workerConfig()
+	wc.RetryInProcess = true
+	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	w.Logf = func(format string, args ...any) {
+		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	err = w.Run(ctx, o.jobID)
+	if err == nil {
+		rec, _, gerr := cn.Store.Get(ctx, o.jobID)
+		if gerr == nil {
+			fmt.Fprintf(o.Out, "job %s %s: %d output(s) in s3://%s/\n", rec.ID, rec.State, len(rec.Outputs), c.Buckets.Output)
+		}
+		return nil
+	}
+	if errors.Is(err, worker.ErrDead) {
+		return fmt.Errorf("job %s: %w; see its log on the volume: %s", o.jobID, err, mustLog(vol, o.jobID))
+	}
+	return err
+}
+
+func mustLog(v *volume.Volume, id string) string {
+	p, _ := v.LogPath(id)
+	return p
+}

@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FileConfig is the YAML configuration file, conveyor.yaml. Every field
+// can also be set by the CONVEYOR_* environment variable in its `env` tag,
+// and the most used ones by flags.
+type FileConfig struct {
+	DataDir string `yaml:"data_dir" env:"CONVEYOR_DATA_DIR"`
+
+	S3 struct {
+		Addr            string `yaml:"addr" env:"CONVEYOR_S3_ADDR"`
+		Endpoint        string `yaml:"endpoint" env:"CONVEYOR_S3_ENDPOINT"`
+		Region          string `yaml:"region" env:"CONVEYOR_S3_REGION"`
+		AccessKeyID     string `yaml:"access_key_id" env:"CONVEYOR_S3_ACCESS_KEY_ID"`
+		SecretAccessKey string `yaml:"secret_access_key" env:"CONVEYOR_S3_SECRET_ACCESS_KEY"`
+	} `yaml:"s3"`
+
+	Buckets struct {
+		Input  string `yaml:"input" env:"CONVEYOR_INPUT_BUCKET"`
+		Output string `yaml:"output" env:"CONVEYOR_OUTPUT_BUCKET"`
+		State  string `yaml:"state" env:"CONVEYOR_STATE_BUCKET"`
+	} `yaml:"buckets"`
+
+	Filter struct {
+		Prefixes []string `yaml:"prefixes" env:"CONVEYOR_FILTER_PREFIXES"`
+		Suffixes []string `yaml:"suffixes" env:"CONVEYOR_FILTER_SUFFIXES"`
+	} `yaml:"filter"`
+
+	Processor struct {
+		Name    string        `yaml:"name" env:"CONVEYOR_PROCESSOR"`
+		Command []string      `yaml:"command" env:"CONVEYOR_PROCESSOR_COMMAND"`
+		Timeout time.Duration `yaml:"timeout" env:"CONVEYOR_PROCESSOR_TIMEOUT"`
+	} `yaml:"processor"`
+
+	Workers int    `yaml:"workers" env:"CONVEYOR_WORKERS"`
+	Volume  string `yaml:"volume" env:"CONVEYOR_VOLUME"`
+
+	Retry struct {
+		MaxAttempts int           `yaml:"max_attempts" env:"CONVEYOR_RETRY_MAX_ATTEMPTS"`
+		Backoff     time.Duration `yaml:"backoff" env:"CONVEYOR_RETRY_BACKOFF"`
+		MaxBackoff  time.Duration `yaml:"max_backoff" env:"CONVEYOR_RETRY_MAX_BACKOFF"`
+	} `yaml:"retry"`
+
+	Reconcile struct {
+		Interval time.Duration `yaml:"interval" env:"CONVEYOR_RECONCILE_INTERVAL"`
+	} `yaml:"reconcile"`
+}
+
+// Defaults of FileConfig.
+const (
+	DefaultDataDir = "conveyor-data"
+	DefaultS3Addr  = "127.0.0.1:9000"
+	DefaultRegion  = "us-east-1"
+	DefaultConfig  = "conveyor.yaml"
+)
+
+func defaultFileConfig() FileConfig {
+	var c FileConfig
+	c.DataDir = DefaultDataDir
+	c.S3.Addr = DefaultS3Addr
+	c.S3.Region = DefaultRegion
+	c.Buckets.Input, c.Buckets.Output, c.Buckets.State = "input", "output", "state"
+	c.Processor.Name = "report"
+	c.Workers = runtime.NumCPU()
+	return c
+}
+
+// loadConfig reads the configuration: defaults, then the YAML file (path
+// given, or ./conveyor.yaml when it exists), then CONVEYOR_* variables.
+// Flags are applied by the caller. DataDir comes back absolute.
+func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
+	c := defaultFileConfig()
+	if path == "" {
+		path = getenv("CONVEYOR_CONFIG")
+	}
+	explicit := path != ""
+	if !explicit {
+		path = DefaultConfig
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+			return c, usageErrorf("config file %s: %v; see the README's configuration section", path, yamlMessage(err))
+		}
+	case explicit || !errors.Is(err, os.ErrNotExist):
+		return c, usageErrorf("read config file: %v", err)
+	}
+	if err := applyEnv(&c, getenv); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func yamlMessage(err error) string {
+	if err.Error() == "EOF" {
+		return "empty"
+	}
+	return strings.TrimPrefix(err.Error(), "yaml: ")
+}
+
+// absDataDir makes the data dir absolute: the embedded S3 server changes
+// the working directory, so no relative path may survive start-up.
+func absDataDir(c *FileConfig) error {
+	d, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = d
+	if c.Volume != "" {
+		if c.Volume, err = filepath.Abs(c.Volume); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// envField is one setting reachable by an environment variable.
+type envField struct {
+	name string
+	set  func(string) error
+}
+
+func envFields(c *FileConfig) []envField {
+	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
+	list := func(p *[]string) func(string) error {
+		return func(v string) error { *p = splitList(v); return nil }
+	}
+	dur := func(name string, p *time.Duration) func(string) error {
+		return func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return usageErrorf("%s=%q is not a duration; use a value like 90s, 5m or 1h", name, v)
+			}
+			*p = d
+			return nil
+		}
+	}
+	num := func(name string, p *int) func(string) error {
+		return func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return usageErrorf("%s=%q is not a whole number", name, v)
+			}
+			*p = n
+			return nil
+		}
+	}
+	return []envField{
+		{"CONVEYOR_DATA_DIR", str(&c.DataDir)},
+		{"CONVEYOR_S3_ADDR", str(&c.S3.Addr)},
+		{"CONVEYOR_S3_ENDPOINT", str(&c.S3.Endpoint)},
+		{"CONVEYOR_S3_REGION", str(&c.S3.Region)},
+		{"CONVEYOR_S3_ACCESS_KEY_ID", str(&c.S3.AccessKeyID)},
+		{"CONVEYOR_S3_SECRET_ACCESS_KEY", str(&c.S3.SecretAccessKey)},
+		{"CONVEYOR_INPUT_BUCKET", str(&c.Buckets.Input)},
+		{"CONVEYOR_OUTPUT_BUCKET", str(&c.Buckets.Output)},
+		{"CONVEYOR_STATE_BUCKET", str(&c.Buckets.State)},
+		{"CONVEYOR_FILTER_PREFIXES", list(&c.Filter.Prefixes)},
+		{"CONVEYOR_FILTER_SUFFIXES", list(&c.Filter.Suffixes)},
+		{"CONVEYOR_PROCESSOR", str(&c.Processor.Name)},
+		{"CONVEYOR_PROCESSOR_COMMAND", func(v string) error { c.Processor.Command = strings.Fields(v); return nil }},
+		{"CONVEYOR_PROCESSOR_TIMEOUT", dur("CONVEYOR_PROCESSOR_TIMEOUT", &c.Processor.Timeout)},
+		{"CONVEYOR_WORKERS", num("CONVEYOR_WORKERS", &c.Workers)},
+		{"CONVEYOR_VOLUME", str(&c.Volume)},
+		{"CONVEYOR_RETRY_MAX_ATTEMPTS", num("CONVEYOR_RETRY_MAX_ATTEMPTS", &c.Retry.MaxAttempts)},
+		{"CONVEYOR_RETRY_BACKOFF", dur("CONVEYOR_RETRY_BACKOFF", &c.Retry.Backoff)},
+		{"CONVEYOR_RETRY_MAX_BACKOFF", dur("CONVEYOR_RETRY_MAX_BACKOFF", &c.Retry.MaxBackoff)},
+		{"CONVEYOR_RECONCILE_INTERVAL", dur("CONVEYOR_RECONCILE_INTERVAL", &c.Reconcile.Interval)},
+	}
+}
+
+func applyEnv(c *FileConfig, getenv func(string) string) error {
+	for _, f := range envFields(c) {
+		if v := getenv(f.name); v != "" {
+			if err := f.set(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// validate checks what no component checks for itself.
+func (c *FileConfig) validate() error {
+	if c.Workers < 1 || c.Workers > 256 {
+		return usageErrorf("workers must be between 1 and 256, got %d", c.Workers)
+	}
+	if c.Buckets.Input == c.Buckets.Output {
+		return usageErrorf("buckets.input and buckets.output must differ (both are %q): outputs would trigger new jobs", c.Buckets.Input)
+	}
+	if c.Reconcile.Interval < 0 {
+		return usageErrorf("reconcile.interval must be positive, got %s", c.Reconcile.Interval)
+	}
+	return nil
+}
+
+// errUsage marks errors caused by the command line or configuration.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Sprintf(format, args...)}
+}

@@ -1,0 +1,116 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/local"
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
+	"github.com/conveyorhq/conveyor/internal/processor"
+	"github.com/conveyorhq/conveyor/internal/s3server"
+	"github.com/conveyorhq/conveyor/internal/worker"
+)
+
+func (c FileConfig) processorConfig() processor.Config {
+	return processor.Config{Name: c.Processor.Name, Command: c.Processor.Command, Timeout: c.Processor.Timeout}
+}
+
+func (c FileConfig) workerConfig() worker.Config {
+	return worker.Config{OutputBucket: c.Buckets.Output, Backoff: c.Retry.Backoff, MaxBackoff: c.Retry.MaxBackoff}
+}
+
+func (c FileConfig) orchestratorConfig() orchestrator.Config {
+	return orchestrator.Config{
+		InputBucket: c.Buckets.Input,
+		Prefixes:    c.Filter.Prefixes,
+		Suffixes:    c.Filter.Suffixes,
+		MaxAttempts: c.Retry.MaxAttempts,
+	}
+}
+
+func (c FileConfig) volumePath() string {
+	if c.Volume != "" {
+		return c.Volume
+	}
+	return local.Paths{Root: c.DataDir}.Volume()
+}
+
+// pipelineConfig maps the file configuration onto `conveyor up`'s.
+func (c FileConfig) pipelineConfig() local.Config {
+	return local.Config{
+		DataDir:      c.DataDir,
+		S3Addr:       c.S3.Addr,
+		Region:       c.S3.Region,
+		Credentials:  local.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey},
+		Buckets:      local.Buckets{Input: c.Buckets.Input, Output: c.Buckets.Output, State: c.Buckets.State},
+		Orchestrator: c.orchestratorConfig(),
+		Worker:       c.workerConfig(),
+		Processor:    c.processorConfig(),
+		Workers:      c.Workers,
+		Reconcile:    c.Reconcile.Interval,
+	}
+}
+
+// conn is how a client command reaches the object store.
+type conn struct {
+	cfg      FileConfig
+	S3       *s3.Client
+	Store    *jobstore.Store
+	Endpoint string // "" on AWS
+}
+
+// connect reaches the store: s3.endpoint when configured (AWS or another
+// S3: credentials from the usual AWS chain unless configured), otherwise
+// the `conveyor up` running on the data dir.
+func connect(ctx context.Context, c FileConfig) (*conn, error) {
+	if c.S3.Endpoint != "" || os.Getenv("CONVEYOR_S3_USE_AWS") == "1" {
+		client, err := awsClient(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		return &conn{cfg: c, S3: client, Store: jobstore.New(client, c.Buckets.State), Endpoint: c.S3.Endpoint}, nil
+	}
+	paths := local.Paths{Root: c.DataDir}
+	ri, err := local.ReadRunInfo(paths)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no conveyor up is running with data dir %s; start it with 'conveyor up --data-dir %s' (or set s3.endpoint to use another S3)", c.DataDir, c.DataDir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", paths.RunInfo(), err)
+	}
+	creds, err := local.LoadCredentials(paths)
+	if err != nil {
+		return nil, fmt.Errorf("read credentials of data dir %s: %w", c.DataDir, err)
+	}
+	if c.S3.AccessKeyID != "" {
+		creds = local.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey}
+	}
+	client := s3server.NewClient(ri.Endpoint, creds.AccessKeyID, creds.SecretAccessKey, ri.Region)
+	return &conn{cfg: c, S3: client, Store: jobstore.New(client, c.Buckets.State), Endpoint: ri.Endpoint}, nil
+}
+
+func awsClient(ctx context.Context, c FileConfig) (*s3.Client, error) {
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.S3.Region)}
+	if c.S3.AccessKeyID != "" {
+		opts = append(opts, awsconfig.WithCredentialsProvider(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey, Source: "conveyor config"}, nil
+		})))
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	return s3.NewFromConfig(ac, func(o *s3.Options) {
+		if c.S3.Endpoint != "" {
+			o.BaseEndpoint = aws.String(c.S3.Endpoint)
+			o.UsePathStyle = true
+		}
+	}), nil
+}

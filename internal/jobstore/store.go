@@ -1,0 +1,191 @@
+package jobstore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+)
+
+// Prefix is where records live in the state bucket.
+const Prefix = "jobs/"
+
+// ErrNotFound is returned when a job has no record.
+var ErrNotFound = errors.New("job not found")
+
+// ErrExists is returned by Create when the record already exists.
+var ErrExists = errors.New("job record already exists")
+
+// ErrConflict is returned by Update when the record kept changing under it.
+var ErrConflict = errors.New("job record changed concurrently")
+
+// ErrStop, returned by an Update's change function, ends the update
+// without writing and without error.
+var ErrStop = errors.New("no change")
+
+// Store reads and writes job records.
+type Store struct {
+	S3     *s3.Client
+	Bucket string
+}
+
+// New returns a Store over bucket.
+func New(client *s3.Client, bucket string) *Store { return &Store{S3: client, Bucket: bucket} }
+
+// Key is the object key of a job's record.
+func Key(id string) string { return Prefix + id + ".json" }
+
+// Create writes rec if no record with its ID exists; it returns ErrExists
+// (and writes nothing) otherwise.
+func (s *Store) Create(ctx context.Context, rec *job.Record) error {
+	body, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = s.S3.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:      &s.Bucket,
+		Key:         aws.String(Key(rec.ID)),
+		Body:        bytes.NewReader(body),
+		IfNoneMatch: aws.String("*"),
+		ContentType: aws.String("application/json"),
+	})
+	if isPrecondition(err) {
+		return ErrExists
+	}
+	if err != nil {
+		return fmt.Errorf("create job record %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// Get returns the record and its ETag, or ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*job.Record, string, error) {
+	if err := job.CheckID(id); err != nil {
+		return nil, "", err
+	}
+	out, err := s.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.Bucket, Key: aws.String(Key(id))})
+	if isNotFound(err) {
+		return nil, "", fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("read job record %s: %w", id, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("read job record %s: %w", id, err)
+	}
+	var rec job.Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, "", fmt.Errorf("decode job record %s: %w", id, err)
+	}
+	return &rec, aws.ToString(out.ETag), nil
+}
+
+// Update applies change to the current record and writes it back only if
+// nobody wrote in between, retrying on a conflict. change may be called
+// several times, each time on a fresh copy; returning ErrStop ends the
+// update without writing. It returns the record as written (or as last
+// read, for ErrStop).
+func (s *Store) Update(ctx context.Context, id string, change func(*job.Record) error) (*job.Record, error) {
+	for try := 0; try < 20; try++ {
+		rec, etag, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(rec); errors.Is(err, ErrStop) {
+			return rec, nil
+		} else if err != nil {
+			return rec, err
+		}
+		body, err := json.MarshalIndent(rec, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		_, err = s.S3.PutObject(ctx, &s3.PutObjectInput{
+			Bucket:      &s.Bucket,
+			Key:         aws.String(Key(id)),
+			Body:        bytes.NewReader(body),
+			IfMatch:     aws.String(etag),
+			ContentType: aws.String("application/json"),
+		})
+		if isPrecondition(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("write job record %s: %w", id, err)
+		}
+		return rec, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrConflict, id)
+}
+
+// IDs calls fn with the ID of every record, in key order.
+func (s *Store) IDs(ctx context.Context, fn func(id string) error) error {
+	p := s3.NewListObjectsV2Paginator(s.S3, &s3.ListObjectsV2Input{Bucket: &s.Bucket, Prefix: aws.String(Prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list job records: %w", err)
+		}
+		for _, o := range page.Contents {
+			id := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(o.Key), Prefix), ".json")
+			if !job.ValidID(id) {
+				continue
+			}
+			if err := fn(id); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// List returns every record. It reads each one: meant for listings, not
+// for hot paths.
+func (s *Store) List(ctx context.Context) ([]*job.Record, error) {
+	var recs []*job.Record
+	err := s.IDs(ctx, func(id string) error {
+		rec, _, err := s.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		recs = append(recs, rec)
+		return nil
+	})
+	return recs, err
+}
+
+func isPrecondition(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "PreconditionFailed", "ConditionalRequestConflict":
+			return true
+		}
+	}
+	return false
+}
+
+func isNotFound(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		switch ae.ErrorCode() {
+		case "NoSuchKey", "NotFound":
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,216 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	localdispatch "github.com/conveyorhq/conveyor/internal/dispatch/local"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
+	"github.com/conveyorhq/conveyor/internal/processor"
+	"github.com/conveyorhq/conveyor/internal/s3server"
+	"github.com/conveyorhq/conveyor/internal/volume"
+	"github.com/conveyorhq/conveyor/internal/worker"
+)
+
+// Buckets names the three buckets.
+type Buckets struct{ Input, Output, State string }
+
+// Config is everything `conveyor up` runs with.
+type Config struct {
+	DataDir      string // absolute
+	S3Addr       string
+	Region       string
+	Credentials  Credentials // empty: generated on first start and stored
+	Buckets      Buckets
+	Orchestrator orchestrator.Config
+	Worker       worker.Config
+	Processor    processor.Config
+	Workers      int           // concurrent jobs
+	Reconcile    time.Duration // reconciler interval
+	// Log receives one line per notable event (jobs finishing, errors).
+	Log io.Writer
+}
+
+// Pipeline is a running `conveyor up`.
+type Pipeline struct {
+	cfg        Config
+	Paths      Paths
+	Server     *s3server.Server
+	S3         *s3.Client
+	Store      *jobstore.Store
+	Reconciler *orchestrator.Reconciler
+	Orch       *orchestrator.Orchestrator
+
+	lock       *os.File
+	dispatcher *localdispatch.Dispatcher
+	events     *queue[[]byte]
+	logMu      sync.Mutex
+	wg         sync.WaitGroup
+	stopOnce   sync.Once
+}
+
+// Start brings the pipeline up and returns once it serves. Errors are
+// sentences a person can act on.
+func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
+	if !filepath.IsAbs(cfg.DataDir) {
+		return nil, fmt.Errorf("data dir %q must be absolute", cfg.DataDir)
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	proc, err := processor.New(cfg.Processor)
+	if err != nil {
+		return nil, err
+	}
+	paths := Paths{Root: cfg.DataDir}
+	for _, d := range []string{paths.Root, paths.S3Root()} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return nil, fmt.Errorf("create data dir %s: %w", d, err)
+		}
+	}
+	p := &Pipeline{cfg: cfg, Paths: paths, events: newQueue[[]byte]()}
+	if p.lock, err = lockDataDir(paths); err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			p.Stop()
+		}
+	}()
+	creds := cfg.Credentials
+	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
+		if creds, err = EnsureCredentials(paths); err != nil {
+			return nil, err
+		}
+	}
+	vol, err := volume.Open(paths.Volume())
+	if err != nil {
+		return nil, err
+	}
+	p.Server, err = s3server.Start(ctx, s3server.Config{
+		DataDir:   paths.S3Root(),
+		Addr:      cfg.S3Addr,
+		AccessKey: creds.AccessKeyID,
+		SecretKey: creds.SecretAccessKey,
+		Region:    cfg.Region,
+		Buckets:   []string{cfg.Buckets.Input, cfg.Buckets.Output, cfg.Buckets.State},
+		// The hook runs before the upload's response is sent: queue only.
+		OnEvent: func(n []byte) { p.events.push(n) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.S3 = s3server.NewClient(p.Server.Endpoint(), creds.AccessKeyID, creds.SecretAccessKey, cfg.Region)
+	p.Store = jobstore.New(p.S3, cfg.Buckets.State)
+
+	wcfg := cfg.Worker
+	wcfg.OutputBucket = cfg.Buckets.Output
+	w, err := worker.New(wcfg, p.S3, p.Store, vol, proc)
+	if err != nil {
+		return nil, err
+	}
+	w.Logf = p.logf
+	p.dispatcher = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
+	ocfg := cfg.Orchestrator
+	ocfg.InputBucket = cfg.Buckets.Input
+	p.Orch, err = orchestrator.New(ocfg, p.S3, p.Store, p.dispatcher)
+	if err != nil {
+		return nil, err
+	}
+	// Two consumers: the orchestrator waits on the store, not the CPU.
+	for i := 0; i < 2; i++ {
+		p.wg.Add(1)
+		go p.consume()
+	}
+	p.Reconciler = orchestrator.NewReconciler(p.Orch, cfg.Reconcile)
+	p.Reconciler.OnReport = func(r orchestrator.Report) {
+		if r.Missing > 0 || r.Unfinished > 0 || len(r.Errors) > 0 {
+			p.logf("reconcile: %d input objects, %d without a job, %d unfinished jobs resumed, %d errors %v", r.Objects, r.Missing, r.Unfinished, len(r.Errors), r.Errors)
+		}
+	}
+	if err := p.Reconciler.Start(context.WithoutCancel(ctx)); err != nil {
+		return nil, err
+	}
+	if err := writeRunInfo(paths, RunInfo{PID: os.Getpid(), Endpoint: p.Server.Endpoint(), Region: cfg.Region, DataDir: paths.Root}); err != nil {
+		return nil, fmt.Errorf("write run info: %w", err)
+	}
+	ok = true
+	return p, nil
+}
+
+// Endpoint is the S3 endpoint URL.
+func (p *Pipeline) Endpoint() string { return p.Server.Endpoint() }
+
+// Done is closed when the embedded server stops on its own (a fatal error).
+func (p *Pipeline) Done() <-chan struct{} { return p.Server.Done() }
+
+func (p *Pipeline) consume() {
+	defer p.wg.Done()
+	for {
+		n, ok := p.events.pop()
+		if !ok {
+			return
+		}
+		results, err := p.Orch.HandleEvent(context.Background(), n)
+		for _, r := range results {
+			if r.Err != nil {
+				p.logf("event for s3://%s/%s: %v (the reconciler will try again)", r.Object.Bucket, r.Object.Key, r.Err)
+			}
+		}
+		if err != nil && len(results) == 0 {
+			p.logf("event: %v", err)
+		}
+	}
+}
+
+func (p *Pipeline) onDone(id string, err error) {
+	var re *worker.RetryError
+	switch {
+	case errors.As(err, &re):
+		time.AfterFunc(re.After, func() { p.dispatcher.Dispatch(context.Background(), id) })
+	case errors.Is(err, context.Canceled), errors.Is(err, worker.ErrDead), errors.Is(err, worker.ErrBusy), err == nil:
+		// Already logged by the worker, or shutting down.
+	default:
+		p.logf("job %s: %v (the reconciler will try again)", id, err)
+	}
+}
+
+func (p *Pipeline) logf(format string, args ...any) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	fmt.Fprintf(p.cfg.Log, time.Now().Format("15:04:05 ")+format+"\n", args...)
+}
+
+// Stop shuts the pipeline down: no new events, running attempts cancelled
+// (their records are taken over at the next start), server stopped.
+func (p *Pipeline) Stop() error {
+	var err error
+	p.stopOnce.Do(func() {
+		if p.Reconciler != nil {
+			p.Reconciler.Stop()
+		}
+		p.events.close()
+		p.wg.Wait()
+		if p.dispatcher != nil {
+			p.dispatcher.Close()
+		}
+		if p.Server != nil {
+			err = p.Server.Stop()
+		}
+		os.Remove(p.Paths.RunInfo())
+		if p.lock != nil {
+			p.lock.Close()
+		}
+	})
+	return err
+}

@@ -1,0 +1,177 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/s3event"
+)
+
+// DefaultReconcileInterval is how often Start reconciles.
+const DefaultReconcileInterval = 30 * time.Second
+
+// Report is what one reconciliation did.
+type Report struct {
+	Objects      int // input objects seen
+	Missing      int // objects that had no job: submitted
+	Unfinished   int // unfinished jobs dispatched again
+	Errors       []error
+	Duration     time.Duration
+	FinishedJobs int // records known finished (not re-read)
+}
+
+// Reconciler finds what events missed. It remembers which jobs are
+// finished, so a periodic pass reads only the records that may still change.
+type Reconciler struct {
+	o        *Orchestrator
+	Interval time.Duration
+	// OnReport, if set, receives every report (for logs and tests).
+	OnReport func(Report)
+
+	mu       sync.Mutex
+	finished map[string]bool
+	stop     context.CancelFunc
+	done     chan struct{}
+}
+
+// NewReconciler returns a reconciler for o.
+func NewReconciler(o *Orchestrator, interval time.Duration) *Reconciler {
+	if interval <= 0 {
+		interval = DefaultReconcileInterval
+	}
+	return &Reconciler{o: o, Interval: interval, finished: map[string]bool{}}
+}
+
+// Reconcile runs one pass: every input object without a job record is
+// submitted, and every unfinished job is dispatched again (dispatchers
+// coalesce a job already in hand, and the worker's conditional claim makes
+// a second delivery harmless).
+func (r *Reconciler) Reconcile(ctx context.Context) Report {
+	start := time.Now()
+	var rep Report
+	known := map[string]bool{}
+	err := r.o.store.IDs(ctx, func(id string) error { known[id] = true; return nil })
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
+		return rep
+	}
+	cfg := r.o.cfg
+	p := s3.NewListObjectsV2Paginator(r.o.s3, &s3.ListObjectsV2Input{Bucket: aws.String(cfg.InputBucket)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("list s3://%s: %w", cfg.InputBucket, err))
+			break
+		}
+		for _, obj := range page.Contents {
+			key := aws.ToString(obj.Key)
+			if !r.o.Match(cfg.InputBucket, key) {
+				continue
+			}
+			rep.Objects++
+			etag := s3event.TrimETag(aws.ToString(obj.ETag))
+			id := job.ID(cfg.InputBucket, key, job.Revision("", etag))
+			if known[id] {
+				continue
+			}
+			rep.Missing++
+			res := r.o.Submit(ctx, s3event.ObjectCreated{
+				EventName: "ObjectCreated:Reconcile", Bucket: cfg.InputBucket, Key: key,
+				Size: aws.ToInt64(obj.Size), ETag: etag,
+			})
+			if res.Err != nil {
+				rep.Errors = append(rep.Errors, res.Err)
+			}
+			known[res.JobID] = false // just submitted: no need to re-dispatch below
+		}
+	}
+	for id, existed := range known {
+		if !existed || r.isFinished(id) {
+			continue
+		}
+		rec, _, err := r.o.store.Get(ctx, id)
+		if errors.Is(err, jobstore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			rep.Errors = append(rep.Errors, err)
+			continue
+		}
+		if rec.State.Terminal() {
+			r.setFinished(id)
+			continue
+		}
+		if rec.State == job.Running && rec.Owner != "" && rec.LeaseUntil != nil && time.Now().Before(*rec.LeaseUntil) && rec.Dispatcher != "local" {
+			continue // a remote worker holds it and is alive
+		}
+		rep.Unfinished++
+		if err := r.o.Dispatch(ctx, id); err != nil {
+			rep.Errors = append(rep.Errors, err)
+		}
+	}
+	r.mu.Lock()
+	rep.FinishedJobs = len(r.finished)
+	r.mu.Unlock()
+	rep.Duration = time.Since(start)
+	if r.OnReport != nil {
+		r.OnReport(rep)
+	}
+	return rep
+}
+
+// Forget makes the next pass read the job's record again (after an
+// operator retries a finished job).
+func (r *Reconciler) Forget(id string) {
+	r.mu.Lock()
+	delete(r.finished, id)
+	r.mu.Unlock()
+}
+
+func (r *Reconciler) isFinished(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.finished[id]
+}
+
+func (r *Reconciler) setFinished(id string) {
+	r.mu.Lock()
+	r.finished[id] = true
+	r.mu.Unlock()
+}
+
+// Start reconciles once now and then every Interval, until Stop.
+func (r *Reconciler) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	r.stop = cancel
+	r.done = make(chan struct{})
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.Interval)
+		defer t.Stop()
+		for {
+			r.Reconcile(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return nil
+}
+
+// Stop ends the periodic passes and waits for the current one.
+func (r *Reconciler) Stop() {
+	if r.stop != nil {
+		r.stop()
+		<-r.done
+	}
+}

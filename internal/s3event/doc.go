@@ -1,0 +1,9 @@
+// Package s3event turns object-created notifications into ObjectCreated
+// values, whatever carried them: the S3 notification JSON that Lambda
+// receives (Records, eventVersion 2.x), the EventBridge "Object Created"
+// shape, or the embedded server's in-process hook, which emits the same
+// Records JSON. It also builds that JSON, so the embedded server and Amazon
+// S3 produce one shape.
+//
+// It does not decide anything about jobs; that is the orchestrator's work.
+package s3event

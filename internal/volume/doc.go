@@ -1,0 +1,8 @@
+// Package volume is the worker's persistent volume: the directory that is
+// an EBS data volume on AWS (/var/lib/conveyor) and <data>/volume locally.
+//
+// It owns the layout (work/<job>/ for scratch, logs/<job>.log for logs), the
+// volume's identity, per-job locks and free-space checks. Every path it
+// hands out is built from a validated job ID, never from an object key, so
+// nothing a client uploads can name a file outside the volume.
+package volume
