@@ -133,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		go p.consume()
 	}
 	p.Reconciler = orchestrator.NewReconciler(p.Orch, cfg.Reconcile)
+	p.Reconciler.ResumeLiveLeases = true
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
 		if r.Missing > 0 || r.Unfinished > 0 || len(r.Errors) > 0 {
 			p.logf("reconcile: %d input objects, %d without a job, %d unfinished jobs resumed, %d errors %v", r.Objects, r.Missing, r.Unfinished, len(r.Errors), r.Errors)

@@ -35,6 +35,11 @@ type Reconciler struct {
 	Interval time.Duration
 	// OnReport, if set, receives every report (for logs and tests).
 	OnReport func(Report)
+	// ResumeLiveLeases dispatches running jobs again even while their lease
+	// is live. Right where every worker shares one volume (conveyor up): the
+	// volume's job lock, not the lease, tells whether an attempt is alive,
+	// so a crashed one is resumed at once instead of after its lease.
+	ResumeLiveLeases bool
 
 	mu       sync.Mutex
 	finished map[string]bool
@@ -109,8 +114,8 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 			r.setFinished(id)
 			continue
 		}
-		if rec.State == job.Running && rec.Owner != "" && rec.LeaseUntil != nil && time.Now().Before(*rec.LeaseUntil) && rec.Dispatcher != "local" {
-			continue // a remote worker holds it and is alive
+		if rec.State == job.Running && !r.ResumeLiveLeases && rec.LeaseUntil != nil && time.Now().Before(*rec.LeaseUntil) {
+			continue // a worker holds it and is alive
 		}
 		rep.Unfinished++
 		if err := r.o.Dispatch(ctx, id); err != nil {

@@ -1,0 +1,67 @@
+package orchestrator_test
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
+)
+
+func TestReconcilerFindsLostEventsAndUnfinishedJobs(t *testing.T) {
+	t.Parallel()
+	o, b := setup(t, orchestrator.Config{})
+	ctx := context.Background()
+	// Three objects whose events were lost.
+	for _, k := range []string{"lost/1", "lost/2", "lost dir/é 3"} {
+		if _, err := b.srv.Client.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.input, Key: aws.String(k), Body: bytes.NewReader([]byte(k))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One job finished, one left running by a crashed worker whose lease
+	// lapsed, one held by a live worker elsewhere.
+	done, _ := o.HandleEvent(ctx, put(t, b, "done.txt", "d"))
+	crashed, _ := o.HandleEvent(ctx, put(t, b, "crashed.txt", "c"))
+	live, _ := o.HandleEvent(ctx, put(t, b, "live.txt", "l"))
+	b.store.Update(ctx, live[0].JobID, func(r *job.Record) error { return r.Claim("vol-b", time.Now(), time.Hour, false) })
+	b.store.Update(ctx, done[0].JobID, func(r *job.Record) error {
+		r.Claim("vol", time.Now(), time.Minute, false)
+		r.Succeed(time.Now(), nil)
+		return nil
+	})
+	b.store.Update(ctx, crashed[0].JobID, func(r *job.Record) error { return r.Claim("vol", time.Now(), -time.Second, false) })
+	b.disp.ids = nil
+
+	r := orchestrator.NewReconciler(o, time.Hour)
+	rep := r.Reconcile(ctx)
+	if len(rep.Errors) > 0 {
+		t.Fatal(rep.Errors)
+	}
+	if rep.Objects != 6 || rep.Missing != 3 || rep.Unfinished != 1 {
+		t.Fatalf("report %+v, want 6 objects, 3 missing, 1 unfinished", rep)
+	}
+	got := map[string]bool{}
+	for _, id := range b.disp.dispatched() {
+		got[id] = true
+	}
+	if !got[crashed[0].JobID] || got[done[0].JobID] || got[live[0].JobID] || len(got) != 4 {
+		t.Fatalf("dispatched %v", b.disp.dispatched())
+	}
+	// Where all workers share one volume (conveyor up), the volume's job
+	// locks arbitrate: running jobs are sent again whatever their lease says.
+	r.ResumeLiveLeases = true
+	b.disp.ids = nil
+	if rep := r.Reconcile(ctx); rep.Unfinished != 5 { // 3 queued, crashed, live
+		t.Fatalf("with ResumeLiveLeases: %+v", rep)
+	}
+	// Another pass creates nothing new and skips the finished job's record.
+	rep = r.Reconcile(ctx)
+	if rep.Missing != 0 || rep.FinishedJobs != 1 {
+		t.Fatalf("second pass: %+v", rep)
+	}
+}

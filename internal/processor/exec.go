@@ -1,0 +1,197 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"syscall"
+	"time"
+)
+
+// killGrace is how long a processor's process group has between SIGTERM and
+// SIGKILL. A variable so tests can shorten it.
+var killGrace = 5 * time.Second
+
+// pipeGrace bounds how long Run waits for the log pipes to close after the
+// processor itself has exited, in case a process it started keeps them open.
+var pipeGrace = 2 * time.Second
+
+// Defaults for the minimal environment when Conveyor's own lacks them.
+const (
+	defaultPath = "/usr/local/bin:/usr/bin:/bin"
+	defaultLang = "C.UTF-8"
+)
+
+// external runs an executable as a processor.
+type external struct {
+	name    string   // base name of argv[0]
+	path    string   // absolute path of the executable, resolved by New
+	argv    []string // as configured; argv[0] is passed unchanged
+	env     []string // Config.Env
+	timeout time.Duration
+}
+
+var _ Processor = (*external)(nil)
+
+// Name returns the base name of the executable.
+func (p *external) Name() string { return p.name }
+
+// Run starts the executable in its own process group with the contract
+// environment, and waits for it, the timeout, or ctx, whichever comes first.
+// On timeout or cancellation the group gets SIGTERM, then SIGKILL after
+// killGrace. Processes left in the group after the processor exits are
+// killed too, so Run leaves nothing behind (except processes that moved to
+// another process group or session on purpose).
+func (p *external) Run(ctx context.Context, env Env, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	for _, f := range []struct{ name, path string }{
+		{"Input", env.Input}, {"OutputDir", env.OutputDir}, {"WorkDir", env.WorkDir},
+	} {
+		if err := checkAbs(f.name, f.path); err != nil {
+			return fmt.Errorf("processor %s: %w", p.name, err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("processor %s: %w", p.name, err)
+	}
+	if _, err := os.Stat(p.path); errors.Is(err, fs.ErrNotExist) {
+		return p.notFound("is missing")
+	}
+
+	cmd := &exec.Cmd{
+		Path:        p.path,
+		Args:        p.argv,
+		Env:         p.environ(env),
+		Dir:         env.WorkDir,
+		Stdout:      log, // one writer for both streams: os/exec then uses one pipe,
+		Stderr:      log, // so the log never sees concurrent writes
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		WaitDelay:   pipeGrace,
+	}
+	if err := cmd.Start(); err != nil {
+		return p.startError(err, env)
+	}
+	pgid := cmd.Process.Pid // Setpgid with Pgid 0: the group ID is the leader's PID
+	waitc := make(chan error, 1)
+	go func() { waitc <- cmd.Wait() }()
+
+	timer := time.NewTimer(p.timeout)
+	defer timer.Stop()
+	var waitErr error
+	var timedOut, cancelled bool
+	select {
+	case waitErr = <-waitc:
+	case <-timer.C:
+		timedOut = true
+	case <-ctx.Done():
+		cancelled = true
+	}
+	if timedOut || cancelled {
+		select {
+		case waitErr = <-waitc: // finished just in time: that result stands
+			timedOut, cancelled = false, false
+		default:
+			waitErr = terminate(pgid, waitc)
+		}
+	}
+	// Whatever the processor left running in its group goes too. Wait has
+	// returned, so the log is ours again for Conveyor's own notes.
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	if errors.Is(waitErr, exec.ErrWaitDelay) {
+		fmt.Fprintf(log, "conveyor: processes started by %s kept its output open after it exited; they were killed\n", p.name)
+	}
+
+	switch {
+	case timedOut:
+		fmt.Fprintf(log, "conveyor: %s did not finish within %s; its process group was killed\n", p.name, p.timeout)
+		return fmt.Errorf("processor %s: %w after %s (its process group was killed); raise processor.timeout or make the processor faster",
+			p.name, ErrTimeout, p.timeout)
+	case cancelled:
+		fmt.Fprintf(log, "conveyor: %s was cancelled; its process group was killed\n", p.name)
+		return fmt.Errorf("processor %s: %w", p.name, ctx.Err())
+	case waitErr == nil, errors.Is(waitErr, exec.ErrWaitDelay):
+		// ErrWaitDelay: exit status 0, but something it started held the
+		// log open; that has been killed above.
+		return nil
+	}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return &ExitError{Code: -1, Signal: signalName(ws.Signal())}
+		}
+		return &ExitError{Code: ee.ExitCode()}
+	}
+	return fmt.Errorf("processor %s: %w", p.name, waitErr)
+}
+
+// terminate stops the process group: SIGTERM, then SIGKILL after killGrace.
+// It returns the result of Wait.
+func terminate(pgid int, waitc <-chan error) error {
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	grace := time.NewTimer(killGrace)
+	defer grace.Stop()
+	select {
+	case err := <-waitc:
+		return err
+	case <-grace.C:
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	return <-waitc
+}
+
+// environ builds the processor's environment: a minimal base, then
+// Config.Env, then the contract variables (last, so they always win). The
+// object key travels only here, never in argv or through a shell.
+func (p *external) environ(env Env) []string {
+	e := []string{
+		"PATH=" + getenvOr("PATH", defaultPath),
+		"HOME=" + getenvOr("HOME", env.WorkDir),
+		"LANG=" + getenvOr("LANG", defaultLang),
+		"TMPDIR=" + env.WorkDir,
+	}
+	e = append(e, p.env...)
+	return append(e,
+		"CONVEYOR_INPUT="+env.Input,
+		"CONVEYOR_OUTPUT_DIR="+env.OutputDir,
+		"CONVEYOR_WORK_DIR="+env.WorkDir,
+		"CONVEYOR_JOB_ID="+env.JobID,
+		"CONVEYOR_INPUT_BUCKET="+env.InputBucket,
+		"CONVEYOR_INPUT_KEY="+env.InputKey,
+	)
+}
+
+func getenvOr(key, fallback string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return fallback
+}
+
+// startError classifies a failure to start: a missing or non-executable
+// program (or #! interpreter) is permanent; anything else may be transient.
+func (p *external) startError(err error, env Env) error {
+	fi, serr := os.Stat(p.path)
+	switch {
+	case errors.Is(serr, fs.ErrNotExist):
+		return p.notFound("is missing")
+	case serr == nil && fi.Mode()&0o111 == 0:
+		return p.notFound("is not executable")
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		if _, werr := os.Stat(env.WorkDir); werr != nil {
+			return fmt.Errorf("processor %s: work dir: %w", p.name, werr)
+		}
+		return p.notFound("exists but its interpreter (#! line) was not found")
+	}
+	return fmt.Errorf("processor %s: start %s: %w", p.name, p.path, err)
+}
+
+func (p *external) notFound(what string) error {
+	return fmt.Errorf("processor %s: %w: %s %s; reinstall it or fix processor.command", p.name, ErrNotFound, p.path, what)
+}

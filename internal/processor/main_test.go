@@ -1,0 +1,97 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// helperEnv makes the test binary act as a small program that runs one
+// external processor and prints nothing itself (see TestExternalStdoutClean).
+const helperEnv = "CONVEYOR_PROCESSOR_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(helperMain())
+	}
+	killGrace = time.Second
+	pipeGrace = 200 * time.Millisecond
+	// Orphaned grandchildren of test processors are re-parented to this
+	// process, so tests can reap them and see them truly gone (ESRCH) even
+	// where PID 1 does not reap zombies.
+	becomeSubreaper()
+	os.Exit(m.Run())
+}
+
+// helperMain runs the processor named by the helper environment with its log
+// going to a file; anything on this process's stdout or stderr is a leak.
+func helperMain() int {
+	dir := os.Getenv(helperEnv)
+	p, err := New(Config{Command: []string{filepath.Join(dir, "proc.sh")}})
+	if err != nil {
+		return 2
+	}
+	log, err := os.Create(filepath.Join(dir, "job.log"))
+	if err != nil {
+		return 2
+	}
+	defer log.Close()
+	env := Env{
+		JobID:     "0123456789abcdef0123456789abcdef",
+		Input:     filepath.Join(dir, "input"),
+		OutputDir: filepath.Join(dir, "out"),
+		WorkDir:   filepath.Join(dir, "work"),
+	}
+	if err := p.Run(context.Background(), env, log); err != nil {
+		fmt.Fprintln(log, "helper:", err)
+		return 1
+	}
+	return 0
+}
+
+// writeScript writes an executable shell script into a fresh directory.
+func writeScript(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "proc.sh")
+	writeExecutable(t, path, "#!/bin/sh\n"+body)
+	return path
+}
+
+// writeExecutable holds syscall.ForkLock while the file is open for writing:
+// a fork in a parallel test would otherwise inherit the descriptor and make
+// executing the file fail with ETXTBSY.
+func writeExecutable(t *testing.T, path, content string) {
+	t.Helper()
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
+	if err := os.WriteFile(path, []byte(content), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newEnv creates the directories of one attempt with the given input.
+func newEnv(t *testing.T, key string, input []byte) Env {
+	t.Helper()
+	dir := t.TempDir()
+	env := Env{
+		JobID:       "0123456789abcdef0123456789abcdef",
+		InputBucket: "input",
+		InputKey:    key,
+		Input:       filepath.Join(dir, "input"),
+		OutputDir:   filepath.Join(dir, "out"),
+		WorkDir:     filepath.Join(dir, "work"),
+	}
+	for _, d := range []string{env.OutputDir, env.WorkDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(env.Input, input, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
