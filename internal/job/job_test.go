@@ -16,9 +16,9 @@ func TestIDIsStableAndDistinct(t *testing.T) {
 		t.Fatal("same object version gave two IDs")
 	}
 	others := []string{
-		ID("input", "a.txt", Revision("", "etag2")),  // new content
+		ID("input", "a.txt", Revision("", "etag2")),   // new content
 		ID("input", "a.txt", Revision("v1", "etag1")), // versioned
-		ID("other", "a.txt", Revision("", "etag1")),  // other bucket
+		ID("other", "a.txt", Revision("", "etag1")),   // other bucket
 		ID("input", "a.txt\x00", Revision("", "etag1")),
 		ID("input", "a.tx", Revision("", "tetag1")), // no ambiguity at field boundaries
 	}
