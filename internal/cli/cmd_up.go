@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"net"
 	"path"
 	"strings"
 	"time"
@@ -63,6 +64,12 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	if err := c.validate(); err != nil {
 		return err
+	}
+	if err := c.validateComponents(); err != nil {
+		return err
+	}
+	if host, _, err := net.SplitHostPort(c.S3.Addr); err == nil && !isLoopback(host) {
+		fmt.Fprintf(o.Err, "conveyor: warning: S3 listens on %s, reachable from other machines; credentials are required, but traffic is plain HTTP\n", c.S3.Addr)
 	}
 	pc := c.pipelineConfig()
 	pc.Log = o.Err
@@ -125,6 +132,14 @@ func runDemo(ctx context.Context, o *upOptions, c FileConfig) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	return putAndWait(ctx, cn, o.Out, o.Err, items, true)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // shellQuote quotes s for a POSIX shell.

@@ -63,6 +63,9 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 			return err
 		}
 	}
+	if err := c.validateComponents(); err != nil {
+		return err
+	}
 	proc, err := processor.New(c.processorConfig())
 	if err != nil {
 		return usageErrorf("%v", err)

@@ -107,11 +107,21 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	return c, nil
 }
 
+// yamlMessage turns yaml.v3's messages into one line a person can act on.
 func yamlMessage(err error) string {
-	if err.Error() == "EOF" {
-		return "empty"
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	msg = strings.TrimPrefix(msg, "unmarshal errors:\n")
+	var lines []string
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.TrimSpace(l)
+		l = strings.Replace(l, "cannot unmarshal !!str", "cannot use", 1)
+		l = strings.Replace(l, "into time.Duration", "as a duration (use a value like 90s, 5m or 1h)", 1)
+		l = strings.Replace(l, "into int", "as a whole number", 1)
+		if l != "" {
+			lines = append(lines, l)
+		}
 	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
+	return strings.Join(lines, "; ")
 }
 
 // absDataDir makes the data dir absolute: the embedded S3 server changes

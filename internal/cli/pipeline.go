@@ -42,6 +42,21 @@ func (c FileConfig) volumePath() string {
 	return local.Paths{Root: c.DataDir}.Volume()
 }
 
+// validateComponents checks every component's configuration before
+// anything starts, so a bad value is a usage error (exit 2), not a failure.
+func (c FileConfig) validateComponents() error {
+	if _, err := processor.New(c.processorConfig()); err != nil {
+		return usageErrorf("%v", err)
+	}
+	if err := c.workerConfig().WithDefaults().Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	if err := c.orchestratorConfig().WithDefaults().Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	return nil
+}
+
 // pipelineConfig maps the file configuration onto `conveyor up`'s.
 func (c FileConfig) pipelineConfig() local.Config {
 	return local.Config{

@@ -134,9 +134,10 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	p.Reconciler = orchestrator.NewReconciler(p.Orch, cfg.Reconcile)
 	p.Reconciler.ResumeLiveLeases = true
+	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
 		if r.Missing > 0 || r.Unfinished > 0 || len(r.Errors) > 0 {
-			p.logf("reconcile: %d input objects, %d without a job, %d unfinished jobs resumed, %d errors %v", r.Objects, r.Missing, r.Unfinished, len(r.Errors), r.Errors)
+			p.logf("reconcile: %d input objects, %d without a job, %d unfinished jobs dispatched again, %d errors %v", r.Objects, r.Missing, r.Unfinished, len(r.Errors), r.Errors)
 		}
 	}
 	if err := p.Reconciler.Start(context.WithoutCancel(ctx)); err != nil {
@@ -206,7 +207,15 @@ func (p *Pipeline) Stop() error {
 			p.dispatcher.Close()
 		}
 		if p.Server != nil {
-			err = p.Server.Stop()
+			// The gateway waits up to 10s for clients' keep-alive
+			// connections. Objects are published atomically, so leaving
+			// earlier is as safe as a crash, which the pipeline survives.
+			stopped := make(chan error, 1)
+			go func() { stopped <- p.Server.Stop() }()
+			select {
+			case err = <-stopped:
+			case <-time.After(2 * time.Second):
+			}
 		}
 		os.Remove(p.Paths.RunInfo())
 		if p.lock != nil {

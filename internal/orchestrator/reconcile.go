@@ -22,7 +22,7 @@ const DefaultReconcileInterval = 30 * time.Second
 type Report struct {
 	Objects      int // input objects seen
 	Missing      int // objects that had no job: submitted
-	Unfinished   int // unfinished jobs dispatched again
+	Unfinished   int // unfinished jobs not in hand, dispatched again
 	Errors       []error
 	Duration     time.Duration
 	FinishedJobs int // records known finished (not re-read)
@@ -40,6 +40,9 @@ type Reconciler struct {
 	// volume's job lock, not the lease, tells whether an attempt is alive,
 	// so a crashed one is resumed at once instead of after its lease.
 	ResumeLiveLeases bool
+	// InHand, if set, reports jobs the dispatcher already holds (queued or
+	// running in this process): their records are not read again.
+	InHand func(id string) bool
 
 	mu       sync.Mutex
 	finished map[string]bool
@@ -99,7 +102,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 		}
 	}
 	for id, existed := range known {
-		if !existed || r.isFinished(id) {
+		if !existed || r.isFinished(id) || (r.InHand != nil && r.InHand(id)) {
 			continue
 		}
 		rec, _, err := r.o.store.Get(ctx, id)

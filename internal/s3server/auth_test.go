@@ -29,6 +29,7 @@ func TestUnauthenticatedRequestsAre403AndEmitNothing(t *testing.T) {
 	}{
 		{"wrong secret", wrongSecret},
 		{"anonymous", anonymous},
+		{"unknown access key", NewClient(testServer.Endpoint(), "AKIDNOTCONVEYOR00000", testSecretKey, DefaultRegion)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -39,6 +40,8 @@ func TestUnauthenticatedRequestsAre403AndEmitNothing(t *testing.T) {
 			want403(t, "GetObject", err)
 			_, err = tc.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(testBucket)})
 			want403(t, "ListObjectsV2", err)
+			_, err = tc.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(testBucket)})
+			want403(t, "HeadBucket", err)
 
 			if docs, _ := testEvents.forKey(t, testBucket, key); len(docs) != 0 {
 				t.Errorf("rejected PutObject emitted %q", docs)

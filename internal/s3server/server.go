@@ -83,11 +83,11 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		Region:         cfg.Region,
 		// Given explicitly: auth.New would pick the same single-account
 		// service but announce it on stdout.
-		IAMService: auth.NewIAMServiceSingle(auth.Account{
+		IAMService: singleAccount{auth.NewIAMServiceSingle(auth.Account{
 			Access: cfg.AccessKey,
 			Secret: cfg.SecretKey,
 			Role:   auth.RoleAdmin,
-		}),
+		})},
 		Ports:             []string{cfg.Addr},
 		MaxConnections:    maxConnections,
 		MaxRequests:       maxRequests,
@@ -212,4 +212,18 @@ func gatewayError(addr string, err error) error {
 		return listenError(addr, err)
 	}
 	return fmt.Errorf("s3 server on %s: %w", addr, err)
+}
+
+// singleAccount is the gateway's single-account IAM service, except that an
+// unknown access key is auth.ErrNoSuchUser, which the gateway answers with
+// 403 InvalidAccessKeyId as S3 does; the plain service's "user not found"
+// becomes a 404 that clients read as a missing bucket.
+type singleAccount struct{ auth.IAMService }
+
+func (s singleAccount) GetUserAccount(access string) (auth.Account, error) {
+	acct, err := s.IAMService.GetUserAccount(access)
+	if err != nil {
+		return acct, auth.ErrNoSuchUser
+	}
+	return acct, nil
 }

@@ -83,6 +83,13 @@ func (d *Dispatcher) Pending() int {
 	return len(d.pending)
 }
 
+// Has reports whether the job is queued or running here.
+func (d *Dispatcher) Has(jobID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pending[jobID]
+}
+
 // Close stops taking jobs, cancels the running ones (their records stay
 // running and are taken over on the next start) and waits for the pool.
 func (d *Dispatcher) Close() error {

@@ -1,0 +1,32 @@
+# Conveyor's build. Everything here is also a plain go command; make is a
+# convenience, not a requirement.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/conveyorhq/conveyor/internal/cli.Version=$(VERSION)
+GOFLAGS_REPRO := -trimpath -buildvcs=false
+
+.PHONY: build test build-arm64 build-amd64 build-lambda dist bench clean
+
+build:
+	go build $(GOFLAGS_REPRO) -ldflags '$(LDFLAGS)' -o dist/conveyor ./cmd/conveyor
+
+test:
+	go test ./... && go -C infra test ./...
+
+build-arm64:
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build $(GOFLAGS_REPRO) -ldflags '$(LDFLAGS)' -o dist/linux-arm64/conveyor ./cmd/conveyor
+
+build-amd64:
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build $(GOFLAGS_REPRO) -ldflags '$(LDFLAGS)' -o dist/linux-amd64/conveyor ./cmd/conveyor
+
+build-lambda:
+	mkdir -p dist/lambda
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build $(GOFLAGS_REPRO) -tags lambda.norpc -ldflags '$(LDFLAGS)' -o dist/lambda/bootstrap ./cmd/conveyor-lambda
+	cd dist/lambda && rm -f bootstrap.zip && TZ=UTC touch -t 198001010000 bootstrap && zip -X -q bootstrap.zip bootstrap
+
+dist: build-arm64 build-amd64 build-lambda
+
+bench:
+	go run ./bench/pipeline
+
+clean:
+	rm -rf dist

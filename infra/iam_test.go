@@ -1,0 +1,216 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/google/go-cmp/cmp"
+)
+
+// stmt is an expected Allow statement.
+func stmt(actions []string, resource interface{}, condition ...map[string]interface{}) map[string]interface{} {
+	s := map[string]interface{}{"Effect": "Allow", "Action": actions, "Resource": resource}
+	if len(condition) > 0 {
+		s["Condition"] = condition[0]
+	}
+	return s
+}
+
+// normalized returns statements with Action/Resource always as lists, so
+// CDK's "one action is a string" does not matter.
+func normalized(t *testing.T, statements interface{}) []interface{} {
+	t.Helper()
+	var out []interface{}
+	for _, s := range plain(t, statements).([]interface{}) {
+		m := s.(map[string]interface{})
+		m["Action"] = asList(m["Action"])
+		m["Resource"] = asList(m["Resource"])
+		out = append(out, m)
+	}
+	return out
+}
+
+// policyOf returns the statements of the role's default policy.
+func policyOf(t *testing.T, role constructs.IConstruct) []interface{} {
+	t.Helper()
+	var found []interface{}
+	for id, p := range resources("AWS::IAM::Policy") {
+		props := p["Properties"].(map[string]interface{})
+		for _, r := range props["Roles"].([]interface{}) {
+			if cmp.Equal(r, plain(t, ref(logicalID(role)))) {
+				if found != nil {
+					t.Fatalf("role %s has more than one policy (%s)", logicalID(role), id)
+				}
+				found = props["PolicyDocument"].(map[string]interface{})["Statement"].([]interface{})
+			}
+		}
+	}
+	return found
+}
+
+func TestOrchestratorPolicy(t *testing.T) {
+	c := synth.conveyor
+	s := c.Storage
+	tag := map[string]interface{}{"StringEquals": map[string]interface{}{"ssm:resourceTag/conveyor:role": "worker"}}
+	ec2Tag := map[string]interface{}{"StringEquals": map[string]interface{}{"aws:ResourceTag/conveyor:role": "worker"}}
+	want := []interface{}{
+		stmt([]string{"ssm:SendCommand"}, join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":document/", ref("RunJobDocument"))),
+		stmt([]string{"ssm:SendCommand"}, instancesArn(), tag),
+		stmt([]string{"ec2:StartInstances"}, instancesArn(), ec2Tag),
+		stmt([]string{"ec2:DescribeInstances", "ssm:DescribeInstanceInformation"}, "*"),
+		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:ListBucket"}, arnOf(s.State), map[string]interface{}{"StringLike": map[string]interface{}{"s3:prefix": "jobs/*"}}),
+		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
+		stmt([]string{"s3:ListBucket"}, arnOf(s.Input)),
+		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Orch.LogGroup)),
+		// added by CDK for the on-failure destination
+		stmt([]string{"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"}, arnOf(c.Orch.DLQ)),
+	}
+	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Orch.Role))); d != "" {
+		t.Errorf("orchestrator policy (-want +got):\n%s", d)
+	}
+	if r := props(t, c.Orch.Role); r["ManagedPolicyArns"] != nil || r["Policies"] != nil {
+		t.Errorf("orchestrator role has other policies: %v %v", r["ManagedPolicyArns"], r["Policies"])
+	}
+}
+
+func TestWorkerPolicy(t *testing.T) {
+	c := synth.conveyor
+	s := c.Storage
+	asset := join("arn:", ref("AWS::Partition"), ":s3:::", map[string]interface{}{"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"}, "/"+*c.Worker.Binary.S3ObjectKey())
+	want := []interface{}{
+		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
+		stmt([]string{"s3:AbortMultipartUpload", "s3:PutObject"}, join(arnOf(s.Output), "/*")),
+		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
+		stmt([]string{"s3:GetObject"}, asset),
+		stmt([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}, arnOf(c.Worker.CommandLogs)),
+		stmt([]string{"ssm:UpdateInstanceInformation"}, instancesArn()),
+		stmt([]string{
+			"ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
+			"ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
+			"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+			"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
+		}, "*"),
+	}
+	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Worker.Role))); d != "" {
+		t.Errorf("worker policy (-want +got):\n%s", d)
+	}
+	if r := props(t, c.Worker.Role); r["ManagedPolicyArns"] != nil || r["Policies"] != nil {
+		t.Errorf("worker role has other policies: %v %v", r["ManagedPolicyArns"], r["Policies"])
+	}
+}
+
+// policyDocuments returns every identity policy document in the template:
+// AWS::IAM::Policy, AWS::IAM::ManagedPolicy and roles' inline policies.
+func policyDocuments() map[string]interface{} {
+	docs := map[string]interface{}{}
+	for id, r := range resources("AWS::IAM::Policy") {
+		docs[id] = r["Properties"].(map[string]interface{})["PolicyDocument"]
+	}
+	for id, r := range resources("AWS::IAM::ManagedPolicy") {
+		docs[id] = r["Properties"].(map[string]interface{})["PolicyDocument"]
+	}
+	for id, r := range resources("AWS::IAM::Role") {
+		inline, _ := r["Properties"].(map[string]interface{})["Policies"].([]interface{})
+		for i, p := range inline {
+			docs[fmt.Sprintf("%s/Policies/%d", id, i)] = p.(map[string]interface{})["PolicyDocument"]
+		}
+	}
+	return docs
+}
+
+// wildcardProblems lists why an identity-policy statement breaks least
+// privilege: a wildcard in an action, NotAction/NotResource, or Resource "*"
+// for an action that is not in UnscopableActions.
+func wildcardProblems(statement map[string]interface{}) []string {
+	if statement["Effect"] != "Allow" {
+		return nil
+	}
+	var out []string
+	for _, k := range []string{"NotAction", "NotResource"} {
+		if statement[k] != nil {
+			out = append(out, k+" is used")
+		}
+	}
+	actions := asList(statement["Action"])
+	starResource := false
+	for _, r := range asList(statement["Resource"]) {
+		if r == "*" {
+			starResource = true
+		}
+	}
+	for _, a := range actions {
+		s := fmt.Sprint(a)
+		if strings.ContainsAny(s, "*?") {
+			out = append(out, "wildcard action "+s)
+			continue
+		}
+		if _, ok := UnscopableActions[s]; starResource && !ok {
+			out = append(out, "Resource \"*\" for "+s+", which supports resource-level permissions")
+		}
+	}
+	return out
+}
+
+func TestWildcardCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		s    map[string]interface{}
+		bad  bool
+	}{
+		{"scoped", stmt([]string{"s3:GetObject"}, "arn:aws:s3:::b/*"), false},
+		{"unscopable on star", stmt([]string{"ec2:DescribeInstances"}, "*"), false},
+		{"star action", stmt([]string{"*"}, "arn:aws:s3:::b"), true},
+		{"service wildcard", stmt([]string{"s3:Get*"}, "arn:aws:s3:::b/*"), true},
+		{"scopable on star", stmt([]string{"ec2:StartInstances"}, "*"), true},
+		{"mixed on star", stmt([]string{"ec2:DescribeInstances", "s3:PutObject"}, []interface{}{"*"}), true},
+		{"deny is not checked", map[string]interface{}{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}, false},
+	} {
+		got := wildcardProblems(plain(t, tc.s).(map[string]interface{}))
+		if (len(got) > 0) != tc.bad {
+			t.Errorf("%s: problems %v, want bad=%v", tc.name, got, tc.bad)
+		}
+	}
+}
+
+func TestNoWildcards(t *testing.T) {
+	docs := policyDocuments()
+	if len(docs) < 3 {
+		t.Fatalf("found %d policy documents; the walker is not seeing the template", len(docs))
+	}
+	for id, doc := range docs {
+		for _, s := range doc.(map[string]interface{})["Statement"].([]interface{}) {
+			for _, p := range wildcardProblems(s.(map[string]interface{})) {
+				t.Errorf("%s: %s", id, p)
+			}
+		}
+	}
+	// Resource policies (bucket and queue policies) may not grant wildcard
+	// actions either; their Deny statements (enforceSSL) may.
+	for _, typ := range []string{"AWS::S3::BucketPolicy", "AWS::SQS::QueuePolicy"} {
+		for id, r := range resources(typ) {
+			for _, s := range r["Properties"].(map[string]interface{})["PolicyDocument"].(map[string]interface{})["Statement"].([]interface{}) {
+				m := s.(map[string]interface{})
+				for _, a := range asList(m["Action"]) {
+					if m["Effect"] == "Allow" && strings.ContainsAny(fmt.Sprint(a), "*?") {
+						t.Errorf("%s: allows wildcard action %v", id, a)
+					}
+				}
+			}
+		}
+	}
+	// AWS managed policies are not in the template: only the documented
+	// ones may be attached.
+	for id, r := range resources("AWS::IAM::Role") {
+		for _, arn := range asList(r["Properties"].(map[string]interface{})["ManagedPolicyArns"]) {
+			s := flatten(arn)
+			name := s[strings.Index(s, ":policy/")+len(":policy/"):]
+			if _, ok := AllowedManagedPolicies[name]; !ok || !strings.HasPrefix(s, "arn:{Ref:AWS::Partition}:iam::aws:policy/") {
+				t.Errorf("%s: managed policy %s is not in AllowedManagedPolicies", id, s)
+			}
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// Parameters are the stack's CloudFormation parameters: what an operator may
+// change with `cdk deploy --parameters Name=value` without touching code.
+type Parameters struct {
+	InstanceType   awscdk.CfnParameter
+	SnapshotTime   awscdk.CfnParameter
+	SnapshotRetain awscdk.CfnParameter
+	FilterPrefix   awscdk.CfnParameter
+	FilterSuffix   awscdk.CfnParameter
+	// HasPrefix, HasSuffix and HasBoth say which S3 notification key
+	// filters apply (S3 has no "empty" filter rule).
+	HasPrefix, HasSuffix, HasBoth awscdk.CfnCondition
+}
+
+func newParameters(stack awscdk.Stack) *Parameters {
+	param := func(id string, p *awscdk.CfnParameterProps) awscdk.CfnParameter {
+		return awscdk.NewCfnParameter(stack, jsii.String(id), p)
+	}
+	p := &Parameters{
+		InstanceType: param("InstanceType", &awscdk.CfnParameterProps{
+			Type:        jsii.String("String"),
+			Default:     jsii.String("t4g.small"),
+			Description: jsii.String("Worker instance type; must be Graviton (arm64). Changing it stops and starts the worker."),
+			// Graviton families carry a "g" after the generation digit
+			// (t4g, m7g, c7gn, r8g); the AMI is arm64.
+			AllowedPattern:        jsii.String(`^[a-z]+[0-9]+g[a-z]*\.[a-z0-9]+$`),
+			ConstraintDescription: jsii.String("an arm64 (Graviton) instance type such as t4g.small or m7g.large"),
+		}),
+		SnapshotTime: param("SnapshotTime", &awscdk.CfnParameterProps{
+			Type:                  jsii.String("String"),
+			Default:               jsii.String("03:00"),
+			Description:           jsii.String("Daily data-volume snapshot time, hh:mm UTC"),
+			AllowedPattern:        jsii.String(`^([01][0-9]|2[0-3]):[0-5][0-9]$`),
+			ConstraintDescription: jsii.String("a UTC time of day as hh:mm, e.g. 03:00"),
+		}),
+		SnapshotRetain: param("SnapshotRetain", &awscdk.CfnParameterProps{
+			Type:        jsii.String("Number"),
+			Default:     jsii.Number(7),
+			Description: jsii.String("How many daily snapshots of the data volume to keep"),
+			MinValue:    jsii.Number(1),
+			MaxValue:    jsii.Number(1000),
+		}),
+		FilterPrefix: param("FilterPrefix", &awscdk.CfnParameterProps{
+			Type:                  jsii.String("String"),
+			Default:               jsii.String(""),
+			Description:           jsii.String("Only keys starting with this prefix start a job (empty: all keys)"),
+			AllowedPattern:        jsii.String(`^[^,]{0,1024}$`),
+			ConstraintDescription: jsii.String("one prefix, without commas (S3 allows one prefix rule per notification)"),
+		}),
+		FilterSuffix: param("FilterSuffix", &awscdk.CfnParameterProps{
+			Type:                  jsii.String("String"),
+			Default:               jsii.String(""),
+			Description:           jsii.String("Only keys ending with this suffix start a job, e.g. .csv (empty: all keys)"),
+			AllowedPattern:        jsii.String(`^[^,]{0,1024}$`),
+			ConstraintDescription: jsii.String("one suffix, without commas (S3 allows one suffix rule per notification)"),
+		}),
+	}
+	notEmpty := func(id string, v awscdk.CfnParameter) awscdk.CfnCondition {
+		return awscdk.NewCfnCondition(stack, jsii.String(id), &awscdk.CfnConditionProps{
+			Expression: awscdk.Fn_ConditionNot(awscdk.Fn_ConditionEquals(v.ValueAsString(), jsii.String(""))),
+		})
+	}
+	p.HasPrefix = notEmpty("HasFilterPrefix", p.FilterPrefix)
+	p.HasSuffix = notEmpty("HasFilterSuffix", p.FilterSuffix)
+	p.HasBoth = awscdk.NewCfnCondition(stack, jsii.String("HasFilterPrefixAndSuffix"), &awscdk.CfnConditionProps{
+		Expression: awscdk.Fn_ConditionAnd(p.HasPrefix, p.HasSuffix),
+	})
+	return p
+}

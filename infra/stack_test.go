@@ -1,0 +1,482 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
+)
+
+func TestBuckets(t *testing.T) {
+	s := synth.conveyor.Storage
+	if n := len(resources("AWS::S3::Bucket")); n != 4 {
+		t.Errorf("%d buckets, want 4 (input, output, state, logs)", n)
+	}
+	if logicalID(s.Input) == logicalID(s.Output) {
+		t.Fatal("input and output are the same bucket")
+	}
+	abort := map[string]interface{}{"Id": "abort-incomplete-multipart-uploads", "AbortIncompleteMultipartUpload": map[string]interface{}{"DaysAfterInitiation": 7}, "Status": "Enabled"}
+	for _, tc := range []struct {
+		name      string
+		bucket    awss3.Bucket
+		versioned bool
+		logPrefix string // "" for the log bucket itself
+		rules     []interface{}
+	}{
+		{"input", s.Input, true, "s3/input/", []interface{}{
+			map[string]interface{}{"Id": "expire-old-versions", "NoncurrentVersionExpiration": map[string]interface{}{"NoncurrentDays": 30}, "Status": "Enabled"}, abort}},
+		{"output", s.Output, false, "s3/output/", []interface{}{abort}},
+		{"state", s.State, false, "s3/state/", []interface{}{
+			map[string]interface{}{"Id": "expire-job-logs", "Prefix": "logs/", "ExpirationInDays": 90, "Status": "Enabled"}, abort}},
+		{"logs", s.Logs, false, "", []interface{}{
+			map[string]interface{}{"Id": "expire-logs", "ExpirationInDays": 90, "Status": "Enabled"}, abort}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := resource(t, tc.bucket)
+			p := r["Properties"].(map[string]interface{})
+			if r["DeletionPolicy"] != "Retain" || r["UpdateReplacePolicy"] != "Retain" {
+				t.Errorf("DeletionPolicy/UpdateReplacePolicy = %v/%v, want Retain", r["DeletionPolicy"], r["UpdateReplacePolicy"])
+			}
+			want := map[string]interface{}{"BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true}
+			if d := cmp.Diff(plain(t, want), p["PublicAccessBlockConfiguration"]); d != "" {
+				t.Errorf("block public access (-want +got):\n%s", d)
+			}
+			enc := plain(t, map[string]interface{}{"ServerSideEncryptionConfiguration": []interface{}{
+				map[string]interface{}{"ServerSideEncryptionByDefault": map[string]interface{}{"SSEAlgorithm": "AES256"}}}})
+			if d := cmp.Diff(enc, p["BucketEncryption"]); d != "" {
+				t.Errorf("encryption (-want +got):\n%s", d)
+			}
+			var versioning interface{}
+			if tc.versioned {
+				versioning = map[string]interface{}{"Status": "Enabled"}
+			}
+			if d := cmp.Diff(versioning, p["VersioningConfiguration"]); d != "" {
+				t.Errorf("versioning (-want +got):\n%s", d)
+			}
+			var logging interface{}
+			if tc.logPrefix != "" {
+				logging = plain(t, map[string]interface{}{"DestinationBucketName": ref(logicalID(s.Logs)), "LogFilePrefix": tc.logPrefix})
+			}
+			if d := cmp.Diff(logging, p["LoggingConfiguration"]); d != "" {
+				t.Errorf("server access logging (-want +got):\n%s", d)
+			}
+			got := p["LifecycleConfiguration"].(map[string]interface{})["Rules"]
+			if d := cmp.Diff(plain(t, tc.rules), got); d != "" {
+				t.Errorf("lifecycle rules (-want +got):\n%s", d)
+			}
+			// enforceSSL: the bucket policy denies every request without TLS.
+			synth.template.HasResourceProperties(jsii.String("AWS::S3::BucketPolicy"), map[string]interface{}{
+				"Bucket": ref(logicalID(tc.bucket)),
+				"PolicyDocument": assertions.Match_ObjectLike(&map[string]interface{}{
+					"Statement": assertions.Match_ArrayWith(&[]interface{}{map[string]interface{}{
+						"Action":    "s3:*",
+						"Condition": map[string]interface{}{"Bool": map[string]interface{}{"aws:SecureTransport": "false"}},
+						"Effect":    "Deny",
+						"Principal": map[string]interface{}{"AWS": "*"},
+						"Resource":  []interface{}{arnOf(tc.bucket), join(arnOf(tc.bucket), "/*")},
+					}}),
+				}),
+			})
+		})
+	}
+}
+
+func TestOrchestratorFunction(t *testing.T) {
+	c := synth.conveyor
+	p := props(t, c.Orch.Function)
+	checks := map[string]interface{}{
+		"Runtime":                      "provided.al2023",
+		"Architectures":                []interface{}{"arm64"},
+		"Handler":                      "bootstrap",
+		"ReservedConcurrentExecutions": float64(DefaultReservedConcurrency),
+		"Role":                         arnOf(c.Orch.Role),
+		"LoggingConfig":                map[string]interface{}{"LogGroup": ref(logicalID(c.Orch.LogGroup))},
+	}
+	for k, want := range checks {
+		if d := cmp.Diff(plain(t, want), p[k]); d != "" {
+			t.Errorf("%s (-want +got):\n%s", k, d)
+		}
+	}
+	env := map[string]interface{}{
+		"CONVEYOR_INPUT_BUCKET":       ref(logicalID(c.Storage.Input)),
+		"CONVEYOR_OUTPUT_BUCKET":      ref(logicalID(c.Storage.Output)),
+		"CONVEYOR_STATE_BUCKET":       ref(logicalID(c.Storage.State)),
+		"CONVEYOR_SSM_DOCUMENT":       ref("RunJobDocument"),
+		"CONVEYOR_WORKER_TAG_KEY":     "conveyor:role",
+		"CONVEYOR_WORKER_TAG_VALUE":   "worker",
+		"CONVEYOR_WORKER_INSTANCE_ID": ref(logicalID(c.Worker.Instance)),
+		"CONVEYOR_SSM_LOG_GROUP":      ref(logicalID(c.Worker.CommandLogs)),
+		"CONVEYOR_FILTER_PREFIXES":    ref("FilterPrefix"),
+		"CONVEYOR_FILTER_SUFFIXES":    ref("FilterSuffix"),
+		"CONVEYOR_EXECUTION_TIMEOUT":  "3600",
+	}
+	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
+		t.Errorf("environment (-want +got):\n%s", d)
+	}
+	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Worker.CommandLogs} {
+		if got := props(t, lg)["RetentionInDays"]; got != float64(30) {
+			t.Errorf("log group %s retention = %v, want 30", logicalID(lg), got)
+		}
+	}
+	synth.template.HasResourceProperties(jsii.String("AWS::Lambda::EventInvokeConfig"), map[string]interface{}{
+		"FunctionName":             ref(logicalID(c.Orch.Function)),
+		"MaximumRetryAttempts":     OrchestratorRetryAttempts,
+		"MaximumEventAgeInSeconds": OrchestratorMaxEventAge * 3600,
+		"DestinationConfig":        map[string]interface{}{"OnFailure": map[string]interface{}{"Destination": arnOf(c.Orch.DLQ)}},
+	})
+	q := props(t, c.Orch.DLQ)
+	if q["SqsManagedSseEnabled"] != true {
+		t.Errorf("DLQ SqsManagedSseEnabled = %v, want true", q["SqsManagedSseEnabled"])
+	}
+	synth.template.HasResourceProperties(jsii.String("AWS::SQS::QueuePolicy"), map[string]interface{}{
+		"PolicyDocument": assertions.Match_ObjectLike(&map[string]interface{}{
+			"Statement": assertions.Match_ArrayWith(&[]interface{}{assertions.Match_ObjectLike(&map[string]interface{}{
+				"Effect": "Deny", "Condition": map[string]interface{}{"Bool": map[string]interface{}{"aws:SecureTransport": "false"}},
+			})}),
+		}),
+	})
+}
+
+func TestNotification(t *testing.T) {
+	c := synth.conveyor
+	notif := resources("Custom::S3BucketNotifications")
+	if len(notif) != 1 {
+		t.Fatalf("%d bucket notification resources, want 1", len(notif))
+	}
+	rule := func(name, param string) map[string]interface{} {
+		return map[string]interface{}{"Name": name, "Value": ref(param)}
+	}
+	filter := func(rules ...interface{}) map[string]interface{} {
+		return map[string]interface{}{"Key": map[string]interface{}{"FilterRules": rules}}
+	}
+	want := map[string]interface{}{
+		"BucketName": ref(logicalID(c.Storage.Input)),
+		"NotificationConfiguration": map[string]interface{}{"LambdaFunctionConfigurations": []interface{}{map[string]interface{}{
+			"Events":            []interface{}{"s3:ObjectCreated:*"},
+			"LambdaFunctionArn": arnOf(c.Orch.Function),
+			"Filter": map[string]interface{}{"Fn::If": []interface{}{"HasFilterPrefixAndSuffix",
+				filter(rule("prefix", "FilterPrefix"), rule("suffix", "FilterSuffix")),
+				map[string]interface{}{"Fn::If": []interface{}{"HasFilterPrefix",
+					filter(rule("prefix", "FilterPrefix")),
+					map[string]interface{}{"Fn::If": []interface{}{"HasFilterSuffix",
+						filter(rule("suffix", "FilterSuffix")),
+						ref("AWS::NoValue")}}}}}},
+		}}},
+	}
+	for _, r := range notif {
+		p := r["Properties"].(map[string]interface{})
+		for k, w := range want {
+			if d := cmp.Diff(plain(t, w), p[k]); d != "" {
+				t.Errorf("%s (-want +got):\n%s", k, d)
+			}
+		}
+	}
+	conds := synth.json["Conditions"].(map[string]interface{})
+	notEmpty := func(param string) interface{} {
+		return plain(t, map[string]interface{}{"Fn::Not": []interface{}{map[string]interface{}{"Fn::Equals": []interface{}{ref(param), ""}}}})
+	}
+	for id, w := range map[string]interface{}{
+		"HasFilterPrefix":          notEmpty("FilterPrefix"),
+		"HasFilterSuffix":          notEmpty("FilterSuffix"),
+		"HasFilterPrefixAndSuffix": plain(t, map[string]interface{}{"Fn::And": []interface{}{map[string]interface{}{"Condition": "HasFilterPrefix"}, map[string]interface{}{"Condition": "HasFilterSuffix"}}}),
+	} {
+		if d := cmp.Diff(w, conds[id]); d != "" {
+			t.Errorf("condition %s (-want +got):\n%s", id, d)
+		}
+	}
+	// S3 may invoke the function, for this bucket and account only.
+	synth.template.HasResourceProperties(jsii.String("AWS::Lambda::Permission"), map[string]interface{}{
+		"Action":        "lambda:InvokeFunction",
+		"FunctionName":  arnOf(c.Orch.Function),
+		"Principal":     "s3.amazonaws.com",
+		"SourceArn":     arnOf(c.Storage.Input),
+		"SourceAccount": ref("AWS::AccountId"),
+	})
+}
+
+func TestParameters(t *testing.T) {
+	params := synth.json["Parameters"].(map[string]interface{})
+	for name, def := range map[string]interface{}{
+		"InstanceType": "t4g.small", "SnapshotTime": "03:00", "SnapshotRetain": float64(7), "FilterPrefix": "", "FilterSuffix": "",
+	} {
+		p, ok := params[name].(map[string]interface{})
+		if !ok {
+			t.Errorf("no parameter %s", name)
+			continue
+		}
+		if p["Default"] != def {
+			t.Errorf("%s default = %#v, want %#v", name, p["Default"], def)
+		}
+	}
+	img := params[logicalIDOfImageParam(t)].(map[string]interface{})
+	if img["Default"] != WorkerImageParameter || img["Type"] != "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>" {
+		t.Errorf("AMI parameter = %v, want the public AL2023 arm64 SSM parameter resolved at deploy time", img)
+	}
+}
+
+// logicalIDOfImageParam finds the parameter the instance's ImageId refers to.
+func logicalIDOfImageParam(t *testing.T) string {
+	t.Helper()
+	id, _ := props(t, synth.conveyor.Worker.Instance)["ImageId"].(map[string]interface{})["Ref"].(string)
+	return id
+}
+
+func TestNetwork(t *testing.T) {
+	for _, typ := range []string{"AWS::EC2::InternetGateway", "AWS::EC2::NatGateway", "AWS::EC2::EIP", "AWS::EC2::VPCGatewayAttachment"} {
+		if n := len(resources(typ)); n != 0 {
+			t.Errorf("%d %s, want none (isolated subnets only)", n, typ)
+		}
+	}
+	subnets := resources("AWS::EC2::Subnet")
+	if len(subnets) != 2 {
+		t.Errorf("%d subnets, want 2 (isolated, two AZs)", len(subnets))
+	}
+	for id, s := range subnets {
+		if s["Properties"].(map[string]interface{})["MapPublicIpOnLaunch"] != false {
+			t.Errorf("subnet %s maps public IPs", id)
+		}
+	}
+	for _, r := range resources("AWS::EC2::Route") {
+		t.Errorf("route %v: isolated subnets need none (the S3 gateway endpoint adds its own)", r["Properties"])
+	}
+	var gateway, iface []string
+	for _, e := range resources("AWS::EC2::VPCEndpoint") {
+		p := e["Properties"].(map[string]interface{})
+		svc := flatten(p["ServiceName"])
+		if p["VpcEndpointType"] == "Interface" {
+			iface = append(iface, svc)
+			if p["PrivateDnsEnabled"] != true {
+				t.Errorf("endpoint %s: private DNS off", svc)
+			}
+			if d := cmp.Diff(plain(t, []interface{}{getAtt(logicalID(synth.conveyor.Network.EndpointSecurityGroup), "GroupId")}), p["SecurityGroupIds"]); d != "" {
+				t.Errorf("endpoint %s security groups (-want +got):\n%s", svc, d)
+			}
+		} else {
+			gateway = append(gateway, svc)
+		}
+	}
+	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages"}
+	sortStrings := cmp.Transformer("sort", func(in []string) []string { out := append([]string(nil), in...); sortStringSlice(out); return out })
+	if d := cmp.Diff(wantIface, iface, sortStrings); d != "" {
+		t.Errorf("interface endpoints (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"com.amazonaws.{Ref:AWS::Region}.s3"}, gateway); d != "" {
+		t.Errorf("gateway endpoints (-want +got):\n%s", d)
+	}
+	synth.template.ResourceCountIs(jsii.String("AWS::EC2::FlowLog"), jsii.Number(1))
+	// The endpoints admit HTTPS from the worker's security group only.
+	ep := props(t, synth.conveyor.Network.EndpointSecurityGroup)
+	want := []interface{}{map[string]interface{}{
+		"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "Description": "HTTPS from the worker",
+		"SourceSecurityGroupId": getAtt(logicalID(synth.conveyor.Network.WorkerSecurityGroup), "GroupId"),
+	}}
+	ingress := resources("AWS::EC2::SecurityGroupIngress")
+	var got []interface{}
+	for _, r := range ingress {
+		p := r["Properties"].(map[string]interface{})
+		delete(p, "GroupId")
+		got = append(got, p)
+	}
+	if ep["SecurityGroupIngress"] != nil {
+		got = append(got, ep["SecurityGroupIngress"].([]interface{})...)
+	}
+	if d := cmp.Diff(plain(t, want), plain(t, got)); d != "" {
+		t.Errorf("ingress rules in the whole stack (-want +got):\n%s", d)
+	}
+}
+
+func TestWorkerInstance(t *testing.T) {
+	c := synth.conveyor
+	p := props(t, c.Worker.Instance)
+	checks := map[string]interface{}{
+		"InstanceType":     ref("InstanceType"),
+		"MetadataOptions":  map[string]interface{}{"HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1, "HttpTokens": "required"},
+		"SubnetId":         ref(logicalID(c.Network.WorkerSubnet)),
+		"SecurityGroupIds": []interface{}{getAtt(logicalID(c.Network.WorkerSecurityGroup), "GroupId")},
+		"BlockDeviceMappings": []interface{}{map[string]interface{}{"DeviceName": "/dev/xvda",
+			"Ebs": map[string]interface{}{"DeleteOnTermination": true, "Encrypted": true, "VolumeSize": 8, "VolumeType": "gp3"}}},
+	}
+	for k, want := range checks {
+		if d := cmp.Diff(plain(t, want), p[k]); d != "" {
+			t.Errorf("%s (-want +got):\n%s", k, d)
+		}
+	}
+	for _, k := range []string{"KeyName", "NetworkInterfaces"} {
+		if p[k] != nil {
+			t.Errorf("%s = %v, want none (no SSH key, no public address)", k, p[k])
+		}
+	}
+	if tg := tags(p); tg[WorkerTagKey] != WorkerTagValue {
+		t.Errorf("instance tags %v lack %s=%s", tg, WorkerTagKey, WorkerTagValue)
+	}
+	profile := resources("AWS::IAM::InstanceProfile")
+	if len(profile) != 1 {
+		t.Fatalf("%d instance profiles, want 1", len(profile))
+	}
+	for id, r := range profile {
+		if d := cmp.Diff(plain(t, ref(id)), p["IamInstanceProfile"]); d != "" {
+			t.Errorf("instance profile (-want +got):\n%s", d)
+		}
+		if d := cmp.Diff(plain(t, []interface{}{ref(logicalID(c.Worker.Role))}), r["Properties"].(map[string]interface{})["Roles"]); d != "" {
+			t.Errorf("instance profile roles (-want +got):\n%s", d)
+		}
+	}
+	sg := props(t, c.Network.WorkerSecurityGroup)
+	if sg["SecurityGroupIngress"] != nil {
+		t.Errorf("worker security group has ingress rules: %v", sg["SecurityGroupIngress"])
+	}
+	wantEgress := []interface{}{map[string]interface{}{"CidrIp": "0.0.0.0/0", "Description": "HTTPS to the SSM endpoints and the S3 gateway endpoint", "FromPort": 443, "IpProtocol": "tcp", "ToPort": 443}}
+	if d := cmp.Diff(plain(t, wantEgress), sg["SecurityGroupEgress"]); d != "" {
+		t.Errorf("worker egress (-want +got):\n%s", d)
+	}
+}
+
+func TestDataVolume(t *testing.T) {
+	c := synth.conveyor
+	r := resource(t, c.Worker.DataVolume)
+	if r["DeletionPolicy"] != "Retain" || r["UpdateReplacePolicy"] != "Retain" {
+		t.Errorf("data volume DeletionPolicy/UpdateReplacePolicy = %v/%v, want Retain", r["DeletionPolicy"], r["UpdateReplacePolicy"])
+	}
+	p := r["Properties"].(map[string]interface{})
+	if p["VolumeType"] != "gp3" || p["Encrypted"] != true || p["Size"] != float64(DefaultDataVolumeGiB) {
+		t.Errorf("data volume = %v, want gp3, encrypted, %d GiB", p, DefaultDataVolumeGiB)
+	}
+	if d := cmp.Diff(props(t, c.Worker.Instance)["AvailabilityZone"], p["AvailabilityZone"]); d != "" {
+		t.Errorf("volume and instance AZs differ (-instance +volume):\n%s", d)
+	}
+	if tg := tags(p); tg[BackupTagKey] != BackupTagValue {
+		t.Errorf("volume tags %v lack %s=%s", tg, BackupTagKey, BackupTagValue)
+	}
+	synth.template.HasResourceProperties(jsii.String("AWS::EC2::VolumeAttachment"), map[string]interface{}{
+		"Device": DataVolumeDevice, "InstanceId": ref(logicalID(c.Worker.Instance)), "VolumeId": ref(logicalID(c.Worker.DataVolume)),
+	})
+}
+
+func TestUserData(t *testing.T) {
+	c := synth.conveyor
+	script := flatten(props(t, c.Worker.Instance)["UserData"])
+	vol := "{Ref:" + logicalID(c.Worker.DataVolume) + "}"
+	for _, want := range []string{
+		"#!/bin/bash\nset -euo pipefail",
+		// the binary from its asset, in the asset bucket
+		"aws s3 cp '{Sub:s3://cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}/" + *c.Worker.Binary.S3ObjectKey() + "}' /usr/local/bin/conveyor.new",
+		"install -m 0755 /usr/local/bin/conveyor.new /usr/local/bin/conveyor",
+		// the config, exactly
+		"cat > '/etc/conveyor/conveyor.yaml' <<'CONVEYOR_CONFIG'\n" +
+			"s3: {endpoint: \"\", region: {Ref:AWS::Region}}\n" +
+			"buckets: {input: {Ref:" + logicalID(c.Storage.Input) + "}, output: {Ref:" + logicalID(c.Storage.Output) + "}, state: {Ref:" + logicalID(c.Storage.State) + "}}\n" +
+			"volume: /var/lib/conveyor\n" +
+			"processor: {name: report}\n" +
+			"CONVEYOR_CONFIG\n",
+		"echo 'CONVEYOR_S3_USE_AWS=1' >> /etc/environment",
+		// the NVMe device by the volume ID's serial
+		"vol='" + vol + "'\ndev=\"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${vol/-/}\"",
+		// format only when blkid finds no filesystem
+		"if ! blkid -o value -s TYPE \"$dev\" >/dev/null 2>&1; then\n  mkfs.xfs -L conveyor-data \"$dev\"",
+		"/var/lib/conveyor xfs defaults,nofail,x-systemd.device-timeout=30s 0 2\" >> /etc/fstab",
+		"mount '/var/lib/conveyor'",
+	} {
+		if !strings.Contains(script, want) {
+			t.Errorf("user data lacks:\n%s\n--- user data:\n%s", want, script)
+		}
+	}
+	if n := strings.Count(script, "mkfs"); n != 1 {
+		t.Errorf("user data runs mkfs %d times, want once (behind the blkid check)", n)
+	}
+	// The binary asset is a plain file upload (not a zip).
+	if *c.Worker.Binary.IsZipArchive() {
+		t.Error("worker binary asset is zipped")
+	}
+}
+
+func TestSnapshotPolicy(t *testing.T) {
+	c := synth.conveyor
+	want := map[string]interface{}{
+		"State":            "ENABLED",
+		"ExecutionRoleArn": arnOf(c.Snapshots.Role),
+		"PolicyDetails": map[string]interface{}{
+			"PolicyType":    "EBS_SNAPSHOT_MANAGEMENT",
+			"ResourceTypes": []interface{}{"VOLUME"},
+			"TargetTags":    []interface{}{map[string]interface{}{"Key": "Backup", "Value": "True"}},
+			"Schedules": []interface{}{map[string]interface{}{
+				"Name":       "daily",
+				"CreateRule": map[string]interface{}{"Interval": 24, "IntervalUnit": "HOURS", "Times": []interface{}{ref("SnapshotTime")}},
+				"RetainRule": map[string]interface{}{"Count": ref("SnapshotRetain")},
+				"CopyTags":   true,
+				"TagsToAdd":  []interface{}{map[string]interface{}{"Key": "conveyor:snapshot", "Value": "dlm-daily"}},
+			}},
+		},
+	}
+	p := props(t, c.Snapshots.Policy)
+	for k, w := range want {
+		if d := cmp.Diff(plain(t, w), p[k]); d != "" {
+			t.Errorf("%s (-want +got):\n%s", k, d)
+		}
+	}
+	r := props(t, c.Snapshots.Role)
+	wantRole := map[string]interface{}{
+		"AssumeRolePolicyDocument": map[string]interface{}{"Version": "2012-10-17", "Statement": []interface{}{map[string]interface{}{
+			"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": map[string]interface{}{"Service": "dlm.amazonaws.com"}}}},
+		"ManagedPolicyArns": []interface{}{join("arn:", ref("AWS::Partition"), ":iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole")},
+	}
+	for k, w := range wantRole {
+		if d := cmp.Diff(plain(t, w), r[k]); d != "" {
+			t.Errorf("DLM role %s (-want +got):\n%s", k, d)
+		}
+	}
+}
+
+func TestSSMDocument(t *testing.T) {
+	docs := resources("AWS::SSM::Document")
+	r, ok := docs["RunJobDocument"]
+	if !ok || len(docs) != 1 {
+		t.Fatalf("SSM documents %v, want one RunJobDocument", docs)
+	}
+	p := r["Properties"].(map[string]interface{})
+	if p["DocumentType"] != "Command" || p["DocumentFormat"] != "YAML" {
+		t.Errorf("document type/format = %v/%v, want Command/YAML", p["DocumentType"], p["DocumentFormat"])
+	}
+	raw, err := os.ReadFile(synth.ssmDocumentPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]interface{}
+	if err := yaml.Unmarshal(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(plain(t, want), p["Content"]); d != "" {
+		t.Errorf("document content differs from %s (-file +template):\n%s", synth.ssmDocumentPath, d)
+	}
+	jobID := p["Content"].(map[string]interface{})["parameters"].(map[string]interface{})["JobId"].(map[string]interface{})
+	if jobID["allowedPattern"] != "^[0-9a-f]{32}$" || jobID["interpolationType"] != "ENV_VAR" {
+		t.Errorf("JobId parameter = %v, want allowedPattern ^[0-9a-f]{32}$ and interpolationType ENV_VAR", jobID)
+	}
+}
+
+func TestOutputs(t *testing.T) {
+	outputs := synth.json["Outputs"].(map[string]interface{})
+	c := synth.conveyor
+	for name, want := range map[string]interface{}{
+		"InputBucketName":     ref(logicalID(c.Storage.Input)),
+		"OutputBucketName":    ref(logicalID(c.Storage.Output)),
+		"StateBucketName":     ref(logicalID(c.Storage.State)),
+		"WorkerInstanceId":    ref(logicalID(c.Worker.Instance)),
+		"DataVolumeId":        ref(logicalID(c.Worker.DataVolume)),
+		"SampleUploadCommand": join("aws s3 cp ./report.csv s3://", ref(logicalID(c.Storage.Input)), "/"),
+	} {
+		o, ok := outputs[name].(map[string]interface{})
+		if !ok {
+			t.Errorf("no output %s", name)
+			continue
+		}
+		if d := cmp.Diff(plain(t, want), o["Value"]); d != "" {
+			t.Errorf("output %s (-want +got):\n%s", name, d)
+		}
+	}
+}

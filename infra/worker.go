@@ -1,0 +1,131 @@
+package main
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3assets"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// DataVolumeDevice is the device name the data volume is attached as. On
+// Nitro instances it shows up as NVMe, so user data finds it by serial.
+const DataVolumeDevice = "/dev/sdf"
+
+// WorkerImageParameter is AWS's public SSM parameter for the latest Amazon
+// Linux 2023 arm64 AMI (SSM agent and AWS CLI preinstalled).
+const WorkerImageParameter = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+
+// Worker is the EC2 instance that runs jobs and its persistent data volume.
+type Worker struct {
+	Instance   awsec2.Instance
+	Role       awsiam.Role
+	DataVolume awsec2.Volume
+	// CommandLogs receives the output of SSM commands (the Lambda names it
+	// in SendCommand; the agent on the worker writes it).
+	CommandLogs awslogs.LogGroup
+	Binary      awss3assets.Asset
+}
+
+func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, net *Network, storage *Storage) *Worker {
+	w := &Worker{}
+	w.Binary = awss3assets.NewAsset(stack, jsii.String("WorkerBinary"), &awss3assets.AssetProps{Path: jsii.String(props.WorkerBinary)})
+	w.CommandLogs = awslogs.NewLogGroup(stack, jsii.String("CommandLogs"), &awslogs.LogGroupProps{
+		Retention:     awslogs.RetentionDays_ONE_MONTH,
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	w.Role = awsiam.NewRole(stack, jsii.String("WorkerRole"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ec2.amazonaws.com"), nil),
+		Description: jsii.String("Conveyor worker: read input, write output and job records, SSM agent"),
+	})
+	addWorkerPolicy(stack, w, storage)
+
+	az := net.WorkerSubnet.AvailabilityZone()
+	w.Instance = awsec2.NewInstance(stack, jsii.String("Worker"), &awsec2.InstanceProps{
+		Vpc:          net.Vpc,
+		VpcSubnets:   &awsec2.SubnetSelection{Subnets: &[]awsec2.ISubnet{net.WorkerSubnet}},
+		InstanceType: awsec2.NewInstanceType(params.InstanceType.ValueAsString()),
+		// Resolved by CloudFormation at deploy time (no context lookup).
+		MachineImage:  awsec2.MachineImage_FromSsmParameter(jsii.String(WorkerImageParameter), &awsec2.SsmParameterImageOptions{Os: awsec2.OperatingSystemType_LINUX}),
+		Role:          w.Role,
+		SecurityGroup: net.WorkerSecurityGroup,
+		HttpTokens:    awsec2.HttpTokens_REQUIRED,
+		HttpEndpoint:  jsii.Bool(true),
+		// The default hop limit (1) keeps IMDS credentials off containers.
+		HttpPutResponseHopLimit: jsii.Number(1),
+		BlockDevices: &[]*awsec2.BlockDevice{{
+			DeviceName: jsii.String("/dev/xvda"),
+			Volume: awsec2.BlockDeviceVolume_Ebs(jsii.Number(8), &awsec2.EbsDeviceOptions{
+				VolumeType:          awsec2.EbsDeviceVolumeType_GP3,
+				Encrypted:           jsii.Bool(true),
+				DeleteOnTermination: jsii.Bool(true),
+			}),
+		}},
+		// A user-data change stops and starts the instance; it must not
+		// replace it (the data volume stays attached to this one).
+		UserDataCausesReplacement:       jsii.Bool(false),
+		PropagateTagsToVolumeOnCreation: jsii.Bool(false),
+	})
+	awscdk.Tags_Of(w.Instance).Add(jsii.String(WorkerTagKey), jsii.String(WorkerTagValue), nil)
+	awscdk.Tags_Of(w.Instance).Add(jsii.String("Name"), jsii.String("conveyor-worker"), nil)
+
+	w.DataVolume = awsec2.NewVolume(stack, jsii.String("DataVolume"), &awsec2.VolumeProps{
+		AvailabilityZone: az,
+		Size:             awscdk.Size_Gibibytes(jsii.Number(props.DataVolumeGiB)),
+		VolumeType:       awsec2.EbsDeviceVolumeType_GP3,
+		Encrypted:        jsii.Bool(true),
+		// The volume holds the logs and the journal: it survives the stack
+		// and the instance (restore a snapshot to get it back otherwise).
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	awscdk.Tags_Of(w.DataVolume).Add(jsii.String(BackupTagKey), jsii.String(BackupTagValue), nil)
+	awscdk.Tags_Of(w.DataVolume).Add(jsii.String("Name"), jsii.String("conveyor-data"), nil)
+	awsec2.NewCfnVolumeAttachment(stack, jsii.String("DataVolumeAttachment"), &awsec2.CfnVolumeAttachmentProps{
+		InstanceId: w.Instance.InstanceId(),
+		VolumeId:   w.DataVolume.VolumeId(),
+		Device:     jsii.String(DataVolumeDevice),
+	})
+
+	w.Instance.UserData().AddCommands(workerUserData(userDataValues{
+		Region:       stack.Region(),
+		AssetURL:     w.Binary.S3ObjectUrl(),
+		InputBucket:  storage.Input.BucketName(),
+		OutputBucket: storage.Output.BucketName(),
+		StateBucket:  storage.State.BucketName(),
+		VolumeID:     w.DataVolume.VolumeId(),
+	})...)
+	return w
+}
+
+// addWorkerPolicy gives the worker role exactly what a job needs.
+func addWorkerPolicy(stack awscdk.Stack, w *Worker, storage *Storage) {
+	add := func(s awsiam.PolicyStatement) { w.Role.AddToPolicy(s) }
+	// Read the input object of a job (by version ID: GetObjectVersion).
+	add(statement([]string{"s3:GetObject", "s3:GetObjectVersion"}, objects(storage.Input.BucketArn(), "")))
+	// Upload results; multipart uploads are authorized by PutObject, and
+	// aborting a failed one needs AbortMultipartUpload.
+	add(statement([]string{"s3:PutObject", "s3:AbortMultipartUpload"}, objects(storage.Output.BucketArn(), "")))
+	// Claim and update job records (conditional writes on jobs/).
+	add(statement([]string{"s3:GetObject", "s3:PutObject"}, objects(storage.State.BucketArn(), JobRecordPrefix)))
+	// Upload job logs next to the records.
+	add(statement([]string{"s3:PutObject"}, objects(storage.State.BucketArn(), JobLogPrefix)))
+	// User data downloads the worker binary: this asset object only, not
+	// the whole CDK asset bucket.
+	add(statement([]string{"s3:GetObject"}, w.Binary.Bucket().ArnForObjects(w.Binary.S3ObjectKey())))
+	// The SSM agent streams command output to the command log group
+	// (CreateLogGroup is called even when the group exists).
+	add(statement([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"},
+		w.CommandLogs.LogGroupArn()))
+	// SSM agent registration and heartbeat: scoped to EC2 instances in this
+	// account and region (the instance ID exists only after the role).
+	add(statement([]string{"ssm:UpdateInstanceInformation"}, workerInstancesArn(stack)))
+	// SSM agent command and session channels: these actions have no
+	// resource type, so "*" is the only possible resource (UnscopableActions).
+	add(statement([]string{
+		"ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+		"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
+		"ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage", "ec2messages:FailMessage",
+		"ec2messages:GetEndpoint", "ec2messages:GetMessages", "ec2messages:SendReply",
+	}, jsii.String("*")))
+}

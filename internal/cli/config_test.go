@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "conveyor.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	path := writeFile(t, `
+data_dir: /srv/conveyor
+s3: {addr: "127.0.0.1:9100"}
+processor: {name: zstd, timeout: 5m}
+filter: {prefixes: [in/]}
+workers: 3
+retry: {max_attempts: 5, backoff: 1s}
+`)
+	c, err := loadConfig(path, env(map[string]string{
+		"CONVEYOR_WORKERS":           "7",
+		"CONVEYOR_FILTER_SUFFIXES":   ".csv, .pdf",
+		"CONVEYOR_PROCESSOR_COMMAND": "/usr/bin/tool --fast",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/srv/conveyor" || c.S3.Addr != "127.0.0.1:9100" || c.S3.Region != DefaultRegion {
+		t.Errorf("file values or defaults lost: %+v", c)
+	}
+	if c.Workers != 7 {
+		t.Errorf("env must override the file: workers %d", c.Workers)
+	}
+	if c.Processor.Timeout != 5*time.Minute || c.Retry.MaxAttempts != 5 || c.Retry.Backoff != time.Second {
+		t.Errorf("durations/numbers: %+v", c)
+	}
+	if diff := cmp.Diff([]string{".csv", ".pdf"}, c.Filter.Suffixes); diff != "" {
+		t.Error(diff)
+	}
+	if diff := cmp.Diff([]string{"/usr/bin/tool", "--fast"}, c.Processor.Command); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestConfigErrorsNameTheField(t *testing.T) {
+	tests := []struct {
+		file string
+		env  map[string]string
+		want string
+	}{
+		{file: "workers: many\n", want: "conveyor.yaml"},
+		{file: "wrokers: 2\n", want: "wrokers"},
+		{file: "processor: {timeout: soon}\n", want: "line 1: cannot use `soon` as a duration"},
+		{env: map[string]string{"CONVEYOR_PROCESSOR_TIMEOUT": "soon"}, want: "CONVEYOR_PROCESSOR_TIMEOUT"},
+		{env: map[string]string{"CONVEYOR_WORKERS": "two"}, want: "CONVEYOR_WORKERS"},
+	}
+	for _, tt := range tests {
+		path := ""
+		if tt.file != "" {
+			path = writeFile(t, tt.file)
+		}
+		_, err := loadConfig(path, env(tt.env))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("file %q env %v: err %v, want mention of %q", tt.file, tt.env, err, tt.want)
+		}
+		if code, _ := explain(err); err != nil && code != ExitUsage {
+			t.Errorf("config error exit code %d, want %d", code, ExitUsage)
+		}
+	}
+	c := defaultFileConfig()
+	c.Buckets.Output = c.Buckets.Input
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "buckets.output") {
+		t.Errorf("same input and output bucket: %v", err)
+	}
+	c = defaultFileConfig()
+	c.Workers = 0
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "workers") {
+		t.Errorf("zero workers: %v", err)
+	}
+}
+
+func TestMissingExplicitConfigFile(t *testing.T) {
+	if _, err := loadConfig(filepath.Join(t.TempDir(), "nope.yaml"), env(nil)); err == nil {
+		t.Fatal("a config file named explicitly but missing must be an error")
+	}
+	// The implicit ./conveyor.yaml is optional.
+	t.Chdir(t.TempDir())
+	if _, err := loadConfig("", env(nil)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain/path-1.2": "plain/path-1.2",
+		"with space":     "'with space'",
+		"it's":           `'it'\''s'`,
+		"$(reboot)":      "'$(reboot)'",
+		"":               "''",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestSafeJoin(t *testing.T) {
+	dir := t.TempDir()
+	for _, bad := range []string{"../x", "a/../../x", "/etc/passwd"} {
+		if _, err := safeJoin(dir, bad); err == nil {
+			t.Errorf("safeJoin(%q) escaped", bad)
+		}
+	}
+	if p, err := safeJoin(dir, "a/b.txt"); err != nil || p != filepath.Join(dir, "a", "b.txt") {
+		t.Errorf("safeJoin(a/b.txt) = %s, %v", p, err)
+	}
+}
+
+func TestHelpDocumentsExitCodes(t *testing.T) {
+	var out strings.Builder
+	code := Run(t.Context(), []string{"--help"}, &out, &out, env(nil))
+	if code != 0 || !strings.Contains(out.String(), "Exit codes") || !strings.Contains(out.String(), "3  a job ended dead") {
+		t.Fatalf("help (exit %d):\n%s", code, out.String())
+	}
+	out.Reset()
+	if code := Run(t.Context(), []string{"up", "--no-such-flag"}, &out, &out, env(nil)); code != ExitUsage {
+		t.Errorf("unknown flag: exit %d, want %d (%s)", code, ExitUsage, out.String())
+	}
+	out.Reset()
+	if code := Run(t.Context(), []string{"worker", "run", "--job", "$(reboot)"}, &out, &out, env(nil)); code != ExitUsage || !strings.Contains(out.String(), "not a job ID") {
+		t.Errorf("bad job ID: exit %d: %s", code, out.String())
+	}
+}
