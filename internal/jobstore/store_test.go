@@ -1,0 +1,167 @@
+package jobstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
+)
+
+func setup(t testing.TB) *jobstore.Store {
+	srv := s3test.Start(t)
+	return jobstore.New(srv.Client, srv.Bucket(t, "state"))
+}
+
+func newRecord(n int) *job.Record {
+	return job.New("input", fmt.Sprintf("key-%d", n), "", fmt.Sprintf("etag-%d", n), 10, 3, time.Now())
+}
+
+func TestCreateOnce(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	rec := newRecord(1)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	created, exists := 0, 0
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.Create(context.Background(), newRecord(1))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				created++
+			case errors.Is(err, jobstore.ErrExists):
+				exists++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if created != 1 || exists != 7 {
+		t.Fatalf("8 concurrent creates: %d created, %d ErrExists; want 1 and 7", created, exists)
+	}
+	got, etag, err := s.Get(context.Background(), rec.ID)
+	if err != nil || got.Key != rec.Key || etag == "" {
+		t.Fatalf("Get: %+v %q %v", got, etag, err)
+	}
+}
+
+func TestGetMissingAndInvalid(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	if _, _, err := s.Get(context.Background(), newRecord(2).ID); !errors.Is(err, jobstore.ErrNotFound) {
+		t.Errorf("missing record: %v", err)
+	}
+	if _, _, err := s.Get(context.Background(), "../../x"); !errors.Is(err, job.ErrInvalidID) {
+		t.Errorf("invalid id: %v", err)
+	}
+}
+
+// Concurrent updates never lose one another's changes.
+func TestUpdateIsCompareAndSwap(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	rec := newRecord(3)
+	if err := s.Create(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.Update(context.Background(), rec.ID, func(r *job.Record) error { r.Attempt++; return nil })
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, _ := s.Get(context.Background(), rec.ID)
+	if got.Attempt != n {
+		t.Fatalf("after %d concurrent increments Attempt = %d: updates were lost", n, got.Attempt)
+	}
+	// ErrStop writes nothing; other errors are returned.
+	_, etag1, _ := s.Get(context.Background(), rec.ID)
+	if _, err := s.Update(context.Background(), rec.ID, func(r *job.Record) error { r.Attempt = 99; return jobstore.ErrStop }); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if _, err := s.Update(context.Background(), rec.ID, func(r *job.Record) error { r.Attempt = 99; return boom }); !errors.Is(err, boom) {
+		t.Fatalf("change error not returned: %v", err)
+	}
+	if got, etag2, _ := s.Get(context.Background(), rec.ID); etag1 != etag2 || got.Attempt != n {
+		t.Fatal("an update that stopped or failed wrote the record")
+	}
+}
+
+func TestListAndIDs(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	want := map[string]bool{}
+	for i := 0; i < 5; i++ {
+		r := newRecord(100 + i)
+		want[r.ID] = true
+		if err := s.Create(context.Background(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := s.List(context.Background())
+	if err != nil || len(recs) != 5 {
+		t.Fatalf("List: %d records, %v", len(recs), err)
+	}
+	for _, r := range recs {
+		if !want[r.ID] {
+			t.Errorf("unexpected record %s", r.ID)
+		}
+	}
+}
+
+// BenchmarkUpdate measures one record compare-and-swap (GET + conditional
+// PUT) against the embedded server on loopback: the unit cost of every job
+// state change.
+func BenchmarkUpdate(b *testing.B) {
+	s := setup(b)
+	rec := newRecord(7)
+	if err := s.Create(context.Background(), rec); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := s.Update(context.Background(), rec.ID, func(r *job.Record) error { r.Attempt++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCreate(b *testing.B) {
+	s := setup(b)
+	for i := 0; i < b.N; i++ {
+		if err := s.Create(context.Background(), newRecord(1000+i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkGet(b *testing.B) {
+	s := setup(b)
+	rec := newRecord(8)
+	s.Create(context.Background(), rec)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := s.Get(context.Background(), rec.ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+package volume
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const id = "0123456789abcdef0123456789abcdef"
+
+func TestOpenKeepsItsIdentity(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	v1, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v1.ID() == "" || v1.ID() != v2.ID() {
+		t.Fatalf("volume ID changed across opens: %q then %q", v1.ID(), v2.ID())
+	}
+	other, _ := Open(t.TempDir())
+	if other.ID() == v1.ID() {
+		t.Fatal("two volumes share an ID")
+	}
+	if _, err := Open("relative/dir"); err == nil {
+		t.Fatal("a relative volume path was accepted")
+	}
+}
+
+func TestPathsComeFromJobIDsOnly(t *testing.T) {
+	t.Parallel()
+	v, _ := Open(t.TempDir())
+	w, err := v.WorkDir(id)
+	if err != nil || w != filepath.Join(v.Root(), "work", id) {
+		t.Fatalf("WorkDir = %q, %v", w, err)
+	}
+	l, err := v.LogPath(id)
+	if err != nil || l != filepath.Join(v.Root(), "logs", id+".log") {
+		t.Fatalf("LogPath = %q, %v", l, err)
+	}
+	for _, bad := range []string{"../../etc", "/etc/passwd", "", id + "/..", "$(reboot)"} {
+		if _, err := v.WorkDir(bad); err == nil {
+			t.Errorf("WorkDir(%q) accepted", bad)
+		}
+		if _, err := v.LogPath(bad); err == nil {
+			t.Errorf("LogPath(%q) accepted", bad)
+		}
+		if _, err := v.LockJob(bad); err == nil {
+			t.Errorf("LockJob(%q) accepted", bad)
+		}
+	}
+}
+
+func TestJobLockIsExclusiveAndDiesWithItsProcess(t *testing.T) {
+	t.Parallel()
+	v, _ := Open(t.TempDir())
+	l, err := v.LockJob(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.LockJob(id); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second lock: %v", err)
+	}
+	l.Unlock()
+	l2, err := v.LockJob(id)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	l2.Unlock()
+
+	// A lock held by a process that is killed is released by the kernel.
+	if _, err := exec.LookPath("flock"); err != nil {
+		t.Skip("flock(1) not installed")
+	}
+	lockFile := filepath.Join(v.Root(), "locks", id+".lock")
+	cmd := exec.Command("flock", "-x", lockFile, "sh", "-c", "echo held; exec sleep 60")
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	out.Read(buf) // "held": the other process has the lock
+	if _, err := v.LockJob(id); !errors.Is(err, ErrLocked) {
+		t.Fatalf("lock held by another process: %v", err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	l3, err := v.LockJob(id)
+	if err != nil {
+		t.Fatalf("lock after its holder was killed: %v", err)
+	}
+	l3.Unlock()
+}
+
+func TestCheckSpace(t *testing.T) {
+	t.Parallel()
+	v, _ := Open(t.TempDir())
+	if err := v.CheckSpace(1); err != nil {
+		t.Fatalf("1 byte: %v", err)
+	}
+	err := v.CheckSpace(1 << 60)
+	if err == nil || !strings.Contains(err.Error(), "free space or grow the volume") {
+		t.Fatalf("an exabyte: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(v.Root(), "volume-id")); err != nil {
+		t.Fatal(err)
+	}
+}
