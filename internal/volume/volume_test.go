@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 	"testing"
 )
 
@@ -81,6 +83,7 @@ func TestJobLockIsExclusiveAndDiesWithItsProcess(t *testing.T) {
 	}
 	lockFile := filepath.Join(v.Root(), "locks", id+".lock")
 	cmd := exec.Command("flock", "-x", lockFile, "sh", "-c", "echo held; exec sleep 60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -90,13 +93,21 @@ func TestJobLockIsExclusiveAndDiesWithItsProcess(t *testing.T) {
 	if _, err := v.LockJob(id); !errors.Is(err, ErrLocked) {
 		t.Fatalf("lock held by another process: %v", err)
 	}
-	cmd.Process.Kill()
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // flock and the sleep that inherited its lock
 	cmd.Wait()
-	l3, err := v.LockJob(id)
-	if err != nil {
-		t.Fatalf("lock after its holder was killed: %v", err)
+	// SIGKILL is delivered asynchronously: wait (bounded) for the exit.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l3, err := v.LockJob(id)
+		if err == nil {
+			l3.Unlock()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lock after its holder was killed: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	l3.Unlock()
 }
 
 func TestCheckSpace(t *testing.T) {
