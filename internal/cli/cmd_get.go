@@ -39,15 +39,7 @@ current one). Files keep their names under the input key.`,
 }
 
 func runGet(ctx context.Context, o *getOptions, arg string) error {
-	c, err := o.config()
-	if err != nil {
-		return err
-	}
-	cn, err := connect(ctx, c)
-	if err != nil {
-		return err
-	}
-	rec, err := findJob(ctx, cn, arg)
+	c, cn, rec, err := o.job(ctx, arg)
 	if err != nil {
 		return err
 	}
@@ -92,6 +84,21 @@ func safeJoin(dir, rel string) (string, error) {
 		return "", fmt.Errorf("output %q would be written outside %s; download it with an S3 client instead", rel, dir)
 	}
 	return p, nil
+}
+
+// job loads the configuration, reaches the store and resolves a job
+// argument: what every command about one job starts with.
+func (g *globals) job(ctx context.Context, arg string) (FileConfig, *conn, *job.Record, error) {
+	c, err := g.config()
+	if err != nil {
+		return c, nil, nil, err
+	}
+	cn, err := connect(ctx, c)
+	if err != nil {
+		return c, nil, nil, err
+	}
+	rec, err := findJob(ctx, cn, arg)
+	return c, cn, rec, err
 }
 
 // findJob resolves a job ID, a unique ID prefix, or an input key (its

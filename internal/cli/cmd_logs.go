@@ -36,15 +36,7 @@ as the log grows until the job finishes.`,
 }
 
 func runLogs(ctx context.Context, o *logsOptions, arg string) error {
-	c, err := o.config()
-	if err != nil {
-		return err
-	}
-	cn, err := connect(ctx, c)
-	if err != nil {
-		return err
-	}
-	rec, err := findJob(ctx, cn, arg)
+	c, cn, rec, err := o.job(ctx, arg)
 	if err != nil {
 		return err
 	}
