@@ -51,10 +51,10 @@ func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, s
 	addOrchestratorPolicy(stack, o, storage, docArn)
 
 	o.Function = awslambda.NewFunction(stack, jsii.String("Orchestrator"), &awslambda.FunctionProps{
-		Description:                  jsii.String("Conveyor orchestrator: S3 ObjectCreated -> job record -> SSM SendCommand"),
-		Runtime:                      awslambda.Runtime_PROVIDED_AL2023(),
-		Architecture:                 awslambda.Architecture_ARM_64(),
-		Handler:                      jsii.String("bootstrap"),
+		Description:  jsii.String("Conveyor orchestrator: S3 ObjectCreated -> job record -> SSM SendCommand"),
+		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
+		Architecture: awslambda.Architecture_ARM_64(),
+		Handler:      jsii.String("bootstrap"),
 		// build-lambda also leaves bootstrap.zip beside bootstrap; the
 		// asset is the directory, zipped by CDK, so the zip is left out.
 		Code: awslambda.Code_FromAsset(jsii.String(props.LambdaAssetDir), &awss3assets.AssetOptions{
