@@ -369,12 +369,11 @@ func TestUserData(t *testing.T) {
 		"install -m 0755 /usr/local/bin/conveyor.new /usr/local/bin/conveyor",
 		// the config, exactly
 		"cat > '/etc/conveyor/conveyor.yaml' <<'CONVEYOR_CONFIG'\n" +
-			"s3: {endpoint: \"\", region: {Ref:AWS::Region}}\n" +
+			"s3: {aws: true, region: {Ref:AWS::Region}}\n" +
 			"buckets: {input: {Ref:" + logicalID(c.Storage.Input) + "}, output: {Ref:" + logicalID(c.Storage.Output) + "}, state: {Ref:" + logicalID(c.Storage.State) + "}}\n" +
 			"volume: /var/lib/conveyor\n" +
 			"processor: {name: report}\n" +
 			"CONVEYOR_CONFIG\n",
-		"echo 'CONVEYOR_S3_USE_AWS=1' >> /etc/environment",
 		// the NVMe device by the volume ID's serial
 		"vol='" + vol + "'\ndev=\"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${vol/-/}\"",
 		// format only when blkid finds no filesystem

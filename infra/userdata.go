@@ -40,15 +40,16 @@ aws s3 cp '@ASSET_URL@' /usr/local/bin/conveyor.new --region '@REGION@' --only-s
 install -m 0755 /usr/local/bin/conveyor.new /usr/local/bin/conveyor
 rm -f /usr/local/bin/conveyor.new
 
-# The worker's configuration; the CLI uses the instance role's credentials.
+# The worker's configuration: s3.aws makes the CLI use Amazon S3 with the
+# instance role's credentials (SSM Run Command reads no profile or
+# /etc/environment, so this lives in the file).
 install -d -m 0755 /etc/conveyor '@MOUNT@'
 cat > '@CONFIG@' <<'CONVEYOR_CONFIG'
-s3: {endpoint: "", region: @REGION@}
+s3: {aws: true, region: @REGION@}
 buckets: {input: @INPUT@, output: @OUTPUT@, state: @STATE@}
 volume: @MOUNT@
 processor: {name: report}
 CONVEYOR_CONFIG
-grep -q '^CONVEYOR_S3_USE_AWS=' /etc/environment || echo 'CONVEYOR_S3_USE_AWS=1' >> /etc/environment
 
 # The data volume is attached after the instance starts. On Nitro it is an
 # NVMe device whose serial is the volume ID without its dash.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conveyorhq/conveyor/internal/dashboard"
 	"github.com/conveyorhq/conveyor/internal/local"
 	"github.com/conveyorhq/conveyor/samples"
 )
@@ -21,6 +22,7 @@ type upOptions struct {
 	workers   int
 	processor string
 	demo      bool
+	dashAddr  string
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -45,6 +47,7 @@ resumed at the next start.`,
 	f.IntVar(&o.workers, "workers", 0, "jobs run at once (default: number of CPUs; env CONVEYOR_WORKERS)")
 	f.StringVar(&o.processor, "processor", "", "built-in processor: report, zstd or noop (env CONVEYOR_PROCESSOR)")
 	f.BoolVar(&o.demo, "demo", false, "upload the sample files after start and show their results")
+	f.StringVar(&o.dashAddr, "dashboard-addr", "", "dashboard listen address HOST:PORT, or off (default "+DefaultDashboardAddr+"; env CONVEYOR_DASHBOARD_ADDR); a non-loopback address requires a token, printed at start")
 	return cmd
 }
 
@@ -73,6 +76,15 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	pc := c.pipelineConfig()
 	pc.Log = o.Err
+	if o.dashAddr != "" {
+		c.Dashboard.Addr = o.dashAddr
+	}
+	if pc.Dashboard, err = dashboardConfig(c); err != nil {
+		return err
+	}
+	if pc.Dashboard != nil && !dashboard.IsLoopback(pc.Dashboard.Addr) {
+		fmt.Fprintf(o.Err, "conveyor: warning: the dashboard listens on %s, reachable from other machines; it requires the token in the URL printed below, but traffic is plain HTTP\n", pc.Dashboard.Addr)
+	}
 	p, err := local.Start(ctx, pc)
 	if err != nil {
 		return err
@@ -87,10 +99,10 @@ func runUp(ctx context.Context, o *upOptions) error {
   data dir     %s
   volume       %s
   processor    %s, %d worker(s)
-Point any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
+%sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
 Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, shellQuote(c.DataDir), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), shellQuote(c.DataDir), c.Buckets.Input)
 
 	if o.demo {
 		if err := runDemo(ctx, o, c); err != nil {
@@ -148,4 +160,36 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// dashboardConfig maps dashboard.addr and dashboard.token onto the
+// dashboard's configuration; nil when it is off.
+func dashboardConfig(c FileConfig) (*dashboard.Config, error) {
+	addr := strings.TrimSpace(c.Dashboard.Addr)
+	if addr == "" || strings.EqualFold(addr, "off") {
+		return nil, nil
+	}
+	dc := dashboard.Config{
+		Addr:  addr,
+		Token: c.Dashboard.Token,
+		// Two `conveyor up` on one machine (other data dirs, other S3
+		// ports) should not fail over the default dashboard port.
+		FallbackPort: addr == DefaultDashboardAddr,
+	}.WithDefaults()
+	if err := dc.Validate(); err != nil {
+		return nil, usageErrorf("%v (or set dashboard.addr to off)", err)
+	}
+	return &dc, nil
+}
+
+// dashboardLine is the banner's dashboard line, empty when it is off.
+func dashboardLine(p *local.Pipeline) string {
+	if p.Dashboard == nil {
+		return ""
+	}
+	line := fmt.Sprintf("  dashboard    %s", p.Dashboard.URL())
+	if p.Dashboard.Token() != "" {
+		line += "  (token required: open this exact URL)"
+	}
+	return line + "\n"
 }

@@ -23,6 +23,7 @@ type FileConfig struct {
 	S3 struct {
 		Addr            string `yaml:"addr" env:"CONVEYOR_S3_ADDR"`
 		Endpoint        string `yaml:"endpoint" env:"CONVEYOR_S3_ENDPOINT"`
+		AWS             bool   `yaml:"aws" env:"CONVEYOR_S3_AWS"`
 		Region          string `yaml:"region" env:"CONVEYOR_S3_REGION"`
 		AccessKeyID     string `yaml:"access_key_id" env:"CONVEYOR_S3_ACCESS_KEY_ID"`
 		SecretAccessKey string `yaml:"secret_access_key" env:"CONVEYOR_S3_SECRET_ACCESS_KEY"`
@@ -57,20 +58,31 @@ type FileConfig struct {
 	Reconcile struct {
 		Interval time.Duration `yaml:"interval" env:"CONVEYOR_RECONCILE_INTERVAL"`
 	} `yaml:"reconcile"`
+
+	Dashboard struct {
+		// Addr is where `conveyor up` serves the web page; "off" turns it
+		// off. A non-loopback address requires Token (generated and
+		// printed at start when empty).
+		Addr  string `yaml:"addr" env:"CONVEYOR_DASHBOARD_ADDR"`
+		Token string `yaml:"token" env:"CONVEYOR_DASHBOARD_TOKEN"`
+	} `yaml:"dashboard"`
 }
 
 // Defaults of FileConfig.
 const (
 	DefaultDataDir = "conveyor-data"
 	DefaultS3Addr  = "127.0.0.1:9000"
-	DefaultRegion  = "us-east-1"
-	DefaultConfig  = "conveyor.yaml"
+	// DefaultDashboardAddr is where the dashboard listens unless told.
+	DefaultDashboardAddr = "127.0.0.1:9001"
+	DefaultRegion        = "us-east-1"
+	DefaultConfig        = "conveyor.yaml"
 )
 
 func defaultFileConfig() FileConfig {
 	var c FileConfig
 	c.DataDir = DefaultDataDir
 	c.S3.Addr = DefaultS3Addr
+	c.Dashboard.Addr = DefaultDashboardAddr
 	c.S3.Region = DefaultRegion
 	c.Buckets.Input, c.Buckets.Output, c.Buckets.State = "input", "output", "state"
 	c.Processor.Name = "report"
@@ -175,6 +187,14 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_DATA_DIR", str(&c.DataDir)},
 		{"CONVEYOR_S3_ADDR", str(&c.S3.Addr)},
 		{"CONVEYOR_S3_ENDPOINT", str(&c.S3.Endpoint)},
+		{"CONVEYOR_S3_AWS", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return usageErrorf("CONVEYOR_S3_AWS=%q is not true or false", v)
+			}
+			c.S3.AWS = b
+			return nil
+		}},
 		{"CONVEYOR_S3_REGION", str(&c.S3.Region)},
 		{"CONVEYOR_S3_ACCESS_KEY_ID", str(&c.S3.AccessKeyID)},
 		{"CONVEYOR_S3_SECRET_ACCESS_KEY", str(&c.S3.SecretAccessKey)},
@@ -192,6 +212,8 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_RETRY_BACKOFF", dur("CONVEYOR_RETRY_BACKOFF", &c.Retry.Backoff)},
 		{"CONVEYOR_RETRY_MAX_BACKOFF", dur("CONVEYOR_RETRY_MAX_BACKOFF", &c.Retry.MaxBackoff)},
 		{"CONVEYOR_RECONCILE_INTERVAL", dur("CONVEYOR_RECONCILE_INTERVAL", &c.Reconcile.Interval)},
+		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
+		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}
 }
 

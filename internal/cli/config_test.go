@@ -34,12 +34,16 @@ retry: {max_attempts: 5, backoff: 1s}
 		"CONVEYOR_WORKERS":           "7",
 		"CONVEYOR_FILTER_SUFFIXES":   ".csv, .pdf",
 		"CONVEYOR_PROCESSOR_COMMAND": "/usr/bin/tool --fast",
+		"CONVEYOR_S3_AWS":            "true",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.DataDir != "/srv/conveyor" || c.S3.Addr != "127.0.0.1:9100" || c.S3.Region != DefaultRegion {
 		t.Errorf("file values or defaults lost: %+v", c)
+	}
+	if !c.S3.AWS {
+		t.Error("CONVEYOR_S3_AWS=true not applied")
 	}
 	if c.Workers != 7 {
 		t.Errorf("env must override the file: workers %d", c.Workers)

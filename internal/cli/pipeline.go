@@ -81,11 +81,12 @@ type conn struct {
 	Endpoint string // "" on AWS
 }
 
-// connect reaches the store: s3.endpoint when configured (AWS or another
-// S3: credentials from the usual AWS chain unless configured), otherwise
-// the `conveyor up` running on the data dir.
+// connect reaches the store: Amazon S3 when s3.aws is set, another S3 when
+// s3.endpoint is (credentials from the usual AWS chain unless configured:
+// the instance role on EC2), otherwise the `conveyor up` running on the
+// data dir.
 func connect(ctx context.Context, c FileConfig) (*conn, error) {
-	if c.S3.Endpoint != "" || os.Getenv("CONVEYOR_S3_USE_AWS") == "1" {
+	if c.S3.Endpoint != "" || c.S3.AWS {
 		client, err := awsClient(ctx, c)
 		if err != nil {
 			return nil, err
