@@ -12,7 +12,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/conveyorhq/conveyor/internal/dashboard"
 	localdispatch "github.com/conveyorhq/conveyor/internal/dispatch/local"
+	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 	"github.com/conveyorhq/conveyor/internal/processor"
@@ -38,6 +40,10 @@ type Config struct {
 	Reconcile    time.Duration // reconciler interval
 	// Log receives one line per notable event (jobs finishing, errors).
 	Log io.Writer
+	// Dashboard configures the web page; nil runs none.
+	Dashboard *dashboard.Config
+	// Snapshots feeds the dashboard's snapshot panel; nil hides it.
+	Snapshots dashboard.Snapshots
 }
 
 // Pipeline is a running `conveyor up`.
@@ -49,6 +55,7 @@ type Pipeline struct {
 	Store      *jobstore.Store
 	Reconciler *orchestrator.Reconciler
 	Orch       *orchestrator.Orchestrator
+	Dashboard  *dashboard.Server // nil when Config.Dashboard is nil
 
 	lock       *os.File
 	dispatcher *localdispatch.Dispatcher
@@ -105,7 +112,8 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		Region:    cfg.Region,
 		Buckets:   []string{cfg.Buckets.Input, cfg.Buckets.Output, cfg.Buckets.State},
 		// The hook runs before the upload's response is sent: queue only.
-		OnEvent: func(n []byte) { p.events.push(n) },
+		OnEvent:      func(n []byte) { p.events.push(n) },
+		EventBuckets: []string{cfg.Buckets.Input},
 	})
 	if err != nil {
 		return nil, err
@@ -120,6 +128,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	w.Logf = p.logf
+	w.OnChange = p.jobChanged
 	p.dispatcher = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
 	ocfg := cfg.Orchestrator
 	ocfg.InputBucket = cfg.Buckets.Input
@@ -143,7 +152,14 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if err := p.Reconciler.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, err
 	}
-	if err := writeRunInfo(paths, RunInfo{PID: os.Getpid(), Endpoint: p.Server.Endpoint(), Region: cfg.Region, DataDir: paths.Root}); err != nil {
+	ri := RunInfo{PID: os.Getpid(), Endpoint: p.Server.Endpoint(), Region: cfg.Region, DataDir: paths.Root}
+	if cfg.Dashboard != nil {
+		if err := p.startDashboard(ctx, *cfg.Dashboard, vol); err != nil {
+			return nil, err
+		}
+		ri.Dashboard = p.Dashboard.URL()
+	}
+	if err := writeRunInfo(paths, ri); err != nil {
 		return nil, fmt.Errorf("write run info: %w", err)
 	}
 	ok = true
@@ -165,6 +181,9 @@ func (p *Pipeline) consume() {
 		}
 		results, err := p.Orch.HandleEvent(context.Background(), n)
 		for _, r := range results {
+			if r.JobID != "" && p.Dashboard != nil {
+				p.Dashboard.Touch(r.JobID)
+			}
 			if r.Err != nil {
 				p.logf("event for s3://%s/%s: %v (the reconciler will try again)", r.Object.Bucket, r.Object.Key, r.Err)
 			}
@@ -198,6 +217,9 @@ func (p *Pipeline) logf(format string, args ...any) {
 func (p *Pipeline) Stop() error {
 	var err error
 	p.stopOnce.Do(func() {
+		if p.Dashboard != nil {
+			p.Dashboard.Stop()
+		}
 		if p.Reconciler != nil {
 			p.Reconciler.Stop()
 		}
@@ -223,4 +245,44 @@ func (p *Pipeline) Stop() error {
 		}
 	})
 	return err
+}
+
+// jobChanged passes a record the worker wrote on to the dashboard.
+func (p *Pipeline) jobChanged(r *job.Record) {
+	if p.Dashboard != nil {
+		p.Dashboard.Observe(r)
+	}
+}
+
+// startDashboard serves the web page over the pipeline's own clients.
+func (p *Pipeline) startDashboard(ctx context.Context, cfg dashboard.Config, vol *volume.Volume) error {
+	budget := p.cfg.Orchestrator.WithDefaults().MaxAttempts
+	d, err := dashboard.New(cfg, dashboard.Deps{
+		S3:           p.S3,
+		Store:        p.Store,
+		InputBucket:  p.cfg.Buckets.Input,
+		OutputBucket: p.cfg.Buckets.Output,
+		LogPath:      vol.LogPath,
+		Retry: func(ctx context.Context, id string) (*job.Record, error) {
+			rec, err := worker.Retry(ctx, p.Store, id, budget)
+			if err != nil {
+				return nil, err
+			}
+			p.Reconciler.Forget(id)
+			if err := p.Orch.Dispatch(ctx, id); err != nil {
+				return rec, fmt.Errorf("%w (the reconciler will dispatch it)", err)
+			}
+			return rec, nil
+		},
+		Snapshots: p.cfg.Snapshots,
+		Logf:      p.logf,
+	})
+	if err != nil {
+		return err
+	}
+	if err := d.Start(ctx); err != nil {
+		return err
+	}
+	p.Dashboard = d
+	return nil
 }

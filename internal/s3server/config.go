@@ -49,6 +49,11 @@ type Config struct {
 	// "ObjectCreated:CompleteMultipartUpload" or "ObjectCreated:Copy"; size
 	// is 0 for the last two (HEAD the object for it). Optional.
 	OnEvent func(notification []byte)
+	// EventBuckets, when set, limits events to objects created in these
+	// buckets, as S3 notifications are configured per bucket. The pipeline
+	// watches its input bucket only: its own writes to the state and output
+	// buckets then cost no event.
+	EventBuckets []string
 	// Logf receives the few things worth logging (a hook that could not
 	// build an event, the gateway stopping on an error). Optional.
 	Logf func(format string, args ...any)

@@ -91,6 +91,7 @@ func storedKey(key string) string {
 
 // hook builds the object-created events of one server.
 type hook struct {
+	buckets map[string]bool // nil: every bucket
 	region  string
 	onEvent func([]byte)
 	logf    func(string, ...any)
@@ -122,6 +123,9 @@ func (h *hook) middleware(c fiber.Ctx) error {
 	// time would turn a key such as "%2e%2e/x" into "../x".
 	uri := c.Request().URI()
 	op := classify(c.Method(), string(uri.PathOriginal()), string(uri.QueryString()), c.Get("X-Amz-Copy-Source"))
+	if h.buckets != nil && !h.buckets[op.Bucket] {
+		return c.Next()
+	}
 	err := c.Next()
 	if err != nil || op.EventName == "" {
 		// An error returned here has not been turned into a status yet,

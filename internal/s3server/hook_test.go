@@ -2,8 +2,12 @@ package s3server
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
+	"github.com/gofiber/fiber/v3"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -67,5 +71,29 @@ func TestETagFromBody(t *testing.T) {
 	}
 	if _, err := etagFromBody([]byte("not xml")); err == nil {
 		t.Error("no error for a body that is not XML")
+	}
+}
+
+// With EventBuckets set, objects created elsewhere cost no event: the
+// pipeline's own writes to its state and output buckets are not events.
+func TestHookWatchesOnlyItsBuckets(t *testing.T) {
+	var got []string
+	h := newHook("us-east-1", func(doc []byte) { got = append(got, string(doc)) }, t.Logf)
+	h.buckets = map[string]bool{"input": true}
+	app := fiber.New()
+	app.Use(h.middleware)
+	app.Put("/*", func(c fiber.Ctx) error {
+		c.Set("ETag", `"abc"`)
+		return c.SendStatus(http.StatusOK)
+	})
+	for _, path := range []string{"/state/jobs/x.json", "/output/k/report.json", "/input/k.txt"} {
+		req := httptest.NewRequest(http.MethodPut, path, strings.NewReader("body"))
+		resp, err := app.Test(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("PUT %s: %v %v", path, resp, err)
+		}
+	}
+	if len(got) != 1 || !strings.Contains(got[0], `"name":"input"`) || !strings.Contains(got[0], `"key":"k.txt"`) {
+		t.Fatalf("events %q, want one for input/k.txt", got)
 	}
 }

@@ -75,6 +75,12 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	h := newHook(cfg.Region, cfg.OnEvent, cfg.Logf)
+	if len(cfg.EventBuckets) > 0 {
+		h.buckets = map[string]bool{}
+		for _, b := range cfg.EventBuckets {
+			h.buckets[b] = true
+		}
+	}
 	listening := make(chan struct{})
 	var listenOnce sync.Once
 	gwCfg := &embedgw.Config{
