@@ -36,6 +36,10 @@ type Dispatcher struct {
 	pending map[string]bool // queued or running: coalesces duplicates
 	closed  bool
 	wg      sync.WaitGroup
+
+	paused  bool          // Pause: queued jobs wait
+	running int           // jobs in d.run
+	changed chan struct{} // closed and replaced when running drops
 }
 
 // New starts a dispatcher whose workers call run. Stop it with Close.
@@ -44,7 +48,7 @@ func New(run RunFunc, cfg Config) *Dispatcher {
 		cfg.Workers = runtime.NumCPU()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Dispatcher{run: run, cfg: cfg, ctx: ctx, cancel: cancel, pending: map[string]bool{}}
+	d := &Dispatcher{run: run, cfg: cfg, ctx: ctx, cancel: cancel, pending: map[string]bool{}, changed: make(chan struct{})}
 	d.cond = sync.NewCond(&d.mu)
 	for i := 0; i < cfg.Workers; i++ {
 		d.wg.Add(1)
@@ -111,7 +115,7 @@ func (d *Dispatcher) loop() {
 	defer d.wg.Done()
 	for {
 		d.mu.Lock()
-		for len(d.queue) == 0 && !d.closed {
+		for (len(d.queue) == 0 || d.paused) && !d.closed {
 			d.cond.Wait()
 		}
 		if d.closed {
@@ -121,15 +125,53 @@ func (d *Dispatcher) loop() {
 		id := d.queue[0]
 		d.queue[0] = ""
 		d.queue = d.queue[1:]
+		d.running++
 		d.mu.Unlock()
 
 		err := d.run(d.ctx, id)
 
 		d.mu.Lock()
 		delete(d.pending, id)
+		d.running--
+		close(d.changed)
+		d.changed = make(chan struct{})
 		d.mu.Unlock()
 		if d.cfg.OnDone != nil {
 			d.cfg.OnDone(id, err)
+		}
+	}
+}
+
+// Pause stops jobs from starting: they stay queued (Dispatch still takes
+// them) until Resume. Running jobs go on. Used by snapshot --quiesce.
+func (d *Dispatcher) Pause() {
+	d.mu.Lock()
+	d.paused = true
+	d.mu.Unlock()
+}
+
+// Resume lets queued jobs start again.
+func (d *Dispatcher) Resume() {
+	d.mu.Lock()
+	d.paused = false
+	d.cond.Broadcast()
+	d.mu.Unlock()
+}
+
+// WaitIdle returns once no job is running (queued ones may wait, when
+// paused), or ctx's error.
+func (d *Dispatcher) WaitIdle(ctx context.Context) error {
+	for {
+		d.mu.Lock()
+		n, ch := d.running, d.changed
+		d.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

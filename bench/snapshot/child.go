@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime/pprof"
+
+	"github.com/conveyorhq/conveyor/internal/s3server"
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+	snaplocal "github.com/conveyorhq/conveyor/internal/snapshot/local"
+)
+
+// child runs one Conveyor operation: the embedded S3 server on the data
+// dir and the snapshot engine against it, like `conveyor up` plus
+// `conveyor snapshot ...` in one process.
+func child(args []string) int {
+	fs := flag.NewFlagSet("child", flag.ExitOnError)
+	op := fs.String("op", "create", "create, restore or prune")
+	data := fs.String("data", "", "S3 data dir")
+	vol := fs.String("vol", "", "volume")
+	target := fs.String("target", "", "restore target")
+	workers := fs.Int("workers", 0, "workers")
+	prof := fs.String("cpuprofile", os.Getenv("BENCH_CPUPROFILE"), "write a CPU profile of the child here")
+	fs.Parse(args)
+	if *prof != "" {
+		f, err := os.Create(*prof + "." + *op)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := childRun(*op, *data, *vol, *target, *workers); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+func childRun(op, data, vol, target string, workers int) error {
+	ctx := context.Background()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	const ak, sk = "BENCHKEY", "bench-secret-key-0123456789abcdefghij"
+	srv, err := s3server.Start(ctx, s3server.Config{DataDir: data, Addr: addr, AccessKey: ak, SecretKey: sk, Region: "us-east-1", Buckets: []string{"state"}})
+	if err != nil {
+		return err
+	}
+	client := s3server.NewClient(srv.Endpoint(), ak, sk, "us-east-1")
+	r, err := snaplocal.Open(ctx, client, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers})
+	if err != nil {
+		return err
+	}
+	var res any
+	switch op {
+	case "create":
+		res, err = r.Create(ctx, snapshot.CreateOptions{})
+	case "restore":
+		err = r.Restore(ctx, "latest", snapshot.RestoreOptions{Target: target})
+	case "prune":
+		res, err = r.Prune(ctx, snapshot.Policy{KeepLast: 2})
+	default:
+		err = fmt.Errorf("unknown op %q", op)
+	}
+	if err != nil {
+		return err
+	}
+	if res != nil {
+		json.NewEncoder(os.Stdout).Encode(res)
+	}
+	return nil
+}

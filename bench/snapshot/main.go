@@ -1,0 +1,254 @@
+// Command snapshot benchmarks Conveyor's volume snapshots against restic on
+// a generated volume: initial snapshot, incremental after changing about
+// 5%, unchanged, full restore, prune after 5 snapshots. Each operation of
+// each tool runs as a child process, so wall time, CPU time and peak RSS
+// come from the child's rusage. Conveyor's child runs the embedded S3
+// server and the snapshot engine in one process (its CPU and memory count),
+// restic's backs up to a local repository. See bench/README.md.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	tmp     string
+	scale   float64
+	runs    int
+	keep    bool
+	restic  string
+	workers int
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "child" {
+		os.Exit(child(os.Args[2:]))
+	}
+	if len(os.Args) > 2 && os.Args[1] == "generate" {
+		// For profiling by hand: generate DIR [SCALE]
+		scale := 1.0
+		if len(os.Args) > 3 {
+			fmt.Sscan(os.Args[3], &scale)
+		}
+		st, err := generate(os.Args[2], scale, 0)
+		fmt.Println(st.files, st.bytes, err)
+		return
+	}
+	if len(os.Args) > 2 && os.Args[1] == "change" {
+		fmt.Println(change(os.Args[2], 1, 1))
+		return
+	}
+	var o options
+	flag.StringVar(&o.tmp, "tmp", "", "parent of the temp dir (needs extended attributes and ~3x the volume free)")
+	flag.Float64Var(&o.scale, "scale", 1, "volume size factor: 1 is ~2 GB, 0.1 a quick run")
+	flag.IntVar(&o.runs, "runs", 1, "repetitions; the median is reported")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir")
+	flag.StringVar(&o.restic, "restic", "restic", "restic binary")
+	flag.IntVar(&o.workers, "workers", 0, "conveyor snapshot workers (0: GOMAXPROCS)")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/snapshot:", err)
+		os.Exit(1)
+	}
+}
+
+// phases, in order.
+var phases = []string{"initial", "incremental", "unchanged", "restore", "prune"}
+
+// targets are the Conveyor/restic ratios.
+var targets = map[string]float64{"initial": 0.8, "incremental": 0.5, "unchanged": 0.35, "restore": 0.7, "repo": 1.05}
+
+func run(o options) error {
+	if _, err := exec.LookPath(o.restic); err != nil {
+		return fmt.Errorf("restic not found (%v); on Debian: apt-get install -y restic", err)
+	}
+	dir, err := os.MkdirTemp(o.tmp, "conveyor-bench-snapshot-")
+	if err != nil {
+		return err
+	}
+	if !o.keep {
+		defer os.RemoveAll(dir)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	printMachine(o)
+	results := map[string][]map[string]measure{} // tool -> runs
+	var sizes [2][]int64
+	for run := 0; run < o.runs; run++ {
+		vol := filepath.Join(dir, "volume")
+		os.RemoveAll(vol)
+		t0 := time.Now()
+		st, err := generate(vol, o.scale, int64(run))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\nrun %d: volume %s: %d files, %.0f MB (generated in %s)\n", run+1, vol, st.files, float64(st.bytes)/1e6, time.Since(t0).Round(time.Millisecond))
+		tools := []tool{
+			&resticTool{bin: o.restic, repo: filepath.Join(dir, "restic-repo"), vol: vol},
+			&conveyorTool{self: self, data: filepath.Join(dir, "conveyor-s3"), vol: vol, workers: o.workers},
+		}
+		// Alternate the order between runs: neither always gets the warmer cache.
+		if run%2 == 1 {
+			tools[0], tools[1] = tools[1], tools[0]
+		}
+		for _, tl := range tools {
+			m, size, err := phasesOf(tl, vol, dir, o.scale, run)
+			if err != nil {
+				return fmt.Errorf("%s: %w", tl.name(), err)
+			}
+			results[tl.name()] = append(results[tl.name()], m)
+			i := 0
+			if tl.name() == "conveyor" {
+				i = 1
+			}
+			sizes[i] = append(sizes[i], size)
+		}
+		// Volume back to its initial state for the next run.
+		os.RemoveAll(vol)
+	}
+	report(results, median(sizes[0]), median(sizes[1]))
+	return nil
+}
+
+// tool is one snapshot program.
+type tool interface {
+	name() string
+	init() error
+	backup() (measure, error)
+	restore(target string) (measure, error)
+	prune() (measure, error)
+	repoSize() int64
+	clean()
+}
+
+func phasesOf(tl tool, vol, dir string, scale float64, run int) (map[string]measure, int64, error) {
+	defer tl.clean()
+	out := map[string]measure{}
+	if err := tl.init(); err != nil {
+		return nil, 0, err
+	}
+	m, err := tl.backup()
+	if err != nil {
+		return nil, 0, err
+	}
+	out["initial"] = m
+	size := tl.repoSize()
+	if err := change(vol, scale, int64(run*10+1)); err != nil {
+		return nil, 0, err
+	}
+	if out["incremental"], err = tl.backup(); err != nil {
+		return nil, 0, err
+	}
+	if out["unchanged"], err = tl.backup(); err != nil {
+		return nil, 0, err
+	}
+	target := filepath.Join(dir, "restore-"+tl.name())
+	os.RemoveAll(target)
+	if out["restore"], err = tl.restore(target); err != nil {
+		return nil, 0, err
+	}
+	if err := compareTrees(vol, target, tl.name()); err != nil {
+		return nil, 0, err
+	}
+	os.RemoveAll(target)
+	for i := 0; i < 2; i++ {
+		if err := change(vol, scale/4, int64(run*10+2+i)); err != nil {
+			return nil, 0, err
+		}
+		if _, err := tl.backup(); err != nil {
+			return nil, 0, err
+		}
+	}
+	if out["prune"], err = tl.prune(); err != nil {
+		return nil, 0, err
+	}
+	fmt.Printf("  %-8s repository: %.0f MB after the initial snapshot, %.0f MB after prune\n", tl.name(), float64(size)/1e6, float64(tl.repoSize())/1e6)
+	// The same volume again for the other tool (generation is seeded).
+	os.RemoveAll(vol)
+	if _, err := generate(vol, scale, int64(run)); err != nil {
+		return nil, 0, err
+	}
+	return out, size, nil
+}
+
+func median[T int64 | float64 | time.Duration](v []T) T {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]T(nil), v...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+func runChild(name string, cmd *exec.Cmd) (measure, error) {
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if cmd.Stdout == nil {
+		cmd.Stdout = &stderr
+	}
+	// Dirty pages of the previous step are flushed first, so that their
+	// writeback is not charged to this one.
+	syscall.Sync()
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return measure{}, err
+	}
+	// Peak RSS from /proc: the rusage of a child started by vfork+exec
+	// also counts the parent's memory at the fork.
+	stop := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var max int64
+		for {
+			if v := vmHWM(cmd.Process.Pid); v > max {
+				max = v
+			}
+			select {
+			case <-stop:
+				peak <- max
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	}()
+	err := cmd.Wait()
+	wall := time.Since(t0)
+	close(stop)
+	if err != nil {
+		return measure{}, fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, tail(stderr.String(), 2000))
+	}
+	return measureOf(name, wall, cmd.ProcessState, <-peak), nil
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+// vmHWM is the process's peak resident set so far, in bytes.
+func vmHWM(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(l, "VmHWM:"), "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// measure is one child process's cost.
+type measure struct {
+	Wall   time.Duration
+	CPU    time.Duration // user + system
+	MaxRSS int64         // bytes
+}
+
+func measureOf(name string, wall time.Duration, ps *os.ProcessState, peak int64) measure {
+	m := measure{Wall: wall, CPU: ps.UserTime() + ps.SystemTime(), MaxRSS: peak}
+	fmt.Printf("  %-20s wall %7.2fs  cpu %7.2fs  rss %5.0f MB\n", name, m.Wall.Seconds(), m.CPU.Seconds(), float64(m.MaxRSS)/1e6)
+	return m
+}
+
+func printMachine(o options) {
+	out, _ := exec.Command(o.restic, "version").Output()
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				cpu = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	fmt.Printf("machine: %d CPUs (%s), %s, %s", runtime.NumCPU(), cpu, runtime.Version(), out)
+	fmt.Printf("scale %.2f, %d run(s)\n", o.scale, o.runs)
+}
+
+func report(results map[string][]map[string]measure, resticRepo, conveyorRepo int64) {
+	med := func(tool, phase string, f func(measure) float64) float64 {
+		var v []float64
+		for _, r := range results[tool] {
+			v = append(v, f(r[phase]))
+		}
+		return median(v)
+	}
+	wall := func(m measure) float64 { return m.Wall.Seconds() }
+	cpu := func(m measure) float64 { return m.CPU.Seconds() }
+	rss := func(m measure) float64 { return float64(m.MaxRSS) / 1e6 }
+	fmt.Printf("\n%-12s %9s %9s %7s %7s | %8s %8s | %7s %7s\n", "phase", "restic s", "conveyor", "ratio", "target", "cpu r/c", "", "rss MB", "r/c")
+	for _, p := range phases {
+		rw, cw := med("restic", p, wall), med("conveyor", p, wall)
+		tg := "-"
+		ok := ""
+		if t, has := targets[p]; has {
+			tg = fmt.Sprintf("<=%.2f", t)
+			if cw/rw <= t {
+				ok = " ok"
+			} else {
+				ok = " MISS"
+			}
+		}
+		fmt.Printf("%-12s %9.2f %9.2f %7.2f %7s%s | %8.2f %8.2f | %7.0f %7.0f\n", p, rw, cw, cw/rw, tg, ok,
+			med("restic", p, cpu), med("conveyor", p, cpu), med("restic", p, rss), med("conveyor", p, rss))
+	}
+	ratio := float64(conveyorRepo) / float64(resticRepo)
+	ok := " ok"
+	if ratio > targets["repo"] {
+		ok = " MISS"
+	}
+	fmt.Printf("%-12s %8.0fM %8.0fM %7.2f %7s%s\n", "repository", float64(resticRepo)/1e6, float64(conveyorRepo)/1e6, ratio, "<=1.05", ok)
+}

@@ -1,0 +1,543 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/conveyorhq/conveyor/internal/local"
+	"github.com/conveyorhq/conveyor/internal/s3server"
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+	snaplocal "github.com/conveyorhq/conveyor/internal/snapshot/local"
+)
+
+type snapshotOptions struct {
+	*globals
+	output         string
+	quiesce        bool
+	quiesceTimeout time.Duration
+	to             string
+	inPlace        bool
+	policy         snapshot.Policy
+	noProgress     bool
+}
+
+func newSnapshotCommand(g *globals) *cobra.Command {
+	o := &snapshotOptions{globals: g}
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Take, list, restore, verify and prune snapshots of the volume",
+		Long: `Snapshots of the worker's volume, incremental and deduplicated, stored in the
+state bucket under snapshots/ (snapshot.bucket and snapshot.prefix change
+where). With a running 'conveyor up' the commands go through its S3 server;
+without one they open the data dir themselves (and keep 'conveyor up' from
+starting meanwhile). 'conveyor up' takes snapshots on its own when
+snapshot.every or snapshot.daily is set (off by default), applying the
+retention policy (snapshot.retention) after each.
+
+A snapshot is crash-consistent, like an EBS snapshot. --quiesce asks the
+running 'conveyor up' (through the unix socket <data-dir>/control.sock,
+mode 0600) to start no new job and waits up to --quiesce-timeout for the
+running ones; the pipeline resumes when the snapshot is taken, or when this
+command dies.`,
+		Example: `  conveyor snapshot create --quiesce
+  conveyor snapshot list
+  conveyor snapshot restore latest --to /srv/clone/volume
+  conveyor snapshot restore 20261126T030000Z-1a2b3c4d --in-place   # with conveyor up stopped
+  conveyor snapshot verify
+  conveyor snapshot prune --keep-last 7`,
+	}
+	cmd.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	cmd.PersistentFlags().BoolVar(&o.noProgress, "no-progress", false, "print no progress on stderr")
+
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Take a snapshot of the volume now",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runSnapshotCreate(cmd.Context(), o) },
+	}
+	create.Flags().BoolVar(&o.quiesce, "quiesce", false, "pause the running conveyor up's jobs while the snapshot is taken")
+	create.Flags().DurationVar(&o.quiesceTimeout, "quiesce-timeout", 5*time.Minute, "how long --quiesce waits for running jobs")
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List snapshots, oldest first: time, files, total size, size added",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runSnapshotList(cmd.Context(), o) },
+	}
+	restore := &cobra.Command{
+		Use:   "restore ID",
+		Short: "Restore a snapshot into a new directory (--to) or in place (--in-place)",
+		Long: `Restore a snapshot ('latest', an ID or an unambiguous prefix of one). --to DIR
+writes it to a new or empty directory: a volume for a new worker. --in-place
+replaces the volume; 'conveyor up' must be stopped. Every chunk's hash is
+checked; a missing or damaged object is named.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runSnapshotRestore(cmd.Context(), o, args[0]) },
+	}
+	restore.Flags().StringVar(&o.to, "to", "", "directory to restore into (new or empty)")
+	restore.Flags().BoolVar(&o.inPlace, "in-place", false, "replace the volume (conveyor up must be stopped)")
+	verify := &cobra.Command{
+		Use:   "verify [ID]",
+		Short: "Read back every object (or one snapshot's) and check every hash",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := ""
+			if len(args) == 1 {
+				id = args[0]
+			}
+			return runSnapshotVerify(cmd.Context(), o, id)
+		},
+	}
+	prune := &cobra.Command{
+		Use:   "prune",
+		Short: "Apply the retention policy and delete data no snapshot references",
+		Long: `Remove the snapshots the retention policy does not keep (snapshot.retention,
+or the --keep-* flags, which replace it), then delete the data that no
+remaining snapshot references. It waits for no one: while a snapshot is
+being taken it fails with a message, and can be run again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runSnapshotPrune(cmd.Context(), o, cmd) },
+	}
+	f := prune.Flags()
+	f.IntVar(&o.policy.KeepLast, "keep-last", 0, "keep the N newest snapshots")
+	f.DurationVar(&o.policy.KeepWithin, "keep-within", 0, "keep the snapshots taken within this duration of the newest")
+	f.IntVar(&o.policy.KeepDaily, "keep-daily", 0, "keep the newest snapshot of each of the N newest days")
+	f.IntVar(&o.policy.KeepWeekly, "keep-weekly", 0, "keep the newest snapshot of each of the N newest weeks")
+	cmd.AddCommand(create, list, restore, verify, prune)
+	return cmd
+}
+
+// snapshotRepo is an opened repository and what to release after use.
+type snapshotRepo struct {
+	*snaplocal.Repo
+	cfg   FileConfig
+	close func()
+}
+
+// openSnapshots opens the repository: through the S3 endpoint configured,
+// through the running `conveyor up`, or - when none runs - through an
+// embedded server on the data dir, holding the data dir's lock meanwhile.
+// stopped demands that no `conveyor up` runs.
+func openSnapshots(ctx context.Context, o *snapshotOptions, stopped bool) (*snapshotRepo, error) {
+	c, err := o.config()
+	if err != nil {
+		return nil, err
+	}
+	if err := c.snapshotValidate(); err != nil {
+		return nil, err
+	}
+	sr := &snapshotRepo{cfg: c, close: func() {}}
+	cfg := c.snapshotRepoConfig()
+	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(o.Err, "conveyor: "+format+"\n", args...) }
+	if c.S3.Endpoint != "" || os.Getenv("CONVEYOR_S3_USE_AWS") == "1" {
+		if stopped {
+			if err := checkStopped(c); err != nil {
+				return nil, err
+			}
+		}
+		cn, err := connect(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		sr.Repo, err = snaplocal.Open(ctx, cn.S3, cfg)
+		return sr, err
+	}
+	paths := local.Paths{Root: c.DataDir}
+	lock, err := tryLock(paths.Lock())
+	if err != nil {
+		return nil, err
+	}
+	if lock == nil {
+		if stopped {
+			return nil, fmt.Errorf("conveyor up is running on data dir %s; stop it first (restore in place replaces the volume it uses)", c.DataDir)
+		}
+		cn, err := connect(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		sr.Repo, err = snaplocal.Open(ctx, cn.S3, cfg)
+		return sr, err
+	}
+	creds, err := local.LoadCredentials(paths)
+	if err != nil {
+		lock.Close()
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("data dir %s holds no conveyor data; start 'conveyor up --data-dir %s' once, or set s3.endpoint", c.DataDir, c.DataDir)
+		}
+		return nil, err
+	}
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	srv, err := s3server.Start(ctx, s3server.Config{DataDir: paths.S3Root(), Addr: addr, AccessKey: creds.AccessKeyID, SecretKey: creds.SecretAccessKey, Region: c.S3.Region, Buckets: []string{c.snapshotBucket()}})
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	sr.close = func() {
+		done := make(chan struct{})
+		go func() { srv.Stop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+		lock.Close()
+	}
+	client := s3server.NewClient(srv.Endpoint(), creds.AccessKeyID, creds.SecretAccessKey, c.S3.Region)
+	sr.Repo, err = snaplocal.Open(ctx, client, cfg)
+	if err != nil {
+		sr.close()
+	}
+	return sr, err
+}
+
+// tryLock takes the data dir's lock (as `conveyor up` does) without
+// waiting; nil, nil when `conveyor up` holds it.
+func tryLock(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+func checkStopped(c FileConfig) error {
+	f, err := tryLock(local.Paths{Root: c.DataDir}.Lock())
+	if err != nil {
+		return err
+	}
+	if f == nil {
+		return fmt.Errorf("conveyor up is running on data dir %s; stop it first", c.DataDir)
+	}
+	f.Close()
+	return nil
+}
+
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func (o *snapshotOptions) checkOutput() error {
+	if o.output != "table" && o.output != "json" {
+		return usageErrorf("-o %q is not a format; use table or json", o.output)
+	}
+	return nil
+}
+
+func (o *snapshotOptions) printJSON(v any) error {
+	enc := json.NewEncoder(o.Out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// progress prints one line on stderr, rewritten in place.
+func (o *snapshotOptions) progress(verb string) (func(snapshot.Progress), func()) {
+	if o.noProgress {
+		return nil, func() {}
+	}
+	shown := false
+	return func(p snapshot.Progress) {
+			shown = true
+			line := fmt.Sprintf("%s: %s", verb, humanBytes(p.Bytes))
+			if p.TotalBytes > 0 {
+				line += fmt.Sprintf(" of %s (%d%%)", humanBytes(p.TotalBytes), p.Bytes*100/max(p.TotalBytes, 1))
+			}
+			if p.Files > 0 {
+				line += fmt.Sprintf(", %d files", p.Files)
+			}
+			if p.BytesAdded > 0 {
+				line += fmt.Sprintf(", %s added", humanBytes(p.BytesAdded))
+			}
+			fmt.Fprintf(o.Err, "\r\033[K%s", line)
+		}, func() {
+			if shown {
+				fmt.Fprintln(o.Err)
+			}
+		}
+}
+
+func runSnapshotCreate(ctx context.Context, o *snapshotOptions) error {
+	if err := o.checkOutput(); err != nil {
+		return err
+	}
+	r, err := openSnapshots(ctx, o, false)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	if o.quiesce || r.cfg.Snapshot.Quiesce {
+		resume, err := snapshot.RequestQuiesce(ctx, controlSocket(r.cfg), o.quiesceTimeout)
+		if errors.Is(err, snapshot.ErrNoPipeline) && !o.quiesce {
+			// Configured, not asked for: nothing runs, nothing to pause.
+		} else if err != nil {
+			return fmt.Errorf("quiesce: %w; is conveyor up running on data dir %s? Without --quiesce the snapshot is crash-consistent", err, r.cfg.DataDir)
+		} else {
+			defer resume()
+			fmt.Fprintln(o.Err, "conveyor: pipeline paused: no job runs while the snapshot is taken")
+		}
+	}
+	prog, done := o.progress("snapshot")
+	s, err := r.Create(ctx, snapshot.CreateOptions{Progress: prog})
+	done()
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return o.printJSON(s)
+	}
+	fmt.Fprintf(o.Out, "snapshot %s: %d files, %s, %s added (%d files read)\n", s.ID, s.Stats.Files, humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded), s.Stats.FilesRead)
+	return nil
+}
+
+func runSnapshotList(ctx context.Context, o *snapshotOptions) error {
+	if err := o.checkOutput(); err != nil {
+		return err
+	}
+	r, err := openSnapshots(ctx, o, false)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	list, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		if list == nil {
+			list = []snapshot.Snapshot{}
+		}
+		return o.printJSON(list)
+	}
+	return printSnapshots(o.Out, list)
+}
+
+func printSnapshots(w io.Writer, list []snapshot.Snapshot) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tADDED")
+	for _, s := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.ID, s.Time.Local().Format("2006-01-02 15:04:05"), s.Stats.Files, humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded))
+	}
+	return tw.Flush()
+}
+
+func runSnapshotRestore(ctx context.Context, o *snapshotOptions, id string) error {
+	if (o.to == "") == !o.inPlace {
+		return usageErrorf("give exactly one of --to DIR or --in-place")
+	}
+	r, err := openSnapshots(ctx, o, o.inPlace)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	opts := snapshot.RestoreOptions{InPlace: o.inPlace}
+	if o.to != "" {
+		if opts.Target, err = filepath.Abs(o.to); err != nil {
+			return err
+		}
+	}
+	var done func()
+	opts.Progress, done = o.progress("restore")
+	err = r.Restore(ctx, id, opts)
+	done()
+	if err != nil {
+		return err
+	}
+	where := opts.Target
+	if o.inPlace {
+		where = r.cfg.volumePath() + " (in place)"
+	}
+	fmt.Fprintf(o.Out, "restored %s into %s\n", id, where)
+	return nil
+}
+
+func runSnapshotVerify(ctx context.Context, o *snapshotOptions, id string) error {
+	if err := o.checkOutput(); err != nil {
+		return err
+	}
+	r, err := openSnapshots(ctx, o, false)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	prog, done := o.progress("verify")
+	rep, err := r.Verify(ctx, id, prog)
+	done()
+	if o.output == "json" && (err == nil || errors.Is(err, snapshot.ErrCorrupt)) {
+		if rep.Problems == nil {
+			rep.Problems = []string{}
+		}
+		if perr := o.printJSON(rep); perr != nil {
+			return perr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w\nThe snapshots that use these objects cannot be fully restored; the others can ('conveyor snapshot verify ID' checks one)", err)
+	}
+	if o.output == "table" {
+		fmt.Fprintf(o.Out, "verified %d snapshot(s): %d packs, %d blobs, %s read, no problem\n", rep.Snapshots, rep.Packs, rep.Blobs, humanBytes(rep.Bytes))
+	}
+	return nil
+}
+
+func runSnapshotPrune(ctx context.Context, o *snapshotOptions, cmd *cobra.Command) error {
+	if err := o.checkOutput(); err != nil {
+		return err
+	}
+	if err := o.policy.Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	r, err := openSnapshots(ctx, o, false)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	policy := r.cfg.snapshotPolicy()
+	for _, n := range []string{"keep-last", "keep-within", "keep-daily", "keep-weekly"} {
+		if cmd.Flags().Changed(n) {
+			policy = o.policy
+			break
+		}
+	}
+	rep, err := r.Prune(ctx, policy)
+	if err != nil {
+		return err
+	}
+	if o.output == "json" {
+		return o.printJSON(rep)
+	}
+	fmt.Fprintf(o.Out, "kept %d snapshot(s), removed %d; deleted %d pack(s), rewrote %d, freed %s; repository now %s\n",
+		len(rep.Kept), len(rep.Removed), rep.PacksDeleted, rep.PacksRepacked, humanBytes(rep.BytesFreed), humanBytes(rep.RepositoryBytes))
+	return nil
+}
+
+func controlSocket(c FileConfig) string {
+	return local.Paths{Root: c.DataDir}.ControlSocket()
+}
+
+// snapshotValidate checks the snapshot section.
+func (c FileConfig) snapshotValidate() error {
+	if err := c.snapshotSchedule().Validate(); err != nil {
+		return usageErrorf("%v", err)
+	}
+	if err := c.snapshotPolicy().Validate(); err != nil {
+		return usageErrorf("snapshot.%v", err)
+	}
+	return nil
+}
+
+func (c FileConfig) snapshotSchedule() snapshot.Schedule {
+	return snapshot.Schedule{Every: c.Snapshot.Every, Daily: c.Snapshot.Daily}
+}
+
+func (c FileConfig) snapshotPolicy() snapshot.Policy {
+	r := c.Snapshot.Retention
+	return snapshot.Policy{KeepLast: r.KeepLast, KeepWithin: r.KeepWithin, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly}
+}
+
+func (c FileConfig) snapshotBucket() string {
+	if c.Snapshot.Bucket != "" {
+		return c.Snapshot.Bucket
+	}
+	return c.Buckets.State
+}
+
+func (c FileConfig) snapshotRepoConfig() snaplocal.Config {
+	return snaplocal.Config{Bucket: c.snapshotBucket(), Prefix: c.Snapshot.Prefix, Source: c.volumePath()}
+}
+
+// startSnapshotSchedule runs the configured snapshot schedule inside
+// `conveyor up`: a snapshot (quiesced when snapshot.quiesce is set), then
+// the retention policy, at each due time. Off when no schedule is set.
+func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *local.Pipeline) (stop func(), err error) {
+	sched := c.snapshotSchedule()
+	if sched.Off() {
+		return func() {}, nil
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(g.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	cfg := c.snapshotRepoConfig()
+	cfg.Logf = logf
+	s := &snapshot.Scheduler{
+		Schedule: sched,
+		Run: func(ctx context.Context) error {
+			r, err := snaplocal.Open(ctx, p.S3, cfg)
+			if err != nil {
+				return err
+			}
+			return scheduledSnapshot(ctx, r, c, p, logf)
+		},
+		OnRun: func(_ time.Time, err error) {
+			if err != nil {
+				logf("scheduled snapshot: %v", err)
+			}
+		},
+	}
+	if err := s.Start(context.WithoutCancel(ctx)); err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	next := sched.Next(time.Now())
+	logf("snapshots of %s every %s, next at %s", c.volumePath(), scheduleText(sched), next.Format("2006-01-02 15:04"))
+	return s.Stop, nil
+}
+
+func scheduleText(s snapshot.Schedule) string {
+	if s.Every > 0 {
+		return s.Every.String()
+	}
+	return "day at " + s.Daily
+}
+
+func scheduledSnapshot(ctx context.Context, r *snaplocal.Repo, c FileConfig, p *local.Pipeline, logf func(string, ...any)) error {
+	create := func() (snapshot.Snapshot, error) {
+		if c.Snapshot.Quiesce {
+			resume, err := p.Quiesce(ctx, 5*time.Minute)
+			if err != nil {
+				return snapshot.Snapshot{}, fmt.Errorf("quiesce: %w", err)
+			}
+			defer resume()
+		}
+		return r.Create(ctx, snapshot.CreateOptions{})
+	}
+	s, err := create()
+	if err != nil {
+		return err
+	}
+	logf("snapshot %s: %d files, %s, %s added", s.ID, s.Stats.Files, humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded))
+	rep, err := r.Prune(ctx, c.snapshotPolicy())
+	if err != nil {
+		return fmt.Errorf("retention after snapshot %s: %w", s.ID, err)
+	}
+	if len(rep.Removed) > 0 {
+		logf("retention removed %d snapshot(s), freed %s", len(rep.Removed), humanBytes(rep.BytesFreed))
+	}
+	return nil
+}

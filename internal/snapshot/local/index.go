@@ -1,0 +1,130 @@
+package local
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+)
+
+const indexMagic = "CVYIDX01"
+
+// index maps every blob to a location. Built from the index objects.
+type index struct {
+	mu    sync.Mutex
+	blobs map[ID]location
+	files []string           // index object names read
+	packs map[ID][]blobEntry // pack -> its blobs
+}
+
+func newIndex() *index {
+	return &index{blobs: map[ID]location{}, packs: map[ID][]blobEntry{}}
+}
+
+func (x *index) addPack(sp sealedPack) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.packs[sp.ID] = sp.Entries
+	for _, e := range sp.Entries {
+		x.blobs[e.ID] = e.location
+	}
+}
+
+func (x *index) lookup(id ID) (location, bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	l, ok := x.blobs[id]
+	return l, ok
+}
+
+func encodeIndex(packs []sealedPack) []byte {
+	b := []byte(indexMagic)
+	for _, sp := range packs {
+		b = append(b, sp.ID[:]...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(sp.Entries)))
+		for _, e := range sp.Entries {
+			b = appendEntry(b, e)
+		}
+	}
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	return enc.EncodeAll(b, nil)
+}
+
+func decodeIndex(z []byte) ([]sealedPack, error) {
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+	defer dec.Close()
+	b, err := dec.DecodeAll(z, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(string(b[:min(len(b), 8)]), indexMagic) {
+		return nil, errors.New("not an index")
+	}
+	b = b[8:]
+	var out []sealedPack
+	for len(b) > 0 {
+		if len(b) < 36 {
+			return nil, errors.New("truncated")
+		}
+		var sp sealedPack
+		copy(sp.ID[:], b)
+		n := int(binary.LittleEndian.Uint32(b[32:]))
+		b = b[36:]
+		if len(b) < n*entrySize {
+			return nil, errors.New("truncated")
+		}
+		sp.Entries = make([]blobEntry, n)
+		for i := range sp.Entries {
+			sp.Entries[i] = readEntry(b[i*entrySize:], sp.ID)
+		}
+		b = b[n*entrySize:]
+		out = append(out, sp)
+	}
+	return out, nil
+}
+
+// writeIndex stores an index object for packs; its name is its hash.
+func (r *Repo) writeIndex(ctx context.Context, packs []sealedPack) (string, error) {
+	if len(packs) == 0 {
+		return "", nil
+	}
+	b := encodeIndex(packs)
+	name := "index/" + hashOf(b).String()
+	return name, r.put(ctx, name, b, false)
+}
+
+// loadIndex reads every index object.
+func (r *Repo) loadIndex(ctx context.Context) (*index, error) {
+	objs, err := r.list(ctx, "index/")
+	if err != nil {
+		return nil, err
+	}
+	x := newIndex()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Uploads)
+	for _, o := range objs {
+		g.Go(func() error {
+			b, err := r.get(gctx, o.Name)
+			if err != nil {
+				return err
+			}
+			packs, err := decodeIndex(b)
+			if err != nil {
+				return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(o.Name), err)
+			}
+			for _, sp := range packs {
+				x.addPack(sp)
+			}
+			x.mu.Lock()
+			x.files = append(x.files, o.Name)
+			x.mu.Unlock()
+			return nil
+		})
+	}
+	return x, g.Wait()
+}

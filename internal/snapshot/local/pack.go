@@ -1,0 +1,277 @@
+package local
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Blob types.
+const (
+	blobData byte = 0
+	blobTree byte = 1
+)
+
+const (
+	packMagic  = "CVYPACK1"
+	entrySize  = 1 + 1 + 32 + 4 + 4 + 4
+	flagZstd   = 1
+	sampleSize = 64 << 10
+)
+
+// location is where a blob lives.
+type location struct {
+	Pack       ID
+	Type       byte
+	Compressed bool
+	Offset     uint32
+	Length     uint32 // stored
+	Raw        uint32 // plaintext
+}
+
+// blobEntry is one row of a pack's table.
+type blobEntry struct {
+	ID ID
+	location
+}
+
+func appendEntry(b []byte, e blobEntry) []byte {
+	var flags byte
+	if e.Compressed {
+		flags = flagZstd
+	}
+	b = append(b, e.Type, flags)
+	b = append(b, e.ID[:]...)
+	b = binary.LittleEndian.AppendUint32(b, e.Offset)
+	b = binary.LittleEndian.AppendUint32(b, e.Length)
+	return binary.LittleEndian.AppendUint32(b, e.Raw)
+}
+
+func readEntry(b []byte, pack ID) blobEntry {
+	var e blobEntry
+	e.Type, e.Compressed = b[0], b[1]&flagZstd != 0
+	copy(e.ID[:], b[2:34])
+	e.Pack = pack
+	e.Offset = binary.LittleEndian.Uint32(b[34:])
+	e.Length = binary.LittleEndian.Uint32(b[38:])
+	e.Raw = binary.LittleEndian.Uint32(b[42:])
+	return e
+}
+
+// parsePack reads a whole pack's table, checking the pack's own hash.
+func parsePack(id ID, b []byte) ([]blobEntry, error) {
+	if hashOf(b) != id {
+		return nil, errors.New("content does not match its name")
+	}
+	if len(b) < 12 || string(b[len(b)-8:]) != packMagic {
+		return nil, errors.New("not a pack")
+	}
+	n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
+	start := len(b) - 12 - n*entrySize
+	if n < 0 || start < 0 {
+		return nil, errors.New("truncated table")
+	}
+	out := make([]blobEntry, n)
+	for i := range out {
+		out[i] = readEntry(b[start+i*entrySize:], id)
+		if int(out[i].Offset)+int(out[i].Length) > start {
+			return nil, errors.New("table points outside the pack")
+		}
+	}
+	return out, nil
+}
+
+// codec compresses and decompresses blobs; one per goroutine.
+type codec struct {
+	enc *zstd.Encoder
+	dec *zstd.Decoder
+}
+
+func newCodec() *codec {
+	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true))
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+	return &codec{enc: enc, dec: dec}
+}
+
+// compress returns the stored form of data and whether it is compressed.
+// Incompressible data (random, already compressed) is stored raw: a sample
+// is tried first, so most of it costs no full compression.
+func (c *codec) compress(data []byte) ([]byte, bool) {
+	if len(data) < 64 {
+		return data, false
+	}
+	if len(data) > 4*sampleSize {
+		s := c.enc.EncodeAll(data[:sampleSize], nil)
+		if len(s) > sampleSize*31/32 {
+			return data, false
+		}
+	}
+	z := c.enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+	if len(z) >= len(data)-len(data)/32 {
+		return data, false
+	}
+	return z, true
+}
+
+// open returns the plaintext of a stored blob and checks its hash.
+func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
+	data := stored
+	if e.Compressed {
+		var err error
+		data, err = c.dec.DecodeAll(stored, make([]byte, 0, e.Raw))
+		if err != nil {
+			return nil, fmt.Errorf("blob %s: %w", e.ID, err)
+		}
+	}
+	if uint32(len(data)) != e.Raw || hashOf(data) != e.ID {
+		return nil, fmt.Errorf("blob %s does not match its hash", e.ID)
+	}
+	return data, nil
+}
+
+// sealedPack is a pack ready to upload.
+type sealedPack struct {
+	ID      ID
+	Body    []byte
+	Entries []blobEntry
+}
+
+// packer gathers blobs into packs and uploads them with a small pool.
+type packer struct {
+	r    *Repo
+	ctx  context.Context
+	size int
+
+	mu      sync.Mutex
+	buf     []byte
+	entries []blobEntry
+
+	queue chan sealedPack
+	wg    sync.WaitGroup
+
+	resMu    sync.Mutex
+	uploaded []sealedPack // Body dropped
+	added    int64
+	err      error
+}
+
+func newPacker(ctx context.Context, r *Repo) *packer {
+	p := &packer{r: r, ctx: ctx, size: r.cfg.PackSize, queue: make(chan sealedPack, 1)}
+	for i := 0; i < r.cfg.Uploads; i++ {
+		p.wg.Add(1)
+		go p.upload()
+	}
+	return p
+}
+
+// add appends a stored blob; it blocks while the upload queue is full.
+func (p *packer) add(id ID, typ byte, stored []byte, compressed bool, raw int) error {
+	p.mu.Lock()
+	if p.buf == nil {
+		p.buf = make([]byte, 0, p.size+p.size/4)
+	}
+	e := blobEntry{ID: id, location: location{Type: typ, Compressed: compressed, Offset: uint32(len(p.buf)), Length: uint32(len(stored)), Raw: uint32(raw)}}
+	p.buf = append(p.buf, stored...)
+	p.entries = append(p.entries, e)
+	var sp sealedPack
+	full := len(p.buf) >= p.size
+	if full {
+		sp = p.sealLocked()
+	}
+	p.mu.Unlock()
+	if full {
+		return p.send(sp)
+	}
+	return p.failed()
+}
+
+func (p *packer) sealLocked() sealedPack {
+	b := p.buf
+	for _, e := range p.entries {
+		b = appendEntry(b, e)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(p.entries)))
+	b = append(b, packMagic...)
+	sp := sealedPack{ID: hashOf(b), Body: b, Entries: p.entries}
+	for i := range sp.Entries {
+		sp.Entries[i].Pack = sp.ID
+	}
+	p.buf, p.entries = nil, nil
+	return sp
+}
+
+func (p *packer) send(sp sealedPack) error {
+	select {
+	case p.queue <- sp:
+		return p.failed()
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	}
+}
+
+func (p *packer) failed() error {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	return p.err
+}
+
+func (p *packer) upload() {
+	defer p.wg.Done()
+	for sp := range p.queue {
+		if p.failed() != nil {
+			continue
+		}
+		err := p.r.put(p.ctx, "packs/"+sp.ID.String(), sp.Body, false)
+		p.resMu.Lock()
+		if err != nil && p.err == nil {
+			p.err = err
+		}
+		if err == nil {
+			p.added += int64(len(sp.Body))
+			sp.Body = nil
+			p.uploaded = append(p.uploaded, sp)
+		}
+		p.resMu.Unlock()
+	}
+}
+
+// flush seals the pack being filled, waits for every upload and returns
+// the packs uploaded since the last flush. The packer is done after it.
+func (p *packer) finish() ([]sealedPack, error) {
+	p.mu.Lock()
+	var sp sealedPack
+	has := len(p.entries) > 0
+	if has {
+		sp = p.sealLocked()
+	}
+	p.mu.Unlock()
+	var err error
+	if has {
+		err = p.send(sp)
+	}
+	close(p.queue)
+	p.wg.Wait()
+	if err == nil {
+		err = p.failed()
+	}
+	return p.uploaded, err
+}
+
+// takeUploaded returns and forgets the packs uploaded so far.
+func (p *packer) takeUploaded() []sealedPack {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	u := p.uploaded
+	p.uploaded = nil
+	return u
+}
+
+func (p *packer) bytesAdded() int64 {
+	p.resMu.Lock()
+	defer p.resMu.Unlock()
+	return p.added
+}

@@ -1,0 +1,175 @@
+package local
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+)
+
+// PruneReport says what Prune removed.
+type PruneReport struct {
+	Kept            []snapshot.Snapshot `json:"kept"`
+	Removed         []snapshot.Snapshot `json:"removed"`
+	Reasons         map[string][]string `json:"reasons"`
+	PacksDeleted    int                 `json:"packs_deleted"`
+	PacksRepacked   int                 `json:"packs_repacked"`
+	BytesFreed      int64               `json:"bytes_freed"`
+	RepositoryBytes int64               `json:"repository_bytes"`
+}
+
+// repackBelow: a pack whose referenced bytes fall under this fraction of
+// its size is rewritten with only those.
+const repackBelow = 0.75
+
+// Prune applies the policy (the empty policy removes no snapshot), then
+// deletes the packs no remaining snapshot references, rewriting those that
+// are mostly unreferenced. It holds the repository's exclusive lock, so no
+// snapshot is being taken meanwhile. The order keeps every step safe to
+// interrupt: snapshot objects, new packs, the new index, old index
+// objects, old packs.
+func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, error) {
+	var rep PruneReport
+	lk, err := r.lock(ctx, "prune", true)
+	if err != nil {
+		return rep, err
+	}
+	defer lk.release()
+	list, err := r.List(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Kept, rep.Removed, rep.Reasons = snapshot.Apply(list, policy)
+	x, err := r.loadIndex(ctx)
+	if err != nil {
+		return rep, err
+	}
+	// What the kept snapshots reference; read before deleting anything.
+	used := map[ID]bool{}
+	for _, s := range rep.Kept {
+		t, err := r.loadTree(ctx, x, s)
+		if err != nil {
+			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot verify'", err)
+		}
+		tid, _ := parseID(s.Tree)
+		used[tid] = true
+		for _, e := range t.Entries {
+			for _, c := range e.Chunks {
+				used[c] = true
+			}
+		}
+	}
+	for _, s := range rep.Removed {
+		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+			return rep, err
+		}
+	}
+	stored, err := r.list(ctx, "packs/")
+	if err != nil {
+		return rep, err
+	}
+	size := map[ID]int64{}
+	var del []ID
+	for _, o := range stored {
+		id, err := parseID(strings.TrimPrefix(o.Name, "packs/"))
+		if err != nil {
+			continue
+		}
+		size[id] = o.Size
+		if _, ok := x.packs[id]; !ok {
+			del = append(del, id) // left by an interrupted run
+		}
+	}
+	var keep []sealedPack
+	var repack []sealedPack
+	for p, es := range x.packs {
+		var usedBytes, all int64
+		for _, e := range es {
+			all += int64(e.Length)
+			if used[e.ID] {
+				usedBytes += int64(e.Length)
+			}
+		}
+		switch {
+		case usedBytes == 0:
+			del = append(del, p)
+		case float64(usedBytes) < repackBelow*float64(all):
+			repack = append(repack, sealedPack{ID: p, Entries: es})
+		default:
+			keep = append(keep, sealedPack{ID: p, Entries: es})
+		}
+	}
+	// Repack: copy the referenced blobs into new packs.
+	pk := newPacker(ctx, r)
+	cd := newCodec()
+	copied := map[ID]bool{}
+	for _, sp := range repack {
+		body, err := r.get(ctx, "packs/"+sp.ID.String())
+		if err != nil {
+			pk.finish()
+			return rep, fmt.Errorf("prune stops before deleting anything: %w", err)
+		}
+		for _, e := range sp.Entries {
+			if !used[e.ID] || copied[e.ID] {
+				continue
+			}
+			end := int(e.Offset) + int(e.Length)
+			if end > len(body) {
+				pk.finish()
+				return rep, fmt.Errorf("%w: %s: blob %s is cut short; prune stops before deleting anything", errCorrupt, r.key("packs/"+sp.ID.String()), e.ID)
+			}
+			stored := body[e.Offset:end]
+			if _, err := cd.open(e, stored); err != nil {
+				pk.finish()
+				return rep, fmt.Errorf("%w: %s: %v; prune stops before deleting anything", errCorrupt, r.key("packs/"+sp.ID.String()), err)
+			}
+			copied[e.ID] = true
+			if err := pk.add(e.ID, e.Type, append([]byte(nil), stored...), e.Compressed, int(e.Raw)); err != nil {
+				pk.finish()
+				return rep, err
+			}
+		}
+		del = append(del, sp.ID)
+	}
+	newPacks, err := pk.finish()
+	if err != nil {
+		return rep, err
+	}
+	rep.PacksRepacked = len(repack)
+	// Only rewrite the index when something changes.
+	if len(del) > 0 || len(newPacks) > 0 {
+		name, err := r.writeIndex(ctx, append(keep, newPacks...))
+		if err != nil {
+			return rep, err
+		}
+		for _, f := range x.files {
+			if f != name {
+				if err := r.del(ctx, f); err != nil {
+					return rep, err
+				}
+			}
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Uploads * 2)
+	for _, p := range del {
+		rep.BytesFreed += size[p]
+		g.Go(func() error { return r.del(gctx, "packs/"+p.String()) })
+	}
+	if err := g.Wait(); err != nil {
+		return rep, err
+	}
+	rep.PacksDeleted = len(del)
+	for _, sp := range keep {
+		rep.RepositoryBytes += size[sp.ID]
+	}
+	for _, sp := range newPacks {
+		for _, e := range sp.Entries {
+			rep.RepositoryBytes += int64(e.Length)
+		}
+	}
+	return rep, nil
+}

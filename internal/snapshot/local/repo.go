@@ -1,0 +1,288 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	"github.com/zeebo/blake3"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+)
+
+var _ snapshot.Driver = (*Repo)(nil)
+
+// Defaults of Config.
+const (
+	DefaultPrefix      = "snapshots/"
+	DefaultPackSize    = 8 << 20
+	DefaultUploads     = 4
+	DefaultStaleLock   = 5 * time.Minute
+	DefaultLockRefresh = time.Minute
+)
+
+// Config configures a repository.
+type Config struct {
+	Bucket string
+	Prefix string // default "snapshots/"; "" is not allowed, use "/" for the root
+	// Source is the directory Create snapshots.
+	Source string
+	// Workers chunk, hash and compress in parallel; default GOMAXPROCS.
+	Workers int
+	// Uploads and downloads in flight; default 4.
+	Uploads int
+	// PackSize is the size at which a pack is sealed; default 8 MiB.
+	PackSize int
+	// StaleLock is how long a lock lives without a refresh; default 5m.
+	StaleLock   time.Duration
+	LockRefresh time.Duration
+	// Logf receives notable events (stale locks removed). Default: nothing.
+	Logf func(format string, args ...any)
+}
+
+// WithDefaults fills the zero fields.
+func (c Config) WithDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.Prefix == "/" {
+		c.Prefix = ""
+	}
+	if c.Prefix != "" && !strings.HasSuffix(c.Prefix, "/") {
+		c.Prefix += "/"
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.GOMAXPROCS(0)
+	}
+	if c.Uploads <= 0 {
+		c.Uploads = DefaultUploads
+	}
+	if c.PackSize <= 0 {
+		c.PackSize = DefaultPackSize
+	}
+	if c.StaleLock <= 0 {
+		c.StaleLock = DefaultStaleLock
+	}
+	if c.LockRefresh <= 0 {
+		c.LockRefresh = DefaultLockRefresh
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return c
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.Bucket == "" {
+		return errors.New("snapshot repository: bucket is required")
+	}
+	if c.PackSize < 1<<20 || c.PackSize > 256<<20 {
+		return fmt.Errorf("snapshot pack size must be between 1 MiB and 256 MiB, got %d", c.PackSize)
+	}
+	if c.LockRefresh >= c.StaleLock {
+		return fmt.Errorf("snapshot lock refresh (%s) must be shorter than the stale lock age (%s)", c.LockRefresh, c.StaleLock)
+	}
+	return nil
+}
+
+// repoConfig is the `config` object.
+type repoConfig struct {
+	Version int       `json:"version"`
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Chunker struct {
+		Min int `json:"min"`
+		Avg int `json:"avg"`
+		Max int `json:"max"`
+	} `json:"chunker"`
+}
+
+// Chunker parameters of new repositories: 1 MiB average.
+const (
+	chunkMin = 256 << 10
+	chunkAvg = 1 << 20
+	chunkMax = 4 << 20
+)
+
+// Repo is an opened repository.
+type Repo struct {
+	s3  *s3.Client
+	cfg Config
+	rc  repoConfig
+}
+
+// Open opens the repository at cfg.Bucket/cfg.Prefix, creating it when the
+// bucket holds none there.
+func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Repo{s3: client, cfg: cfg}
+	for try := 0; try < 3; try++ {
+		b, err := r.get(ctx, "config")
+		if err == nil {
+			if err := json.Unmarshal(b, &r.rc); err != nil {
+				return nil, fmt.Errorf("read %s: %w", r.key("config"), err)
+			}
+			if r.rc.Version != 1 {
+				return nil, fmt.Errorf("%s: repository version %d is not supported by this conveyor; upgrade it", r.key("config"), r.rc.Version)
+			}
+			return r, nil
+		}
+		if !errors.Is(err, errNoKey) {
+			return nil, err
+		}
+		rc := repoConfig{Version: 1, ID: newID(), Created: time.Now().UTC()}
+		rc.Chunker.Min, rc.Chunker.Avg, rc.Chunker.Max = chunkMin, chunkAvg, chunkMax
+		body, _ := json.MarshalIndent(rc, "", "  ")
+		err = r.put(ctx, "config", body, true)
+		if errors.Is(err, errExists) {
+			continue // another process created it: read theirs
+		}
+		if err != nil {
+			return nil, err
+		}
+		r.rc = rc
+		return r, nil
+	}
+	return nil, fmt.Errorf("open snapshot repository s3://%s/%s: config keeps changing", cfg.Bucket, cfg.Prefix)
+}
+
+// ID is the repository's identity.
+func (r *Repo) ID() string { return r.rc.ID }
+
+// Location is s3://bucket/prefix.
+func (r *Repo) Location() string { return "s3://" + r.cfg.Bucket + "/" + r.cfg.Prefix }
+
+func (r *Repo) key(name string) string { return r.cfg.Prefix + name }
+
+// ID is a BLAKE3-256 hash: the name of a blob or a pack.
+type ID [32]byte
+
+func hashOf(b []byte) ID { return ID(blake3.Sum256(b)) }
+
+func (id ID) String() string { return hex.EncodeToString(id[:]) }
+
+func parseID(s string) (ID, error) {
+	var id ID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) {
+		return id, fmt.Errorf("%q is not a blob hash", s)
+	}
+	copy(id[:], b)
+	return id, nil
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var (
+	errNoKey  = errors.New("no such object")
+	errExists = errors.New("object exists")
+)
+
+func (r *Repo) put(ctx context.Context, name string, body []byte, ifNoneMatch bool) error {
+	in := &s3.PutObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name)), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}
+	if ifNoneMatch {
+		in.IfNoneMatch = aws.String("*")
+	}
+	_, err := r.s3.PutObject(ctx, in)
+	if apiCode(err) == "PreconditionFailed" || apiCode(err) == "ConditionalRequestConflict" {
+		return errExists
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", r.key(name), err)
+	}
+	return nil
+}
+
+func (r *Repo) get(ctx context.Context, name string) ([]byte, error) {
+	return r.getRange(ctx, name, 0, -1)
+}
+
+// getRange reads length bytes at off, or the whole object for length -1.
+func (r *Repo) getRange(ctx context.Context, name string, off, length int64) ([]byte, error) {
+	in := &s3.GetObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name))}
+	if length >= 0 {
+		if length == 0 {
+			return nil, nil
+		}
+		in.Range = aws.String(fmt.Sprintf("bytes=%d-%d", off, off+length-1))
+	}
+	out, err := r.s3.GetObject(ctx, in)
+	if c := apiCode(err); c == "NoSuchKey" || c == "NotFound" {
+		return nil, fmt.Errorf("%w: %s", errNoKey, r.key(name))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", r.key(name), err)
+	}
+	defer out.Body.Close()
+	var buf bytes.Buffer
+	if out.ContentLength != nil && *out.ContentLength > 0 {
+		buf.Grow(int(*out.ContentLength))
+	}
+	if _, err := io.Copy(&buf, out.Body); err != nil {
+		return nil, fmt.Errorf("read %s: %w", r.key(name), err)
+	}
+	return buf.Bytes(), nil
+}
+
+func (r *Repo) del(ctx context.Context, name string) error {
+	_, err := r.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name))})
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", r.key(name), err)
+	}
+	return nil
+}
+
+// object is a listed object.
+type object struct {
+	Name string // relative to the prefix
+	Size int64
+}
+
+// list returns the objects under dir ("packs/", ...), in key order.
+func (r *Repo) list(ctx context.Context, dir string) ([]object, error) {
+	var out []object
+	p := s3.NewListObjectsV2Paginator(r.s3, &s3.ListObjectsV2Input{Bucket: &r.cfg.Bucket, Prefix: aws.String(r.key(dir))})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list %s: %w", r.key(dir), err)
+		}
+		for _, o := range page.Contents {
+			out = append(out, object{Name: strings.TrimPrefix(aws.ToString(o.Key), r.cfg.Prefix), Size: aws.ToInt64(o.Size)})
+		}
+	}
+	return out, nil
+}
+
+func apiCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}

@@ -1,0 +1,181 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+	"golang.org/x/sync/errgroup"
+)
+
+var errCorrupt = snapshot.ErrCorrupt
+
+// MarshalText writes the hash in hex.
+func (id ID) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
+// UnmarshalText reads a hex hash.
+func (id *ID) UnmarshalText(b []byte) error {
+	v, err := parseID(string(b))
+	*id = v
+	return err
+}
+
+// Entry types.
+const (
+	typeFile    = "f"
+	typeDir     = "d"
+	typeSymlink = "l"
+)
+
+// entry is one file, directory or symlink of a snapshot. Path is relative
+// to the source, slash-separated.
+type entry struct {
+	Path   string `json:"p"`
+	Type   string `json:"t"`
+	Mode   uint32 `json:"m"`
+	MTime  int64  `json:"mt"` // Unix nanoseconds
+	Size   int64  `json:"s,omitempty"`
+	Inode  uint64 `json:"i,omitempty"`
+	Target string `json:"l,omitempty"`
+	Chunks []ID   `json:"c,omitempty"`
+}
+
+// tree is the content of a tree blob: every entry, sorted by path.
+type tree struct {
+	Version int     `json:"version"`
+	Entries []entry `json:"entries"`
+}
+
+// loadBlob reads one blob by range and checks its hash.
+func (r *Repo) loadBlob(ctx context.Context, x *index, id ID) ([]byte, error) {
+	loc, ok := x.lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
+	}
+	name := "packs/" + loc.Pack.String()
+	stored, err := r.getRange(ctx, name, int64(loc.Offset), int64(loc.Length))
+	if errors.Is(err, errNoKey) {
+		return nil, fmt.Errorf("%w: %s is missing (it holds blob %s)", errCorrupt, r.key(name), id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := newCodec().open(blobEntry{ID: id, location: loc}, stored)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
+	}
+	return data, nil
+}
+
+func (r *Repo) loadTree(ctx context.Context, x *index, s snapshot.Snapshot) (*tree, error) {
+	id, err := parseID(s.Tree)
+	if err != nil {
+		return nil, fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
+	}
+	b, err := r.loadBlob(ctx, x, id)
+	if err != nil {
+		return nil, fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
+	}
+	var t tree
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
+	}
+	return &t, nil
+}
+
+// List implements snapshot.Driver.
+func (r *Repo) List(ctx context.Context) ([]snapshot.Snapshot, error) {
+	objs, err := r.list(ctx, "snapshots/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]snapshot.Snapshot, len(objs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i, o := range objs {
+		g.Go(func() error {
+			b, err := r.get(gctx, o.Name)
+			if errors.Is(err, errNoKey) {
+				return nil // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &out[i]); err != nil {
+				return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(o.Name), err)
+			}
+			out[i].ID = strings.TrimPrefix(o.Name, "snapshots/")
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	list := out[:0]
+	for _, s := range out {
+		if s.ID != "" {
+			list = append(list, s)
+		}
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Time.Before(list[j].Time) })
+	return list, nil
+}
+
+// Find returns the snapshot whose ID is id, starts with id (when only
+// one does) or, for "latest", the newest.
+func (r *Repo) Find(ctx context.Context, id string) (snapshot.Snapshot, error) {
+	list, err := r.List(ctx)
+	if err != nil {
+		return snapshot.Snapshot{}, err
+	}
+	return find(list, id)
+}
+
+func find(list []snapshot.Snapshot, id string) (snapshot.Snapshot, error) {
+	if id == "latest" && len(list) > 0 {
+		return list[len(list)-1], nil
+	}
+	var match []snapshot.Snapshot
+	for _, s := range list {
+		if s.ID == id {
+			return s, nil
+		}
+		if id != "" && strings.HasPrefix(s.ID, id) {
+			match = append(match, s)
+		}
+	}
+	if len(match) == 1 {
+		return match[0], nil
+	}
+	if len(match) > 1 {
+		return snapshot.Snapshot{}, fmt.Errorf("%q names %d snapshots; give more of the ID", id, len(match))
+	}
+	return snapshot.Snapshot{}, fmt.Errorf("%w: %q; 'conveyor snapshot list' shows them", snapshot.ErrNotFound, id)
+}
+
+// Delete implements snapshot.Driver.
+func (r *Repo) Delete(ctx context.Context, ids ...string) error {
+	list, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		s, err := find(list, id)
+		if err != nil {
+			return err
+		}
+		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func snapshotName(t time.Time) string {
+	return t.UTC().Format("20060102T150405Z") + "-" + newID()[:8]
+}

@@ -1,0 +1,91 @@
+package snapshot
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// Policy is a retention policy, like a Data Lifecycle Manager rule. A
+// snapshot is kept when any rule keeps it; the zero Policy keeps all.
+type Policy struct {
+	// KeepLast keeps the N newest snapshots.
+	KeepLast int `json:"keep_last,omitempty" yaml:"keep_last"`
+	// KeepWithin keeps the snapshots taken less than this long before the
+	// newest one (not before now: Apply stays pure and a stopped machine
+	// does not expire everything when it comes back).
+	KeepWithin time.Duration `json:"keep_within,omitempty" yaml:"keep_within"`
+	// KeepDaily keeps the newest snapshot of each of the N newest days
+	// that have one (days in UTC).
+	KeepDaily int `json:"keep_daily,omitempty" yaml:"keep_daily"`
+	// KeepWeekly keeps the newest snapshot of each of the N newest ISO
+	// weeks that have one.
+	KeepWeekly int `json:"keep_weekly,omitempty" yaml:"keep_weekly"`
+}
+
+// Empty reports whether the policy has no rule (and so keeps everything).
+func (p Policy) Empty() bool { return p == Policy{} }
+
+// Validate checks the policy's values.
+func (p Policy) Validate() error {
+	switch {
+	case p.KeepLast < 0:
+		return fmt.Errorf("retention keep_last must be 0 or more, got %d", p.KeepLast)
+	case p.KeepWithin < 0:
+		return fmt.Errorf("retention keep_within must be 0 or more, got %s", p.KeepWithin)
+	case p.KeepDaily < 0:
+		return fmt.Errorf("retention keep_daily must be 0 or more, got %d", p.KeepDaily)
+	case p.KeepWeekly < 0:
+		return fmt.Errorf("retention keep_weekly must be 0 or more, got %d", p.KeepWeekly)
+	}
+	return nil
+}
+
+// Apply decides which snapshots the policy keeps. keep and remove are
+// newest first; reasons maps the ID of each kept snapshot to the rules
+// that keep it. The empty policy keeps everything, with reason "no policy".
+func Apply(snapshots []Snapshot, p Policy) (keep, remove []Snapshot, reasons map[string][]string) {
+	list := append([]Snapshot(nil), snapshots...)
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Time.After(list[j].Time) })
+	reasons = map[string][]string{}
+	if p.Empty() {
+		for _, s := range list {
+			reasons[s.ID] = []string{"no policy"}
+		}
+		return list, nil, reasons
+	}
+	var newest time.Time
+	if len(list) > 0 {
+		newest = list[0].Time
+	}
+	days := map[string]bool{}
+	weeks := map[string]bool{}
+	for i, s := range list {
+		var why []string
+		if i < p.KeepLast {
+			why = append(why, "last")
+		}
+		if p.KeepWithin > 0 && newest.Sub(s.Time) < p.KeepWithin {
+			why = append(why, "within "+p.KeepWithin.String())
+		}
+		t := s.Time.UTC()
+		day := t.Format("2006-01-02")
+		if p.KeepDaily > 0 && !days[day] && len(days) < p.KeepDaily {
+			days[day] = true
+			why = append(why, "daily "+day)
+		}
+		y, w := t.ISOWeek()
+		week := fmt.Sprintf("%d-W%02d", y, w)
+		if p.KeepWeekly > 0 && !weeks[week] && len(weeks) < p.KeepWeekly {
+			weeks[week] = true
+			why = append(why, "weekly "+week)
+		}
+		if len(why) > 0 {
+			keep = append(keep, s)
+			reasons[s.ID] = why
+		} else {
+			remove = append(remove, s)
+		}
+	}
+	return keep, remove, reasons
+}

@@ -1,0 +1,86 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors of every driver.
+var (
+	// ErrNotFound: no snapshot has the ID given.
+	ErrNotFound = errors.New("snapshot not found")
+	// ErrLocked: another process holds the repository in a way that
+	// conflicts (prune while a snapshot is being taken, say).
+	ErrLocked = errors.New("snapshot repository is locked")
+	// ErrCorrupt: an object read back does not match its hash, or is
+	// missing. The error's text names the object.
+	ErrCorrupt = errors.New("snapshot repository is damaged")
+)
+
+// Snapshot describes one snapshot.
+type Snapshot struct {
+	ID     string    `json:"id"`
+	Time   time.Time `json:"time"`
+	Parent string    `json:"parent,omitempty"`
+	Host   string    `json:"host,omitempty"`
+	Source string    `json:"source,omitempty"` // the directory or volume snapshotted
+	Stats  Stats     `json:"stats"`
+	// Driver-specific: the local driver's tree root, EBS's state and tags.
+	Tree  string            `json:"tree,omitempty"`
+	State string            `json:"state,omitempty"`
+	Tags  map[string]string `json:"tags,omitempty"`
+}
+
+// Stats are a snapshot's sizes. BytesAdded is what the snapshot added to
+// the repository (compressed), zero when the driver cannot tell.
+type Stats struct {
+	Files      int   `json:"files"`
+	Dirs       int   `json:"dirs"`
+	Bytes      int64 `json:"bytes"`
+	BytesAdded int64 `json:"bytes_added"`
+	// FilesRead counts files read this time (the others were unchanged).
+	FilesRead int `json:"files_read"`
+}
+
+// CreateOptions tune one Create.
+type CreateOptions struct {
+	// Progress, if set, is called about once a second with the work done.
+	Progress func(Progress)
+}
+
+// RestoreOptions tune one Restore.
+type RestoreOptions struct {
+	// Target is the directory to restore into (local driver). It must be
+	// empty or absent unless InPlace is set.
+	Target string
+	// InPlace replaces the volume's content: files absent from the
+	// snapshot are removed. The caller checks that nothing uses it.
+	InPlace  bool
+	Progress func(Progress)
+}
+
+// Progress is the work done so far by a long operation.
+type Progress struct {
+	Files      int64 // files handled
+	Bytes      int64 // bytes handled
+	TotalBytes int64 // bytes to handle, 0 when unknown
+	BytesAdded int64 // bytes added to the repository
+}
+
+// Driver takes and restores snapshots of one volume.
+type Driver interface {
+	// List returns every snapshot, oldest first.
+	List(ctx context.Context) ([]Snapshot, error)
+	// Create takes a snapshot and returns it once it is complete (local)
+	// or started (EBS, whose State says "pending"). It returns ErrLocked
+	// when a conflicting operation holds the repository.
+	Create(ctx context.Context, opts CreateOptions) (Snapshot, error)
+	// Restore writes the snapshot back. It returns ErrNotFound for an
+	// unknown ID and an error wrapping ErrCorrupt, naming the object, when
+	// stored data is missing or damaged.
+	Restore(ctx context.Context, id string, opts RestoreOptions) error
+	// Delete removes snapshots by ID; their data is reclaimed later
+	// (local: by Prune). It returns ErrNotFound for an unknown ID.
+	Delete(ctx context.Context, ids ...string) error
+}
