@@ -34,7 +34,9 @@ func newUpCommand(g *globals) *cobra.Command {
 loopback (buckets input, output, state), the object-created hook, the
 orchestrator, the local workers and the reconciler. Credentials are generated
 on first start and stored (mode 0600) in the data dir; 'conveyor env' prints
-them for other S3 clients. Stop with Ctrl-C: jobs interrupted mid-way are
+them for other S3 clients. A dashboard (jobs, logs, outputs, uploads, retries)
+is served on http://127.0.0.1:9001/ unless --dashboard-addr says otherwise; on
+a non-loopback address it requires the token printed at start. Stop with Ctrl-C: jobs interrupted mid-way are
 resumed at the next start.`,
 		Example: `  conveyor up --demo
   conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4
@@ -90,6 +92,11 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	defer p.Stop()
+	stopSnapshots, err := startSnapshotSchedule(ctx, o.globals, c, p)
+	if err != nil {
+		return err
+	}
+	defer stopSnapshots()
 	proc := c.Processor.Name
 	if len(c.Processor.Command) > 0 {
 		proc = strings.Join(c.Processor.Command, " ")

@@ -59,6 +59,22 @@ type FileConfig struct {
 		Interval time.Duration `yaml:"interval" env:"CONVEYOR_RECONCILE_INTERVAL"`
 	} `yaml:"reconcile"`
 
+	// Snapshot configures volume snapshots (see `conveyor snapshot --help`).
+	// The schedule is off unless every or daily is set.
+	Snapshot struct {
+		Every     time.Duration `yaml:"every" env:"CONVEYOR_SNAPSHOT_EVERY"`
+		Daily     string        `yaml:"daily" env:"CONVEYOR_SNAPSHOT_DAILY"` // "HH:MM", local time
+		Quiesce   bool          `yaml:"quiesce" env:"CONVEYOR_SNAPSHOT_QUIESCE"`
+		Bucket    string        `yaml:"bucket" env:"CONVEYOR_SNAPSHOT_BUCKET"` // default: buckets.state
+		Prefix    string        `yaml:"prefix" env:"CONVEYOR_SNAPSHOT_PREFIX"` // default: snapshots/
+		Retention struct {
+			KeepLast   int           `yaml:"keep_last" env:"CONVEYOR_SNAPSHOT_KEEP_LAST"`
+			KeepWithin time.Duration `yaml:"keep_within" env:"CONVEYOR_SNAPSHOT_KEEP_WITHIN"`
+			KeepDaily  int           `yaml:"keep_daily" env:"CONVEYOR_SNAPSHOT_KEEP_DAILY"`
+			KeepWeekly int           `yaml:"keep_weekly" env:"CONVEYOR_SNAPSHOT_KEEP_WEEKLY"`
+		} `yaml:"retention"`
+	} `yaml:"snapshot"`
+
 	Dashboard struct {
 		// Addr is where `conveyor up` serves the web page; "off" turns it
 		// off. A non-loopback address requires Token (generated and
@@ -87,6 +103,10 @@ func defaultFileConfig() FileConfig {
 	c.Buckets.Input, c.Buckets.Output, c.Buckets.State = "input", "output", "state"
 	c.Processor.Name = "report"
 	c.Workers = runtime.NumCPU()
+	// Retention like a DLM policy: a week of dailies, a month of weeklies.
+	c.Snapshot.Retention.KeepLast = 7
+	c.Snapshot.Retention.KeepDaily = 7
+	c.Snapshot.Retention.KeepWeekly = 4
 	return c
 }
 
@@ -212,6 +232,22 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_RETRY_BACKOFF", dur("CONVEYOR_RETRY_BACKOFF", &c.Retry.Backoff)},
 		{"CONVEYOR_RETRY_MAX_BACKOFF", dur("CONVEYOR_RETRY_MAX_BACKOFF", &c.Retry.MaxBackoff)},
 		{"CONVEYOR_RECONCILE_INTERVAL", dur("CONVEYOR_RECONCILE_INTERVAL", &c.Reconcile.Interval)},
+		{"CONVEYOR_SNAPSHOT_EVERY", dur("CONVEYOR_SNAPSHOT_EVERY", &c.Snapshot.Every)},
+		{"CONVEYOR_SNAPSHOT_DAILY", str(&c.Snapshot.Daily)},
+		{"CONVEYOR_SNAPSHOT_QUIESCE", func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return usageErrorf("CONVEYOR_SNAPSHOT_QUIESCE=%q is not true or false", v)
+			}
+			c.Snapshot.Quiesce = b
+			return nil
+		}},
+		{"CONVEYOR_SNAPSHOT_BUCKET", str(&c.Snapshot.Bucket)},
+		{"CONVEYOR_SNAPSHOT_PREFIX", str(&c.Snapshot.Prefix)},
+		{"CONVEYOR_SNAPSHOT_KEEP_LAST", num("CONVEYOR_SNAPSHOT_KEEP_LAST", &c.Snapshot.Retention.KeepLast)},
+		{"CONVEYOR_SNAPSHOT_KEEP_WITHIN", dur("CONVEYOR_SNAPSHOT_KEEP_WITHIN", &c.Snapshot.Retention.KeepWithin)},
+		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},
+		{"CONVEYOR_SNAPSHOT_KEEP_WEEKLY", num("CONVEYOR_SNAPSHOT_KEEP_WEEKLY", &c.Snapshot.Retention.KeepWeekly)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}
@@ -248,6 +284,9 @@ func (c *FileConfig) validate() error {
 	}
 	if c.Reconcile.Interval < 0 {
 		return usageErrorf("reconcile.interval must be positive, got %s", c.Reconcile.Interval)
+	}
+	if err := c.snapshotValidate(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -108,6 +108,7 @@ Exit codes:
 		newJobsCommand(g),
 		newLogsCommand(g),
 		newWorkerCommand(g),
+		newSnapshotCommand(g),
 		newVersionCommand(g),
 	)
 	return root

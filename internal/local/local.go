@@ -19,6 +19,7 @@ import (
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 	"github.com/conveyorhq/conveyor/internal/processor"
 	"github.com/conveyorhq/conveyor/internal/s3server"
+	"github.com/conveyorhq/conveyor/internal/snapshot"
 	"github.com/conveyorhq/conveyor/internal/volume"
 	"github.com/conveyorhq/conveyor/internal/worker"
 )
@@ -59,6 +60,7 @@ type Pipeline struct {
 
 	lock       *os.File
 	dispatcher *localdispatch.Dispatcher
+	control    *snapshot.QuiesceServer // nil when the socket could not be made
 	events     *queue[[]byte]
 	logMu      sync.Mutex
 	wg         sync.WaitGroup
@@ -130,6 +132,10 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	w.Logf = p.logf
 	w.OnChange = p.jobChanged
 	p.dispatcher = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
+	// `conveyor snapshot create --quiesce` pauses the pool through it.
+	if p.control, err = snapshot.ListenQuiesce(paths.ControlSocket(), p.dispatcher); err != nil {
+		p.logf("snapshot --quiesce unavailable: %v", err)
+	}
 	ocfg := cfg.Orchestrator
 	ocfg.InputBucket = cfg.Buckets.Input
 	p.Orch, err = orchestrator.New(ocfg, p.S3, p.Store, p.dispatcher)
@@ -225,6 +231,10 @@ func (p *Pipeline) Stop() error {
 		}
 		p.events.close()
 		p.wg.Wait()
+		if p.control != nil {
+			p.control.Close()
+			os.Remove(p.Paths.ControlSocket())
+		}
 		if p.dispatcher != nil {
 			p.dispatcher.Close()
 		}
@@ -285,4 +295,21 @@ func (p *Pipeline) startDashboard(ctx context.Context, cfg dashboard.Config, vol
 	}
 	p.Dashboard = d
 	return nil
+}
+
+// ControlSocket is the unix socket (mode 0600) through which `conveyor
+// snapshot create --quiesce` pauses the running pipeline.
+func (p Paths) ControlSocket() string { return filepath.Join(p.Root, "control.sock") }
+
+// Quiesce stops new jobs from starting and waits up to timeout for the
+// running ones; resume lets them start again. For scheduled snapshots.
+func (p *Pipeline) Quiesce(ctx context.Context, timeout time.Duration) (resume func(), err error) {
+	p.dispatcher.Pause()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := p.dispatcher.WaitIdle(ctx); err != nil {
+		p.dispatcher.Resume()
+		return nil, fmt.Errorf("running jobs did not finish within %s", timeout)
+	}
+	return p.dispatcher.Resume, nil
 }

@@ -47,6 +47,10 @@ type Worker struct {
 	now   func() time.Time
 	// Logf receives one line per attempt outcome; nil is silent.
 	Logf func(format string, args ...any)
+	// OnChange, if set, is called with the record after each write of it
+	// (claim, heartbeat, outcome). It must return quickly and must not keep
+	// or modify the record.
+	OnChange func(*job.Record)
 }
 
 // New returns a Worker. client reaches both the input and output buckets.
@@ -90,6 +94,12 @@ func (w *Worker) Run(ctx context.Context, id string) error {
 	}
 }
 
+func (w *Worker) changed(r *job.Record) {
+	if w.OnChange != nil && r != nil {
+		w.OnChange(r)
+	}
+}
+
 func (w *Worker) logf(format string, args ...any) {
 	if w.Logf != nil {
 		w.Logf(format, args...)
@@ -113,6 +123,9 @@ func (w *Worker) runOnce(ctx context.Context, id string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if claimErr == nil || rec.State.Terminal() {
+		w.changed(rec)
 	}
 	switch {
 	case claimErr == nil:
@@ -156,7 +169,10 @@ func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelFunc, id, o
 			return
 		case <-t.C:
 		}
-		_, err := w.store.Update(ctx, id, func(r *job.Record) error { return r.Renew(owner, w.now(), w.cfg.Lease) })
+		rec, err := w.store.Update(ctx, id, func(r *job.Record) error { return r.Renew(owner, w.now(), w.cfg.Lease) })
+		if err == nil {
+			w.changed(rec)
+		}
 		if errors.Is(err, job.ErrBusy) {
 			w.logf("job %s: lost its claim, stopping the attempt", id)
 			cancel()
@@ -195,6 +211,7 @@ func (w *Worker) record(ctx context.Context, claimed *job.Record, res attemptRes
 	if err != nil {
 		return err
 	}
+	w.changed(rec)
 	switch rec.State {
 	case job.Succeeded:
 		w.logf("job %s: succeeded in %s, %d output(s)", rec.ID, time.Duration(rec.Timings.TotalMS)*time.Millisecond, len(rec.Outputs))

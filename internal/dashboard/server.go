@@ -1,0 +1,271 @@
+package dashboard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+)
+
+// Server is the dashboard: an HTTP server and the job index behind it.
+type Server struct {
+	cfg   Config
+	deps  Deps
+	index *Index
+	hub   *hub
+	pages *pages
+	now   func() time.Time
+
+	srv      *http.Server
+	ln       net.Listener
+	touches  chan string
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+	// scanned is closed when the first full scan has finished.
+	scanned chan struct{}
+}
+
+// New returns a dashboard over deps. It does not listen yet: see Start.
+// On a non-loopback address without a token, it generates one.
+func New(cfg Config, deps Deps) (*Server, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil || deps.S3 == nil {
+		return nil, errors.New("dashboard: Deps.S3 and Deps.Store are required")
+	}
+	if cfg.Token == "" && !IsLoopback(cfg.Addr) {
+		cfg.Token = randomHex(16)
+	}
+	p, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		cfg: cfg, deps: deps, index: NewIndex(), hub: newHub(), pages: p, now: time.Now,
+		touches: make(chan string, 4096), scanned: make(chan struct{}),
+	}, nil
+}
+
+// Token is the access token, empty when none is required.
+func (s *Server) Token() string { return s.cfg.Token }
+
+// Index is the dashboard's job index.
+func (s *Server) Index() *Index { return s.index }
+
+// Handler is the dashboard's HTTP handler, with every security check.
+func (s *Server) Handler() http.Handler { return s.routes() }
+
+// Start listens on Config.Addr, serves in the background and starts the
+// index's first scan and its periodic rescans.
+func (s *Server) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil && s.cfg.FallbackPort {
+		host, _, _ := net.SplitHostPort(s.cfg.Addr)
+		if ln, err = net.Listen("tcp", net.JoinHostPort(host, "0")); err == nil {
+			s.logf("dashboard: %s is taken; listening on %s instead", s.cfg.Addr, ln.Addr())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dashboard: listen on %s: %w (choose another with --dashboard-addr, or set it empty to turn the dashboard off)", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	s.srv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.logf("dashboard: %v", err)
+		}
+	}()
+	go func() { defer s.wg.Done(); s.maintain(ctx) }()
+	go func() { defer s.wg.Done(); s.applyTouches(ctx) }()
+	return nil
+}
+
+// Addr is the address the dashboard listens on (after Start).
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return s.cfg.Addr
+	}
+	return s.ln.Addr().String()
+}
+
+// URL is the address to open in a browser, with the token when one is
+// required.
+func (s *Server) URL() string {
+	u := "http://" + s.Addr() + "/"
+	if s.cfg.Token != "" {
+		u += "?token=" + s.cfg.Token
+	}
+	return u
+}
+
+// Scanned is closed once the first scan of the state bucket has finished.
+func (s *Server) Scanned() <-chan struct{} { return s.scanned }
+
+// Stop closes the listener and open connections (live streams included).
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.hub.close()
+		if s.srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.srv.Shutdown(ctx)
+			cancel()
+			s.srv.Close()
+		}
+		s.wg.Wait()
+	})
+}
+
+// Observe records a job's new state; the pipeline calls it after every
+// write of a record. It never blocks on I/O.
+func (s *Server) Observe(r *job.Record) {
+	if r == nil || !job.ValidID(r.ID) {
+		return
+	}
+	if s.index.Put(entryOf(r)) {
+		s.hub.publish(r.ID)
+	}
+}
+
+// Touch asks the dashboard to read the job's record again soon (a job was
+// created or changed by a part that does not hand over the record). It
+// never blocks: when too many are pending, the next rescan catches up.
+func (s *Server) Touch(id string) {
+	select {
+	case s.touches <- id:
+	default:
+	}
+}
+
+func (s *Server) applyTouches(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-s.touches:
+			s.refresh(ctx, id)
+		}
+	}
+}
+
+// refresh reads one record into the index.
+func (s *Server) refresh(ctx context.Context, id string) {
+	r, _, err := s.deps.Store.Get(ctx, id)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		if s.index.Remove(id) {
+			s.hub.publish(id)
+		}
+	case err != nil:
+		if ctx.Err() == nil {
+			s.logf("dashboard: read job %s: %v", id, err)
+		}
+	default:
+		s.Observe(r)
+	}
+}
+
+// maintain builds the index and keeps it in step with the state bucket.
+func (s *Server) maintain(ctx context.Context) {
+	s.rescan(ctx, true)
+	s.index.setReady()
+	close(s.scanned)
+	s.hub.publish("")
+	t := time.NewTicker(s.cfg.Rescan)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.rescan(ctx, false)
+		}
+	}
+}
+
+// rescan lists the records and reads those that are new to the index, and
+// (after the first scan) those not finished yet; records gone from the
+// bucket leave the index. Finished records never change without the
+// pipeline saying so (retries go through the dashboard or the CLI, which
+// the next rescan of unfinished jobs does not see: a retried job is
+// re-read when its worker reports it).
+func (s *Server) rescan(ctx context.Context, first bool) {
+	seen := map[string]bool{}
+	var toRead []string
+	err := s.deps.Store.IDs(ctx, func(id string) error {
+		seen[id] = true
+		if !s.index.has(id) {
+			toRead = append(toRead, id)
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.logf("dashboard: list jobs: %v", err)
+		}
+		return
+	}
+	if !first {
+		toRead = append(toRead, s.index.unfinished()...)
+		for _, id := range s.index.ids() {
+			if !seen[id] && s.index.Remove(id) {
+				s.hub.publish(id)
+			}
+		}
+	}
+	// A few readers in parallel: the first scan of 100,000 records is
+	// bound by round trips, not by bandwidth.
+	ids := make(chan string)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range ids {
+				s.refresh(ctx, id)
+			}
+		}()
+	}
+	for _, id := range toRead {
+		select {
+		case ids <- id:
+		case <-ctx.Done():
+		}
+	}
+	close(ids)
+	wg.Wait()
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.deps.Logf != nil {
+		s.deps.Logf(format, args...)
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
