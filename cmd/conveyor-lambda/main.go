@@ -1,0 +1,25 @@
+// Command conveyor-lambda is the orchestrator Lambda's bootstrap
+// (provided.al2023, arm64, built with -tags lambda.norpc): S3 object-created
+// events in, job records and SSM commands out. See internal/lambda.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	awslambda "github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/conveyorhq/conveyor/internal/lambda"
+)
+
+func main() {
+	// Clients and configuration are built once per cold start; a bad
+	// configuration fails the init with one line naming the variable.
+	h, err := lambda.NewFromEnv(context.Background(), os.Getenv, os.Stdout)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "conveyor-lambda: %v\n", err)
+		os.Exit(1)
+	}
+	awslambda.Start(h.Handle)
+}

@@ -1,0 +1,48 @@
+package lambda
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/conveyorhq/conveyor/internal/dispatch/ssm"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
+)
+
+// NewFromEnv wires the handler for AWS, once per cold start: the
+// configuration from getenv, the S3, SSM and EC2 clients from the default
+// AWS configuration (the function's role, AWS_REGION, and the
+// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM and _EC2 overrides), the SSM
+// dispatcher (behind FailFast) and the orchestrator. Log lines go to out.
+func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) (*Handler, error) {
+	cfg, err := ConfigFromEnv(getenv)
+	if err != nil {
+		return nil, err
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load AWS configuration: %w", err)
+	}
+	if ac.Region == "" {
+		return nil, fmt.Errorf("load AWS configuration: AWS_REGION is not set")
+	}
+	// An endpoint other than AWS's is an S3-compatible server, which
+	// addresses buckets by path.
+	pathStyle := cfg.S3PathStyle || getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
+	s3c := s3.NewFromConfig(ac, func(o *s3.Options) { o.UsePathStyle = pathStyle })
+	d, err := ssm.New(cfg.Dispatch, awsssm.NewFromConfig(ac), ec2.NewFromConfig(ac))
+	if err != nil {
+		return nil, err
+	}
+	o, err := orchestrator.New(cfg.Orchestrator, s3c, jobstore.New(s3c, cfg.StateBucket), FailFast(d))
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	return New(o, out), nil
+}

@@ -1,0 +1,13 @@
+// Package lambda is the orchestrator Lambda: it turns the S3 notification
+// (or EventBridge "Object Created" event) that invokes the function into
+// jobs, with the same orchestrator code as `conveyor up`, and dispatches
+// them through SSM Run Command to the EC2 worker.
+//
+// Handler.Handle is the function's handler; NewFromEnv wires it from the
+// environment variables the stack sets (see the Env* constants) once per
+// cold start. Its configuration is read here rather than in internal/cli,
+// the home of every other CONVEYOR_* variable, so that the bootstrap does not
+// link the CLI, cobra or the embedded S3 server.
+//
+// It never reads object data, and it does not run jobs.
+package lambda

@@ -1,0 +1,130 @@
+package lambda
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
+	"github.com/conveyorhq/conveyor/internal/s3event"
+)
+
+// OutcomeBadRecord is the outcome logged for a record that could not be
+// parsed, and OutcomeFailed for one whose job could not be recorded or
+// dispatched; the others are orchestrator.Outcome values.
+const (
+	OutcomeBadRecord = "bad_record"
+	OutcomeFailed    = "failed"
+)
+
+// Handler is the function's handler. It is safe for concurrent use, though
+// Lambda invokes one at a time per execution environment.
+type Handler struct {
+	orch *orchestrator.Orchestrator
+	log  *slog.Logger
+}
+
+// New returns a handler that submits events to o and writes one JSON line
+// per record outcome to out (stdout in Lambda: CloudWatch Logs).
+func New(o *orchestrator.Orchestrator, out io.Writer) *Handler {
+	return &Handler{orch: o, log: slog.New(slog.NewJSONHandler(out, nil))}
+}
+
+// Response is what an invocation returns: a count per outcome and each
+// record's outcome, in event order.
+type Response struct {
+	Created    int            `json:"created"`
+	Duplicate  int            `json:"duplicate"`
+	Redispatch int            `json:"redispatch"`
+	Filtered   int            `json:"filtered"`
+	BadRecords int            `json:"bad_records"`
+	Failed     int            `json:"failed"`
+	Ignored    string         `json:"ignored,omitempty"` // why a whole event was ignored (s3:TestEvent)
+	Records    []RecordResult `json:"records,omitempty"`
+}
+
+// RecordResult is one record's outcome.
+type RecordResult struct {
+	Outcome string `json:"outcome"`
+	JobID   string `json:"job_id,omitempty"`
+	Bucket  string `json:"bucket,omitempty"`
+	Key     string `json:"key,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Handle processes one invocation's event: an S3 notification (Records),
+// an EventBridge "Object Created" event, or an s3:TestEvent, which is
+// ignored. A record that cannot be parsed is logged and skipped; the
+// others go on. It returns an error when a job could not be recorded or
+// dispatched, so Lambda retries the event (jobs already created are then
+// duplicates and start nothing twice) and finally hands it to the
+// function's on-failure destination; and when the document has no shape
+// it knows, so that misrouted event lands there too.
+func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, error) {
+	ctx = withInvocation(ctx) // for FailFast
+	results, err := h.orch.HandleEvent(ctx, event)
+	var resp Response
+	if len(results) == 0 && err == nil {
+		_, _, perr := s3event.Parse(event)
+		if errors.Is(perr, s3event.ErrNotObjectCreated) {
+			resp.Ignored = "not an object-created event (s3:TestEvent or another kind)"
+			h.log.InfoContext(ctx, "event ignored", "reason", resp.Ignored)
+		}
+		return resp, nil
+	}
+	if len(results) == 0 {
+		h.log.ErrorContext(ctx, "event rejected", "error", err.Error(), "bytes", len(event))
+		return resp, fmt.Errorf("unreadable event: %w", err)
+	}
+	for _, r := range results {
+		rr := h.record(ctx, r)
+		switch rr.Outcome {
+		case string(orchestrator.Created):
+			resp.Created++
+		case string(orchestrator.Duplicate):
+			resp.Duplicate++
+		case string(orchestrator.Redispatch):
+			resp.Redispatch++
+		case string(orchestrator.Filtered):
+			resp.Filtered++
+		case OutcomeBadRecord:
+			resp.BadRecords++
+		case OutcomeFailed:
+			resp.Failed++
+		}
+		resp.Records = append(resp.Records, rr)
+	}
+	if err != nil {
+		return resp, fmt.Errorf("%d of %d record(s) failed, the event will be retried: %w", resp.Failed, len(results), err)
+	}
+	return resp, nil
+}
+
+// record logs one result and returns it as the response reports it.
+func (h *Handler) record(ctx context.Context, r orchestrator.Result) RecordResult {
+	var bad s3event.BadRecord
+	if errors.As(r.Err, &bad) {
+		h.log.WarnContext(ctx, "record skipped", "outcome", OutcomeBadRecord, "index", bad.Index, "error", bad.Err.Error())
+		return RecordResult{Outcome: OutcomeBadRecord, Error: r.Err.Error()}
+	}
+	rr := RecordResult{Outcome: string(r.Outcome), JobID: r.JobID, Bucket: r.Object.Bucket, Key: r.Object.Key}
+	attrs := []any{
+		"outcome", "", "job_id", r.JobID, "bucket", r.Object.Bucket, "key", r.Object.Key,
+		"size", r.Object.Size, "etag", r.Object.ETag, "event", r.Object.EventName,
+	}
+	if r.Object.VersionID != "" {
+		attrs = append(attrs, "version_id", r.Object.VersionID)
+	}
+	if r.Err != nil {
+		rr.Outcome, rr.Error = OutcomeFailed, r.Err.Error()
+		attrs[1] = rr.Outcome
+		h.log.ErrorContext(ctx, "record failed", append(attrs, "error", rr.Error)...)
+		return rr
+	}
+	attrs[1] = rr.Outcome
+	h.log.InfoContext(ctx, "record", attrs...)
+	return rr
+}
