@@ -1,7 +1,7 @@
 # Conveyor's build. Everything here is also a plain go command; make is a
 # convenience, not a requirement.
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/conveyorhq/conveyor/internal/cli.Version=$(VERSION)
+LDFLAGS := -s -w -X github.com/conveyorhq/conveyor/internal/version.Version=$(VERSION)
 GOFLAGS_REPRO := -trimpath -buildvcs=false
 
 .PHONY: build test build-arm64 build-amd64 build-lambda dist bench clean

@@ -11,6 +11,7 @@ import (
 	awslambda "github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/conveyorhq/conveyor/internal/lambda"
+	"github.com/conveyorhq/conveyor/internal/version"
 )
 
 func main() {
@@ -21,5 +22,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "conveyor-lambda: %v\n", err)
 		os.Exit(1)
 	}
+	fmt.Fprintf(os.Stdout, "{\"msg\":\"conveyor-lambda ready\",\"version\":%q}\n", version.Version)
 	awslambda.Start(h.Handle)
 }

@@ -45,7 +45,7 @@ type Reconciler struct {
 	InHand func(id string) bool
 
 	mu       sync.Mutex
-	finished map[string]bool
+	finished map[string]bool // finished, or dispatched by another orchestrator
 	stop     context.CancelFunc
 	done     chan struct{}
 }
@@ -114,6 +114,12 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 			continue
 		}
 		if rec.State.Terminal() {
+			r.setFinished(id)
+			continue
+		}
+		if rec.Dispatcher != "" && rec.Dispatcher != r.o.dispatcher.Name() {
+			// Another orchestrator's job (a Lambda sharing the state
+			// bucket): its own retries and reconciler look after it.
 			r.setFinished(id)
 			continue
 		}

@@ -65,3 +65,18 @@ func TestReconcilerFindsLostEventsAndUnfinishedJobs(t *testing.T) {
 		t.Fatalf("second pass: %+v", rep)
 	}
 }
+
+// A job another orchestrator dispatched (a Lambda sharing the state bucket)
+// is left to it.
+func TestReconcilerLeavesOtherDispatchersJobs(t *testing.T) {
+	t.Parallel()
+	o, b := setup(t, orchestrator.Config{})
+	ctx := context.Background()
+	res, _ := o.HandleEvent(ctx, put(t, b, "theirs.txt", "t"))
+	b.store.Update(ctx, res[0].JobID, func(r *job.Record) error { r.Dispatcher = "ssm"; return nil })
+	b.disp.ids = nil
+	rep := orchestrator.NewReconciler(o, time.Hour).Reconcile(ctx)
+	if rep.Unfinished != 0 || len(b.disp.dispatched()) != 0 {
+		t.Fatalf("another dispatcher's queued job was taken: %+v %v", rep, b.disp.dispatched())
+	}
+}
