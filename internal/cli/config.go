@@ -193,6 +193,16 @@ func envFields(c *FileConfig) []envField {
 			return nil
 		}
 	}
+	boolean := func(name string, p *bool) func(string) error {
+		return func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return usageErrorf("%s=%q is not true or false", name, v)
+			}
+			*p = b
+			return nil
+		}
+	}
 	num := func(name string, p *int) func(string) error {
 		return func(v string) error {
 			n, err := strconv.Atoi(v)
@@ -207,14 +217,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_DATA_DIR", str(&c.DataDir)},
 		{"CONVEYOR_S3_ADDR", str(&c.S3.Addr)},
 		{"CONVEYOR_S3_ENDPOINT", str(&c.S3.Endpoint)},
-		{"CONVEYOR_S3_AWS", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return usageErrorf("CONVEYOR_S3_AWS=%q is not true or false", v)
-			}
-			c.S3.AWS = b
-			return nil
-		}},
+		{"CONVEYOR_S3_AWS", boolean("CONVEYOR_S3_AWS", &c.S3.AWS)},
 		{"CONVEYOR_S3_REGION", str(&c.S3.Region)},
 		{"CONVEYOR_S3_ACCESS_KEY_ID", str(&c.S3.AccessKeyID)},
 		{"CONVEYOR_S3_SECRET_ACCESS_KEY", str(&c.S3.SecretAccessKey)},
@@ -234,14 +237,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_RECONCILE_INTERVAL", dur("CONVEYOR_RECONCILE_INTERVAL", &c.Reconcile.Interval)},
 		{"CONVEYOR_SNAPSHOT_EVERY", dur("CONVEYOR_SNAPSHOT_EVERY", &c.Snapshot.Every)},
 		{"CONVEYOR_SNAPSHOT_DAILY", str(&c.Snapshot.Daily)},
-		{"CONVEYOR_SNAPSHOT_QUIESCE", func(v string) error {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return usageErrorf("CONVEYOR_SNAPSHOT_QUIESCE=%q is not true or false", v)
-			}
-			c.Snapshot.Quiesce = b
-			return nil
-		}},
+		{"CONVEYOR_SNAPSHOT_QUIESCE", boolean("CONVEYOR_SNAPSHOT_QUIESCE", &c.Snapshot.Quiesce)},
 		{"CONVEYOR_SNAPSHOT_BUCKET", str(&c.Snapshot.Bucket)},
 		{"CONVEYOR_SNAPSHOT_PREFIX", str(&c.Snapshot.Prefix)},
 		{"CONVEYOR_SNAPSHOT_KEEP_LAST", num("CONVEYOR_SNAPSHOT_KEEP_LAST", &c.Snapshot.Retention.KeepLast)},

@@ -1,0 +1,91 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/conveyorhq/conveyor/internal/dashboard"
+	"github.com/conveyorhq/conveyor/internal/local"
+	snaplocal "github.com/conveyorhq/conveyor/internal/snapshot/local"
+)
+
+// snapshotPanel shows the local snapshot repository on the dashboard. The
+// pipeline is set once it has started: the dashboard starts with it, and
+// the repository is reached through the pipeline's own S3 client.
+type snapshotPanel struct {
+	cfg  FileConfig
+	pipe atomic.Pointer[local.Pipeline]
+}
+
+var _ dashboard.Snapshots = (*snapshotPanel)(nil)
+
+func (s *snapshotPanel) repo(ctx context.Context) (*snaplocal.Repo, error) {
+	p := s.pipe.Load()
+	if p == nil {
+		return nil, errors.New("the pipeline is still starting")
+	}
+	return snaplocal.Open(ctx, p.S3, s.cfg.snapshotRepoConfig())
+}
+
+// List implements dashboard.Snapshots.
+func (s *snapshotPanel) List(ctx context.Context) ([]dashboard.SnapshotInfo, error) {
+	r, err := s.repo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	snaps, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dashboard.SnapshotInfo, 0, len(snaps))
+	for i := len(snaps) - 1; i >= 0; i-- { // newest first
+		sn := snaps[i]
+		out = append(out, dashboard.SnapshotInfo{ID: sn.ID, CreatedAt: sn.Time, Size: sn.Stats.Bytes, Added: sn.Stats.BytesAdded,
+			Note: fmt.Sprintf("%d files", sn.Stats.Files)})
+	}
+	return out, nil
+}
+
+// Create implements dashboard.Snapshots: the same as a scheduled snapshot,
+// retention included.
+func (s *snapshotPanel) Create(ctx context.Context) error {
+	r, err := s.repo(ctx)
+	if err != nil {
+		return err
+	}
+	return scheduledSnapshot(ctx, r, s.cfg, s.pipe.Load(), func(string, ...any) {})
+}
+
+// Schedule implements dashboard.Snapshots.
+func (s *snapshotPanel) Schedule() string {
+	sched := s.cfg.snapshotSchedule()
+	if sched.Off() {
+		return "off (set snapshot.every or snapshot.daily)"
+	}
+	return "every " + scheduleText(sched)
+}
+
+// Retention implements dashboard.Snapshots.
+func (s *snapshotPanel) Retention() string {
+	p := s.cfg.snapshotPolicy()
+	var parts []string
+	if p.KeepLast > 0 {
+		parts = append(parts, fmt.Sprintf("last %d", p.KeepLast))
+	}
+	if p.KeepWithin > 0 {
+		parts = append(parts, "all within "+p.KeepWithin.String())
+	}
+	if p.KeepDaily > 0 {
+		parts = append(parts, fmt.Sprintf("%d daily", p.KeepDaily))
+	}
+	if p.KeepWeekly > 0 {
+		parts = append(parts, fmt.Sprintf("%d weekly", p.KeepWeekly))
+	}
+	if len(parts) == 0 {
+		return "keep everything"
+	}
+	return "keep " + strings.Join(parts, ", ")
+}
