@@ -148,3 +148,31 @@ func TestHelpDocumentsExitCodes(t *testing.T) {
 		t.Errorf("bad job ID: exit %d: %s", code, out.String())
 	}
 }
+
+// The README's complete configuration example loads as it is, and sets
+// every field the file format has (so the README cannot fall behind).
+func TestREADMEConfigExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "## Configuration")
+	_, rest, ok2 := strings.Cut(rest, "```yaml\n")
+	block, _, ok3 := strings.Cut(rest, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README has no yaml block under ## Configuration")
+	}
+	c, err := loadConfig(writeFile(t, block), env(nil))
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	if c.S3.Addr != DefaultS3Addr || c.Snapshot.Prefix != "snapshots/" || c.Dashboard.Addr != "127.0.0.1:9001" {
+		t.Errorf("README example loaded as %+v", c)
+	}
+	// Every env var the loader knows is named in the README.
+	for _, f := range envFields(&c) {
+		if !strings.Contains(block, f.name) {
+			t.Errorf("README's configuration example does not mention %s", f.name)
+		}
+	}
+}
