@@ -196,8 +196,10 @@ func (w *Worker) record(ctx context.Context, claimed *job.Record, res attemptRes
 			r.InputSHA256 = res.sha256
 		}
 		r.Timings = res.timings
-		if r.Attempt == 1 && r.StartedAt != nil {
-			r.Timings.QueuedMS = r.StartedAt.Sub(r.CreatedAt).Milliseconds()
+		if len(r.Attempts) > 0 {
+			// Time from creation to the first attempt: what a retry adds is
+			// backoff, not queueing.
+			r.Timings.QueuedMS = r.Attempts[0].StartedAt.Sub(r.CreatedAt).Milliseconds()
 		}
 		if runErr == nil {
 			r.Succeed(now, res.outputs)

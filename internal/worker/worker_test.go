@@ -195,12 +195,17 @@ func TestRetryInProcess(t *testing.T) {
 		return copyInput(ctx, env, log)
 	}
 	rec := newJob(t, b, "flaky.txt", []byte("x"), 3)
+	// It waited a second in the queue before its first attempt.
+	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { r.CreatedAt = r.CreatedAt.Add(-time.Second); return nil })
 	if err := w.Run(context.Background(), rec.ID); err != nil {
 		t.Fatal(err)
 	}
 	got, _, _ := b.store.Get(context.Background(), rec.ID)
 	if got.State != job.Succeeded || got.Attempt != 3 {
 		t.Fatalf("state %s after %d attempts", got.State, got.Attempt)
+	}
+	if want := got.Attempts[0].StartedAt.Sub(got.CreatedAt).Milliseconds(); got.Timings.QueuedMS != want || want < 1000 {
+		t.Errorf("queued_ms %d after retries, want the wait before the first attempt (%d)", got.Timings.QueuedMS, want)
 	}
 }
 
