@@ -149,10 +149,14 @@ func TestHelpDocumentsExitCodes(t *testing.T) {
 	}
 }
 
+// readmePath is resolved at start: tests that start the embedded S3 server
+// change the working directory.
+var readmePath, _ = filepath.Abs("../../README.md")
+
 // The README's complete configuration example loads as it is, and sets
 // every field the file format has (so the README cannot fall behind).
 func TestREADMEConfigExample(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+	b, err := os.ReadFile(readmePath)
 	if err != nil {
 		t.Fatal(err)
 	}
