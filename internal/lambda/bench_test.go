@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/conveyorhq/conveyor/internal/dispatch/dispatchtest"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/lambda"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
@@ -50,7 +51,7 @@ func BenchmarkHandle100LoopbackS3(b *testing.B) {
 
 func benchHandle(b *testing.B, client *s3.Client, stateBucket string) {
 	const records = 100
-	o, err := orchestrator.New(orchestrator.Config{InputBucket: "input"}, client, jobstore.New(client, stateBucket), &fakeDispatcher{})
+	o, err := orchestrator.New(orchestrator.Config{InputBucket: "input"}, client, jobstore.New(client, stateBucket), &dispatchtest.Recorder{Driver: "ssm"})
 	if err != nil {
 		b.Fatal(err)
 	}

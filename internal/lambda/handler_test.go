@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/conveyorhq/conveyor/internal/dispatch"
+	"github.com/conveyorhq/conveyor/internal/dispatch/dispatchtest"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/lambda"
@@ -25,47 +26,19 @@ import (
 	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
 )
 
-// fakeDispatcher records dispatches and answers with a command ID; Fail,
-// when set, decides which jobs fail.
-type fakeDispatcher struct {
-	mu   sync.Mutex
-	ids  []string
-	Fail func(id string) error
-}
-
-func (f *fakeDispatcher) Name() string { return "ssm" }
-func (f *fakeDispatcher) Close() error { return nil }
-func (f *fakeDispatcher) Dispatch(_ context.Context, id string) (string, error) {
-	if f.Fail != nil {
-		if err := f.Fail(id); err != nil {
-			return "", err
-		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ids = append(f.ids, id)
-	return fmt.Sprintf("cmd-%d", len(f.ids)), nil
-}
-
-func (f *fakeDispatcher) dispatched() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.ids...)
-}
-
 // bundle is what a test needs besides the handler.
 type bundle struct {
 	srv   *s3test.Server
 	input string
 	store *jobstore.Store
-	disp  *fakeDispatcher
+	disp  *dispatchtest.Recorder // named as the Lambda's dispatcher, "ssm"
 	logs  *syncBuffer
 }
 
 func setup(t *testing.T, cfg orchestrator.Config) (*lambda.Handler, bundle) {
 	t.Helper()
 	srv := s3test.Start(t)
-	b := bundle{srv: srv, input: srv.Bucket(t, "input"), disp: &fakeDispatcher{}, logs: &syncBuffer{}}
+	b := bundle{srv: srv, input: srv.Bucket(t, "input"), disp: &dispatchtest.Recorder{Driver: "ssm"}, logs: &syncBuffer{}}
 	b.store = jobstore.New(srv.Client, srv.Bucket(t, "state"))
 	cfg.InputBucket = b.input
 	o, err := orchestrator.New(cfg, srv.Client, b.store, b.disp)
@@ -160,7 +133,7 @@ func TestSingleRecord(t *testing.T) {
 	if diff := cmp.Diff(want, resp); diff != "" {
 		t.Errorf("response (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{id}, b.disp.dispatched()); diff != "" {
+	if diff := cmp.Diff([]string{id}, b.disp.Dispatched()); diff != "" {
 		t.Errorf("dispatched (-want +got):\n%s", diff)
 	}
 	rec := b.mustRecord(t, id)
@@ -174,8 +147,8 @@ func TestSingleRecord(t *testing.T) {
 
 	// The same event again (S3 delivers at least once) starts nothing.
 	resp, err = h.Handle(context.Background(), notification(t, oc))
-	if err != nil || resp.Duplicate != 1 || len(b.disp.dispatched()) != 1 {
-		t.Errorf("second delivery: %+v, %v; dispatched %v", resp, err, b.disp.dispatched())
+	if err != nil || resp.Duplicate != 1 || len(b.disp.Dispatched()) != 1 {
+		t.Errorf("second delivery: %+v, %v; dispatched %v", resp, err, b.disp.Dispatched())
 	}
 }
 
@@ -202,7 +175,7 @@ func TestManyRecords(t *testing.T) {
 	if resp.Created != 36 || resp.Filtered != 4 || len(resp.Records) != 40 {
 		t.Errorf("created %d filtered %d records %d, want 36 4 40", resp.Created, resp.Filtered, len(resp.Records))
 	}
-	if diff := cmp.Diff(want, b.disp.dispatched()); diff != "" {
+	if diff := cmp.Diff(want, b.disp.Dispatched()); diff != "" {
 		t.Errorf("dispatched, in event order (-want +got):\n%s", diff)
 	}
 	for _, id := range want {
@@ -289,8 +262,8 @@ func TestTestEventIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.Ignored == "" || len(resp.Records) != 0 || len(b.disp.dispatched()) != 0 {
-		t.Errorf("test event: %+v, dispatched %v; want ignored, nothing dispatched", resp, b.disp.dispatched())
+	if resp.Ignored == "" || len(resp.Records) != 0 || len(b.disp.Dispatched()) != 0 {
+		t.Errorf("test event: %+v, dispatched %v; want ignored, nothing dispatched", resp, b.disp.Dispatched())
 	}
 	if lines := b.logLines(t); len(lines) != 1 || lines[0]["msg"] != "event ignored" {
 		t.Errorf("log lines %v, want one 'event ignored'", lines)
@@ -345,11 +318,11 @@ func TestDispatchFailureFailsInvocation(t *testing.T) {
 	t.Parallel()
 	h, b := setup(t, orchestrator.Config{})
 	ok, down := b.put(t, "d/ok", "ok"), b.put(t, "d/down", "down")
-	b.disp.Fail = func(id string) error {
+	b.disp.Func = func(id string) (string, error) {
 		if id == jobID(down) {
-			return fmt.Errorf("%w: instance i-0123456789abcdef0 is not online", dispatch.ErrUnavailable)
+			return "", fmt.Errorf("%w: instance i-0123456789abcdef0 is not online", dispatch.ErrUnavailable)
 		}
-		return nil
+		return "", nil
 	}
 	ev := notification(t, ok, down)
 	resp, err := h.Handle(context.Background(), ev)
@@ -364,7 +337,7 @@ func TestDispatchFailureFailsInvocation(t *testing.T) {
 	}
 
 	// Lambda's retry: the dispatched job is a duplicate, the other is sent.
-	b.disp.Fail = nil
+	b.disp.Func = nil
 	resp, err = h.Handle(context.Background(), ev)
 	if err != nil || resp.Duplicate != 1 || resp.Redispatch != 1 {
 		t.Fatalf("retry: %+v, %v; want one duplicate, one redispatch", resp, err)
@@ -382,8 +355,8 @@ func TestUnreadableEvent(t *testing.T) {
 			t.Errorf("%s: no error; an event of no known shape should reach the on-failure destination", ev)
 		}
 	}
-	if len(b.disp.dispatched()) != 0 {
-		t.Errorf("dispatched %v", b.disp.dispatched())
+	if len(b.disp.Dispatched()) != 0 {
+		t.Errorf("dispatched %v", b.disp.Dispatched())
 	}
 }
 
@@ -411,11 +384,11 @@ func TestFailFastAfterNoWorker(t *testing.T) {
 	input, store := srv.Bucket(t, "input"), jobstore.New(srv.Client, srv.Bucket(t, "state"))
 	var calls int
 	var mu sync.Mutex
-	fake := &fakeDispatcher{Fail: func(string) error {
+	fake := &dispatchtest.Recorder{Driver: "ssm", Func: func(string) (string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		calls++
-		return fmt.Errorf("%w: instance i-0123456789abcdef0 is starting", dispatch.ErrUnavailable)
+		return "", fmt.Errorf("%w: instance i-0123456789abcdef0 is starting", dispatch.ErrUnavailable)
 	}}
 	o, err := orchestrator.New(orchestrator.Config{InputBucket: input}, srv.Client, store, lambda.FailFast(fake))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/conveyorhq/conveyor/internal/dispatch"
+	"github.com/conveyorhq/conveyor/internal/dispatch/dispatchtest"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
@@ -21,46 +22,17 @@ import (
 	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
 )
 
-// fakeDispatcher records dispatches; DispatchFunc, when set, decides.
-type fakeDispatcher struct {
-	mu           sync.Mutex
-	ids          []string
-	DispatchFunc func(id string) (string, error)
-}
-
-func (f *fakeDispatcher) Name() string { return "fake" }
-func (f *fakeDispatcher) Close() error { return nil }
-func (f *fakeDispatcher) Dispatch(_ context.Context, id string) (string, error) {
-	ref := ""
-	if f.DispatchFunc != nil {
-		var err error
-		if ref, err = f.DispatchFunc(id); err != nil {
-			return ref, err
-		}
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.ids = append(f.ids, id)
-	return ref, nil
-}
-
-func (f *fakeDispatcher) dispatched() []string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]string(nil), f.ids...)
-}
-
 type bundle struct {
 	srv   *s3test.Server
 	input string
 	store *jobstore.Store
-	disp  *fakeDispatcher
+	disp  *dispatchtest.Recorder
 }
 
 func setup(t *testing.T, cfg orchestrator.Config) (*orchestrator.Orchestrator, bundle) {
 	t.Helper()
 	srv := s3test.Start(t)
-	b := bundle{srv: srv, input: srv.Bucket(t, "input"), disp: &fakeDispatcher{}}
+	b := bundle{srv: srv, input: srv.Bucket(t, "input"), disp: &dispatchtest.Recorder{Driver: "fake"}}
 	b.store = jobstore.New(srv.Client, srv.Bucket(t, "state"))
 	cfg.InputBucket = b.input
 	o, err := orchestrator.New(cfg, srv.Client, b.store, b.disp)
@@ -125,19 +97,19 @@ func TestRepeatedEventMakesOneJob(t *testing.T) {
 	}
 	// Dispatches of a still-queued job are coalesced by drivers and made
 	// harmless by the worker's claim; what matters is that the one job got one.
-	for _, id := range b.disp.dispatched() {
+	for _, id := range b.disp.Dispatched() {
 		if id != rec.ID {
 			t.Fatalf("dispatched %s, want only %s", id, rec.ID)
 		}
 	}
 	// Once a worker has it, a late duplicate changes nothing.
 	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim("vol", time.Now(), time.Minute, false) })
-	before := len(b.disp.dispatched())
+	before := len(b.disp.Dispatched())
 	res, err := o.HandleEvent(context.Background(), ev)
 	if err != nil || len(res) != 1 || res[0].Outcome != orchestrator.Duplicate {
 		t.Fatalf("late duplicate: %+v %v", res, err)
 	}
-	if len(b.disp.dispatched()) != before {
+	if len(b.disp.Dispatched()) != before {
 		t.Fatal("a duplicate of a running job was dispatched again")
 	}
 }
@@ -214,7 +186,7 @@ func TestDispatchFailureIsReturnedAndRetriable(t *testing.T) {
 	t.Parallel()
 	o, b := setup(t, orchestrator.Config{})
 	fail := true
-	b.disp.DispatchFunc = func(string) (string, error) {
+	b.disp.Func = func(string) (string, error) {
 		if fail {
 			return "", dispatch.ErrUnavailable
 		}
@@ -226,7 +198,7 @@ func TestDispatchFailureIsReturnedAndRetriable(t *testing.T) {
 	}
 	fail = false
 	res, err := o.HandleEvent(context.Background(), ev)
-	if err != nil || res[0].Outcome != orchestrator.Redispatch || len(b.disp.dispatched()) != 1 {
+	if err != nil || res[0].Outcome != orchestrator.Redispatch || len(b.disp.Dispatched()) != 1 {
 		t.Fatalf("redelivery after a failed dispatch: %+v %v", res, err)
 	}
 }
@@ -234,7 +206,7 @@ func TestDispatchFailureIsReturnedAndRetriable(t *testing.T) {
 func TestCommandIDIsRecorded(t *testing.T) {
 	t.Parallel()
 	o, b := setup(t, orchestrator.Config{})
-	b.disp.DispatchFunc = func(string) (string, error) { return "cmd-0123", nil }
+	b.disp.Func = func(string) (string, error) { return "cmd-0123", nil }
 	res, err := o.HandleEvent(context.Background(), put(t, b, "x.txt", "x"))
 	if err != nil {
 		t.Fatal(err)
@@ -248,7 +220,7 @@ func TestCommandIDIsRecorded(t *testing.T) {
 func TestValidate(t *testing.T) {
 	t.Parallel()
 	for _, c := range []orchestrator.Config{{}, {InputBucket: "in", MaxAttempts: -1}, {InputBucket: "in", MaxAttempts: 101}} {
-		if _, err := orchestrator.New(c, nil, nil, &fakeDispatcher{}); err == nil {
+		if _, err := orchestrator.New(c, nil, nil, &dispatchtest.Recorder{}); err == nil {
 			t.Errorf("config %+v accepted", c)
 		}
 	}

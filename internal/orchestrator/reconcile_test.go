@@ -35,7 +35,7 @@ func TestReconcilerFindsLostEventsAndUnfinishedJobs(t *testing.T) {
 		return nil
 	})
 	b.store.Update(ctx, crashed[0].JobID, func(r *job.Record) error { return r.Claim("vol", time.Now(), -time.Second, false) })
-	b.disp.ids = nil
+	b.disp.Reset()
 
 	r := orchestrator.NewReconciler(o, time.Hour)
 	rep := r.Reconcile(ctx)
@@ -46,16 +46,16 @@ func TestReconcilerFindsLostEventsAndUnfinishedJobs(t *testing.T) {
 		t.Fatalf("report %+v, want 6 objects, 3 missing, 1 unfinished", rep)
 	}
 	got := map[string]bool{}
-	for _, id := range b.disp.dispatched() {
+	for _, id := range b.disp.Dispatched() {
 		got[id] = true
 	}
 	if !got[crashed[0].JobID] || got[done[0].JobID] || got[live[0].JobID] || len(got) != 4 {
-		t.Fatalf("dispatched %v", b.disp.dispatched())
+		t.Fatalf("dispatched %v", b.disp.Dispatched())
 	}
 	// Where all workers share one volume (conveyor up), the volume's job
 	// locks arbitrate: running jobs are sent again whatever their lease says.
 	r.ResumeLiveLeases = true
-	b.disp.ids = nil
+	b.disp.Reset()
 	if rep := r.Reconcile(ctx); rep.Unfinished != 5 { // 3 queued, crashed, live
 		t.Fatalf("with ResumeLiveLeases: %+v", rep)
 	}
@@ -74,9 +74,9 @@ func TestReconcilerLeavesOtherDispatchersJobs(t *testing.T) {
 	ctx := context.Background()
 	res, _ := o.HandleEvent(ctx, put(t, b, "theirs.txt", "t"))
 	b.store.Update(ctx, res[0].JobID, func(r *job.Record) error { r.Dispatcher = "ssm"; return nil })
-	b.disp.ids = nil
+	b.disp.Reset()
 	rep := orchestrator.NewReconciler(o, time.Hour).Reconcile(ctx)
-	if rep.Unfinished != 0 || len(b.disp.dispatched()) != 0 {
-		t.Fatalf("another dispatcher's queued job was taken: %+v %v", rep, b.disp.dispatched())
+	if rep.Unfinished != 0 || len(b.disp.Dispatched()) != 0 {
+		t.Fatalf("another dispatcher's queued job was taken: %+v %v", rep, b.disp.Dispatched())
 	}
 }

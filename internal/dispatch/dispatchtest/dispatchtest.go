@@ -1,5 +1,3 @@
-// Package dispatchtest is the conformance suite every dispatch driver
-// passes: the local pool and the SSM driver are held to one contract.
 package dispatchtest
 
 import (

@@ -15,6 +15,7 @@ import (
 	ssmdoc "github.com/conveyorhq/conveyor/deploy/ssm"
 	"github.com/conveyorhq/conveyor/internal/dispatch"
 	"github.com/conveyorhq/conveyor/internal/dispatch/dispatchtest"
+	"github.com/conveyorhq/conveyor/internal/dispatch/ssm/ssmtest"
 )
 
 func TestMain(m *testing.M) {
@@ -50,15 +51,23 @@ func tagged(cfg Config) Config {
 var workerTag = map[string]string{"conveyor:role": "worker", "Name": "conveyor-worker"}
 
 // setup starts a fake AWS with instances and a Dispatcher for cfg on it.
-func setup(t *testing.T, cfg Config, instances map[string]*fakeInstance) (*Dispatcher, *fakeAWS) {
+func setup(t *testing.T, cfg Config, instances []ssmtest.Instance) (*Dispatcher, *ssmtest.Server) {
 	t.Helper()
-	f := newFakeAWS(t, sendWant{
+	return setupWith(t, cfg, ssmtest.Options{Instances: instances})
+}
+
+// setupWith is setup with more options for the fake. Every SendCommand
+// must carry cfg's document and log group, and testConfig's timeouts.
+func setupWith(t *testing.T, cfg Config, opts ssmtest.Options) (*Dispatcher, *ssmtest.Server) {
+	t.Helper()
+	opts.Want = &ssmtest.Want{
 		Document:         cfg.DocumentName,
 		ExecutionTimeout: "7200",
 		TimeoutSeconds:   300,
 		LogGroup:         cfg.LogGroup,
-	}, instances)
-	sc, ec := f.clients()
+	}
+	f := ssmtest.New(t, opts)
+	sc, ec := f.Clients()
 	d, err := New(cfg, sc, ec)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -69,9 +78,9 @@ func setup(t *testing.T, cfg Config, instances map[string]*fakeInstance) (*Dispa
 
 func TestConformance(t *testing.T) {
 	dispatchtest.Run(t, func(t *testing.T) dispatchtest.Harness {
-		d, f := setup(t, tagged(testConfig()), map[string]*fakeInstance{
-			worker1: {tags: workerTag, state: "running", ping: "Online"},
-			worker2: {tags: workerTag, state: "running", ping: "Online"},
+		d, f := setup(t, tagged(testConfig()), []ssmtest.Instance{
+			{ID: worker1, Tags: workerTag, State: "running", Ping: "Online"},
+			{ID: worker2, Tags: workerTag, State: "running", Ping: "Online"},
 		})
 		return dispatchtest.Harness{Dispatcher: d, Delivered: f.Delivered}
 	})
@@ -79,26 +88,26 @@ func TestConformance(t *testing.T) {
 
 func TestSendsToOnlineInstance(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, testConfig(), map[string]*fakeInstance{
-		worker1: {state: "running", ping: "Online"},
+	d, f := setup(t, testConfig(), []ssmtest.Instance{
+		{ID: worker1, State: "running", Ping: "Online"},
 	})
 	id := dispatchtest.ID(7)
 	ref, err := d.Dispatch(context.Background(), id)
 	if err != nil {
 		t.Fatalf("Dispatch: %v", err)
 	}
-	sent := f.Sent()
+	sent := f.Commands()
 	if len(sent) != 1 {
 		t.Fatalf("%d commands sent, want 1", len(sent))
 	}
-	if ref != sent[0].CommandID {
-		t.Errorf("ref %q, want the command ID %q", ref, sent[0].CommandID)
+	if ref != sent[0].ID {
+		t.Errorf("ref %q, want the command ID %q", ref, sent[0].ID)
 	}
-	if diff := cmp.Diff([]string{worker1}, sent[0].Body.InstanceIds); diff != "" {
+	if diff := cmp.Diff([]string{worker1}, sent[0].InstanceIDs); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
 	}
 	wantParams := map[string][]string{"JobId": {id}, "ExecutionTimeout": {"7200"}}
-	if diff := cmp.Diff(wantParams, sent[0].Body.Parameters); diff != "" {
+	if diff := cmp.Diff(wantParams, sent[0].Parameters); diff != "" {
 		t.Errorf("parameters (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]string{"DescribeInstanceInformation", "SendCommand"}, f.Ops()); diff != "" {
@@ -113,29 +122,31 @@ func TestNoLogGroupLeavesCloudWatchOff(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.LogGroup = ""
-	d, f := setup(t, cfg, map[string]*fakeInstance{worker1: {state: "running", ping: "Online"}})
+	d, f := setup(t, cfg, []ssmtest.Instance{{ID: worker1, State: "running", Ping: "Online"}})
 	if _, err := d.Dispatch(context.Background(), dispatchtest.ID(1)); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(f.Sent()); n != 1 {
+	if n := len(f.Commands()); n != 1 {
 		t.Fatalf("%d commands sent, want 1", n) // the fake checks the CloudWatch settings
 	}
 }
 
 func TestPicksAnOnlineWorkerByTag(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, tagged(testConfig()), map[string]*fakeInstance{
-		worker1: {tags: workerTag, state: "stopped", ping: "ConnectionLost"},
-		worker2: {tags: workerTag, state: "running", ping: "Online"},
-		worker3: {tags: map[string]string{"conveyor:role": "builder"}, state: "running", ping: "Online"},
+	d, f := setupWith(t, tagged(testConfig()), ssmtest.Options{
+		Instances: []ssmtest.Instance{
+			{ID: worker1, Tags: workerTag, State: "stopped", Ping: "ConnectionLost"},
+			{ID: worker2, Tags: workerTag, State: "running", Ping: "Online"},
+			{ID: worker3, Tags: map[string]string{"conveyor:role": "builder"}, State: "running", Ping: "Online"},
+		},
+		PageSize: 1, // the online worker is on the second page
 	})
-	f.pageSize = 1 // the online worker is on the second page
 	for i := range 10 {
 		if _, err := d.Dispatch(context.Background(), dispatchtest.ID(i)); err != nil {
 			t.Fatalf("Dispatch %d: %v", i, err)
 		}
 	}
-	for _, c := range f.Sent() {
+	for _, c := range f.Commands() {
 		if c.Instance != worker2 {
 			t.Errorf("job %s sent to %s, want the online worker %s", c.JobID, c.Instance, worker2)
 		}
@@ -149,9 +160,9 @@ func TestPicksAnOnlineWorkerByTag(t *testing.T) {
 // same worker.
 func TestSpreadsJobsDeterministically(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, tagged(testConfig()), map[string]*fakeInstance{
-		worker1: {tags: workerTag, state: "running", ping: "Online"},
-		worker2: {tags: workerTag, state: "running", ping: "Online"},
+	d, f := setup(t, tagged(testConfig()), []ssmtest.Instance{
+		{ID: worker1, Tags: workerTag, State: "running", Ping: "Online"},
+		{ID: worker2, Tags: workerTag, State: "running", Ping: "Online"},
 	})
 	for i := range 20 {
 		for range 2 {
@@ -162,7 +173,7 @@ func TestSpreadsJobsDeterministically(t *testing.T) {
 	}
 	where := map[string]string{}
 	used := map[string]int{}
-	for _, c := range f.Sent() {
+	for _, c := range f.Commands() {
 		if w, ok := where[c.JobID]; ok && w != c.Instance {
 			t.Errorf("job %s went to %s then %s", c.JobID, w, c.Instance)
 		}
@@ -176,8 +187,8 @@ func TestSpreadsJobsDeterministically(t *testing.T) {
 
 func TestOfflineWithoutStartStopped(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, testConfig(), map[string]*fakeInstance{
-		worker1: {state: "stopped", ping: "ConnectionLost"},
+	d, f := setup(t, testConfig(), []ssmtest.Instance{
+		{ID: worker1, State: "stopped", Ping: "ConnectionLost"},
 	})
 	_, err := d.Dispatch(context.Background(), dispatchtest.ID(1))
 	if !errors.Is(err, dispatch.ErrUnavailable) || !strings.Contains(err.Error(), "ConnectionLost") {
@@ -190,8 +201,8 @@ func TestOfflineWithoutStartStopped(t *testing.T) {
 
 func TestUnmanagedInstance(t *testing.T) {
 	t.Parallel()
-	d, _ := setup(t, testConfig(), map[string]*fakeInstance{
-		worker1: {state: "running"}, // no SSM agent registered
+	d, _ := setup(t, testConfig(), []ssmtest.Instance{
+		{ID: worker1, State: "running"}, // no SSM agent registered
 	})
 	_, err := d.Dispatch(context.Background(), dispatchtest.ID(1))
 	if !errors.Is(err, dispatch.ErrUnavailable) || !strings.Contains(err.Error(), "check the SSM agent and the instance profile") {
@@ -203,8 +214,8 @@ func TestStartsStoppedWorker(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.StartStopped = true
-	d, f := setup(t, cfg, map[string]*fakeInstance{
-		worker1: {state: "stopped", ping: "ConnectionLost", onlineAfter: 3},
+	d, f := setup(t, cfg, []ssmtest.Instance{
+		{ID: worker1, State: "stopped", Ping: "ConnectionLost", OnlineAfter: 3},
 	})
 	if _, err := d.Dispatch(context.Background(), dispatchtest.ID(1)); err != nil {
 		t.Fatalf("Dispatch: %v", err)
@@ -217,7 +228,7 @@ func TestStartsStoppedWorker(t *testing.T) {
 	if diff := cmp.Diff(want, f.Ops()); diff != "" {
 		t.Errorf("calls (-want +got):\n%s", diff)
 	}
-	if sent := f.Sent(); len(sent) != 1 || sent[0].Instance != worker1 {
+	if sent := f.Commands(); len(sent) != 1 || sent[0].Instance != worker1 {
 		t.Errorf("sent %+v, want one command to %s", sent, worker1)
 	}
 }
@@ -226,10 +237,10 @@ func TestStartsStoppedWorker(t *testing.T) {
 // already starting is waited for rather than starting another.
 func TestStartsOneTaggedWorker(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, func() Config { c := tagged(testConfig()); c.StartStopped = true; return c }(), map[string]*fakeInstance{
-		worker1: {tags: workerTag, state: "stopped", ping: "ConnectionLost", onlineAfter: 2},
-		worker2: {tags: workerTag, state: "stopped", ping: "ConnectionLost", onlineAfter: 2},
-		worker3: {state: "stopped", ping: "ConnectionLost"},
+	d, f := setup(t, func() Config { c := tagged(testConfig()); c.StartStopped = true; return c }(), []ssmtest.Instance{
+		{ID: worker1, Tags: workerTag, State: "stopped", Ping: "ConnectionLost", OnlineAfter: 2},
+		{ID: worker2, Tags: workerTag, State: "stopped", Ping: "ConnectionLost", OnlineAfter: 2},
+		{ID: worker3, State: "stopped", Ping: "ConnectionLost"},
 	})
 	if _, err := d.Dispatch(context.Background(), dispatchtest.ID(1)); err != nil {
 		t.Fatalf("Dispatch: %v", err)
@@ -240,12 +251,11 @@ func TestStartsOneTaggedWorker(t *testing.T) {
 	if n := f.Calls("StartInstances"); n != 1 {
 		t.Errorf("StartInstances called %d times, want 1", n)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.instances[worker3].state != "stopped" {
+	state := func(id string) string { inst, _ := f.Instance(id); return inst.State }
+	if state(worker3) != "stopped" {
 		t.Errorf("an untagged instance was started")
 	}
-	if f.instances[worker1].state == "stopped" && f.instances[worker2].state == "stopped" {
+	if state(worker1) == "stopped" && state(worker2) == "stopped" {
 		t.Errorf("no tagged worker was started")
 	}
 }
@@ -255,8 +265,8 @@ func TestStoppedWorkerNeverOnline(t *testing.T) {
 	cfg := testConfig()
 	cfg.StartStopped = true
 	cfg.WaitOnline = 150 * time.Millisecond
-	d, f := setup(t, cfg, map[string]*fakeInstance{
-		worker1: {state: "stopped", ping: "ConnectionLost", onlineAfter: -1},
+	d, f := setup(t, cfg, []ssmtest.Instance{
+		{ID: worker1, State: "stopped", Ping: "ConnectionLost", OnlineAfter: -1},
 	})
 	start := time.Now()
 	_, err := d.Dispatch(context.Background(), dispatchtest.ID(1))
@@ -282,8 +292,8 @@ func TestStartWithoutWaiting(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.StartStopped, cfg.WaitOnline = true, -1
-	d, f := setup(t, cfg, map[string]*fakeInstance{
-		worker1: {state: "stopped", ping: "ConnectionLost", onlineAfter: 1},
+	d, f := setup(t, cfg, []ssmtest.Instance{
+		{ID: worker1, State: "stopped", Ping: "ConnectionLost", OnlineAfter: 1},
 	})
 	if _, err := d.Dispatch(context.Background(), dispatchtest.ID(1)); !errors.Is(err, dispatch.ErrUnavailable) {
 		t.Fatalf("Dispatch = %v, want ErrUnavailable", err)
@@ -297,8 +307,8 @@ func TestWaitHonoursContext(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig()
 	cfg.StartStopped = true
-	d, _ := setup(t, cfg, map[string]*fakeInstance{
-		worker1: {state: "stopped", ping: "ConnectionLost", onlineAfter: -1},
+	d, _ := setup(t, cfg, []ssmtest.Instance{
+		{ID: worker1, State: "stopped", Ping: "ConnectionLost", OnlineAfter: -1},
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -309,13 +319,8 @@ func TestWaitHonoursContext(t *testing.T) {
 
 func TestRetriesThrottling(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, testConfig(), map[string]*fakeInstance{worker1: {state: "running", ping: "Online"}})
-	f.fail = func(op string, n int) *wireError {
-		if op == "SendCommand" && n <= 2 {
-			return throttled(op)
-		}
-		return nil
-	}
+	d, f := setup(t, testConfig(), []ssmtest.Instance{{ID: worker1, State: "running", Ping: "Online"}})
+	f.SetFault(ssmtest.FailTimes("SendCommand", 2, ssmtest.Throttled("SendCommand")))
 	ref, err := d.Dispatch(context.Background(), dispatchtest.ID(1))
 	if err != nil {
 		t.Fatalf("Dispatch: %v", err)
@@ -340,13 +345,8 @@ func TestThrottlingIsBounded(t *testing.T) {
 			if op == "SendCommand" {
 				state, ping = "running", "Online"
 			}
-			d, f := setup(t, cfg, map[string]*fakeInstance{worker1: {state: state, ping: ping, onlineAfter: 1}})
-			f.fail = func(o string, n int) *wireError {
-				if o == op {
-					return throttled(op)
-				}
-				return nil
-			}
+			d, f := setup(t, cfg, []ssmtest.Instance{{ID: worker1, State: state, Ping: ping, OnlineAfter: 1}})
+			f.SetFault(ssmtest.FailTimes(op, -1, ssmtest.Throttled(op)))
 			_, err := d.Dispatch(context.Background(), dispatchtest.ID(1))
 			if !errors.Is(err, dispatch.ErrUnavailable) || !strings.Contains(err.Error(), "retried") {
 				t.Fatalf("Dispatch = %v, want ErrUnavailable saying it will be retried", err)
@@ -363,23 +363,23 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 	tests := []struct {
 		name        string
 		op          string
-		err         *wireError
+		err         *ssmtest.Error
 		unavailable bool
 		want        []string
 	}{
-		{"InvalidInstanceId", "SendCommand", &wireError{400, "InvalidInstanceId", "Instances not in a valid state"}, true,
+		{"InvalidInstanceId", "SendCommand", &ssmtest.Error{Status: 400, Code: "InvalidInstanceId", Message: "Instances not in a valid state"}, true,
 			[]string{"instance " + worker1 + " is not a managed instance that is running and online in SSM: check the SSM agent and the instance profile"}},
-		{"InvalidDocument", "SendCommand", &wireError{400, "com.amazonaws.ssm#InvalidDocument", "Document conveyor-run-job does not exist"}, false,
+		{"InvalidDocument", "SendCommand", &ssmtest.Error{Status: 400, Code: "com.amazonaws.ssm#InvalidDocument", Message: "Document conveyor-run-job does not exist"}, false,
 			[]string{`"conveyor-run-job"`, "DocumentName", "deploy/ssm/conveyor-run-job.yaml"}},
-		{"InvalidParameters", "SendCommand", &wireError{400, "InvalidParameters", "Parameter JobId not defined"}, false,
+		{"InvalidParameters", "SendCommand", &ssmtest.Error{Status: 400, Code: "InvalidParameters", Message: "Parameter JobId not defined"}, false,
 			[]string{"JobId", "redeploy"}},
-		{"SendCommandDenied", "SendCommand", &wireError{400, "AccessDeniedException", "User is not authorized"}, false,
+		{"SendCommandDenied", "SendCommand", &ssmtest.Error{Status: 400, Code: "AccessDeniedException", Message: "User is not authorized"}, false,
 			[]string{"access denied", "ssm:SendCommand", "document"}},
-		{"DescribeDenied", "DescribeInstanceInformation", &wireError{400, "AccessDeniedException", "User is not authorized"}, false,
+		{"DescribeDenied", "DescribeInstanceInformation", &ssmtest.Error{Status: 400, Code: "AccessDeniedException", Message: "User is not authorized"}, false,
 			[]string{"access denied", "ssm:DescribeInstanceInformation"}},
-		{"StartDenied", "StartInstances", &wireError{403, "UnauthorizedOperation", "You are not authorized to perform this operation."}, false,
+		{"StartDenied", "StartInstances", &ssmtest.Error{Status: 403, Code: "UnauthorizedOperation", Message: "You are not authorized to perform this operation."}, false,
 			[]string{"access denied", "ec2:StartInstances"}},
-		{"DescribeInstancesDenied", "DescribeInstances", &wireError{403, "UnauthorizedOperation", "You are not authorized to perform this operation."}, false,
+		{"DescribeInstancesDenied", "DescribeInstances", &ssmtest.Error{Status: 403, Code: "UnauthorizedOperation", Message: "You are not authorized to perform this operation."}, false,
 			[]string{"access denied", "ec2:DescribeInstances"}},
 	}
 	for _, tt := range tests {
@@ -387,17 +387,12 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig()
 			cfg.StartStopped = true
-			inst := &fakeInstance{state: "running", ping: "Online"}
+			inst := ssmtest.Instance{ID: worker1, State: "running", Ping: "Online"}
 			if tt.op == "StartInstances" || tt.op == "DescribeInstances" {
-				inst = &fakeInstance{state: "stopped", ping: "ConnectionLost", onlineAfter: 1}
+				inst = ssmtest.Instance{ID: worker1, State: "stopped", Ping: "ConnectionLost", OnlineAfter: 1}
 			}
-			d, f := setup(t, cfg, map[string]*fakeInstance{worker1: inst})
-			f.fail = func(op string, n int) *wireError {
-				if op == tt.op {
-					return tt.err
-				}
-				return nil
-			}
+			d, f := setup(t, cfg, []ssmtest.Instance{inst})
+			f.SetFault(ssmtest.FailTimes(tt.op, -1, tt.err))
 			_, err := d.Dispatch(context.Background(), dispatchtest.ID(1))
 			if err == nil {
 				t.Fatal("Dispatch succeeded")
@@ -419,7 +414,7 @@ func TestErrorsSayWhatToDo(t *testing.T) {
 
 func TestHostileIDsSendNothing(t *testing.T) {
 	t.Parallel()
-	d, f := setup(t, testConfig(), map[string]*fakeInstance{worker1: {state: "running", ping: "Online"}})
+	d, f := setup(t, testConfig(), []ssmtest.Instance{{ID: worker1, State: "running", Ping: "Online"}})
 	hostile := append([]string{
 		"$(touch /tmp/x)", "`touch /tmp/x`", dispatchtest.ID(1) + "; rm -rf /", dispatchtest.ID(1) + "\n",
 		"../../../../etc/shadow", dispatchtest.ID(1) + "0", strings.ToUpper(dispatchtest.ID(10)),
@@ -457,8 +452,7 @@ func TestConfigValidation(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := testConfig()
 			tt.modify(&cfg)
-			f := newFakeAWS(t, sendWant{}, nil)
-			sc, ec := f.clients()
+			sc, ec := ssmtest.New(t, ssmtest.Options{}).Clients()
 			_, err := New(cfg, sc, ec)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New = %v, want an error naming %q", err, tt.want)
@@ -468,8 +462,7 @@ func TestConfigValidation(t *testing.T) {
 	t.Run("StartStoppedNeedsEC2", func(t *testing.T) {
 		cfg := testConfig()
 		cfg.StartStopped = true
-		f := newFakeAWS(t, sendWant{}, nil)
-		sc, _ := f.clients()
+		sc, _ := ssmtest.New(t, ssmtest.Options{}).Clients()
 		if _, err := New(cfg, sc, nil); err == nil || !strings.Contains(err.Error(), "EC2 client") {
 			t.Fatalf("New = %v, want an error about the EC2 client", err)
 		}
