@@ -65,6 +65,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	}
 
 	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}}
+	c.bufs.New = func() any { b := make([]byte, 0, r.rc.Chunker.Max); return &b }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.pk = newPacker(ctx, r)
@@ -127,6 +128,8 @@ type creator struct {
 
 	files, bytes, filesRead atomic.Int64
 	total                   atomic.Int64
+
+	bufs sync.Pool // *[]byte of up to a chunk, for keptPrefix
 }
 
 // known reports whether the blob is stored or being stored; if not, it
@@ -216,7 +219,11 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	work := make(chan int, 64)
+	type job struct {
+		i   int
+		old *entry // the parent's entry of this path, if any
+	}
+	work := make(chan job, 64)
 	chunks := make(chan chunk, 2*c.r.cfg.Workers)
 	g.Go(func() error {
 		defer close(work)
@@ -225,14 +232,18 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 			if e.Type != typeFile {
 				continue
 			}
-			if old := prev[e.Path]; old != nil && old.Type == typeFile && old.Size == e.Size && old.MTime == e.MTime && old.Inode == e.Inode && c.allIndexed(old.Chunks) {
+			old := prev[e.Path]
+			if old != nil && old.Type != typeFile {
+				old = nil
+			}
+			if old != nil && old.Size == e.Size && old.MTime == e.MTime && old.Inode == e.Inode && c.allIndexed(old.Chunks) {
 				e.Chunks = old.Chunks
 				c.files.Add(1)
 				c.bytes.Add(e.Size)
 				continue
 			}
 			select {
-			case work <- i:
+			case work <- job{i, old}:
 			case <-gctx.Done():
 				return gctx.Err()
 			}
@@ -244,8 +255,8 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		readers.Add(1)
 		g.Go(func() error {
 			defer readers.Done()
-			for i := range work {
-				if err := c.readFile(gctx, &entries[i], chunks); err != nil {
+			for j := range work {
+				if err := c.readFile(gctx, &entries[j.i], j.old, chunks); err != nil {
 					return err
 				}
 			}
@@ -284,7 +295,10 @@ func (c *creator) allIndexed(ids []ID) bool {
 }
 
 // readFile chunks one file, hashes each chunk and sends the new ones on.
-func (c *creator) readFile(ctx context.Context, e *entry, out chan<- chunk) error {
+// With the parent's entry of the same path (old), the chunks of the old
+// file that are still there byte for byte are kept without chunking: see
+// keptPrefix.
+func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<- chunk) error {
 	p := filepath.Join(c.src, filepath.FromSlash(e.Path))
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -316,7 +330,7 @@ func (c *creator) readFile(ctx context.Context, e *entry, out chan<- chunk) erro
 			return ctx.Err()
 		}
 	}
-	var size int64
+	var size int64 // bytes chunked so far
 	if e.Size <= int64(c.r.rc.Chunker.Min) {
 		// Small files are one chunk, as FastCDC would cut them.
 		data, err := io.ReadAll(io.LimitReader(f, int64(c.r.rc.Chunker.Min)+1))
@@ -333,8 +347,24 @@ func (c *creator) readFile(ctx context.Context, e *entry, out chan<- chunk) erro
 		}
 		return emit(data, true)
 	}
+	var start int64
+	if old != nil && len(old.Chunks) > 0 {
+		kept, end, err := c.keptPrefix(ctx, f, e.Size, old)
+		if err != nil {
+			return err
+		}
+		e.Chunks = append(e.Chunks, kept...)
+		c.bytes.Add(end)
+		start, size = end, end
+		if start == e.Size {
+			return nil // same content: only the metadata changed
+		}
+	}
+	if c.r.onChunk != nil {
+		c.r.onChunk(e.Path, start)
+	}
 	chunkerMu.Lock()
-	ch, err := fastcdc.NewChunker(io.LimitReader(f, e.Size), fastcdc.Options{
+	ch, err := fastcdc.NewChunker(io.NewSectionReader(f, start, e.Size-start), fastcdc.Options{
 		MinSize: c.r.rc.Chunker.Min, AverageSize: c.r.rc.Chunker.Avg, MaxSize: c.r.rc.Chunker.Max,
 	})
 	chunkerMu.Unlock()
@@ -359,4 +389,97 @@ func (c *creator) readFile(ctx context.Context, e *entry, out chan<- chunk) erro
 	// A file that shrank while read is recorded as read.
 	e.Size = size
 	return nil
+}
+
+// keptPrefix finds how much of the parent's version of a file (old) is
+// still there: it hashes, in parallel, the byte ranges of old's chunks in
+// the file as it is now, in order, and stops at the first that differs.
+// It returns those chunks and where the file must be chunked from.
+//
+// Every boundary FastCDC cut in old but the last is content-defined (or a
+// maximum-size cut): it depends only on the bytes since the previous
+// boundary, never on what follows. So chunking the file now from its
+// first byte would cut the same chunks up to the first one that differs,
+// and chunking from the end of the kept ones gives exactly the chunks a
+// full read would, at the cost of hashing the kept bytes only. The last
+// chunk of old was cut by the end of the file: it is kept only when the
+// file still ends there. An appended log is read once at hashing speed,
+// then only its tail is chunked; a file changed in the middle is chunked
+// from the chunk that changed; a rewritten one from its start. Hashes, not
+// sizes, mtimes or inodes, decide: what is kept is the current content.
+func (c *creator) keptPrefix(ctx context.Context, f *os.File, size int64, old *entry) ([]ID, int64, error) {
+	n := len(old.Chunks)
+	ends := make([]int64, n)
+	var off int64
+	for i, id := range old.Chunks {
+		loc, ok := c.x.lookup(id)
+		if !ok {
+			return nil, 0, nil
+		}
+		off += int64(loc.Raw)
+		ends[i] = off
+	}
+	m := n // candidates: old.Chunks[:m]
+	if ends[n-1] != size {
+		m = n - 1
+	}
+	for m > 0 && ends[m-1] > size {
+		m--
+	}
+	if m == 0 {
+		return nil, 0, nil
+	}
+	var next atomic.Int64
+	var bad atomic.Int64 // first chunk that differs, m if none
+	bad.Store(int64(m))
+	lower := func(k int64) {
+		for {
+			b := bad.Load()
+			if k >= b || bad.CompareAndSwap(b, k) {
+				return
+			}
+		}
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for w := 0; w < min(c.r.cfg.Workers, m); w++ {
+		g.Go(func() error {
+			buf := c.bufs.Get().(*[]byte)
+			defer c.bufs.Put(buf)
+			for {
+				k := next.Add(1) - 1
+				if k >= bad.Load() {
+					return nil
+				}
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				var from int64
+				if k > 0 {
+					from = ends[k-1]
+				}
+				length := int(ends[k] - from)
+				if cap(*buf) < length {
+					*buf = make([]byte, length)
+				}
+				b := (*buf)[:length]
+				if _, err := f.ReadAt(b, from); err != nil {
+					// Shorter than the walk saw, or unreadable here:
+					// chunking from k reads it again and decides.
+					lower(k)
+					return nil
+				}
+				if hashOf(b) != old.Chunks[k] {
+					lower(k)
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, 0, err
+	}
+	k := int(bad.Load())
+	if k == 0 {
+		return nil, 0, nil
+	}
+	return old.Chunks[:k:k], ends[k-1], nil
 }

@@ -122,6 +122,11 @@ type Repo struct {
 	s3  *s3.Client
 	cfg Config
 	rc  repoConfig
+
+	// For tests: where Create starts chunking each file it reads, and
+	// how many restored files may stay open (0: maxOpenFiles).
+	onChunk func(path string, from int64)
+	maxOpen int
 }
 
 // Open opens the repository at cfg.Bucket/cfg.Prefix, creating it when the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
@@ -80,10 +82,17 @@ type piece struct {
 	off  int64
 }
 
+// maxOpenFiles bounds the files kept open between two of their chunks;
+// past it, a file is closed after each write and opened again.
+const maxOpenFiles = 256
+
 func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string, progress func(snapshot.Progress)) error {
 	abs := func(e *entry) string { return filepath.Join(target, filepath.FromSlash(e.Path)) }
-	// Plan: every blob needed, grouped by pack.
+	// Plan: every blob needed, grouped by pack; each pack ranked by the
+	// first file it serves, so that files are completed (and closed) one
+	// after another rather than all kept open.
 	need := map[ID]map[ID][]piece{} // pack -> blob -> pieces
+	rank := map[ID]int{}
 	var total int64
 	for i := range t.Entries {
 		e := &t.Entries[i]
@@ -98,29 +107,44 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			}
 			if need[loc.Pack] == nil {
 				need[loc.Pack] = map[ID][]piece{}
+				rank[loc.Pack] = i
 			}
 			need[loc.Pack][c] = append(need[loc.Pack][c], piece{i, off})
 			off += int64(loc.Raw)
 		}
 		total += e.Size
 	}
-	// Directories first, then empty files and symlinks; files with data
-	// are created by whoever writes their first chunk.
+	// Directories first, then empty files and symlinks with their
+	// metadata; files with data are created by whoever writes their first
+	// chunk and finished by whoever writes their last.
 	for i := range t.Entries {
 		e := &t.Entries[i]
+		p := abs(e)
 		var err error
 		switch e.Type {
 		case typeDir:
-			err = os.MkdirAll(abs(e), 0o700)
+			switch err = os.Mkdir(p, 0o700); {
+			case errors.Is(err, fs.ErrNotExist):
+				err = os.MkdirAll(p, 0o700)
+			case errors.Is(err, fs.ErrExist):
+				if st, serr := os.Lstat(p); serr == nil && st.IsDir() {
+					err = nil
+				}
+			}
 		case typeSymlink:
-			err = os.Symlink(e.Target, abs(e))
+			if err = os.Symlink(e.Target, p); err == nil {
+				err = unix.UtimesNanoAt(unix.AT_FDCWD, p, timespecs(e.MTime), unix.AT_SYMLINK_NOFOLLOW)
+			}
 		case typeFile:
 			if len(e.Chunks) == 0 {
-				err = os.WriteFile(abs(e), nil, 0o600)
+				var fd int
+				if fd, err = unix.Open(p, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600); err == nil {
+					err = finishFile(fd, e, 0)
+				}
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("restore %s: %w", abs(e), err)
+			return fmt.Errorf("restore %s: %w", p, err)
 		}
 	}
 	var done atomic.Int64
@@ -143,7 +167,20 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	for p := range need {
 		packs = append(packs, p)
 	}
-	sort.Slice(packs, func(i, j int) bool { return string(packs[i][:]) < string(packs[j][:]) })
+	sort.Slice(packs, func(i, j int) bool {
+		if rank[packs[i]] != rank[packs[j]] {
+			return rank[packs[i]] < rank[packs[j]]
+		}
+		return string(packs[i][:]) < string(packs[j][:])
+	})
+	w := &fileWriter{t: t, abs: abs, files: make([]openFile, len(t.Entries)), maxOpen: int64(r.maxOpen)}
+	if w.maxOpen <= 0 {
+		w.maxOpen = maxOpenFiles
+	}
+	for i := range t.Entries {
+		w.files[i].left = len(t.Entries[i].Chunks)
+	}
+	defer w.closeAll()
 	var errMu sync.Mutex
 	var problems []error
 	g, gctx := errgroup.WithContext(ctx)
@@ -154,7 +191,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		g.Go(func() error {
 			cd := codecs.Get().(*codec)
 			defer codecs.Put(cd)
-			err := r.restorePack(gctx, cd, x, p, need[p], t, abs, &done)
+			err := r.restorePack(gctx, cd, x, p, need[p], w, &done)
 			var ce corruptError
 			if errors.As(err, &ce) {
 				// Go on: report every damaged object, not the first one.
@@ -172,32 +209,163 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %d object(s) could not be restored:\n%w", errCorrupt, len(problems), errors.Join(problems...))
 	}
-	// Metadata last, directories deepest first: writing into a directory
-	// changes its mtime.
+	// Directories last: creating an entry in a directory changes its
+	// mtime, and a read-only one could not have been written into.
 	for i := len(t.Entries) - 1; i >= 0; i-- {
 		e := &t.Entries[i]
-		p := abs(e)
-		mt := time.Unix(0, e.MTime)
-		ts := []unix.Timespec{unix.NsecToTimespec(e.MTime), unix.NsecToTimespec(e.MTime)}
-		switch e.Type {
-		case typeSymlink:
-			if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("restore %s: %w", p, err)
-			}
+		if e.Type != typeDir {
 			continue
-		case typeFile:
-			if err := os.Truncate(p, e.Size); err != nil {
-				return fmt.Errorf("restore %s: %w", p, err)
-			}
 		}
+		p := abs(e)
 		if err := os.Chmod(p, fs.FileMode(e.Mode&0o777)|modeBits(e.Mode)); err != nil {
 			return fmt.Errorf("restore %s: %w", p, err)
 		}
-		if err := os.Chtimes(p, mt, mt); err != nil {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, timespecs(e.MTime), 0); err != nil {
 			return fmt.Errorf("restore %s: %w", p, err)
 		}
 	}
 	return nil
+}
+
+func timespecs(mtime int64) []unix.Timespec {
+	ts := unix.NsecToTimespec(mtime)
+	return []unix.Timespec{ts, ts}
+}
+
+// unixMode is the chmod argument of an entry's mode.
+func unixMode(m uint32) uint32 {
+	u := m & 0o777
+	fm := fs.FileMode(m)
+	if fm&fs.ModeSetuid != 0 {
+		u |= unix.S_ISUID
+	}
+	if fm&fs.ModeSetgid != 0 {
+		u |= unix.S_ISGID
+	}
+	if fm&fs.ModeSticky != 0 {
+		u |= unix.S_ISVTX
+	}
+	return u
+}
+
+// finishFile gives a written file its size, mode and mtime through its
+// descriptor (no path lookups), then closes it.
+func finishFile(fd int, e *entry, written int64) error {
+	err := func() error {
+		if written != e.Size {
+			if err := unix.Ftruncate(fd, e.Size); err != nil {
+				return err
+			}
+		}
+		if err := unix.Fchmod(fd, unixMode(e.Mode)); err != nil {
+			return err
+		}
+		return futimens(fd, timespecs(e.MTime))
+	}()
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// futimens is utimensat(fd, NULL, ts, 0), as the C library's futimens.
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// openFile is one restored file's descriptor while its chunks arrive.
+type openFile struct {
+	mu      sync.Mutex
+	fd      int // valid while isOpen
+	isOpen  bool
+	users   int   // writes in progress
+	left    int   // chunks not yet written
+	written int64 // bytes written
+}
+
+// fileWriter writes chunks into the restored files from several packs at
+// once: one descriptor per file, kept open across its chunks (up to
+// maxOpenFiles), with pwrite, and the file's metadata set through it once
+// its last chunk is written.
+type fileWriter struct {
+	t     *tree
+	abs   func(*entry) string
+	files   []openFile
+	open    atomic.Int64
+	maxOpen int64
+}
+
+func (w *fileWriter) write(i int, data []byte, off int64) error {
+	of := &w.files[i]
+	e := &w.t.Entries[i]
+	of.mu.Lock()
+	if !of.isOpen {
+		fd, err := unix.Open(w.abs(e), unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			of.mu.Unlock()
+			return fmt.Errorf("restore %s: %w", w.abs(e), err)
+		}
+		of.fd, of.isOpen = fd, true
+		w.open.Add(1)
+	}
+	of.users++
+	fd := of.fd
+	of.mu.Unlock()
+
+	var err error
+	for b, o := data, off; len(b) > 0 && err == nil; {
+		var n int
+		n, err = unix.Pwrite(fd, b, o)
+		if err == unix.EINTR {
+			err = nil
+		}
+		if n == 0 && err == nil {
+			err = io.ErrShortWrite
+		}
+		b, o = b[n:], o+int64(n)
+	}
+
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	of.users--
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", w.abs(e), err)
+	}
+	of.left--
+	of.written += int64(len(data))
+	switch {
+	case of.left == 0:
+		// The last chunk: no other write is in progress.
+		of.isOpen = false
+		w.open.Add(-1)
+		if err := finishFile(fd, e, of.written); err != nil {
+			return fmt.Errorf("restore %s: %w", w.abs(e), err)
+		}
+	case of.users == 0 && w.open.Load() > w.maxOpen:
+		of.isOpen = false
+		w.open.Add(-1)
+		if err := unix.Close(fd); err != nil {
+			return fmt.Errorf("restore %s: %w", w.abs(e), err)
+		}
+	}
+	return nil
+}
+
+// closeAll closes what a failed restore left open.
+func (w *fileWriter) closeAll() {
+	for i := range w.files {
+		of := &w.files[i]
+		of.mu.Lock()
+		if of.isOpen {
+			unix.Close(of.fd)
+			of.isOpen = false
+		}
+		of.mu.Unlock()
+	}
 }
 
 func modeBits(m uint32) fs.FileMode {
@@ -218,7 +386,7 @@ type corruptError struct{ msg string }
 
 func (e corruptError) Error() string { return e.msg }
 
-func (r *Repo) restorePack(ctx context.Context, cd *codec, x *index, pack ID, blobs map[ID][]piece, t *tree, abs func(*entry) string, done *atomic.Int64) error {
+func (r *Repo) restorePack(ctx context.Context, cd *codec, x *index, pack ID, blobs map[ID][]piece, w *fileWriter, done *atomic.Int64) error {
 	name := "packs/" + pack.String()
 	body, err := r.get(ctx, name)
 	if errors.Is(err, errNoKey) {
@@ -237,23 +405,14 @@ func (r *Repo) restorePack(ctx context.Context, cd *codec, x *index, pack ID, bl
 			bad = append(bad, fmt.Sprintf("blob %s is cut short", id))
 			continue
 		}
-		data, err := cd.open(blobEntry{ID: id, location: loc}, body[loc.Offset:end])
+		data, err := cd.openInto(blobEntry{ID: id, location: loc}, body[loc.Offset:end])
 		if err != nil {
-			bad = append(bad, err.Error()+" (file "+t.Entries[pieces[0].file].Path+")")
+			bad = append(bad, err.Error()+" (file "+w.t.Entries[pieces[0].file].Path+")")
 			continue
 		}
 		for _, pc := range pieces {
-			p := abs(&t.Entries[pc.file])
-			f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o600)
-			if err != nil {
-				return fmt.Errorf("restore %s: %w", p, err)
-			}
-			_, err = f.WriteAt(data, pc.off)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("restore %s: %w", p, err)
+			if err := w.write(pc.file, data, pc.off); err != nil {
+				return err
 			}
 			done.Add(int64(len(data)))
 		}
