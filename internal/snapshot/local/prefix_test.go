@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	fastcdc "github.com/jotfs/fastcdc-go"
 	"github.com/google/go-cmp/cmp"
+	fastcdc "github.com/jotfs/fastcdc-go"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )

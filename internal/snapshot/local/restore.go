@@ -292,8 +292,8 @@ type openFile struct {
 // maxOpenFiles), with pwrite, and the file's metadata set through it once
 // its last chunk is written.
 type fileWriter struct {
-	t     *tree
-	abs   func(*entry) string
+	t       *tree
+	abs     func(*entry) string
 	files   []openFile
 	open    atomic.Int64
 	maxOpen int64
