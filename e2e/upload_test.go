@@ -140,12 +140,20 @@ func TestUploadWithAWSCLI(t *testing.T) {
 	if want := "s3://" + outputBucket + "/put-me.txt/report.json"; !strings.Contains(stdout, want) {
 		t.Errorf("conveyor put --wait printed\n%s\nwithout the output location %s", stdout, want)
 	}
+	// The embedded server keeps objects as plain files; put says where.
+	onDisk := filepath.Join(up.DataDir, "s3", outputBucket, "put-me.txt", "report.json")
+	if !strings.Contains(stdout, "on disk: "+onDisk) {
+		t.Errorf("conveyor put --wait printed\n%s\nwithout the file %s", stdout, onDisk)
+	}
 	putID := jobID("put-me.txt", "", md5ETag(putBody))
 	if !strings.Contains(stdout, putID) {
 		t.Errorf("conveyor put --wait printed\n%s\nwithout the job ID %s", stdout, putID)
 	}
 	r := waitState(t, up.S3, putID, job.Succeeded, jobTimeout)
 	raw := checkReport(t, up.S3, r, putBody)
+	if file, err := os.ReadFile(onDisk); err != nil || !bytes.Equal(file, raw) {
+		t.Errorf("%s holds %q (%v), the object is %q", onDisk, file, err, raw)
+	}
 
 	to := t.TempDir()
 	if stdout, stderr, code := runCLI(t, "get", putID, "--to", to, "--data-dir", up.DataDir); code != 0 {

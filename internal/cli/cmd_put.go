@@ -125,6 +125,10 @@ func putAndWait(ctx context.Context, cn *conn, out, errw io.Writer, items []uplo
 		fmt.Fprintf(out, "%s: %s in %s\n", items[i].key, rec.State, time.Duration(rec.Timings.TotalMS)*time.Millisecond)
 		for _, o := range rec.Outputs {
 			fmt.Fprintf(out, "  s3://%s/%s  (%d bytes)\n", cn.cfg.Buckets.Output, o.Key, o.Size)
+			if cn.Files != "" {
+				// The embedded server stores objects as plain files.
+				fmt.Fprintf(out, "    on disk: %s\n", filepath.Join(cn.Files, cn.cfg.Buckets.Output, filepath.FromSlash(o.Key)))
+			}
 		}
 	}
 	if len(ids) > 0 {

@@ -79,6 +79,9 @@ type conn struct {
 	S3       *s3.Client
 	Store    *jobstore.Store
 	Endpoint string // "" on AWS
+	// Files is where the embedded server keeps objects as plain files
+	// (<data>/s3/<bucket>/<key>), when the store is a local `conveyor up`.
+	Files string
 }
 
 // connect reaches the store: Amazon S3 when s3.aws is set, another S3 when
@@ -109,7 +112,7 @@ func connect(ctx context.Context, c FileConfig) (*conn, error) {
 		creds = local.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey}
 	}
 	client := s3server.NewClient(ri.Endpoint, creds.AccessKeyID, creds.SecretAccessKey, ri.Region)
-	return &conn{cfg: c, S3: client, Store: jobstore.New(client, c.Buckets.State), Endpoint: ri.Endpoint}, nil
+	return &conn{cfg: c, S3: client, Store: jobstore.New(client, c.Buckets.State), Endpoint: ri.Endpoint, Files: paths.S3Root()}, nil
 }
 
 func awsClient(ctx context.Context, c FileConfig) (*s3.Client, error) {
