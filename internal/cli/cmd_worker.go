@@ -33,7 +33,9 @@ func newWorkerCommand(g *globals) *cobra.Command {
 input onto the volume, run the processor, upload the outputs and record the
 outcome, retrying with backoff in this process up to the attempt limit. It
 needs only S3 access and the configuration; on EC2 it is what the SSM
-document runs, with the volume at /var/lib/conveyor.
+document runs, with the volume at /var/lib/conveyor. Concurrent invocations
+on one volume share its 'workers' job slots (default: one per CPU) and wait
+for a free one.
 
 Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
 1 it could not run (the message says why), 2 bad job ID or configuration,
@@ -87,6 +89,13 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
+	// One `worker run` per SSM command: the volume's slots bound how many
+	// run at once on this machine (workers, default one per CPU).
+	slot, err := vol.AcquireSlot(ctx, c.Workers)
+	if err != nil {
+		return err
+	}
+	defer slot.Release()
 	err = w.Run(ctx, o.jobID)
 	if err == nil {
 		rec, _, gerr := cn.Store.Get(ctx, o.jobID)

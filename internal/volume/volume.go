@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/conveyorhq/conveyor/internal/job"
 )
@@ -143,4 +145,41 @@ func (v *Volume) CheckSpace(need int64) error {
 		return fmt.Errorf("volume %s has %d MiB free but the job needs about %d MiB: free space or grow the volume", v.root, free>>20, (uint64(need)+reserve)>>20)
 	}
 	return nil
+}
+
+// Slot is one of a volume's bounded number of job slots.
+type Slot struct{ l *Lock }
+
+// Release gives the slot back.
+func (s *Slot) Release() { s.l.Unlock() }
+
+// slotPoll is how often AcquireSlot retries while every slot is taken.
+var slotPoll = 200 * time.Millisecond
+
+// AcquireSlot waits until one of n job slots of the volume is free and
+// takes it, or until ctx ends. Separate `conveyor worker run` processes (one
+// per SSM command) share the volume's n slots, so a burst of commands runs
+// at most n processors at once. The slots are flocks: a crashed process's
+// slot is free again.
+func (v *Volume) AcquireSlot(ctx context.Context, n int) (*Slot, error) {
+	if n < 1 {
+		n = 1
+	}
+	for {
+		for i := 0; i < n; i++ {
+			f, err := os.OpenFile(filepath.Join(v.root, "locks", fmt.Sprintf("slot-%d.lock", i)), os.O_CREATE|os.O_RDWR, 0o640)
+			if err != nil {
+				return nil, fmt.Errorf("open slot lock: %w", err)
+			}
+			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+				return &Slot{l: &Lock{f: f}}, nil
+			}
+			f.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("all %d job slots of volume %s stayed busy: %w", n, v.root, ctx.Err())
+		case <-time.After(slotPoll):
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -123,4 +124,37 @@ func TestCheckSpace(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(v.Root(), "volume-id")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestSlotsBoundConcurrentJobs(t *testing.T) {
+	t.Parallel()
+	v, _ := Open(t.TempDir())
+	ctx := context.Background()
+	a, err := v.AcquireSlot(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := v.AcquireSlot(ctx, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both slots taken: a third waits, and gives up when its context ends.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if _, err := v.AcquireSlot(short, 2); err == nil {
+		t.Fatal("a third slot was granted out of two")
+	}
+	got := make(chan error, 1)
+	go func() {
+		s, err := v.AcquireSlot(ctx, 2)
+		if err == nil {
+			s.Release()
+		}
+		got <- err
+	}()
+	a.Release()
+	if err := <-got; err != nil {
+		t.Fatalf("waiting for a released slot: %v", err)
+	}
+	b.Release()
 }
