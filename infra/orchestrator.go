@@ -1,8 +1,6 @@
 package main
 
 import (
-	"strconv"
-
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
@@ -71,17 +69,19 @@ func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, s
 		// destination's send permission is added to the role by CDK).
 		OnFailure: awslambdadestinations.NewSqsDestination(o.DLQ),
 		Environment: &map[string]*string{
-			"CONVEYOR_INPUT_BUCKET":       storage.Input.BucketName(),
-			"CONVEYOR_OUTPUT_BUCKET":      storage.Output.BucketName(),
-			"CONVEYOR_STATE_BUCKET":       storage.State.BucketName(),
-			"CONVEYOR_SSM_DOCUMENT":       doc.Ref(),
-			"CONVEYOR_WORKER_TAG_KEY":     jsii.String(WorkerTagKey),
-			"CONVEYOR_WORKER_TAG_VALUE":   jsii.String(WorkerTagValue),
-			"CONVEYOR_WORKER_INSTANCE_ID": worker.Instance.InstanceId(),
-			"CONVEYOR_SSM_LOG_GROUP":      worker.CommandLogs.LogGroupName(),
-			"CONVEYOR_FILTER_PREFIXES":    params.FilterPrefix.ValueAsString(),
-			"CONVEYOR_FILTER_SUFFIXES":    params.FilterSuffix.ValueAsString(),
-			"CONVEYOR_EXECUTION_TIMEOUT":  jsii.String(strconv.Itoa(int(props.ExecutionTimeout.Seconds()))),
+			"CONVEYOR_INPUT_BUCKET":  storage.Input.BucketName(),
+			"CONVEYOR_OUTPUT_BUCKET": storage.Output.BucketName(),
+			"CONVEYOR_STATE_BUCKET":  storage.State.BucketName(),
+			"CONVEYOR_SSM_DOCUMENT":  doc.Ref(),
+			// Workers are chosen by tag among those online in SSM, so more
+			// can be added behind the same orchestrator.
+			"CONVEYOR_WORKER_TAG_KEY":   jsii.String(WorkerTagKey),
+			"CONVEYOR_WORKER_TAG_VALUE": jsii.String(WorkerTagValue),
+			"CONVEYOR_SSM_LOG_GROUP":    worker.CommandLogs.LogGroupName(),
+			"CONVEYOR_FILTER_PREFIXES":  params.FilterPrefix.ValueAsString(),
+			"CONVEYOR_FILTER_SUFFIXES":  params.FilterSuffix.ValueAsString(),
+			// A Go duration, as the Lambda reads it.
+			"CONVEYOR_EXECUTION_TIMEOUT": jsii.String(props.ExecutionTimeout.String()),
 		},
 	})
 

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/jsii-runtime-go"
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
+
+	"github.com/conveyorhq/conveyor/internal/lambda"
 )
 
 func TestBuckets(t *testing.T) {
@@ -104,17 +106,16 @@ func TestOrchestratorFunction(t *testing.T) {
 		}
 	}
 	env := map[string]interface{}{
-		"CONVEYOR_INPUT_BUCKET":       ref(logicalID(c.Storage.Input)),
-		"CONVEYOR_OUTPUT_BUCKET":      ref(logicalID(c.Storage.Output)),
-		"CONVEYOR_STATE_BUCKET":       ref(logicalID(c.Storage.State)),
-		"CONVEYOR_SSM_DOCUMENT":       ref("RunJobDocument"),
-		"CONVEYOR_WORKER_TAG_KEY":     "conveyor:role",
-		"CONVEYOR_WORKER_TAG_VALUE":   "worker",
-		"CONVEYOR_WORKER_INSTANCE_ID": ref(logicalID(c.Worker.Instance)),
-		"CONVEYOR_SSM_LOG_GROUP":      ref(logicalID(c.Worker.CommandLogs)),
-		"CONVEYOR_FILTER_PREFIXES":    ref("FilterPrefix"),
-		"CONVEYOR_FILTER_SUFFIXES":    ref("FilterSuffix"),
-		"CONVEYOR_EXECUTION_TIMEOUT":  "3600",
+		"CONVEYOR_INPUT_BUCKET":      ref(logicalID(c.Storage.Input)),
+		"CONVEYOR_OUTPUT_BUCKET":     ref(logicalID(c.Storage.Output)),
+		"CONVEYOR_STATE_BUCKET":      ref(logicalID(c.Storage.State)),
+		"CONVEYOR_SSM_DOCUMENT":      ref("RunJobDocument"),
+		"CONVEYOR_WORKER_TAG_KEY":    "conveyor:role",
+		"CONVEYOR_WORKER_TAG_VALUE":  "worker",
+		"CONVEYOR_SSM_LOG_GROUP":     ref(logicalID(c.Worker.CommandLogs)),
+		"CONVEYOR_FILTER_PREFIXES":   ref("FilterPrefix"),
+		"CONVEYOR_FILTER_SUFFIXES":   ref("FilterSuffix"),
+		"CONVEYOR_EXECUTION_TIMEOUT": "1h0m0s",
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
@@ -477,5 +478,34 @@ func TestOutputs(t *testing.T) {
 		if d := cmp.Diff(plain(t, want), o["Value"]); d != "" {
 			t.Errorf("output %s (-want +got):\n%s", name, d)
 		}
+	}
+}
+
+// The environment the stack gives the Lambda is one the Lambda accepts:
+// its own configuration loader reads it, with each CloudFormation value
+// replaced by a plausible deployed one.
+func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
+	c := synth.conveyor
+	vars := props(t, c.Orch.Function)["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+	env := map[string]string{}
+	for k, v := range vars {
+		switch x := v.(type) {
+		case string:
+			env[k] = x
+		default: // a Ref or GetAtt: what it resolves to at deploy time
+			env[k] = map[string]string{
+				"CONVEYOR_SSM_DOCUMENT":       "Conveyor-RunJobDocument-AbC123",
+				"CONVEYOR_SSM_LOG_GROUP":      "/conveyor/commands",
+				"CONVEYOR_WORKER_INSTANCE_ID": "i-0123456789abcdef0",
+				"CONVEYOR_FILTER_PREFIXES":    "",
+				"CONVEYOR_FILTER_SUFFIXES":    "",
+			}[k]
+			if env[k] == "" && strings.HasSuffix(k, "_BUCKET") {
+				env[k] = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(k, "CONVEYOR_"), "_BUCKET")) + "-bucket-1a2b3c"
+			}
+		}
+	}
+	if _, err := lambda.ConfigFromEnv(func(k string) string { return env[k] }); err != nil {
+		t.Fatalf("the Lambda refuses the stack's environment %v: %v", env, err)
 	}
 }
