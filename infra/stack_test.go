@@ -1,7 +1,11 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -507,5 +511,44 @@ func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
 	}
 	if _, err := lambda.ConfigFromEnv(func(k string) string { return env[k] }); err != nil {
 		t.Fatalf("the Lambda refuses the stack's environment %v: %v", env, err)
+	}
+}
+
+// The configuration file the user data writes is one `conveyor worker run`
+// accepts: the real binary reads it (exit 2 would mean a configuration
+// error) and goes on to reach the state bucket it names, here an S3
+// endpoint that refuses connections.
+func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
+	c := synth.conveyor
+	script := flatten(props(t, c.Worker.Instance)["UserData"])
+	_, rest, ok := strings.Cut(script, "<<'CONVEYOR_CONFIG'\n")
+	body, _, ok2 := strings.Cut(rest, "CONVEYOR_CONFIG\n")
+	if !ok || !ok2 {
+		t.Fatal("user data writes no configuration file")
+	}
+	// Values CloudFormation fills in at deploy time.
+	body = regexp.MustCompile(`\{Ref:AWS::Region\}`).ReplaceAllString(body, "us-east-1")
+	body = regexp.MustCompile(`\{Ref:(\w+)\}`).ReplaceAllStringFunc(body, func(m string) string {
+		return strings.ToLower(strings.Trim(m, "{}")[4:]) + "-1a2b3c"
+	})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "conveyor.yaml")
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "conveyor")
+	if out, err := exec.Command("go", "-C", "..", "build", "-o", bin, "./cmd/conveyor").CombinedOutput(); err != nil {
+		t.Fatalf("build conveyor: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "worker", "run", "--job", "0123456789abcdef0123456789abcdef", "--config", cfg, "--volume", filepath.Join(dir, "volume"))
+	cmd.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_ENDPOINT_URL_S3=http://127.0.0.1:1", "AWS_MAX_ATTEMPTS=1"}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("worker run with the stack's configuration: %v, want exit 1 (S3 unreachable)\n%s\nconfig:\n%s", err, out, body)
+	}
+	if !strings.Contains(string(out), "state-1a2b3c") && !strings.Contains(string(out), "127.0.0.1:1") {
+		t.Errorf("worker run did not try the configured state bucket:\n%s", out)
 	}
 }

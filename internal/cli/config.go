@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -139,6 +140,9 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	return c, nil
 }
 
+// unknownField matches yaml.v3's "field x not found in type struct {...}".
+var unknownField = regexp.MustCompile(`field (\S+) not found in type .*`)
+
 // yamlMessage turns yaml.v3's messages into one line a person can act on.
 func yamlMessage(err error) string {
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
@@ -149,6 +153,7 @@ func yamlMessage(err error) string {
 		l = strings.Replace(l, "cannot unmarshal !!str", "cannot use", 1)
 		l = strings.Replace(l, "into time.Duration", "as a duration (use a value like 90s, 5m or 1h)", 1)
 		l = strings.Replace(l, "into int", "as a whole number", 1)
+		l = unknownField.ReplaceAllString(l, "unknown setting $1")
 		if l != "" {
 			lines = append(lines, l)
 		}

@@ -66,7 +66,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		want string
 	}{
 		{file: "workers: many\n", want: "conveyor.yaml"},
-		{file: "wrokers: 2\n", want: "wrokers"},
+		{file: "wrokers: 2\n", want: "line 1: unknown setting wrokers;"},
 		{file: "processor: {timeout: soon}\n", want: "line 1: cannot use `soon` as a duration"},
 		{env: map[string]string{"CONVEYOR_PROCESSOR_TIMEOUT": "soon"}, want: "CONVEYOR_PROCESSOR_TIMEOUT"},
 		{env: map[string]string{"CONVEYOR_WORKERS": "two"}, want: "CONVEYOR_WORKERS"},
