@@ -44,5 +44,7 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 	if err != nil {
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
-	return New(o, out), nil
+	h := New(o, out)
+	h.Reconciler.Versioned = cfg.InputVersioned
+	return h, nil
 }

@@ -26,6 +26,7 @@ const (
 	EnvMaxAttempts      = "CONVEYOR_MAX_ATTEMPTS"       // attempts per job; default DefaultMaxAttempts
 	EnvStartStopped     = "CONVEYOR_START_STOPPED"      // true/false; default DefaultStartStopped
 	EnvS3PathStyle      = "CONVEYOR_S3_PATH_STYLE"      // 1 forces path-style S3 requests
+	EnvInputVersioned   = "CONVEYOR_INPUT_VERSIONED"    // true: the input bucket is versioned (the reconciler lists versions)
 )
 
 // Defaults of the optional variables.
@@ -44,6 +45,9 @@ type Config struct {
 	// S3PathStyle addresses buckets as paths (http://host/bucket/key): what
 	// an S3-compatible endpoint other than AWS needs.
 	S3PathStyle bool
+	// InputVersioned says the input bucket keeps versions, so jobs are
+	// keyed on version IDs and the reconciler lists versions.
+	InputVersioned bool
 }
 
 // ConfigFromEnv reads the configuration with getenv (os.Getenv in the
@@ -115,6 +119,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			bad("%s=%q must be true or false", EnvStartStopped, v)
 		} else {
 			d.StartStopped = b
+		}
+	}
+	if v := get(EnvInputVersioned); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("%s=%q must be true or false", EnvInputVersioned, v)
+		} else {
+			c.InputVersioned = b
 		}
 	}
 	if len(problems) > 0 {

@@ -86,6 +86,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"long timeout", map[string]string{lambda.EnvExecutionTimeout: "48h"}, []string{"CONVEYOR_EXECUTION_TIMEOUT=48h is out of range"}},
 		{"bad attempts", map[string]string{lambda.EnvMaxAttempts: "0"}, []string{`CONVEYOR_MAX_ATTEMPTS="0" must be`}},
 		{"bad bool", map[string]string{lambda.EnvStartStopped: "sometimes"}, []string{`CONVEYOR_START_STOPPED="sometimes" must be true or false`}},
+		{"bad versioned", map[string]string{lambda.EnvInputVersioned: "maybe"}, []string{`CONVEYOR_INPUT_VERSIONED="maybe" must be true or false`}},
 		{"two problems", map[string]string{lambda.EnvInputBucket: "", lambda.EnvMaxAttempts: "x"}, []string{"CONVEYOR_INPUT_BUCKET", "; CONVEYOR_MAX_ATTEMPTS"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,12 +25,16 @@ const (
 type Handler struct {
 	orch *orchestrator.Orchestrator
 	log  *slog.Logger
+	// Reconciler runs on a scheduled invocation (an EventBridge schedule):
+	// input objects whose event was lost get their job, and unfinished
+	// jobs whose lease lapsed are dispatched again.
+	Reconciler *orchestrator.Reconciler
 }
 
 // New returns a handler that submits events to o and writes one JSON line
 // per record outcome to out (stdout in Lambda: CloudWatch Logs).
 func New(o *orchestrator.Orchestrator, out io.Writer) *Handler {
-	return &Handler{orch: o, log: slog.New(slog.NewJSONHandler(out, nil))}
+	return &Handler{orch: o, log: slog.New(slog.NewJSONHandler(out, nil)), Reconciler: orchestrator.NewReconciler(o, 0)}
 }
 
 // Response is what an invocation returns: a count per outcome and each
@@ -43,7 +47,41 @@ type Response struct {
 	BadRecords int            `json:"bad_records"`
 	Failed     int            `json:"failed"`
 	Ignored    string         `json:"ignored,omitempty"` // why a whole event was ignored (s3:TestEvent)
+	Reconciled *Reconciled    `json:"reconciled,omitempty"`
 	Records    []RecordResult `json:"records,omitempty"`
+}
+
+// Reconciled is what a scheduled reconciliation did.
+type Reconciled struct {
+	Objects    int      `json:"objects"`    // input objects seen
+	Missing    int      `json:"missing"`    // objects without a job: submitted
+	Unfinished int      `json:"unfinished"` // unfinished jobs dispatched again
+	Errors     []string `json:"errors,omitempty"`
+}
+
+// isScheduled reports whether event is an EventBridge schedule's.
+func isScheduled(event json.RawMessage) bool {
+	var probe struct {
+		DetailType string `json:"detail-type"`
+		Source     string `json:"source"`
+	}
+	return json.Unmarshal(event, &probe) == nil && probe.DetailType == "Scheduled Event" && probe.Source == "aws.events"
+}
+
+// reconcile runs one reconciliation; it fails the invocation if any part
+// of it failed, so the failure shows in the function's metrics.
+func (h *Handler) reconcile(ctx context.Context) (Response, error) {
+	rep := h.Reconciler.Reconcile(ctx)
+	rc := &Reconciled{Objects: rep.Objects, Missing: rep.Missing, Unfinished: rep.Unfinished}
+	for _, err := range rep.Errors {
+		rc.Errors = append(rc.Errors, err.Error())
+	}
+	h.log.InfoContext(ctx, "reconciled", "objects", rc.Objects, "missing", rc.Missing, "unfinished", rc.Unfinished, "errors", len(rc.Errors))
+	resp := Response{Reconciled: rc}
+	if len(rep.Errors) > 0 {
+		return resp, fmt.Errorf("reconcile: %d error(s), first: %w", len(rep.Errors), rep.Errors[0])
+	}
+	return resp, nil
 }
 
 // RecordResult is one record's outcome.
@@ -56,8 +94,8 @@ type RecordResult struct {
 }
 
 // Handle processes one invocation's event: an S3 notification (Records),
-// an EventBridge "Object Created" event, or an s3:TestEvent, which is
-// ignored. A record that cannot be parsed is logged and skipped; the
+// an EventBridge "Object Created" event, an EventBridge schedule's event
+// (a reconciliation), or an s3:TestEvent, which is ignored. A record that cannot be parsed is logged and skipped; the
 // others go on. It returns an error when a job could not be recorded or
 // dispatched, so Lambda retries the event (jobs already created are then
 // duplicates and start nothing twice) and finally hands it to the
@@ -65,6 +103,9 @@ type RecordResult struct {
 // it knows, so that misrouted event lands there too.
 func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, error) {
 	ctx = withInvocation(ctx) // for FailFast
+	if isScheduled(event) {
+		return h.reconcile(ctx)
+	}
 	results, err := h.orch.HandleEvent(ctx, event)
 	var resp Response
 	if len(results) == 0 && err == nil {

@@ -40,6 +40,10 @@ type Reconciler struct {
 	// volume's job lock, not the lease, tells whether an attempt is alive,
 	// so a crashed one is resumed at once instead of after its lease.
 	ResumeLiveLeases bool
+	// Versioned lists the input bucket's versions, for a bucket with
+	// versioning on, where jobs are keyed on version IDs (Amazon S3 in the
+	// AWS stack).
+	Versioned bool
 	// InHand, if set, reports jobs the dispatcher already holds (queued or
 	// running in this process): their records are not read again.
 	InHand func(id string) bool
@@ -72,34 +76,24 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 		return rep
 	}
 	cfg := r.o.cfg
-	p := s3.NewListObjectsV2Paginator(r.o.s3, &s3.ListObjectsV2Input{Bucket: aws.String(cfg.InputBucket)})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			rep.Errors = append(rep.Errors, fmt.Errorf("list s3://%s: %w", cfg.InputBucket, err))
-			break
+	err = r.inputObjects(ctx, func(oc s3event.ObjectCreated) {
+		if !r.o.Match(cfg.InputBucket, oc.Key) {
+			return
 		}
-		for _, obj := range page.Contents {
-			key := aws.ToString(obj.Key)
-			if !r.o.Match(cfg.InputBucket, key) {
-				continue
-			}
-			rep.Objects++
-			etag := s3event.TrimETag(aws.ToString(obj.ETag))
-			id := job.ID(cfg.InputBucket, key, job.Revision("", etag))
-			if known[id] {
-				continue
-			}
-			rep.Missing++
-			res := r.o.Submit(ctx, s3event.ObjectCreated{
-				EventName: "ObjectCreated:Reconcile", Bucket: cfg.InputBucket, Key: key,
-				Size: aws.ToInt64(obj.Size), ETag: etag,
-			})
-			if res.Err != nil {
-				rep.Errors = append(rep.Errors, res.Err)
-			}
-			known[res.JobID] = false // just submitted: no need to re-dispatch below
+		rep.Objects++
+		id := job.ID(cfg.InputBucket, oc.Key, job.Revision(oc.VersionID, oc.ETag))
+		if _, ok := known[id]; ok {
+			return
 		}
+		rep.Missing++
+		res := r.o.Submit(ctx, oc)
+		if res.Err != nil {
+			rep.Errors = append(rep.Errors, res.Err)
+		}
+		known[res.JobID] = false // just submitted: no need to re-dispatch below
+	})
+	if err != nil {
+		rep.Errors = append(rep.Errors, err)
 	}
 	for id, existed := range known {
 		if !existed || r.isFinished(id) || (r.InHand != nil && r.InHand(id)) {
@@ -139,6 +133,43 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 		r.OnReport(rep)
 	}
 	return rep
+}
+
+// inputObjects calls fn with the current version of every object of the
+// input bucket. In a versioned bucket (Versioned) jobs are keyed on version
+// IDs, as S3 events are, so the listing must carry them.
+func (r *Reconciler) inputObjects(ctx context.Context, fn func(s3event.ObjectCreated)) error {
+	bucket := r.o.cfg.InputBucket
+	oc := func(key, etag, version string, size *int64) s3event.ObjectCreated {
+		return s3event.ObjectCreated{EventName: "ObjectCreated:Reconcile", Bucket: bucket, Key: key,
+			Size: aws.ToInt64(size), ETag: s3event.TrimETag(etag), VersionID: version}
+	}
+	if !r.Versioned {
+		p := s3.NewListObjectsV2Paginator(r.o.s3, &s3.ListObjectsV2Input{Bucket: &bucket})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return fmt.Errorf("list s3://%s: %w", bucket, err)
+			}
+			for _, o := range page.Contents {
+				fn(oc(aws.ToString(o.Key), aws.ToString(o.ETag), "", o.Size))
+			}
+		}
+		return nil
+	}
+	p := s3.NewListObjectVersionsPaginator(r.o.s3, &s3.ListObjectVersionsInput{Bucket: &bucket})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("list versions of s3://%s: %w", bucket, err)
+		}
+		for _, v := range page.Versions {
+			if aws.ToBool(v.IsLatest) { // older versions had their jobs when they were current
+				fn(oc(aws.ToString(v.Key), aws.ToString(v.ETag), aws.ToString(v.VersionId), v.Size))
+			}
+		}
+	}
+	return nil
 }
 
 // Forget makes the next pass read the job's record again (after an

@@ -80,3 +80,22 @@ func TestReconcilerLeavesOtherDispatchersJobs(t *testing.T) {
 		t.Fatalf("another dispatcher's queued job was taken: %+v %v", rep, b.disp.Dispatched())
 	}
 }
+
+// With Versioned, the reconciler lists object versions, as it must where
+// jobs are keyed on version IDs; an object with a job is not submitted
+// again, one whose event was lost is.
+func TestReconcilerListsVersions(t *testing.T) {
+	t.Parallel()
+	o, b := setup(t, orchestrator.Config{})
+	ctx := context.Background()
+	o.HandleEvent(ctx, put(t, b, "seen.txt", "s"))
+	if _, err := b.srv.Client.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.input, Key: aws.String("lost.txt"), Body: bytes.NewReader([]byte("l"))}); err != nil {
+		t.Fatal(err)
+	}
+	r := orchestrator.NewReconciler(o, time.Hour)
+	r.Versioned = true
+	rep := r.Reconcile(ctx)
+	if len(rep.Errors) > 0 || rep.Objects != 2 || rep.Missing != 1 {
+		t.Fatalf("report %+v, want 2 objects, 1 missing", rep)
+	}
+}
