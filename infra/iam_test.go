@@ -63,7 +63,7 @@ func TestOrchestratorPolicy(t *testing.T) {
 		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:ListBucket"}, arnOf(s.State), map[string]interface{}{"StringLike": map[string]interface{}{"s3:prefix": "jobs/*"}}),
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
-		stmt([]string{"s3:ListBucket"}, arnOf(s.Input)),
+		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Orch.LogGroup)),
 		// added by CDK for the on-failure destination
 		stmt([]string{"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"}, arnOf(c.Orch.DLQ)),

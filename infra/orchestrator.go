@@ -2,6 +2,8 @@ package main
 
 import (
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdadestinations"
@@ -20,6 +22,10 @@ import (
 const (
 	OrchestratorRetryAttempts = 2
 	OrchestratorMaxEventAge   = 6 // hours
+	// ReconcileEveryMinutes is how often an EventBridge schedule invokes
+	// the orchestrator to reconcile: objects whose event was lost get their
+	// job, and jobs whose dispatch or worker was lost are sent again.
+	ReconcileEveryMinutes = 15
 )
 
 // Orchestrator is the Lambda that turns object-created events into jobs.
@@ -28,6 +34,8 @@ type Orchestrator struct {
 	Role     awsiam.Role
 	LogGroup awslogs.LogGroup
 	DLQ      awssqs.Queue
+	// Reconcile is the schedule that invokes Function to reconcile.
+	Reconcile awsevents.Rule
 }
 
 func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, storage *Storage, worker *Worker, doc awsssm.CfnDocument) *Orchestrator {
@@ -82,11 +90,19 @@ func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, s
 			"CONVEYOR_FILTER_SUFFIXES":  params.FilterSuffix.ValueAsString(),
 			// A Go duration, as the Lambda reads it.
 			"CONVEYOR_EXECUTION_TIMEOUT": jsii.String(props.ExecutionTimeout.String()),
+			// Versioning is on: jobs key on version IDs, and the
+			// reconciler lists versions.
+			"CONVEYOR_INPUT_VERSIONED": jsii.String("true"),
 		},
 	})
 
 	storage.Input.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewLambdaDestination(o.Function))
 	filterNotification(stack, storage.Input, params)
+	o.Reconcile = awsevents.NewRule(stack, jsii.String("Reconcile"), &awsevents.RuleProps{
+		Description: jsii.String("Invokes the orchestrator to reconcile input objects and job records"),
+		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(ReconcileEveryMinutes))),
+		Targets:     &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(o.Function, &awseventstargets.LambdaFunctionProps{RetryAttempts: jsii.Number(0)})},
+	})
 	return o
 }
 
@@ -117,8 +133,9 @@ func addOrchestratorPolicy(stack awscdk.Stack, o *Orchestrator, storage *Storage
 	// HEAD the input object for its size and version (HeadObject is
 	// authorized as GetObject/GetObjectVersion; the code never reads data).
 	add(statement([]string{"s3:GetObject", "s3:GetObjectVersion"}, objects(storage.Input.BucketArn(), "")))
-	// List the input bucket to find objects whose event was lost (reconciler).
-	add(statement([]string{"s3:ListBucket"}, storage.Input.BucketArn()))
+	// List the input bucket's current versions to find objects whose event
+	// was lost (the scheduled reconciler; versions, since jobs key on them).
+	add(statement([]string{"s3:ListBucket", "s3:ListBucketVersions"}, storage.Input.BucketArn()))
 	// Write its own logs, to its own log group.
 	add(statement([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, o.LogGroup.LogGroupArn()))
 }

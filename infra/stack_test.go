@@ -120,6 +120,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_FILTER_PREFIXES":   ref("FilterPrefix"),
 		"CONVEYOR_FILTER_SUFFIXES":   ref("FilterSuffix"),
 		"CONVEYOR_EXECUTION_TIMEOUT": "1h0m0s",
+		"CONVEYOR_INPUT_VERSIONED":   "true",
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
@@ -551,4 +552,29 @@ func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 	if !strings.Contains(string(out), "state-1a2b3c") && !strings.Contains(string(out), "127.0.0.1:1") {
 		t.Errorf("worker run did not try the configured state bucket:\n%s", out)
 	}
+}
+
+// An EventBridge schedule invokes the orchestrator to reconcile, and may.
+func TestReconcileSchedule(t *testing.T) {
+	c := synth.conveyor
+	p := props(t, c.Orch.Reconcile)
+	if p["ScheduleExpression"] != "rate(15 minutes)" || p["State"] != "ENABLED" {
+		t.Errorf("schedule %v, state %v; want rate(15 minutes), ENABLED", p["ScheduleExpression"], p["State"])
+	}
+	targets, _ := p["Targets"].([]interface{})
+	if len(targets) != 1 {
+		t.Fatalf("targets %v, want the orchestrator", targets)
+	}
+	target := targets[0].(map[string]interface{})
+	if d := cmp.Diff(plain(t, getAtt(logicalID(c.Orch.Function), "Arn")), target["Arn"]); d != "" {
+		t.Errorf("target (-want +got):\n%s", d)
+	}
+	if got := target["RetryPolicy"]; got == nil {
+		t.Errorf("target has no retry policy: a missed pass waits for the next one, set explicitly")
+	}
+	synth.template.HasResourceProperties(jsii.String("AWS::Lambda::Permission"), &map[string]interface{}{
+		"Action":    "lambda:InvokeFunction",
+		"Principal": "events.amazonaws.com",
+		"SourceArn": getAtt(logicalID(c.Orch.Reconcile), "Arn"),
+	})
 }
