@@ -163,7 +163,10 @@ type lambdaResponse struct {
 	BadRecords int    `json:"bad_records"`
 	Failed     int    `json:"failed"`
 	Ignored    string `json:"ignored"`
-	Records    []struct {
+	Reconciled *struct {
+		Objects, Missing, Unfinished int
+	} `json:"reconciled"`
+	Records []struct {
 		Outcome string `json:"outcome"`
 		JobID   string `json:"job_id"`
 		Key     string `json:"key"`

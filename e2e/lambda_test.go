@@ -338,3 +338,22 @@ func TestLambdaBadConfigFailsInit(t *testing.T) {
 		t.Errorf("init output does not name the variable:\n%s", out)
 	}
 }
+
+// The real bootstrap, invoked by an EventBridge schedule's event, finds the
+// object whose notification never came and dispatches its job.
+func TestLambdaScheduledReconcile(t *testing.T) {
+	t.Parallel()
+	rieBinary(t)
+	up := startLambdaUp(t)
+	ssm := newFakeSSM(t, up, nil)
+	rie := startRIE(t, lambdaEnv(up, ssm))
+
+	lost := upload(t, up.S3, "lost/no event.txt", []byte("nobody told the Lambda"))
+	resp, raw := rie.invoke(t, []byte(`{"version":"0","id":"e2e-schedule","detail-type":"Scheduled Event","source":"aws.events",
+		"account":"123456789012","time":"2026-11-27T00:00:00Z","region":"us-east-1",
+		"resources":["arn:aws:events:us-east-1:123456789012:rule/Reconcile"],"detail":{}}`))
+	if resp.ErrorMessage != "" || resp.Reconciled == nil || resp.Reconciled.Missing != 1 {
+		t.Fatalf("scheduled invocation: %s", raw)
+	}
+	checkSent(t, up, ssm.Commands(), []s3event.ObjectCreated{lost})
+}
