@@ -10,7 +10,7 @@ build:
 	go build $(GOFLAGS_REPRO) -ldflags '$(LDFLAGS)' -o dist/conveyor ./cmd/conveyor
 
 test:
-	go test ./... && go -C infra test ./...
+	go test -count=1 ./... && go -C infra test -count=1 ./...
 
 build-arm64:
 	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 go build $(GOFLAGS_REPRO) -ldflags '$(LDFLAGS)' -o dist/linux-arm64/conveyor ./cmd/conveyor
