@@ -186,6 +186,9 @@ dashboard:
 	// ---- a failing job: its error shows, the button retries it ----
 	failKey := "will-fail.txt"
 	failID := put(t, up.S3, failKey, []byte("not digestible\n"))
+	// The record is created just after the upload's response: open the
+	// page once it exists (the page does not poll for a job it cannot find).
+	waitRecord(t, up.S3, failID, jobTimeout, "the failing job's record", func(*job.Record) bool { return true })
 	do(t, ctx, "open the failing job's page", chromedp.Navigate(base+"/jobs/"+failID), chromedp.WaitVisible(chromedp.CSS("#job-state")))
 	waitJS[bool](t, ctx, "the job dead", `document.getElementById("job-state").textContent === "dead"`)
 	errText := waitJS[string](t, ctx, "the error", `!document.getElementById("job-error").hidden && document.getElementById("job-error").textContent`)
