@@ -45,8 +45,11 @@ func (r *recorder) add(doc []byte) {
 }
 
 // forKey returns the raw documents and decoded events about bucket/key.
+// They are forgotten when the test ends, so the test can run again
+// (go test -count=N) against the same shared server.
 func (r *recorder) forKey(t *testing.T, bucket, key string) ([][]byte, []s3event.ObjectCreated) {
 	t.Helper()
+	t.Cleanup(func() { r.forget(bucket, key) })
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var docs [][]byte
@@ -62,6 +65,21 @@ func (r *recorder) forKey(t *testing.T, bucket, key string) ([][]byte, []s3event
 		}
 	}
 	return docs, evs
+}
+
+// forget drops the events about bucket/key.
+func (r *recorder) forget(bucket, key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	kept := r.docs[:0]
+	for _, doc := range r.docs {
+		got, _, err := s3event.Parse(doc)
+		if err == nil && len(got) == 1 && got[0].Bucket == bucket && got[0].Key == key {
+			continue
+		}
+		kept = append(kept, doc)
+	}
+	r.docs = kept
 }
 
 func TestMain(m *testing.M) {
