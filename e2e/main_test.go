@@ -512,6 +512,11 @@ func checkReport(t *testing.T, c *s3.Client, r *job.Record, input []byte) []byte
 func writeScript(t *testing.T, dir, name, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
+	// No fork of this process (tests run in parallel) may copy the write
+	// descriptor: a child holding it would make the script's exec fail
+	// with "text file busy".
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
 	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
 		t.Fatal(err)
 	}

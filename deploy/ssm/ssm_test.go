@@ -15,6 +15,7 @@ import (
 
 	ssmdoc "github.com/conveyorhq/conveyor/deploy/ssm"
 	"github.com/conveyorhq/conveyor/internal/job"
+	"syscall"
 )
 
 // document is the part of an SSM Command document this test reads.
@@ -180,6 +181,10 @@ func prepare(t *testing.T, scriptText string) (dir, scriptPath, ranMarker string
 	stub := filepath.Join(dir, "conveyor-stub")
 	ranMarker = filepath.Join(dir, "stub-ran")
 	stubText := "#!/bin/sh\ntouch '" + ranMarker + "'\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done\n"
+	// No fork may copy the write descriptor while the executables are
+	// written: a child holding it makes exec fail with "text file busy".
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
 	if err := os.WriteFile(stub, []byte(stubText), 0o755); err != nil {
 		t.Fatal(err)
 	}
