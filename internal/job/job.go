@@ -12,17 +12,20 @@ import (
 // State is where a job is in its life.
 type State string
 
-// The states of a job. Succeeded and Dead are terminal.
+// The states of a job. Succeeded, Dead and Superseded are terminal.
 const (
 	Queued    State = "queued"    // record created, waiting for a worker
-	Running   State = "running"   // a worker holds it (see Record.Owner, LeaseUntil)
+	Running   State = "running"   // a worker holds it (see Record.Owner, Token, LeaseUntil)
 	Retrying  State = "retrying"  // an attempt failed; another follows after NextAttemptAt
-	Succeeded State = "succeeded" // outputs uploaded
-	Dead      State = "dead"      // attempts exhausted or a permanent error; log and scratch kept
+	Succeeded State = "succeeded" // outputs published
+	Dead      State = "dead"      // its processing failed: attempts exhausted or a permanent error; log and scratch kept
+	// Superseded: a newer version of the input key exists (or the key was
+	// deleted) and this job had not published. Not a failure, not retried.
+	Superseded State = "superseded"
 )
 
 // States lists every state, in life order.
-var States = []State{Queued, Running, Retrying, Succeeded, Dead}
+var States = []State{Queued, Running, Retrying, Succeeded, Dead, Superseded}
 
 // Valid reports whether s is a known state.
 func (s State) Valid() bool {
@@ -35,7 +38,7 @@ func (s State) Valid() bool {
 }
 
 // Terminal reports whether no more work happens to a job in state s.
-func (s State) Terminal() bool { return s == Succeeded || s == Dead }
+func (s State) Terminal() bool { return s == Succeeded || s == Dead || s == Superseded }
 
 var idPattern = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
@@ -76,6 +79,16 @@ func Revision(versionID, etag string) string {
 		return "v:" + versionID
 	}
 	return "e:" + etag
+}
+
+// InputVersion is the revision of the input the job is about, as output
+// objects name it in their metadata: the version ID, or "etag:<ETag>" in an
+// unversioned bucket.
+func (r *Record) InputVersion() string {
+	if r.VersionID != "" && r.VersionID != "null" {
+		return r.VersionID
+	}
+	return "etag:" + r.ETag
 }
 
 // Output is one file a job produced, as uploaded.
@@ -123,10 +136,18 @@ type Record struct {
 	FinishedAt    *time.Time `json:"finished_at,omitempty"`
 	NextAttemptAt *time.Time `json:"next_attempt_at,omitempty"`
 
-	// Owner is the worker volume holding a running job; LeaseUntil is how
-	// long its claim lasts without a heartbeat.
+	// Owner is the worker holding a running job, "<volume-id>/<process
+	// nonce>"; Token is the claim token of its attempt, which every renewal
+	// and the outcome write must present; LeaseUntil is how long the claim
+	// lasts without a heartbeat.
 	Owner      string     `json:"owner,omitempty"`
+	Token      string     `json:"token,omitempty"`
 	LeaseUntil *time.Time `json:"lease_until,omitempty"`
+	// Handbacks counts attempts a graceful stop of the worker gave back
+	// without counting them.
+	Handbacks int `json:"handbacks,omitempty"`
+	// Reason says why a superseded job ended (the input's current version).
+	Reason string `json:"reason,omitempty"`
 
 	Dispatcher string `json:"dispatcher,omitempty"` // "local" or "ssm"
 	CommandID  string `json:"command_id,omitempty"` // SSM command ID, when dispatched through SSM

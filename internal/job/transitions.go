@@ -3,6 +3,7 @@ package job
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -15,21 +16,44 @@ var ErrFinished = errors.New("job already finished")
 // ErrNotYet is returned by Claim when a retry is not due yet.
 var ErrNotYet = errors.New("retry not due yet")
 
-// Claim makes owner the holder of the job for one attempt, until lease.
-// takeOver allows taking a running job from a holder known to be gone (the
-// worker proved, by locking the job on the same volume, that nobody runs it);
-// without it a running job is only taken once its lease has expired.
-func (r *Record) Claim(owner string, now time.Time, lease time.Duration, takeOver bool) error {
+// CrashCause is the error recorded for an attempt whose worker died with
+// it (kill -9, OOM, a lost machine): it counts as a failed attempt.
+const CrashCause = "worker stopped unexpectedly"
+
+// ErrLost is returned by the holder's transitions when the job is no
+// longer held with the given token (the lease lapsed and another attempt
+// claimed it, or the job ended).
+var ErrLost = errors.New("the attempt no longer holds the job")
+
+// VolumeOf returns the volume part of an owner ("<volume-id>/<nonce>").
+func VolumeOf(owner string) string {
+	v, _, _ := strings.Cut(owner, "/")
+	return v
+}
+
+// Claim makes owner the holder of the job for one attempt, until lease,
+// with token as the proof every later write of this attempt presents.
+// takeOver allows taking a running job whose holder is known to be gone:
+// the caller runs on the holder's volume and holds the job's lock there,
+// which the holder would hold if it were alive. Without it a running job
+// is only taken once its lease has expired. Either way the previous
+// attempt died with its worker and counts as failed.
+func (r *Record) Claim(owner, token string, now time.Time, lease time.Duration, takeOver bool) error {
 	switch r.State {
-	case Succeeded, Dead:
+	case Succeeded, Dead, Superseded:
 		return fmt.Errorf("%w: %s", ErrFinished, r.State)
 	case Running:
 		expired := r.LeaseUntil == nil || now.After(*r.LeaseUntil)
-		if !expired && !(takeOver && r.Owner == owner) {
+		sameVolume := VolumeOf(r.Owner) == VolumeOf(owner)
+		if !expired && !(takeOver && sameVolume) {
 			return fmt.Errorf("%w: %s until %s", ErrBusy, r.Owner, r.LeaseUntil.Format(time.RFC3339))
 		}
-		// The previous attempt died with its worker: it counts as failed.
-		r.closeAttempt(now, nil, "worker stopped during the attempt")
+		cause := CrashCause + " (its lease lapsed)"
+		if !expired {
+			cause = CrashCause + " (found by its volume's job lock)"
+		}
+		r.closeAttempt(now, nil, cause)
+		r.Error = cause
 	case Retrying:
 		if r.NextAttemptAt != nil && now.Before(*r.NextAttemptAt) {
 			return fmt.Errorf("%w: next attempt at %s", ErrNotYet, r.NextAttemptAt.Format(time.RFC3339))
@@ -38,13 +62,14 @@ func (r *Record) Claim(owner string, now time.Time, lease time.Duration, takeOve
 	if r.MaxAttempts > 0 && r.Attempt >= r.MaxAttempts {
 		r.State = Dead
 		r.Error = fmt.Sprintf("gave up after %d attempts: %s", r.Attempt, r.Error)
-		r.FinishedAt = ptr(now.UTC())
-		r.UpdatedAt = now.UTC()
+		r.Owner, r.Token = "", ""
+		r.finish(now)
 		return fmt.Errorf("%w: %s", ErrFinished, r.State)
 	}
 	r.State = Running
 	r.Attempt++
 	r.Owner = owner
+	r.Token = token
 	r.LeaseUntil = ptr(now.Add(lease).UTC())
 	r.StartedAt = ptr(now.UTC())
 	r.FinishedAt = nil
@@ -56,13 +81,60 @@ func (r *Record) Claim(owner string, now time.Time, lease time.Duration, takeOve
 	return nil
 }
 
-// Renew extends the lease of the owner's running attempt.
-func (r *Record) Renew(owner string, now time.Time, lease time.Duration) error {
-	if r.State != Running || r.Owner != owner {
-		return fmt.Errorf("%w: state %s, owner %q", ErrBusy, r.State, r.Owner)
+// Holds reports whether the attempt with token still holds the job.
+func (r *Record) Holds(token string) bool {
+	return r.State == Running && token != "" && r.Token == token
+}
+
+// Renew extends the lease of the attempt holding token.
+func (r *Record) Renew(token string, now time.Time, lease time.Duration) error {
+	if !r.Holds(token) {
+		return fmt.Errorf("%w: state %s, owner %q", ErrLost, r.State, r.Owner)
 	}
 	r.LeaseUntil = ptr(now.Add(lease).UTC())
 	r.UpdatedAt = now.UTC()
+	return nil
+}
+
+// HandBack returns the job held by token to where it was before the
+// attempt (queued, or retrying and due now), without counting the
+// attempt: a graceful stop of the worker is not a failure of the job.
+func (r *Record) HandBack(token string, now time.Time) error {
+	if !r.Holds(token) {
+		return fmt.Errorf("%w: state %s, owner %q", ErrLost, r.State, r.Owner)
+	}
+	if n := len(r.Attempts); n > 0 && r.Attempts[n-1].Number == r.Attempt {
+		r.Attempts = r.Attempts[:n-1]
+	}
+	r.Attempt--
+	r.Handbacks++
+	r.Owner, r.Token, r.LeaseUntil, r.StartedAt = "", "", nil, nil
+	r.State = Queued
+	r.Error, r.ExitCode = "", nil
+	if n := len(r.Attempts); n > 0 {
+		prev := r.Attempts[n-1]
+		r.State = Retrying
+		r.NextAttemptAt = ptr(now.UTC())
+		r.Error, r.ExitCode = prev.Error, prev.ExitCode
+		r.StartedAt = ptr(prev.StartedAt)
+	}
+	r.UpdatedAt = now.UTC()
+	return nil
+}
+
+// Supersede ends a job whose input version is no longer current and that
+// has not published: reason says what replaced it. It is not a failure.
+// Any unfinished job can be superseded; the caller checks that it holds
+// the job when an attempt is running.
+func (r *Record) Supersede(now time.Time, reason string) error {
+	if r.State.Terminal() {
+		return fmt.Errorf("%w: %s", ErrFinished, r.State)
+	}
+	r.closeAttempt(now, nil, "superseded: "+reason)
+	r.State = Superseded
+	r.Reason = reason
+	r.Owner, r.Token = "", ""
+	r.finish(now)
 	return nil
 }
 
@@ -77,6 +149,7 @@ func (r *Record) Succeed(now time.Time, outputs []Output) {
 	zero := 0
 	r.ExitCode = &zero
 	r.Error = ""
+	r.Owner, r.Token = "", ""
 	r.finish(now)
 	r.closeAttempt(now, &zero, "")
 }
@@ -89,21 +162,26 @@ func (r *Record) Fail(now time.Time, exitCode *int, cause string, permanent bool
 	r.closeAttempt(now, exitCode, cause)
 	if permanent || (r.MaxAttempts > 0 && r.Attempt >= r.MaxAttempts) {
 		r.State = Dead
+		r.Owner, r.Token = "", ""
 		r.finish(now)
 		return
 	}
 	r.State = Retrying
 	r.NextAttemptAt = ptr(now.Add(backoff).UTC())
-	r.Owner = ""
+	r.Owner, r.Token = "", ""
 	r.LeaseUntil = nil
 	r.UpdatedAt = now.UTC()
 }
 
 // Retry puts a dead or succeeded job back in the queue with budget more
-// attempts (an operator's decision).
+// attempts (an operator's decision). A superseded job is not retried: its
+// input is no longer current.
 func (r *Record) Retry(now time.Time, budget int) error {
 	if !r.State.Terminal() {
 		return fmt.Errorf("job %s is %s, not finished: nothing to retry", r.ID, r.State)
+	}
+	if r.State == Superseded {
+		return fmt.Errorf("job %s was superseded (%s): a newer version of its input has its own job", r.ID, r.Reason)
 	}
 	r.State = Queued
 	r.MaxAttempts = r.Attempt + max(budget, 1)
@@ -111,6 +189,7 @@ func (r *Record) Retry(now time.Time, budget int) error {
 	r.ExitCode = nil
 	r.FinishedAt = nil
 	r.NextAttemptAt = nil
+	r.Owner, r.Token = "", ""
 	r.UpdatedAt = now.UTC()
 	return nil
 }

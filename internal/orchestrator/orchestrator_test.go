@@ -103,7 +103,7 @@ func TestRepeatedEventMakesOneJob(t *testing.T) {
 		}
 	}
 	// Once a worker has it, a late duplicate changes nothing.
-	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim("vol", time.Now(), time.Minute, false) })
+	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim("vol/p", "tok", time.Now(), time.Minute, false) })
 	before := len(b.disp.Dispatched())
 	res, err := o.HandleEvent(context.Background(), ev)
 	if err != nil || len(res) != 1 || res[0].Outcome != orchestrator.Duplicate {

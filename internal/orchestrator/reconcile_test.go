@@ -28,13 +28,13 @@ func TestReconcilerFindsLostEventsAndUnfinishedJobs(t *testing.T) {
 	done, _ := o.HandleEvent(ctx, put(t, b, "done.txt", "d"))
 	crashed, _ := o.HandleEvent(ctx, put(t, b, "crashed.txt", "c"))
 	live, _ := o.HandleEvent(ctx, put(t, b, "live.txt", "l"))
-	b.store.Update(ctx, live[0].JobID, func(r *job.Record) error { return r.Claim("vol-b", time.Now(), time.Hour, false) })
+	b.store.Update(ctx, live[0].JobID, func(r *job.Record) error { return r.Claim("vol-b/p", "tok", time.Now(), time.Hour, false) })
 	b.store.Update(ctx, done[0].JobID, func(r *job.Record) error {
-		r.Claim("vol", time.Now(), time.Minute, false)
+		r.Claim("vol/p", "tok", time.Now(), time.Minute, false)
 		r.Succeed(time.Now(), nil)
 		return nil
 	})
-	b.store.Update(ctx, crashed[0].JobID, func(r *job.Record) error { return r.Claim("vol", time.Now(), -time.Second, false) })
+	b.store.Update(ctx, crashed[0].JobID, func(r *job.Record) error { return r.Claim("vol/p", "tok", time.Now(), -time.Second, false) })
 	b.disp.Reset()
 
 	r := orchestrator.NewReconciler(o, time.Hour)

@@ -13,6 +13,8 @@ const (
 	DefaultMaxBackoff  = 5 * time.Minute
 	DefaultPartSize    = 16 << 20
 	DefaultConcurrency = 2
+	DefaultStall       = 2 * time.Minute
+	DefaultLogMax      = 8 << 20
 )
 
 // Config configures a Worker.
@@ -30,6 +32,13 @@ type Config struct {
 	PartSize int64
 	// UploadConcurrency is the number of parts in flight per file.
 	UploadConcurrency int
+	// StallTimeout fails a fetch or an upload during which no byte moved
+	// for this long.
+	StallTimeout time.Duration
+	// LogMaxBytes caps what one attempt's processor writes to the job log:
+	// the head and the tail are kept, with a line saying how much was cut.
+	// Negative: no cap.
+	LogMaxBytes int64
 	// RetryInProcess makes Run wait out the backoff and try again itself,
 	// as `conveyor worker run` does; otherwise Run returns a *RetryError and
 	// the caller re-dispatches later.
@@ -53,6 +62,12 @@ func (c Config) WithDefaults() Config {
 	if c.UploadConcurrency == 0 {
 		c.UploadConcurrency = DefaultConcurrency
 	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStall
+	}
+	if c.LogMaxBytes == 0 {
+		c.LogMaxBytes = DefaultLogMax
+	}
 	return c
 }
 
@@ -69,6 +84,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("worker.part_size must be at least 5 MiB (the S3 minimum), got %d", c.PartSize)
 	case c.UploadConcurrency < 1 || c.UploadConcurrency > 64:
 		return fmt.Errorf("worker.upload_concurrency must be between 1 and 64, got %d", c.UploadConcurrency)
+	case c.StallTimeout < 100*time.Millisecond:
+		return fmt.Errorf("worker.stall_timeout must be at least 100ms, got %s", c.StallTimeout)
+	case c.LogMaxBytes > 0 && c.LogMaxBytes < 4096:
+		return fmt.Errorf("worker.log_max_bytes must be at least 4096 (or negative for no cap), got %d", c.LogMaxBytes)
 	}
 	return nil
 }

@@ -2,13 +2,14 @@ package worker
 
 import (
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -22,8 +23,14 @@ import (
 // ErrDead is returned by Run for a job that is dead (now or before).
 var ErrDead = errors.New("job is dead")
 
-// ErrBusy is returned by Run when another worker holds the job.
+// ErrBusy is returned by Run when another worker holds the job, or when
+// this attempt lost its hold (its lease lapsed) and stopped.
 var ErrBusy = errors.New("job is running elsewhere")
+
+// ErrSuperseded is returned by Run for a job whose input version is no
+// longer the current one (now or before): it ended without publishing,
+// which is not a failure.
+var ErrSuperseded = errors.New("job superseded by a newer version of its input")
 
 // RetryError is returned by Run when the attempt failed and another is due
 // after After (only without Config.RetryInProcess).
@@ -44,6 +51,7 @@ type Worker struct {
 	store *jobstore.Store
 	vol   *volume.Volume
 	proc  processor.Processor
+	owner string // the volume plus this process: "<volume-id>/<nonce>"
 	now   func() time.Time
 	// Logf receives one line per attempt outcome; nil is silent.
 	Logf func(format string, args ...any)
@@ -59,14 +67,19 @@ func New(cfg Config, client *s3.Client, store *jobstore.Store, vol *volume.Volum
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, s3: client, store: store, vol: vol, proc: proc, now: time.Now}, nil
+	return &Worker{cfg: cfg, s3: client, store: store, vol: vol, proc: proc, owner: vol.ID() + "/" + newToken()[:12], now: time.Now}, nil
 }
 
+// Owner is the identity this worker claims jobs under.
+func (w *Worker) Owner() string { return w.owner }
+
 // Run does the job end to end. It returns nil when the job succeeded (now
-// or earlier: a finished job is a no-op), ErrDead when it is dead, ErrBusy
-// when another worker holds it, a *RetryError when an attempt failed and
-// the caller should dispatch it again later, or the context's error when
-// ctx ended mid-attempt (the record stays running and is taken over later).
+// or earlier: a finished job is a no-op), ErrDead when it is dead,
+// ErrSuperseded when a newer version of its input replaced it, ErrBusy
+// when another worker holds it or this attempt lost its lease, a
+// *RetryError when an attempt failed and the caller should dispatch it
+// again later, or the context's error when ctx ended mid-attempt: the
+// attempt is then handed back uncounted (a graceful stop is not a failure).
 func (w *Worker) Run(ctx context.Context, id string) error {
 	if err := job.CheckID(id); err != nil {
 		return err
@@ -80,7 +93,7 @@ func (w *Worker) Run(ctx context.Context, id string) error {
 	}
 	defer lock.Unlock()
 	for {
-		err := w.runOnce(ctx, id)
+		err := w.runOnce(ctx, id, lock)
 		var re *RetryError
 		if !w.cfg.RetryInProcess || !errors.As(err, &re) {
 			return err
@@ -106,16 +119,23 @@ func (w *Worker) logf(format string, args ...any) {
 	}
 }
 
+// newToken returns a fresh claim token.
+func newToken() string {
+	var b [12]byte
+	crand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // runOnce claims the job and runs one attempt. The caller holds the job's
 // volume lock, which proves that no other process on this volume runs it:
 // a record still "running" under this volume's name is a crashed attempt
 // and is taken over.
-func (w *Worker) runOnce(ctx context.Context, id string) error {
-	owner := w.vol.ID()
+func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) error {
+	token := newToken()
 	var claimErr error
 	rec, err := w.store.Update(ctx, id, func(r *job.Record) error {
 		before := r.State
-		claimErr = r.Claim(owner, w.now(), w.cfg.Lease, true)
+		claimErr = r.Claim(w.owner, token, w.now(), w.cfg.Lease, true)
 		if claimErr != nil && r.State == before {
 			return jobstore.ErrStop
 		}
@@ -130,8 +150,11 @@ func (w *Worker) runOnce(ctx context.Context, id string) error {
 	switch {
 	case claimErr == nil:
 	case errors.Is(claimErr, job.ErrFinished):
-		if rec.State == job.Succeeded {
+		switch rec.State {
+		case job.Succeeded:
 			return nil
+		case job.Superseded:
+			return fmt.Errorf("%w: %s", ErrSuperseded, rec.Reason)
 		}
 		return fmt.Errorf("%w: %s", ErrDead, rec.Error)
 	case errors.Is(claimErr, job.ErrNotYet):
@@ -142,52 +165,51 @@ func (w *Worker) runOnce(ctx context.Context, id string) error {
 		return claimErr
 	}
 
-	attemptCtx, cancel := context.WithCancel(ctx)
+	attemptCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	lease := w.startLease(attemptCtx, cancel, rec)
+	res, runErr := w.attempt(attemptCtx, rec, lease, lock)
+	cancel(nil)
+	lease.wait()
+
+	switch {
+	case ctx.Err() != nil:
+		// A graceful stop: give the attempt back uncounted.
+		return w.handBack(rec, token, ctx.Err())
+	case lease.lost():
+		w.logf("job %s: attempt %d stopped: %v; it published nothing", id, rec.Attempt, lease.cause())
+		return fmt.Errorf("%w: %v", ErrBusy, lease.cause())
+	}
+	return w.record(ctx, rec, token, res, runErr)
+}
+
+// handBack returns a job interrupted by a graceful stop to where it was
+// before the attempt. It runs on a context of its own: the caller's has
+// ended. If it cannot write, the job stays running and is taken over (as
+// a crash) later.
+func (w *Worker) handBack(rec *job.Record, token string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), handBackTimeout)
 	defer cancel()
-	hbDone := make(chan struct{})
-	go func() { defer close(hbDone); w.heartbeat(attemptCtx, cancel, id, owner) }()
-	res, runErr := w.attempt(attemptCtx, rec)
-	cancel()
-	<-hbDone
-
-	if ctx.Err() != nil {
-		// Shutting down: the record stays "running" and the next start
-		// takes it over. Recording a failure here would burn an attempt.
-		return ctx.Err()
+	got, err := w.store.Update(ctx, rec.ID, func(r *job.Record) error { return r.HandBack(token, w.now()) })
+	if err != nil {
+		w.logf("job %s: could not hand back the interrupted attempt (%v); it will be taken over", rec.ID, err)
+		return cause
 	}
-	return w.record(ctx, rec, res, runErr)
+	w.changed(got)
+	w.logf("job %s: stopped; attempt handed back, not counted", rec.ID)
+	return cause
 }
 
-// heartbeat renews the lease until ctx ends; if the job was taken from us
-// (our lease lapsed and another worker claimed it), it cancels the attempt.
-func (w *Worker) heartbeat(ctx context.Context, cancel context.CancelFunc, id, owner string) {
-	t := time.NewTicker(w.cfg.Lease / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		rec, err := w.store.Update(ctx, id, func(r *job.Record) error { return r.Renew(owner, w.now(), w.cfg.Lease) })
-		if err == nil {
-			w.changed(rec)
-		}
-		if errors.Is(err, job.ErrBusy) {
-			w.logf("job %s: lost its claim, stopping the attempt", id)
-			cancel()
-			return
-		}
-	}
-}
+// handBackTimeout bounds the record write of a graceful stop.
+const handBackTimeout = 5 * time.Second
 
-// record writes the attempt's outcome, if we still hold the job.
-func (w *Worker) record(ctx context.Context, claimed *job.Record, res attemptResult, runErr error) error {
+// record writes the attempt's outcome, if the attempt still holds the job.
+func (w *Worker) record(ctx context.Context, claimed *job.Record, token string, res attemptResult, runErr error) error {
 	now := w.now()
-	owner := w.vol.ID()
 	var after time.Duration
+	var sup *supersededError
 	rec, err := w.store.Update(ctx, claimed.ID, func(r *job.Record) error {
-		if r.State != job.Running || r.Owner != owner || r.Attempt != claimed.Attempt {
+		if !r.Holds(token) {
 			return fmt.Errorf("%w: the claim was lost during the attempt", ErrBusy)
 		}
 		r.Log = res.log
@@ -201,13 +223,16 @@ func (w *Worker) record(ctx context.Context, claimed *job.Record, res attemptRes
 			// backoff, not queueing.
 			r.Timings.QueuedMS = r.Attempts[0].StartedAt.Sub(r.CreatedAt).Milliseconds()
 		}
-		if runErr == nil {
+		switch {
+		case runErr == nil:
 			r.Succeed(now, res.outputs)
-			return nil
+		case errors.As(runErr, &sup):
+			return r.Supersede(now, sup.reason)
+		default:
+			exit, permanent := classify(runErr)
+			after = w.cfg.backoff(r.Attempt, rand.Float64())
+			r.Fail(now, exit, runErr.Error(), permanent, after)
 		}
-		exit, permanent := classify(runErr)
-		after = w.cfg.backoff(r.Attempt, rand.Float64())
-		r.Fail(now, exit, runErr.Error(), permanent, after)
 		return nil
 	})
 	if err != nil {
@@ -221,8 +246,17 @@ func (w *Worker) record(ctx context.Context, claimed *job.Record, res attemptRes
 			w.logf("job %s: clean scratch: %v", rec.ID, err)
 		}
 		return nil
+	case job.Superseded:
+		w.logf("job %s: superseded (%s)", rec.ID, rec.Reason)
+		os.RemoveAll(res.workDir)
+		return fmt.Errorf("%w: %s", ErrSuperseded, rec.Reason)
 	case job.Dead:
 		w.logf("job %s: dead after %d attempt(s): %s (log %s, scratch kept in %s)", rec.ID, rec.Attempt, rec.Error, rec.Log, res.workDir)
+		// What sits in the output bucket describes what sits in the input
+		// bucket: an older version's outputs go, if this is the current one.
+		if err := w.clearStale(ctx, rec, nil); err != nil {
+			w.logf("job %s: remove outputs of older versions: %v", rec.ID, err)
+		}
 		return fmt.Errorf("%w: %s", ErrDead, rec.Error)
 	default:
 		w.logf("job %s: attempt %d failed: %s", rec.ID, rec.Attempt, rec.Error)
@@ -238,7 +272,7 @@ func classify(err error) (exit *int, permanent bool) {
 		c := ee.Code
 		return &c, false
 	}
-	return nil, errors.Is(err, processor.ErrNotFound) || errors.Is(err, errInputChanged)
+	return nil, errors.Is(err, processor.ErrNotFound) || errors.Is(err, job.ErrOutputName) || errors.Is(err, errStoreConflict)
 }
 
 // Retry puts a finished job back in the queue with budget more attempts.
@@ -259,20 +293,6 @@ func safeExt(key string) string {
 		}
 	}
 	return ext
-}
-
-// maxKey is the longest S3 object key.
-const maxKey = 1024
-
-// OutputKey is where an output file of the job goes in the output bucket:
-// <input key>/<file>, or _long/<job id>/<file> when that would exceed
-// S3's 1,024-byte key limit.
-func OutputKey(rec *job.Record, rel string) string {
-	k := rec.Key + "/" + rel
-	if len(k) <= maxKey {
-		return k
-	}
-	return "_long/" + rec.ID + "/" + rel
 }
 
 // copyCtx copies like io.Copy but stops when ctx ends.

@@ -121,7 +121,7 @@ func TestRunSucceeds(t *testing.T) {
 	if got.State != job.Succeeded || got.Attempt != 1 || got.Size != int64(len(body)) || got.InputSHA256 != sum(body) {
 		t.Fatalf("record: %+v", got)
 	}
-	want := map[string][]byte{"dir/my file+1.txt/copy.bin": body, "dir/my file+1.txt/sub/upper.txt": bytes.ToUpper(body)}
+	want := map[string][]byte{"dir/my file+1.txt/copy.bin": body, "dir/my file+1.txt/sub%2Fupper.txt": bytes.ToUpper(body)}
 	if len(got.Outputs) != len(want) {
 		t.Fatalf("outputs %+v", got.Outputs)
 	}
@@ -220,16 +220,27 @@ func TestPermanentErrorsAreNotRetried(t *testing.T) {
 		t.Fatalf("missing processor: %v", err)
 	}
 
-	// Input overwritten since the job was created: its new content has its own job.
-	b.proc.RunFn = copyInput
-	rec = newJob(t, b, "changed.txt", []byte("v1"), 5)
+}
+
+// TestOverwrittenInputIsSupersededNotDead: a job whose input was replaced
+// before it ran ends superseded, without running the processor.
+func TestOverwrittenInputIsSupersededNotDead(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, worker.Config{})
+	rec := newJob(t, b, "changed.txt", []byte("v1"), 5)
 	b.srv.Client.PutObject(context.Background(), &s3.PutObjectInput{Bucket: &b.input, Key: aws.String("changed.txt"), Body: strings.NewReader("v2")})
-	if err := w.Run(context.Background(), rec.ID); !errors.Is(err, worker.ErrDead) {
+	if err := w.Run(context.Background(), rec.ID); !errors.Is(err, worker.ErrSuperseded) {
 		t.Fatalf("changed input: %v", err)
 	}
 	got, _, _ := b.store.Get(context.Background(), rec.ID)
-	if got.Attempt != 1 || !strings.Contains(got.Error, "changed") {
-		t.Fatalf("record: %+v", got)
+	if got.State != job.Superseded || got.Attempt != 1 || got.Reason == "" || got.Error != "" || b.proc.runs.Load() != 0 {
+		t.Fatalf("record: %+v, %d processor runs", got, b.proc.runs.Load())
+	}
+	// Deleted input: superseded too.
+	rec = newJob(t, b, "deleted.txt", []byte("v1"), 5)
+	b.srv.Client.DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: &b.input, Key: aws.String("deleted.txt")})
+	if err := w.Run(context.Background(), rec.ID); !errors.Is(err, worker.ErrSuperseded) {
+		t.Fatalf("deleted input: %v", err)
 	}
 }
 
@@ -238,12 +249,12 @@ func TestCrashedAttemptIsTakenOverOnTheSameVolume(t *testing.T) {
 	w, b := setup(t, worker.Config{})
 	rec := newJob(t, b, "x.txt", []byte("x"), 3)
 	// A previous process on this volume claimed it and died (its lock died with it).
-	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim(b.vol.ID(), time.Now(), time.Hour, false) })
+	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim(b.vol.ID()+"/a-dead-process", "old-token", time.Now(), time.Hour, false) })
 	if err := w.Run(context.Background(), rec.ID); err != nil {
 		t.Fatal(err)
 	}
 	got, _, _ := b.store.Get(context.Background(), rec.ID)
-	if got.State != job.Succeeded || got.Attempt != 2 || got.Attempts[0].Error == "" {
+	if got.State != job.Succeeded || got.Attempt != 2 || !strings.HasPrefix(got.Attempts[0].Error, job.CrashCause) {
 		t.Fatalf("record: %+v", got)
 	}
 }
@@ -252,7 +263,7 @@ func TestLiveWorkerElsewhereIsNotDisturbed(t *testing.T) {
 	t.Parallel()
 	w, b := setup(t, worker.Config{})
 	rec := newJob(t, b, "x.txt", []byte("x"), 3)
-	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim("vol-elsewhere", time.Now(), time.Hour, false) })
+	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim("vol-elsewhere/p1", "their-token", time.Now(), time.Hour, false) })
 	if err := w.Run(context.Background(), rec.ID); !errors.Is(err, worker.ErrBusy) {
 		t.Fatalf("run while another worker holds it: %v", err)
 	}
@@ -289,34 +300,34 @@ func TestSymlinksAreNotPublished(t *testing.T) {
 	}
 }
 
-func TestInterruptedAttemptStaysRunning(t *testing.T) {
+// TestGracefulStopHandsTheAttemptBack: a stop mid-attempt gives the job
+// back as it was before the attempt, so restarts never make it dead.
+func TestGracefulStopHandsTheAttemptBack(t *testing.T) {
 	t.Parallel()
 	w, b := setup(t, worker.Config{})
-	ctx, cancel := context.WithCancel(context.Background())
-	b.proc.RunFn = func(ctx context.Context, _ processor.Env, _ io.Writer) error {
-		cancel() // shutdown arrives mid-attempt
-		<-ctx.Done()
-		return ctx.Err()
+	rec := newJob(t, b, "x.txt", []byte("x"), 2)
+	for i := 0; i < 3; i++ { // more stops than attempts allowed
+		ctx, cancel := context.WithCancel(context.Background())
+		b.proc.RunFn = func(ctx context.Context, _ processor.Env, _ io.Writer) error {
+			cancel() // shutdown arrives mid-attempt
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		if err := w.Run(ctx, rec.ID); !errors.Is(err, context.Canceled) {
+			t.Fatalf("interrupted run: %v", err)
+		}
+		got, _, _ := b.store.Get(context.Background(), rec.ID)
+		if got.State != job.Queued || got.Attempt != 0 || len(got.Attempts) != 0 || got.Handbacks != i+1 {
+			t.Fatalf("after stop %d: %+v", i+1, got)
+		}
 	}
-	rec := newJob(t, b, "x.txt", []byte("x"), 3)
-	if err := w.Run(ctx, rec.ID); !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted run: %v", err)
+	b.proc.RunFn = copyInput
+	if err := w.Run(context.Background(), rec.ID); err != nil {
+		t.Fatal(err)
 	}
 	got, _, _ := b.store.Get(context.Background(), rec.ID)
-	if got.State != job.Running || got.Attempt != 1 {
-		t.Fatalf("an interrupted attempt must stay running for take-over, not burn an attempt: %+v", got)
-	}
-}
-
-func TestOutputKeyRespectsTheS3Limit(t *testing.T) {
-	t.Parallel()
-	rec := &job.Record{ID: strings.Repeat("a", 32), Key: strings.Repeat("k", 1015)}
-	if k := worker.OutputKey(rec, "report.json"); k != "_long/"+rec.ID+"/report.json" {
-		t.Errorf("long key: %q", k)
-	}
-	rec.Key = "short"
-	if k := worker.OutputKey(rec, "a/b.txt"); k != "short/a/b.txt" {
-		t.Errorf("short key: %q", k)
+	if got.State != job.Succeeded || got.Attempt != 1 {
+		t.Fatalf("after the stops: %+v", got)
 	}
 }
 

@@ -1,0 +1,342 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
+	"github.com/conveyorhq/conveyor/internal/job"
+)
+
+// Publishing keeps one rule: only the attempt that holds the job, for the
+// input version that is current, writes the outputs of a key; an attempt
+// that cannot prove both publishes nothing, and an older version's write
+// can never replace a newer one's.
+//
+// Each output object is written with a conditional PUT against the ETag
+// it had (If-Match) or its absence (If-None-Match: *), as listed *before*
+// the input's current version was checked. A newer version's job can only
+// have written that object after its version was uploaded, so after the
+// check that found this version current; its write changed the ETag, and
+// the older write fails with 412 instead of replacing it. Stale outputs are
+// removed the same way (list, check current, conditional DELETE), and a
+// version found no longer current after its writes takes back what it
+// wrote, so nothing older stays once the newest version has published.
+
+// Metadata keys every output object carries.
+const (
+	MetaJob          = "conveyor-job"           // the job that wrote it
+	MetaInputVersion = "conveyor-input-version" // the input version it describes (job.Record.InputVersion)
+	MetaSHA256       = "sha256"
+)
+
+// publishTries bounds the conditional writes of one output that keep
+// meeting another writer's object while this version stays current.
+const publishTries = 4
+
+// supersededError ends an attempt whose input version is no longer current.
+type supersededError struct{ reason string }
+
+func (e *supersededError) Error() string { return "superseded: " + e.reason }
+
+// errStoreConflict is a path the object store cannot hold although S3
+// could (the embedded server keeps keys as file paths): permanent.
+var errStoreConflict = errors.New("the object store cannot hold this output path")
+
+// outputFile is one file the processor left, opened without following
+// symbolic links.
+type outputFile struct {
+	rel  string
+	path string
+	size int64
+}
+
+// collectOutputs lists the regular files under dir. Symbolic links,
+// devices, FIFOs and sockets are skipped with a note in the log: a
+// processor must not publish anything outside its output directory.
+func collectOutputs(dir string, logf io.Writer) ([]outputFile, error) {
+	var files []outputFile
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if !d.Type().IsRegular() {
+			fmt.Fprintf(logf, "=== conveyor: skipped %s: not a regular file\n", printable(rel))
+			return nil
+		}
+		files = append(files, outputFile{rel: filepath.ToSlash(rel), path: path})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list outputs: %w", err)
+	}
+	return files, nil
+}
+
+// openOutput opens an output file for reading without following a
+// symbolic link (one swapped in after the listing) and checks that it is
+// still a regular file.
+func openOutput(path string) (*os.File, int64, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open output: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, 0, fmt.Errorf("output %s is not a regular file", printable(filepath.Base(path)))
+	}
+	return f, fi.Size(), nil
+}
+
+// checkCurrent returns a *supersededError when rec's input version is no
+// longer the key's current version (or the key was deleted).
+func (w *Worker) checkCurrent(ctx context.Context, rec *job.Record) error {
+	head, err := w.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &rec.Bucket, Key: &rec.Key})
+	if isCode(err, "NotFound", "NoSuchKey", "MethodNotAllowed") {
+		return &supersededError{reason: "the input was deleted"}
+	}
+	if err != nil {
+		return fmt.Errorf("check the input's current version: %w", err)
+	}
+	version := aws.ToString(head.VersionId)
+	etag := strings.Trim(aws.ToString(head.ETag), `"`)
+	versioned := rec.VersionID != "" && rec.VersionID != "null"
+	switch {
+	case versioned && version == rec.VersionID:
+		return nil
+	case !versioned && (version == "" || version == "null") && etag == rec.ETag:
+		return nil
+	case version != "" && version != "null":
+		return &supersededError{reason: "version " + version + " of the input is current"}
+	default:
+		return &supersededError{reason: "the input was overwritten (ETag " + etag + ")"}
+	}
+}
+
+// outputs lists the current output objects of rec's key: key -> ETag.
+func (w *Worker) outputs(ctx context.Context, rec *job.Record) (map[string]string, error) {
+	prefix := job.OutputPrefix(rec.Key)
+	found := map[string]string{}
+	p := s3.NewListObjectsV2Paginator(w.s3, &s3.ListObjectsV2Input{Bucket: &w.cfg.OutputBucket, Prefix: &prefix, Delimiter: aws.String("/")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if isCode(err, "NoSuchKey") {
+			break // the embedded server: the "directory" does not exist
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list outputs of %s: %w", printable(rec.Key), err)
+		}
+		for _, o := range page.Contents {
+			if _, ok := job.OutputRel(rec.Key, aws.ToString(o.Key)); ok {
+				found[aws.ToString(o.Key)] = aws.ToString(o.ETag)
+			}
+		}
+	}
+	return found, nil
+}
+
+// publish writes files as the outputs of rec, fenced as described at the
+// top of this file.
+func (w *Worker) publish(ctx context.Context, rec *job.Record, l *lease, files []outputFile, logf io.Writer) ([]job.Output, error) {
+	if err := l.held(); err != nil {
+		return nil, err
+	}
+	if _, err := w.store.Update(ctx, rec.ID, func(r *job.Record) error { return r.Renew(l.token, w.now(), w.cfg.Lease) }); err != nil {
+		return nil, fmt.Errorf("%w: before publishing: %v", errLeaseLost, err)
+	}
+	existing, err := w.outputs(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.checkCurrent(ctx, rec); err != nil {
+		return nil, err
+	}
+	written := map[string]string{} // output key -> the ETag we wrote
+	var outs []job.Output
+	for _, f := range files {
+		key, err := job.OutputKey(rec.Key, f.rel)
+		if err != nil {
+			return nil, w.rollback(rec, written, err)
+		}
+		if err := l.held(); err != nil {
+			return nil, w.rollback(rec, written, err)
+		}
+		o, etag, err := w.putOutput(ctx, rec, key, f, existing[key])
+		for try := 1; isPrecondition(err) && try < publishTries; try++ {
+			// Someone wrote this output since the listing. If our version
+			// is no longer current, it was the newer version: stand back.
+			if cerr := w.checkCurrent(ctx, rec); cerr != nil {
+				return nil, w.rollback(rec, written, cerr)
+			}
+			// Still current: an older version's attempt that checked
+			// before ours was uploaded. Replace what it wrote.
+			head, herr := w.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &w.cfg.OutputBucket, Key: &key})
+			cur := ""
+			if herr == nil {
+				cur = aws.ToString(head.ETag)
+			} else if !isCode(herr, "NotFound", "NoSuchKey") {
+				return nil, w.rollback(rec, written, herr)
+			}
+			o, etag, err = w.putOutput(ctx, rec, key, f, cur)
+		}
+		if err != nil {
+			return nil, w.rollback(rec, written, err)
+		}
+		written[key] = etag
+		outs = append(outs, o)
+		fmt.Fprintf(logf, "=== conveyor: uploaded s3://%s/%s (%d bytes)\n", w.cfg.OutputBucket, printable(o.Key), o.Size)
+	}
+	// Still the current version and still ours once everything is written?
+	// If not, a newer version may have cleaned up before our last write:
+	// take back what we wrote, so nothing older stays.
+	if err := l.held(); err != nil {
+		return nil, w.rollback(rec, written, err)
+	}
+	if err := w.checkCurrent(ctx, rec); err != nil {
+		return nil, w.rollback(rec, written, err)
+	}
+	if err := w.clearStale(ctx, rec, written); err != nil {
+		fmt.Fprintf(logf, "=== conveyor: remove outputs of older versions: %v\n", err)
+	}
+	return outs, nil
+}
+
+// putOutput uploads one output with a condition on what is there now:
+// If-Match etag, or If-None-Match * when etag is empty.
+func (w *Worker) putOutput(ctx context.Context, rec *job.Record, key string, file outputFile, etag string) (job.Output, string, error) {
+	f, size, err := openOutput(file.path)
+	if err != nil {
+		return job.Output{}, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return job.Output{}, "", err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return job.Output{}, "", err
+	}
+	o := job.Output{Key: key, Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
+	in := &s3.PutObjectInput{
+		Bucket:        &w.cfg.OutputBucket,
+		Key:           &o.Key,
+		ContentLength: aws.Int64(size),
+		Metadata:      map[string]string{MetaJob: rec.ID, MetaInputVersion: rec.InputVersion(), MetaSHA256: o.SHA256},
+	}
+	if etag != "" {
+		in.IfMatch = aws.String(etag)
+	} else {
+		in.IfNoneMatch = aws.String("*")
+	}
+	ctx, wd, done := newWatchdog(ctx, w.cfg.StallTimeout)
+	defer done()
+	in.Body = fileBody{f: f, wd: wd}
+	// The uploader reads an *os.File's parts in place instead of buffering
+	// them, so memory stays flat for any size. It does not carry the
+	// condition to CompleteMultipartUpload itself: conditional does.
+	up := manager.NewUploader(conditional{Client: w.s3, ifMatch: in.IfMatch, ifNoneMatch: in.IfNoneMatch}, func(u *manager.Uploader) {
+		u.PartSize = w.cfg.PartSize
+		u.Concurrency = w.cfg.UploadConcurrency
+	})
+	out, err := up.Upload(ctx, in)
+	if err != nil {
+		if isCode(err, "ObjectParentIsFile", "ExistingObjectIsDirectory") {
+			return o, "", fmt.Errorf("%w: s3://%s/%s conflicts with another output on the embedded server, which keeps keys as file paths (an object cannot also be a folder); give the input or the output another name",
+				errStoreConflict, w.cfg.OutputBucket, printable(o.Key))
+		}
+		return o, "", fmt.Errorf("put s3://%s/%s: %w", w.cfg.OutputBucket, printable(o.Key), transferErr(ctx, err))
+	}
+	return o, aws.ToString(out.ETag), nil
+}
+
+// conditional passes the upload's condition on to CompleteMultipartUpload,
+// where a multipart upload replaces the object.
+type conditional struct {
+	*s3.Client
+	ifMatch, ifNoneMatch *string
+}
+
+func (c conditional) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	in.IfMatch, in.IfNoneMatch = c.ifMatch, c.ifNoneMatch
+	return c.Client.CompleteMultipartUpload(ctx, in, opts...)
+}
+
+// clearStale removes the outputs of rec's key that are not in keep (key ->
+// ETag written), if rec's version is current: list, check, then delete
+// each on the ETag listed, so an output a newer version wrote meanwhile is
+// never removed.
+func (w *Worker) clearStale(ctx context.Context, rec *job.Record, keep map[string]string) error {
+	found, err := w.outputs(ctx, rec)
+	if err != nil {
+		return err
+	}
+	var stale []string
+	for k := range found {
+		if _, ok := keep[k]; !ok {
+			stale = append(stale, k)
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	if err := w.checkCurrent(ctx, rec); err != nil {
+		return nil // a newer version owns the key's outputs now
+	}
+	var errs []error
+	for _, k := range stale {
+		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(found[k])})
+		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
+			errs = append(errs, fmt.Errorf("delete s3://%s/%s: %w", w.cfg.OutputBucket, printable(k), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// rollback deletes what this attempt wrote, where it is still what it
+// wrote, and returns cause.
+func (w *Worker) rollback(rec *job.Record, written map[string]string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), handBackTimeout)
+	defer cancel()
+	for k, etag := range written {
+		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
+		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
+			w.logf("job %s: take back s3://%s/%s: %v", rec.ID, w.cfg.OutputBucket, printable(k), err)
+		}
+	}
+	return cause
+}
+
+func isPrecondition(err error) bool {
+	return isCode(err, "PreconditionFailed", "ConditionalRequestConflict")
+}
+
+func isCode(err error, codes ...string) bool {
+	var ae smithy.APIError
+	if err == nil || !errors.As(err, &ae) {
+		return false
+	}
+	for _, c := range codes {
+		if ae.ErrorCode() == c {
+			return true
+		}
+	}
+	return false
+}
