@@ -2,18 +2,20 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/spf13/cobra"
 
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/s3event"
 )
 
 type getOptions struct {
@@ -44,35 +46,54 @@ func runGet(ctx context.Context, o *getOptions, arg string) error {
 		return err
 	}
 	if rec.State != job.Succeeded {
-		return fmt.Errorf("job %s is %s, it has no results yet; see 'conveyor logs %s'", rec.ID, rec.State, rec.ID)
+		return fmt.Errorf("job %s is %s, it has no results; see 'conveyor logs %s'", rec.ID, rec.State, rec.ID)
 	}
-	down := manager.NewDownloader(cn.S3)
 	for _, out := range rec.Outputs {
-		rel := strings.TrimPrefix(out.Key, rec.Key+"/")
-		if rel == out.Key { // a long key's outputs live under _long/<id>/
-			rel = strings.TrimPrefix(out.Key, "_long/"+rec.ID+"/")
+		rel, ok := job.OutputRel(rec.Key, out.Key)
+		if !ok { // a record from before the escaped layout
+			rel = strings.TrimPrefix(strings.TrimPrefix(out.Key, rec.Key+"/"), "_long/"+rec.ID+"/")
 		}
 		dst, err := safeJoin(o.to, rel)
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		f, err := os.Create(dst)
+		n, err := download(ctx, cn.S3, c.Buckets.Output, out.Key, rec, dst)
 		if err != nil {
 			return err
-		}
-		n, err := down.Download(ctx, f, &s3.GetObjectInput{Bucket: &c.Buckets.Output, Key: aws.String(out.Key)})
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("download s3://%s/%s: %w", c.Buckets.Output, out.Key, err)
 		}
 		fmt.Fprintf(o.Out, "%s (%d bytes)\n", dst, n)
 	}
 	return nil
+}
+
+// download writes s3://bucket/key to dst, after checking that the object
+// is the output of rec (its metadata names the job and input version): an
+// output replaced by a newer version's job is refused, not passed off as
+// this job's.
+func download(ctx context.Context, client *s3.Client, bucket, key string, rec *job.Record, dst string) (int64, error) {
+	obj, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		return 0, fmt.Errorf("download s3://%s/%s: %w", bucket, key, err)
+	}
+	defer obj.Body.Close()
+	if err := rec.CheckOutput("s3://"+bucket+"/"+key, obj.Metadata); err != nil {
+		return 0, err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return 0, err
+	}
+	f, err := os.Create(dst)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, obj.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return n, fmt.Errorf("download s3://%s/%s: %w", bucket, key, err)
+	}
+	return n, nil
 }
 
 // safeJoin joins a relative output path under dir, refusing anything that
@@ -126,19 +147,16 @@ func findJob(ctx context.Context, cn *conn, arg string) (*job.Record, error) {
 	case len(match) > 1:
 		return nil, usageErrorf("job ID prefix %q matches %d jobs; give more characters", arg, len(match))
 	}
-	// An input key: the newest job for it.
-	recs, err := cn.Store.List(ctx)
+	// An input key: the job of its current version, found from the
+	// version itself (one HEAD), not by reading every record.
+	head, err := cn.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &cn.cfg.Buckets.Input, Key: &arg})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: no job has ID %q, and s3://%s/%s cannot be read (%v); list the jobs with 'conveyor jobs'", jobstore.ErrNotFound, arg, cn.cfg.Buckets.Input, arg, err)
 	}
-	var best *job.Record
-	for _, r := range recs {
-		if r.Key == arg && (best == nil || r.CreatedAt.After(best.CreatedAt)) {
-			best = r
-		}
+	id := job.ID(cn.cfg.Buckets.Input, arg, job.Revision(aws.ToString(head.VersionId), s3event.TrimETag(aws.ToString(head.ETag))))
+	rec, _, err := cn.Store.Get(ctx, id)
+	if errors.Is(err, jobstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: the current version of %q has no job yet (filtered out, or its event is still on its way); 'conveyor jobs' lists the jobs", jobstore.ErrNotFound, arg)
 	}
-	if best == nil {
-		return nil, fmt.Errorf("%w: no job has ID or input key %q; list them with 'conveyor jobs'", jobstore.ErrNotFound, arg)
-	}
-	return best, nil
+	return rec, err
 }

@@ -122,6 +122,10 @@ func putAndWait(ctx context.Context, cn *conn, out, errw io.Writer, items []uplo
 			fmt.Fprintf(out, "%s: dead after %d attempt(s): %s\n  log: conveyor logs %s\n", items[i].key, rec.Attempt, rec.Error, id)
 			continue
 		}
+		if rec.State == job.Superseded {
+			fmt.Fprintf(out, "%s: superseded (%s): a newer upload of the key has its own job\n", items[i].key, rec.Reason)
+			continue
+		}
 		fmt.Fprintf(out, "%s: %s in %s\n", items[i].key, rec.State, time.Duration(rec.Timings.TotalMS)*time.Millisecond)
 		for _, o := range rec.Outputs {
 			fmt.Fprintf(out, "  s3://%s/%s  (%d bytes)\n", cn.cfg.Buckets.Output, o.Key, o.Size)

@@ -104,6 +104,11 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		}
 		return nil
 	}
+	if errors.Is(err, worker.ErrSuperseded) {
+		// Not a failure: a newer version of the input has its own job.
+		fmt.Fprintf(o.Out, "job %s superseded: %v\n", o.jobID, err)
+		return nil
+	}
 	if errors.Is(err, worker.ErrDead) {
 		return fmt.Errorf("job %s: %w; see its log on the volume: %s", o.jobID, err, mustLog(vol, o.jobID))
 	}

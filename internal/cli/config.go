@@ -60,6 +60,13 @@ type FileConfig struct {
 		Interval time.Duration `yaml:"interval" env:"CONVEYOR_RECONCILE_INTERVAL"`
 	} `yaml:"reconcile"`
 
+	// Worker tunes how one attempt runs (see worker.Config).
+	Worker struct {
+		Lease        time.Duration `yaml:"lease" env:"CONVEYOR_WORKER_LEASE"`
+		StallTimeout time.Duration `yaml:"stall_timeout" env:"CONVEYOR_WORKER_STALL_TIMEOUT"`
+		LogMaxBytes  int64         `yaml:"log_max_bytes" env:"CONVEYOR_WORKER_LOG_MAX_BYTES"`
+	} `yaml:"worker"`
+
 	// Snapshot configures volume snapshots (see `conveyor snapshot --help`).
 	// The schedule is off unless every or daily is set.
 	Snapshot struct {
@@ -240,6 +247,16 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_RETRY_BACKOFF", dur("CONVEYOR_RETRY_BACKOFF", &c.Retry.Backoff)},
 		{"CONVEYOR_RETRY_MAX_BACKOFF", dur("CONVEYOR_RETRY_MAX_BACKOFF", &c.Retry.MaxBackoff)},
 		{"CONVEYOR_RECONCILE_INTERVAL", dur("CONVEYOR_RECONCILE_INTERVAL", &c.Reconcile.Interval)},
+		{"CONVEYOR_WORKER_LEASE", dur("CONVEYOR_WORKER_LEASE", &c.Worker.Lease)},
+		{"CONVEYOR_WORKER_STALL_TIMEOUT", dur("CONVEYOR_WORKER_STALL_TIMEOUT", &c.Worker.StallTimeout)},
+		{"CONVEYOR_WORKER_LOG_MAX_BYTES", func(v string) error {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return usageErrorf("CONVEYOR_WORKER_LOG_MAX_BYTES=%q is not a whole number", v)
+			}
+			c.Worker.LogMaxBytes = n
+			return nil
+		}},
 		{"CONVEYOR_SNAPSHOT_EVERY", dur("CONVEYOR_SNAPSHOT_EVERY", &c.Snapshot.Every)},
 		{"CONVEYOR_SNAPSHOT_DAILY", str(&c.Snapshot.Daily)},
 		{"CONVEYOR_SNAPSHOT_QUIESCE", boolean("CONVEYOR_SNAPSHOT_QUIESCE", &c.Snapshot.Quiesce)},
@@ -282,6 +299,9 @@ func (c *FileConfig) validate() error {
 	}
 	if c.Buckets.Input == c.Buckets.Output {
 		return usageErrorf("buckets.input and buckets.output must differ (both are %q): outputs would trigger new jobs", c.Buckets.Input)
+	}
+	if c.Buckets.State == c.Buckets.Input || c.Buckets.State == c.Buckets.Output {
+		return usageErrorf("buckets.state must differ from buckets.input and buckets.output (it is %q): job records written there would trigger jobs or mix with results", c.Buckets.State)
 	}
 	if c.Reconcile.Interval < 0 {
 		return usageErrorf("reconcile.interval must be positive, got %s", c.Reconcile.Interval)

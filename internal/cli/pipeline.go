@@ -23,7 +23,10 @@ func (c FileConfig) processorConfig() processor.Config {
 }
 
 func (c FileConfig) workerConfig() worker.Config {
-	return worker.Config{OutputBucket: c.Buckets.Output, Backoff: c.Retry.Backoff, MaxBackoff: c.Retry.MaxBackoff}
+	return worker.Config{
+		OutputBucket: c.Buckets.Output, Backoff: c.Retry.Backoff, MaxBackoff: c.Retry.MaxBackoff,
+		Lease: c.Worker.Lease, StallTimeout: c.Worker.StallTimeout, LogMaxBytes: c.Worker.LogMaxBytes,
+	}
 }
 
 func (c FileConfig) orchestratorConfig() orchestrator.Config {

@@ -95,6 +95,10 @@ func (s *Server) handleOutput(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer obj.Body.Close()
+	if err := rec.CheckOutput("s3://"+s.deps.OutputBucket+"/"+o.Key, obj.Metadata); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": downloadName(o.Key)}))

@@ -295,7 +295,7 @@ func containsFold(s, lower string) bool {
 // Throughput is the last hour, minute by minute, oldest first.
 type Throughput struct {
 	Start        time.Time // start of the first minute
-	Finished     [60]int   // jobs that ended (succeeded or dead) in each minute
+	Finished     [60]int   // jobs that ended (succeeded, dead or superseded) in each minute
 	Failed       [60]int   // of which dead
 	AvgProcessMS [60]int64 // mean processing time of the jobs that succeeded in each minute
 }
@@ -313,9 +313,10 @@ func (x *Index) Throughput(now time.Time) Throughput {
 		}
 		i := int(e.Finished.Sub(t.Start) / time.Minute)
 		t.Finished[i]++
-		if e.State == job.Dead {
+		switch e.State {
+		case job.Dead:
 			t.Failed[i]++
-		} else {
+		case job.Succeeded:
 			sum[i] += e.ProcessMS
 			n[i]++
 		}

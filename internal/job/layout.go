@@ -114,3 +114,36 @@ func unescapeSegment(seg string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// Metadata keys every output object carries (x-amz-meta-*).
+const (
+	MetaJob          = "conveyor-job"           // the job that wrote it
+	MetaInputVersion = "conveyor-input-version" // the input version it describes (Record.InputVersion)
+	MetaSHA256       = "sha256"
+)
+
+// ErrNotItsOutput is wrapped by CheckOutput when an output object was
+// written by another job: a newer version of the key replaced it.
+var ErrNotItsOutput = errors.New("output belongs to another job")
+
+// CheckOutput returns an error wrapping ErrNotItsOutput unless meta (an
+// output object's user metadata, keys in any case) names r as its writer.
+func (r *Record) CheckOutput(object string, meta map[string]string) error {
+	var owner, version string
+	for k, v := range meta {
+		switch strings.ToLower(k) {
+		case MetaJob:
+			owner = v
+		case MetaInputVersion:
+			version = v
+		}
+	}
+	if owner == r.ID && version == r.InputVersion() {
+		return nil
+	}
+	if owner == "" {
+		return fmt.Errorf("%w: %s names no job; it was not published by Conveyor", ErrNotItsOutput, object)
+	}
+	return fmt.Errorf("%w: %s is now the output of job %s (input version %s), not of job %s; a newer version of %q replaced it: ask for that job, or for the key",
+		ErrNotItsOutput, object, owner, version, r.ID, r.Key)
+}

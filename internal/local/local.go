@@ -205,7 +205,7 @@ func (p *Pipeline) onDone(id string, err error) {
 	switch {
 	case errors.As(err, &re):
 		time.AfterFunc(re.After, func() { p.dispatcher.Dispatch(context.Background(), id) })
-	case errors.Is(err, context.Canceled), errors.Is(err, worker.ErrDead), errors.Is(err, worker.ErrBusy), err == nil:
+	case errors.Is(err, context.Canceled), errors.Is(err, worker.ErrDead), errors.Is(err, worker.ErrSuperseded), errors.Is(err, worker.ErrBusy), err == nil:
 		// Already logged by the worker, or shutting down.
 	default:
 		p.logf("job %s: %v (the reconciler will try again)", id, err)

@@ -36,13 +36,6 @@ import (
 // version found no longer current after its writes takes back what it
 // wrote, so nothing older stays once the newest version has published.
 
-// Metadata keys every output object carries.
-const (
-	MetaJob          = "conveyor-job"           // the job that wrote it
-	MetaInputVersion = "conveyor-input-version" // the input version it describes (job.Record.InputVersion)
-	MetaSHA256       = "sha256"
-)
-
 // publishTries bounds the conditional writes of one output that keep
 // meeting another writer's object while this version stays current.
 const publishTries = 4
@@ -239,7 +232,7 @@ func (w *Worker) putOutput(ctx context.Context, rec *job.Record, key string, fil
 		Bucket:        &w.cfg.OutputBucket,
 		Key:           &o.Key,
 		ContentLength: aws.Int64(size),
-		Metadata:      map[string]string{MetaJob: rec.ID, MetaInputVersion: rec.InputVersion(), MetaSHA256: o.SHA256},
+		Metadata:      map[string]string{job.MetaJob: rec.ID, job.MetaInputVersion: rec.InputVersion(), job.MetaSHA256: o.SHA256},
 	}
 	if etag != "" {
 		in.IfMatch = aws.String(etag)

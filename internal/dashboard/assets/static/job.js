@@ -5,7 +5,7 @@
   const {el, getJSON, onChange, human} = conveyor;
   const box = document.getElementById("job");
   const id = box.dataset.id;
-  const terminal = (s) => s === "succeeded" || s === "dead";
+  const terminal = (s) => s === "succeeded" || s === "dead" || s === "superseded";
   const fmtTime = (t) => t ? t.replace("T", " ").replace(/\.\d+/, "") : "–";
   const fmtMS = (ms) => !ms ? "–" : ms < 1000 ? ms + " ms" : ms < 60000 ? (ms / 1000).toFixed(1) + " s" : Math.round(ms / 1000) + "s";
   let state = box.dataset.state;
