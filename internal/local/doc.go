@@ -4,6 +4,7 @@
 // reconciler. It owns the data dir's layout:
 //
 //	<data>/s3/              the embedded server's buckets (posix backend)
+//	<data>/s3.versions/     older versions of the versioned input bucket
 //	<data>/volume/          the worker's volume: work/<job>/, logs/<job>.log
 //	<data>/credentials.json S3 credentials, mode 0600
 //	<data>/run.json         the running pipeline's endpoint and pid

@@ -113,6 +113,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		SecretKey: creds.SecretAccessKey,
 		Region:    cfg.Region,
 		Buckets:   []string{cfg.Buckets.Input, cfg.Buckets.Output, cfg.Buckets.State},
+		// Versioned as on AWS, so that jobs are keyed on version IDs:
+		// uploading content a key held before is a new version, a new job.
+		Versioned: []string{cfg.Buckets.Input},
 		// The hook runs before the upload's response is sent: queue only.
 		OnEvent:      func(n []byte) { p.events.push(n) },
 		EventBuckets: []string{cfg.Buckets.Input},
@@ -149,6 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	p.Reconciler = orchestrator.NewReconciler(p.Orch, cfg.Reconcile)
 	p.Reconciler.ResumeLiveLeases = true
+	p.Reconciler.Versioned = true
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
 		if r.Missing > 0 || r.Unfinished > 0 || len(r.Errors) > 0 {

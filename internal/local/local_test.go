@@ -3,6 +3,7 @@ package local_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -54,7 +55,7 @@ func run(m *testing.M) (int, error) {
 		S3Addr:    addr,
 		Region:    "us-east-1",
 		Buckets:   local.Buckets{Input: "input", Output: "output", State: "state"},
-		Processor: processor.Config{Name: "noop"},
+		Processor: processor.Config{Name: "report"},
 		Workers:   2,
 		Reconcile: time.Hour,
 	})
@@ -71,7 +72,7 @@ func upload(t testing.TB, key string, body []byte) (*s3.PutObjectOutput, string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out, job.ID("input", key, job.Revision("", s3event.TrimETag(aws.ToString(out.ETag))))
+	return out, job.ID("input", key, job.Revision(aws.ToString(out.VersionId), s3event.TrimETag(aws.ToString(out.ETag))))
 }
 
 func waitSucceeded(t testing.TB, id string) *job.Record {
@@ -140,8 +141,52 @@ func TestSameEventThreeTimesOneRun(t *testing.T) {
 	}
 }
 
+// The input bucket is versioned, as on AWS: uploading X, then Y, then X
+// again to one key is three object versions and three jobs, and the output
+// is the third one's. Unversioned, the third upload had X's first ETag,
+// mapped to X's finished job and was never processed.
+func TestOverwriteXYXIsThreeJobs(t *testing.T) {
+	const key = "overwrite/xyx.txt"
+	x, y := []byte("content X\n"), []byte("content Y, longer\n")
+	var ids []string
+	for _, body := range [][]byte{x, y, x} {
+		out, id := upload(t, key, body)
+		if v := aws.ToString(out.VersionId); v == "" || v == "null" {
+			t.Fatalf("upload got version %q: the input bucket is not versioned", v)
+		}
+		rec := waitSucceeded(t, id)
+		if want := fmt.Sprintf("%x", sha256.Sum256(body)); rec.InputSHA256 != want {
+			t.Errorf("job %s processed input %s, want %s", id, rec.InputSHA256, want)
+		}
+		ids = append(ids, id)
+	}
+	if ids[0] == ids[1] || ids[1] == ids[2] || ids[0] == ids[2] {
+		t.Fatalf("jobs %q: want three distinct", ids)
+	}
+
+	get, err := pipe.S3.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String("output"), Key: aws.String(key + "/report.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer get.Body.Close()
+	var report struct {
+		SHA256 string `json:"sha256"`
+		Size   int64  `json:"size"`
+	}
+	if err := json.NewDecoder(get.Body).Decode(&report); err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%x", sha256.Sum256(x)); report.SHA256 != want || report.Size != int64(len(x)) {
+		t.Errorf("report.json has sha256 %s size %d, want X's %s %d", report.SHA256, report.Size, want, len(x))
+	}
+	if got := get.Metadata["conveyor-job"]; got != ids[2] {
+		t.Errorf("report.json written by job %q, want the third upload's %q", got, ids[2])
+	}
+}
+
 // BenchmarkJob measures one 1 KiB job from PutObject to its succeeded
-// record, in process, with the noop processor: the pipeline's own cost.
+// record, in process, with the report processor (a hash and a count of
+// 1 KiB: next to nothing beside the pipeline's own cost).
 // Run with -cpuprofile to see where it goes.
 func BenchmarkJob(b *testing.B) {
 	body := make([]byte, 1024)

@@ -40,3 +40,19 @@ func ensureBuckets(ctx context.Context, client *s3.Client, buckets []string) err
 	}
 	return nil
 }
+
+// enableVersioning switches versioning on for buckets. Switching it on for
+// a bucket where it is on already changes nothing, and a bucket that held
+// objects before keeps them as version "null", readable as before.
+func enableVersioning(ctx context.Context, client *s3.Client, buckets []string) error {
+	for _, b := range buckets {
+		_, err := client.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{
+			Bucket:                  aws.String(b),
+			VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled},
+		})
+		if err != nil {
+			return fmt.Errorf("turn on versioning of bucket %q: %w", b, err)
+		}
+	}
+	return nil
+}

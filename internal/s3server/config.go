@@ -41,13 +41,24 @@ type Config struct {
 	Region string
 	// Buckets are created at start if absent; existing ones are kept.
 	Buckets []string
+	// Versioned are buckets whose versioning Start switches on (S3's
+	// PutBucketVersioning Enabled), creating them if absent, as the input
+	// bucket is versioned on AWS: every upload gets a new version ID, so
+	// uploading the same content again is a new object version. A bucket
+	// that already holds objects keeps them as version "null". The older
+	// versions live in VersionsDir, outside DataDir.
+	Versioned []string
 	// OnEvent receives, for every object created in any bucket (PutObject,
-	// CompleteMultipartUpload, CopyObject) with a 2xx response, an S3 event
-	// notification document as JSON ({"Records":[...]}, one record). It is
-	// called synchronously before the HTTP response is sent: it must not
-	// block. EventName is "ObjectCreated:Put",
-	// "ObjectCreated:CompleteMultipartUpload" or "ObjectCreated:Copy"; size
-	// is 0 for the last two (HEAD the object for it). Optional.
+	// CompleteMultipartUpload, CopyObject, POST Object) with a success
+	// response, an S3 event notification document as JSON
+	// ({"Records":[...]}, one record). It is called synchronously before the
+	// HTTP response is sent: it must not block. EventName is
+	// "ObjectCreated:Put", "ObjectCreated:CompleteMultipartUpload",
+	// "ObjectCreated:Copy" or "ObjectCreated:Post"; size is 0 for the
+	// middle two and for a POST answered with a redirect (HEAD the object
+	// for it). In a versioned bucket the version ID is the new object's,
+	// except for a POST answered with a redirect, where versitygw does not
+	// say it. Optional.
 	OnEvent func(notification []byte)
 	// EventBuckets, when set, limits events to objects created in these
 	// buckets, as S3 notifications are configured per bucket. The pipeline
@@ -98,5 +109,23 @@ func (c Config) Validate() error {
 			return errors.New("Buckets must not contain an empty name")
 		}
 	}
+	for _, b := range c.Versioned {
+		if b == "" {
+			return errors.New("Versioned must not contain an empty name")
+		}
+	}
 	return nil
+}
+
+// VersionsDir is where the server keeps the older versions of the objects
+// of versioned buckets: the directory beside DataDir named after it with
+// ".versions" appended (/srv/s3 -> /srv/s3.versions). versitygw refuses a
+// versioning directory inside DataDir, where it would also be listed as a
+// bucket; beside it, it is neither a bucket nor inside one. Under it, each
+// versioned bucket has a directory, and each key one at
+// <bucket>/<h[0:2]>/<h[2:4]>/<h[4:6]>/<h>, h the hex SHA-256 of the key,
+// holding one file per older version, named by its version ID ("null" for
+// an object stored before versioning was on).
+func (c Config) VersionsDir() string {
+	return filepath.Clean(c.DataDir) + ".versions"
 }

@@ -10,6 +10,17 @@
 // response is sent, so the caller must queue, and must rely on idempotency
 // and the reconciler rather than on the hook alone.
 //
+// Buckets listed in Config.Versioned are versioned, as the input bucket is
+// on AWS. The layout on disk is then:
+//
+//	<DataDir>/<bucket>/<key>          the current version of each object
+//	<DataDir>.versions/<bucket>/...   older versions, one directory per key
+//
+// The versions directory sits beside DataDir because versitygw refuses one
+// inside it (it would be listed as a bucket); Config.VersionsDir gives the
+// details. Objects stored before a bucket was versioned stay where they
+// are, as version "null".
+//
 // Two properties of versitygw leak into the whole process: only one gateway
 // may run per process, and starting it changes the working directory of the
 // process to the data dir, so every other path in the program must be

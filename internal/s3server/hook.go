@@ -23,6 +23,9 @@ const (
 	EventPut      = "ObjectCreated:Put"
 	EventComplete = "ObjectCreated:CompleteMultipartUpload"
 	EventCopy     = "ObjectCreated:Copy"
+	// EventPost is a POST Object: a browser form upload, a
+	// multipart/form-data POST to the bucket with the key in a form field.
+	EventPost = "ObjectCreated:Post"
 )
 
 // objectSubresources are the object-level PUT sub-resources versitygw routes
@@ -34,7 +37,7 @@ var objectSubresources = []string{"tagging", "retention", "legal-hold", "acl", "
 type operation struct {
 	EventName string // empty when the request creates no object
 	Bucket    string
-	Key       string
+	Key       string // empty for EventPost: the key is in the form
 }
 
 // classify tells from a request's method, raw (still escaped) path, raw
@@ -47,11 +50,16 @@ func classify(method, rawPath, rawQuery, copySource string) operation {
 		return operation{} // versitygw rejects it too
 	}
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-	if bucket == "" || key == "" {
-		return operation{} // service- or bucket-level request
-	}
 	// ParseQuery keeps what it could parse; fasthttp is as lenient.
 	query, _ := url.ParseQuery(rawQuery)
+	if bucket != "" && key == "" && method == http.MethodPost && !query.Has("delete") {
+		// Every bucket POST but DeleteObjects is routed to POST Object
+		// (those with uploadId or a copy source only to be refused).
+		return operation{EventName: EventPost, Bucket: bucket}
+	}
+	if bucket == "" || key == "" {
+		return operation{} // service- or other bucket-level request
+	}
 	op := operation{Bucket: bucket, Key: storedKey(key)}
 	switch method {
 	case http.MethodPut:
@@ -133,6 +141,14 @@ func (h *hook) middleware(c fiber.Ctx) error {
 		return err
 	}
 	status := c.Response().StatusCode()
+	if op.EventName == EventPost {
+		if oc, ok := h.postObjectCreated(c, op.Bucket, status); ok {
+			oc.EventTime = time.Now()
+			oc.Sequencer = h.sequencer()
+			h.emit(oc)
+		}
+		return nil
+	}
 	if status < 200 || status > 299 {
 		return nil
 	}
@@ -141,12 +157,12 @@ func (h *hook) middleware(c fiber.Ctx) error {
 		EventTime: time.Now(),
 		Bucket:    op.Bucket,
 		Key:       op.Key,
-		VersionID: string(c.Response().Header.Peek("X-Amz-Version-Id")),
+		VersionID: responseHeader(c, "X-Amz-Version-Id"),
 		Sequencer: h.sequencer(),
 	}
 	switch op.EventName {
 	case EventPut:
-		oc.ETag = s3event.TrimETag(string(c.Response().Header.Peek("ETag")))
+		oc.ETag = s3event.TrimETag(responseHeader(c, "ETag"))
 		oc.Size = requestSize(c)
 	default:
 		etag, perr := etagFromBody(c.Response().Body())
@@ -177,6 +193,18 @@ func (h *hook) emit(oc s3event.ObjectCreated) {
 		}
 	}()
 	h.onEvent(doc)
+}
+
+// responseHeader is the value of the response header name, in any case:
+// versitygw sets its headers with normalizing off ("x-amz-version-id",
+// "ETag", "Etag"), so that Peek finds them only by their exact spelling.
+func responseHeader(c fiber.Ctx, name string) string {
+	for k, v := range c.Response().Header.All() {
+		if strings.EqualFold(string(k), name) {
+			return string(v)
+		}
+	}
+	return ""
 }
 
 // requestSize is the size of a PutObject body: the decoded length when the

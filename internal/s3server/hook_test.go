@@ -42,6 +42,10 @@ func TestClassify(t *testing.T) {
 		{"double slash", "PUT", "/in/a//b", "", "", operation{EventPut, "in", "a/b"}},
 		{"leading slash", "PUT", "/in//a", "", "", operation{EventPut, "in", "a"}},
 		{"directory object", "PUT", "/in/dir/", "", "", operation{EventPut, "in", "dir/"}},
+		{"post object", "POST", "/in", "", "", operation{EventPost, "in", ""}},
+		{"post object slash", "POST", "/in/", "", "", operation{EventPost, "in", ""}},
+		{"delete objects", "POST", "/in", "delete", "", operation{}},
+		{"post to service", "POST", "/", "", "", operation{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := classify(tc.method, tc.path, tc.query, tc.copySource)

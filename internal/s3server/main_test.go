@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/conveyorhq/conveyor/internal/s3event"
@@ -113,7 +117,17 @@ func runTests(m *testing.M) int {
 		OnEvent:   testEvents.add,
 		Logf:      func(f string, args ...any) { fmt.Fprintf(os.Stderr, f+"\n", args...) },
 	}
-	testServer, startStdout, err = startCapturingStdout(cfg)
+	// The data dir is first used as an older Conveyor did, with no
+	// versioning, and the shared server then opens it with the input
+	// bucket versioned.
+	if startStdout, err = storeLegacyObject(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "store an object before versioning:", err)
+		return 1
+	}
+	cfg.Versioned = []string{testBucket}
+	var out string
+	testServer, out, err = startCapturingStdout(cfg)
+	startStdout += out
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start test server:", err)
 		return 1
@@ -124,6 +138,55 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	return code
+}
+
+// The objects storeLegacyObject stores before the input bucket is
+// versioned, with one body: legacyKey is only read by tests,
+// legacyOverwrittenKey is overwritten.
+const (
+	legacyKey            = "legacy/stored before versioning.txt"
+	legacyOverwrittenKey = "legacy/overwritten after versioning.txt"
+	legacyBody           = "stored by an older conveyor"
+)
+
+// legacyETag is the ETag the legacy objects were stored with.
+var legacyETag string
+
+// storeLegacyObject starts a server on cfg's data dir without versioning,
+// stores legacyKey in the input bucket and stops the server again. It
+// returns what the server printed on stdout.
+func storeLegacyObject(cfg Config) (string, error) {
+	cfg.Versioned = nil
+	cfg.OnEvent = nil
+	srv, stdout, err := startCapturingStdout(cfg)
+	if err != nil {
+		return stdout, err
+	}
+	// No keep-alive connections: Stop would wait for them.
+	c := s3.New(s3.Options{
+		BaseEndpoint: aws.String(srv.Endpoint()),
+		Region:       DefaultRegion,
+		UsePathStyle: true,
+		Credentials:  credentials.NewStaticCredentialsProvider(testAccessKey, testSecretKey, ""),
+		HTTPClient:   &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+	})
+	for _, key := range []string{legacyKey, legacyOverwrittenKey} {
+		var out *s3.PutObjectOutput
+		out, err = c.PutObject(context.Background(), &s3.PutObjectInput{
+			Bucket: aws.String(testBucket), Key: aws.String(key), Body: strings.NewReader(legacyBody),
+		})
+		if err == nil && aws.ToString(out.VersionId) != "" {
+			err = fmt.Errorf("unversioned bucket gave version ID %q", aws.ToString(out.VersionId))
+		}
+		if err != nil {
+			break
+		}
+		legacyETag = s3event.TrimETag(aws.ToString(out.ETag))
+	}
+	if serr := srv.Stop(); err == nil {
+		err = serr
+	}
+	return stdout, err
 }
 
 // startCapturingStdout starts a server with os.Stdout redirected, to check

@@ -57,6 +57,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err := checkXattrs(cfg.DataDir); err != nil {
 		return nil, err
 	}
+	vdir, err := versionsDir(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := checkAddrFree(cfg.Addr); err != nil {
 		return nil, err
 	}
@@ -64,10 +68,17 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.New("an embedded S3 server is already running in this process; stop it before starting another")
 	}
 
-	be, err := posix.New(cfg.DataDir, meta.XattrMeta{}, posix.PosixOpts{
+	opts := posix.PosixOpts{
 		NewDirPerm:          0o755,
 		Concurrency:         posixConcurrency,
 		CopyObjectThreshold: copyObjectThreshold,
+	}
+	opts.VersioningDir = vdir
+	var be *posix.Posix
+	// posix.New announces a versioning directory on stdout, which belongs
+	// to Conveyor's commands.
+	withoutStdout(func() {
+		be, err = posix.New(cfg.DataDir, meta.XattrMeta{}, opts)
 	})
 	if err != nil {
 		running.Store(false)
@@ -130,11 +141,52 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, s.err
 	}
 
-	if err := ensureBuckets(ctx, NewClient(s.Endpoint(), cfg.AccessKey, cfg.SecretKey, cfg.Region), cfg.Buckets); err != nil {
+	client := NewClient(s.Endpoint(), cfg.AccessKey, cfg.SecretKey, cfg.Region)
+	if err := ensureBuckets(ctx, client, append(append([]string(nil), cfg.Buckets...), cfg.Versioned...)); err != nil {
+		_ = s.Stop()
+		return nil, err
+	}
+	if err := enableVersioning(ctx, client, cfg.Versioned); err != nil {
 		_ = s.Stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// versionsDir returns the versioning directory to give the posix backend,
+// creating it, or "" for a server without versioned buckets. Once it
+// exists it is always given, even when Config.Versioned is empty: without
+// it, the older versions of a bucket versioned before would be out of
+// reach and the bucket would be overwritten in place.
+func versionsDir(cfg Config) (string, error) {
+	dir := cfg.VersionsDir()
+	if len(cfg.Versioned) == 0 {
+		if _, err := os.Stat(dir); err != nil {
+			return "", nil
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("create versions dir: %w; choose a --data-dir whose parent you can write to", err)
+	}
+	if err := checkXattrs(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// withoutStdout runs fn with os.Stdout on the null device. Only for the
+// start-up of the gateway, before the program prints anything of its own.
+func withoutStdout(fn func()) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		fn()
+		return
+	}
+	defer null.Close()
+	stdout := os.Stdout
+	os.Stdout = null
+	defer func() { os.Stdout = stdout }()
+	fn()
 }
 
 // Endpoint is the URL S3 clients use, e.g. "http://127.0.0.1:9000".
