@@ -280,15 +280,19 @@ func TestPagination100k(t *testing.T) {
 	if len(body) > 200_000 {
 		t.Errorf("a page of 50 jobs is %d bytes: the page must not carry the index", len(body))
 	}
-	want := 0
-	for i := range 100_000 {
-		if job.States[i%len(job.States)] == job.Dead && strings.Contains(fmt.Sprintf("batch/%06d.csv", i), "0999") {
-			want++
+	want, dead := []string{}, 0
+	for i := 99_999; i >= 0; i-- { // newest first
+		if job.States[i%len(job.States)] != job.Dead {
+			continue
+		}
+		dead++
+		if k := fmt.Sprintf("batch/%06d.csv", i); strings.Contains(k, "0999") {
+			want = append(want, k)
 		}
 	}
 	p := s.index.Query(Query{State: job.Dead, Search: "0999", Page: 1, Size: 10})
-	if p.Total != want || len(p.Jobs) != 10 || p.Jobs[0].Key != "batch/099999.csv" || p.Jobs[1].Key != "batch/099994.csv" || p.Counts[job.Dead] != 20_000 {
-		t.Errorf("dead jobs matching 0999: total %d, %d on the page, first %q, %d dead; want %d, 10, batch/099999.csv, 20000", p.Total, len(p.Jobs), p.Jobs[0].Key, p.Counts[job.Dead], want)
+	if p.Total != len(want) || len(p.Jobs) != 10 || p.Jobs[0].Key != want[0] || p.Jobs[1].Key != want[1] || p.Counts[job.Dead] != dead {
+		t.Errorf("dead jobs matching 0999: total %d, %d on the page, first %q, %d dead; want %d, 10, %s, %d", p.Total, len(p.Jobs), p.Jobs[0].Key, p.Counts[job.Dead], len(want), want[0], dead)
 	}
 	if p := s.index.Query(Query{Page: 5000, Size: 50}); len(p.Jobs) != 0 || p.Pages != 2000 {
 		t.Errorf("beyond the last page: %d jobs, %d pages", len(p.Jobs), p.Pages)
@@ -371,7 +375,8 @@ func TestUploadLogAndDownload(t *testing.T) {
 
 	r := addJob(t, s, b, "in.txt", job.Succeeded)
 	out := []byte("<html><script>alert(1)</script>")
-	if _, err := b.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(b.output), Key: aws.String("in.txt/re\"port.html"), Body: bytes.NewReader(out)}); err != nil {
+	meta := map[string]string{job.MetaJob: r.ID, job.MetaInputVersion: r.InputVersion()}
+	if _, err := b.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(b.output), Key: aws.String("in.txt/re\"port.html"), Body: bytes.NewReader(out), Metadata: meta}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.store.Update(context.Background(), r.ID, func(x *job.Record) error {
@@ -386,6 +391,16 @@ func TestUploadLogAndDownload(t *testing.T) {
 	}
 	if ct, cd := w.Header().Get("Content-Type"), w.Header().Get("Content-Disposition"); ct != "application/octet-stream" || !strings.HasPrefix(cd, "attachment") {
 		t.Errorf("download served as %q, %q; want an octet-stream attachment", ct, cd)
+	}
+	// The same output, replaced by a newer version's job: refused, with
+	// the job it belongs to now.
+	other := job.ID(b.input, "in.txt", "v:newer")
+	if _, err := b.s3.PutObject(context.Background(), &s3.PutObjectInput{Bucket: aws.String(b.output), Key: aws.String("in.txt/re\"port.html"), Body: strings.NewReader("v2"),
+		Metadata: map[string]string{job.MetaJob: other, job.MetaInputVersion: "newer"}}); err != nil {
+		t.Fatal(err)
+	}
+	if w := request(s, "GET", "/jobs/"+r.ID+"/outputs/0", nil, nil); w.Code != 409 || !strings.Contains(w.Body.String(), other) {
+		t.Errorf("download of an output another job replaced: %d %q", w.Code, w.Body)
 	}
 	if w := request(s, "GET", "/jobs/"+r.ID+"/outputs/1", nil, nil); w.Code != 404 {
 		t.Errorf("missing output: %d, want 404", w.Code)
