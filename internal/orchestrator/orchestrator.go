@@ -207,8 +207,11 @@ func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 	return err
 }
 
+// nilIfEmpty also drops "null", the version of an object stored before
+// versioning: a HEAD naming it is refused by some stores, and the current
+// object is the one meant.
 func nilIfEmpty(s string) *string {
-	if s == "" {
+	if s == "" || s == "null" {
 		return nil
 	}
 	return &s

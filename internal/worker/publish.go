@@ -228,6 +228,9 @@ func (w *Worker) putOutput(ctx context.Context, rec *job.Record, key string, fil
 		return job.Output{}, "", err
 	}
 	o := job.Output{Key: key, Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
+	if w.beforePut != nil {
+		w.beforePut(key)
+	}
 	in := &s3.PutObjectInput{
 		Bucket:        &w.cfg.OutputBucket,
 		Key:           &o.Key,

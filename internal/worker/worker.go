@@ -53,6 +53,9 @@ type Worker struct {
 	proc  processor.Processor
 	owner string // the volume plus this process: "<volume-id>/<nonce>"
 	now   func() time.Time
+	// beforePut, set by tests only, runs before each output's conditional
+	// write, after the checks that allowed it.
+	beforePut func(key string)
 	// Logf receives one line per attempt outcome; nil is silent.
 	Logf func(format string, args ...any)
 	// OnChange, if set, is called with the record after each write of it
