@@ -249,7 +249,9 @@ func TestCrashedAttemptIsTakenOverOnTheSameVolume(t *testing.T) {
 	w, b := setup(t, worker.Config{})
 	rec := newJob(t, b, "x.txt", []byte("x"), 3)
 	// A previous process on this volume claimed it and died (its lock died with it).
-	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim(b.vol.ID()+"/a-dead-process", "old-token", time.Now(), time.Hour, false) })
+	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error {
+		return r.Claim(b.vol.ID()+"/a-dead-process", "old-token", time.Now(), time.Hour, false)
+	})
 	if err := w.Run(context.Background(), rec.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +265,9 @@ func TestLiveWorkerElsewhereIsNotDisturbed(t *testing.T) {
 	t.Parallel()
 	w, b := setup(t, worker.Config{})
 	rec := newJob(t, b, "x.txt", []byte("x"), 3)
-	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error { return r.Claim("vol-elsewhere/p1", "their-token", time.Now(), time.Hour, false) })
+	b.store.Update(context.Background(), rec.ID, func(r *job.Record) error {
+		return r.Claim("vol-elsewhere/p1", "their-token", time.Now(), time.Hour, false)
+	})
 	if err := w.Run(context.Background(), rec.ID); !errors.Is(err, worker.ErrBusy) {
 		t.Fatalf("run while another worker holds it: %v", err)
 	}
