@@ -111,7 +111,7 @@ func printJobs(w io.Writer, recs []*job.Record, now time.Time) {
 	fmt.Fprintln(tw, "ID\tSTATE\tATTEMPTS\tSIZE\tAGE\tKEY")
 	for _, r := range recs {
 		counts[r.State]++
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.State, r.Attempt, r.MaxAttempts, humanBytes(r.Size), now.Sub(r.CreatedAt).Round(time.Second), printableKey(r.Key))
+		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\n", r.ID, r.State, r.Attempt, r.MaxAttempts, humanBytes(r.Size), now.Sub(r.CreatedAt).Round(time.Second), job.Printable(r.Key))
 	}
 	tw.Flush()
 	var parts []string
@@ -128,13 +128,6 @@ func printJobs(w io.Writer, recs []*job.Record, now time.Time) {
 
 // printableKey shows control characters in keys escaped, so a hostile key
 // cannot rewrite the terminal.
-func printableKey(k string) string {
-	q := fmt.Sprintf("%q", k)
-	if q[1:len(q)-1] == k {
-		return k
-	}
-	return q
-}
 
 func humanBytes(n int64) string {
 	const unit = 1024

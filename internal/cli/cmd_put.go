@@ -106,7 +106,7 @@ func putAndWait(ctx context.Context, cn *conn, out, errw io.Writer, items []uplo
 			return err
 		}
 		ids[i] = id
-		fmt.Fprintf(out, "uploaded s3://%s/%s  job %s\n", cn.cfg.Buckets.Input, it.key, id)
+		fmt.Fprintf(out, "uploaded s3://%s/%s  job %s\n", cn.cfg.Buckets.Input, job.Printable(it.key), id)
 	}
 	if !wait {
 		return nil
@@ -115,23 +115,23 @@ func putAndWait(ctx context.Context, cn *conn, out, errw io.Writer, items []uplo
 	for i, id := range ids {
 		rec, err := waitJob(ctx, cn, id)
 		if err != nil {
-			return fmt.Errorf("wait for job %s (%s): %w", id, items[i].key, err)
+			return fmt.Errorf("wait for job %s (%s): %w", id, job.Printable(items[i].key), err)
 		}
 		if rec.State == job.Dead {
 			dead++
-			fmt.Fprintf(out, "%s: dead after %d attempt(s): %s\n  log: conveyor logs %s\n", items[i].key, rec.Attempt, rec.Error, id)
+			fmt.Fprintf(out, "%s: dead after %d attempt(s): %s\n  log: conveyor logs %s\n", job.Printable(items[i].key), rec.Attempt, rec.Error, id)
 			continue
 		}
 		if rec.State == job.Superseded {
-			fmt.Fprintf(out, "%s: superseded (%s): a newer upload of the key has its own job\n", items[i].key, rec.Reason)
+			fmt.Fprintf(out, "%s: superseded (%s): a newer upload of the key has its own job\n", job.Printable(items[i].key), rec.Reason)
 			continue
 		}
-		fmt.Fprintf(out, "%s: %s in %s\n", items[i].key, rec.State, time.Duration(rec.Timings.TotalMS)*time.Millisecond)
+		fmt.Fprintf(out, "%s: %s in %s\n", job.Printable(items[i].key), rec.State, time.Duration(rec.Timings.TotalMS)*time.Millisecond)
 		for _, o := range rec.Outputs {
-			fmt.Fprintf(out, "  s3://%s/%s  (%d bytes)\n", cn.cfg.Buckets.Output, o.Key, o.Size)
+			fmt.Fprintf(out, "  s3://%s/%s  (%d bytes)\n", cn.cfg.Buckets.Output, job.Printable(o.Key), o.Size)
 			if cn.Files != "" {
 				// The embedded server stores objects as plain files.
-				fmt.Fprintf(out, "    on disk: %s\n", filepath.Join(cn.Files, cn.cfg.Buckets.Output, filepath.FromSlash(o.Key)))
+				fmt.Fprintf(out, "    on disk: %s\n", job.Printable(filepath.Join(cn.Files, cn.cfg.Buckets.Output, filepath.FromSlash(o.Key))))
 			}
 		}
 	}
@@ -170,7 +170,7 @@ func putOne(ctx context.Context, cn *conn, errw io.Writer, it upload) (string, e
 	up := manager.NewUploader(cn.S3, func(u *manager.Uploader) { u.PartSize = 16 << 20 })
 	res, err := up.Upload(ctx, &s3.PutObjectInput{Bucket: &cn.cfg.Buckets.Input, Key: &it.key, Body: body})
 	if err != nil {
-		return "", fmt.Errorf("upload %s to s3://%s/%s: %w", it.name, cn.cfg.Buckets.Input, it.key, err)
+		return "", fmt.Errorf("upload %s to s3://%s/%s: %w", it.name, cn.cfg.Buckets.Input, job.Printable(it.key), err)
 	}
 	etag := s3event.TrimETag(aws.ToString(res.ETag))
 	return job.ID(cn.cfg.Buckets.Input, it.key, job.Revision(aws.ToString(res.VersionID), etag)), nil

@@ -70,6 +70,8 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		{file: "processor: {timeout: soon}\n", want: "line 1: cannot use `soon` as a duration"},
 		{env: map[string]string{"CONVEYOR_PROCESSOR_TIMEOUT": "soon"}, want: "CONVEYOR_PROCESSOR_TIMEOUT"},
 		{env: map[string]string{"CONVEYOR_WORKERS": "two"}, want: "CONVEYOR_WORKERS"},
+		{env: map[string]string{"CONVEYOR_WORKER_LOG_MAX_BYTES": "lots"}, want: "CONVEYOR_WORKER_LOG_MAX_BYTES"},
+		{file: "worker: {lease: soon}\n", want: "line 1: cannot use `soon` as a duration"},
 	}
 	for _, tt := range tests {
 		path := ""
@@ -88,6 +90,16 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	c.Buckets.Output = c.Buckets.Input
 	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "buckets.output") {
 		t.Errorf("same input and output bucket: %v", err)
+	}
+	// The state bucket may not be the input or the output one: its records
+	// would be processed as uploads, or mixed with results.
+	for _, same := range []string{"input", "output"} {
+		c = defaultFileConfig()
+		c.Buckets.State = same
+		err := c.validate()
+		if code, _ := explain(err); err == nil || !strings.Contains(err.Error(), "buckets.state") || code != ExitUsage {
+			t.Errorf("state bucket %q: %v (exit %d)", same, err, code)
+		}
 	}
 	c = defaultFileConfig()
 	c.Workers = 0

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -146,4 +147,15 @@ func (r *Record) CheckOutput(object string, meta map[string]string) error {
 	}
 	return fmt.Errorf("%w: %s is now the output of job %s (input version %s), not of job %s; a newer version of %q replaced it: ask for that job, or for the key",
 		ErrNotItsOutput, object, owner, version, r.ID, r.Key)
+}
+
+// Printable returns an object key as it may appear in a log line or a
+// message: unchanged when it is plain printable text, else Go-quoted, so a
+// key with a newline or a terminal escape cannot forge or garble lines.
+func Printable(key string) string {
+	q := strconv.Quote(key)
+	if q[1:len(q)-1] == key {
+		return key
+	}
+	return q
 }

@@ -195,7 +195,7 @@ func (p *Pipeline) consume() {
 				p.Dashboard.Touch(r.JobID)
 			}
 			if r.Err != nil {
-				p.logf("event for s3://%s/%s: %v (the reconciler will try again)", r.Object.Bucket, r.Object.Key, r.Err)
+				p.logf("event for s3://%s/%s: %v (the reconciler will try again)", r.Object.Bucket, job.Printable(r.Object.Key), r.Err)
 			}
 		}
 		if err != nil && len(results) == 0 {

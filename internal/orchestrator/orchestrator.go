@@ -146,7 +146,7 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 		// HEAD is metadata only.
 		head, err := o.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &oc.Bucket, Key: &oc.Key, VersionId: nilIfEmpty(oc.VersionID)})
 		if err != nil {
-			res.Err = fmt.Errorf("head s3://%s/%s: %w", oc.Bucket, oc.Key, err)
+			res.Err = fmt.Errorf("head s3://%s/%s: %w", oc.Bucket, job.Printable(oc.Key), err)
 			return res
 		}
 		oc.Size = aws.ToInt64(head.ContentLength)

@@ -172,7 +172,7 @@ func (h *hook) middleware(c fiber.Ctx) error {
 		if perr != nil {
 			// The object exists all the same: report it without an ETag
 			// rather than not at all.
-			h.logf("s3server: %s %s/%s: %v", op.EventName, op.Bucket, op.Key, perr)
+			h.logf("s3server: %s %s/%q: %v", op.EventName, op.Bucket, op.Key, perr)
 		}
 		oc.ETag = etag
 	}
@@ -183,13 +183,13 @@ func (h *hook) middleware(c fiber.Ctx) error {
 func (h *hook) emit(oc s3event.ObjectCreated) {
 	doc, err := json.Marshal(s3event.Notification{Records: []s3event.Record{s3event.NewRecord(h.region, oc)}})
 	if err != nil {
-		h.logf("s3server: encode event for %s/%s: %v", oc.Bucket, oc.Key, err)
+		h.logf("s3server: encode event for %s/%q: %v", oc.Bucket, oc.Key, err)
 		return
 	}
 	// A panicking consumer must not turn a stored object into a 500.
 	defer func() {
 		if r := recover(); r != nil {
-			h.logf("s3server: OnEvent panicked on %s/%s: %v", oc.Bucket, oc.Key, r)
+			h.logf("s3server: OnEvent panicked on %s/%q: %v", oc.Bucket, oc.Key, r)
 		}
 	}()
 	h.onEvent(doc)

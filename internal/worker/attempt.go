@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/conveyorhq/conveyor/internal/job"
@@ -86,7 +85,7 @@ func (w *Worker) attempt(ctx context.Context, rec *job.Record, l *lease, lock *v
 	if err != nil {
 		return res, err
 	}
-	fmt.Fprintf(logf, "=== conveyor: fetched s3://%s/%s version %s (%d bytes, sha256 %s)\n", rec.Bucket, printable(rec.Key), printable(rec.InputVersion()), res.size, res.sha256)
+	fmt.Fprintf(logf, "=== conveyor: fetched s3://%s/%s version %s (%d bytes, sha256 %s)\n", rec.Bucket, job.Printable(rec.Key), job.Printable(rec.InputVersion()), res.size, res.sha256)
 
 	t = time.Now()
 	err = w.runProcessor(ctx, env, logf, lock)
@@ -111,12 +110,4 @@ func (w *Worker) attempt(ctx context.Context, rec *job.Record, l *lease, lock *v
 // at Config.LogMaxBytes for this attempt.
 func (w *Worker) runProcessor(ctx context.Context, env processor.Env, logf *os.File, lock *volume.Lock) error {
 	return w.proc.Run(ctx, env, logf)
-}
-
-// printable quotes a key with control characters for the log.
-func printable(k string) string {
-	if q := strconv.Quote(k); q[1:len(q)-1] != k {
-		return q
-	}
-	return k
 }

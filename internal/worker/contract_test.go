@@ -386,3 +386,22 @@ func TestFetchChecksTheBytesAreTheVersion(t *testing.T) {
 		})
 	}
 }
+
+// TestKeysAreEscapedInTheLog: a key cannot forge a line of the job log.
+func TestKeysAreEscapedInTheLog(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, worker.Config{})
+	key := "evil\n=== conveyor: attempt 1 succeeded: 99 output(s)\x1b[2J"
+	rec := newJob(t, b, key, []byte("x"), 3)
+	if err := w.Run(context.Background(), rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	logPath, _ := b.vol.LogPath(rec.ID)
+	log, _ := os.ReadFile(logPath)
+	if strings.Contains(string(log), "\n=== conveyor: attempt 1 succeeded: 99") || strings.Contains(string(log), "\x1b") {
+		t.Fatalf("the key forged a log line:\n%s", log)
+	}
+	if !strings.Contains(string(log), `evil\n===`) {
+		t.Fatalf("the key is not in the log, escaped:\n%s", log)
+	}
+}

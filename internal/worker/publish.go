@@ -71,7 +71,7 @@ func collectOutputs(dir string, logf io.Writer) ([]outputFile, error) {
 		}
 		rel, _ := filepath.Rel(dir, path)
 		if !d.Type().IsRegular() {
-			fmt.Fprintf(logf, "=== conveyor: skipped %s: not a regular file\n", printable(rel))
+			fmt.Fprintf(logf, "=== conveyor: skipped %s: not a regular file\n", job.Printable(rel))
 			return nil
 		}
 		files = append(files, outputFile{rel: filepath.ToSlash(rel), path: path})
@@ -94,7 +94,7 @@ func openOutput(path string) (*os.File, int64, error) {
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, fmt.Errorf("output %s is not a regular file", printable(filepath.Base(path)))
+		return nil, 0, fmt.Errorf("output %s is not a regular file", job.Printable(filepath.Base(path)))
 	}
 	return f, fi.Size(), nil
 }
@@ -135,7 +135,7 @@ func (w *Worker) outputs(ctx context.Context, rec *job.Record) (map[string]strin
 			break // the embedded server: the "directory" does not exist
 		}
 		if err != nil {
-			return nil, fmt.Errorf("list outputs of %s: %w", printable(rec.Key), err)
+			return nil, fmt.Errorf("list outputs of %s: %w", job.Printable(rec.Key), err)
 		}
 		for _, o := range page.Contents {
 			if _, ok := job.OutputRel(rec.Key, aws.ToString(o.Key)); ok {
@@ -195,7 +195,7 @@ func (w *Worker) publish(ctx context.Context, rec *job.Record, l *lease, files [
 		}
 		written[key] = etag
 		outs = append(outs, o)
-		fmt.Fprintf(logf, "=== conveyor: uploaded s3://%s/%s (%d bytes)\n", w.cfg.OutputBucket, printable(o.Key), o.Size)
+		fmt.Fprintf(logf, "=== conveyor: uploaded s3://%s/%s (%d bytes)\n", w.cfg.OutputBucket, job.Printable(o.Key), o.Size)
 	}
 	// Still the current version and still ours once everything is written?
 	// If not, a newer version may have cleaned up before our last write:
@@ -256,9 +256,9 @@ func (w *Worker) putOutput(ctx context.Context, rec *job.Record, key string, fil
 	if err != nil {
 		if isCode(err, "ObjectParentIsFile", "ExistingObjectIsDirectory") {
 			return o, "", fmt.Errorf("%w: s3://%s/%s conflicts with another output on the embedded server, which keeps keys as file paths (an object cannot also be a folder); give the input or the output another name",
-				errStoreConflict, w.cfg.OutputBucket, printable(o.Key))
+				errStoreConflict, w.cfg.OutputBucket, job.Printable(o.Key))
 		}
-		return o, "", fmt.Errorf("put s3://%s/%s: %w", w.cfg.OutputBucket, printable(o.Key), transferErr(ctx, err))
+		return o, "", fmt.Errorf("put s3://%s/%s: %w", w.cfg.OutputBucket, job.Printable(o.Key), transferErr(ctx, err))
 	}
 	return o, aws.ToString(out.ETag), nil
 }
@@ -300,7 +300,7 @@ func (w *Worker) clearStale(ctx context.Context, rec *job.Record, keep map[strin
 	for _, k := range stale {
 		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(found[k])})
 		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
-			errs = append(errs, fmt.Errorf("delete s3://%s/%s: %w", w.cfg.OutputBucket, printable(k), err))
+			errs = append(errs, fmt.Errorf("delete s3://%s/%s: %w", w.cfg.OutputBucket, job.Printable(k), err))
 		}
 	}
 	return errors.Join(errs...)
@@ -314,7 +314,7 @@ func (w *Worker) rollback(rec *job.Record, written map[string]string, cause erro
 	for k, etag := range written {
 		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
 		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
-			w.logf("job %s: take back s3://%s/%s: %v", rec.ID, w.cfg.OutputBucket, printable(k), err)
+			w.logf("job %s: take back s3://%s/%s: %v", rec.ID, w.cfg.OutputBucket, job.Printable(k), err)
 		}
 	}
 	return cause
