@@ -106,7 +106,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Server, err = s3server.Start(ctx, s3server.Config{
+	// The server outlives ctx (a Ctrl-C): Stop ends it after the workers
+	// have handed their jobs back through it.
+	p.Server, err = s3server.Start(context.WithoutCancel(ctx), s3server.Config{
 		DataDir:   paths.S3Root(),
 		Addr:      cfg.S3Addr,
 		AccessKey: creds.AccessKeyID,
