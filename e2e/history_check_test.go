@@ -71,8 +71,17 @@ type workerProc struct {
 	VolumeID string // owner name its attempts carry
 	Job      string // the job a clone worker was asked to run
 	Start    time.Time
-	Death    time.Time // zero while alive
+	Signaled time.Time // when the test sent the signal that ended it; zero if none
+	Death    time.Time // when its pid was gone; zero while alive
 	How      string    // howKill9, howTerm or howExit
+}
+
+// stopping is when the process began to stop: the signal, else its death.
+func (w workerProc) stopping() time.Time {
+	if !w.Signaled.IsZero() {
+		return w.Signaled
+	}
+	return w.Death
 }
 
 // How a worker process ended.
@@ -209,8 +218,11 @@ func checkOutputsOfLatest(h *history) []violation {
 			if got := o.Metadata[metaJob]; got != r.ID {
 				vs = append(vs, violation{2, fmt.Sprintf("output %q: %s=%q, want the latest version's job %s (%s)", o.Key, metaJob, got, r.ID, whose(h, got))})
 			}
-			if want := v.VersionID; o.Metadata[metaInputVersion] != want || want == "" {
-				vs = append(vs, violation{2, fmt.Sprintf("output %q: %s=%q, want the latest version %q", o.Key, metaInputVersion, o.Metadata[metaInputVersion], want)})
+			switch got := o.Metadata[metaInputVersion]; {
+			case v.VersionID == "":
+				vs = append(vs, violation{2, fmt.Sprintf("output %q: %s=%q, and the input bucket gave no version ID for %q: it is not versioned", o.Key, metaInputVersion, got, key)})
+			case got != v.VersionID:
+				vs = append(vs, violation{2, fmt.Sprintf("output %q: %s=%q, want the latest version %q", o.Key, metaInputVersion, got, v.VersionID)})
 			}
 			if strings.HasSuffix(o.Key, "/result.txt") {
 				sawResult = true
@@ -336,9 +348,9 @@ func crashCause(msg string) bool {
 	return strings.Contains(strings.ToLower(msg), "stopped unexpectedly")
 }
 
-// attemptSlack widens an attempt's interval when matching worker deaths:
-// the record's clock and ours differ by the write's latency.
-const attemptSlack = time.Second
+// attemptSlack widens an attempt's interval when matching worker stops:
+// one clock, but a record's times are taken a write away from the event.
+const attemptSlack = 250 * time.Millisecond
 
 // checkAttemptsAreFailures: an attempt that did not succeed failed for a
 // reason; "worker stopped unexpectedly" only when a kill -9 hit a worker
@@ -372,16 +384,17 @@ func checkAttemptsAreFailures(h *history) []violation {
 	return vs
 }
 
-// deathsDuring returns the worker deaths during attempt a, by how they
-// died. A death counts when the worker could have run the attempt: its
-// volume ID is the attempt's owner (or either is unknown).
+// deathsDuring returns the worker stops during attempt a, by how they
+// died: those whose stop (from the signal to the pid gone) overlaps the
+// attempt, by a worker that could have run it: its volume ID is the
+// attempt's owner (or either is unknown).
 func deathsDuring(h *history, a job.Attempt) (kills, terms, others []string) {
 	from := a.StartedAt.Add(-attemptSlack)
 	for _, w := range h.Workers {
 		if w.Death.IsZero() || w.Death.Before(from) {
 			continue
 		}
-		if !a.FinishedAt.IsZero() && w.Death.After(a.FinishedAt.Add(attemptSlack)) {
+		if !a.FinishedAt.IsZero() && w.stopping().After(a.FinishedAt.Add(attemptSlack)) {
 			continue
 		}
 		if a.Owner != "" && w.VolumeID != "" && a.Owner != w.VolumeID {
