@@ -355,8 +355,9 @@ const attemptSlack = 250 * time.Millisecond
 // checkAttemptsAreFailures: an attempt that did not succeed failed for a
 // reason; "worker stopped unexpectedly" only when a kill -9 hit a worker
 // during it; a SIGTERM hands the job back and leaves no attempt; and since
-// the processor always exits 0, any other error needs a worker death
-// during the attempt to explain it (invariant 5).
+// the processor always exits 0, any other error needs a worker death, or
+// a stop of the S3 server (any conveyor up) the attempt talks to, during
+// the attempt to explain it (invariant 5).
 func checkAttemptsAreFailures(h *history) []violation {
 	var vs []violation
 	for _, r := range sortedRecords(h) {
@@ -376,8 +377,8 @@ func checkAttemptsAreFailures(h *history) []violation {
 				vs = append(vs, violation{5, fmt.Sprintf("%s: error %q but no worker was killed -9 during it (deaths: %v)", where, a.Error, append(terms, others...))})
 			case len(kills) == 0 && len(terms) > 0:
 				vs = append(vs, violation{5, fmt.Sprintf("%s: error %q: a SIGTERM (%v) left an attempt; a graceful stop hands the job back", where, a.Error, terms)})
-			case len(kills) == 0 && len(others) == 0:
-				vs = append(vs, violation{5, fmt.Sprintf("%s: failed with %q though the processor always exits 0 and no worker died during it", where, a.Error)})
+			case len(kills) == 0 && len(others) == 0 && !serverStopped(h, a):
+				vs = append(vs, violation{5, fmt.Sprintf("%s: failed with %q though the processor always exits 0 and no worker nor the S3 server stopped during it", where, a.Error)})
 			}
 		}
 	}
@@ -389,12 +390,8 @@ func checkAttemptsAreFailures(h *history) []violation {
 // attempt, by a worker that could have run it: its volume ID is the
 // attempt's owner (or either is unknown).
 func deathsDuring(h *history, a job.Attempt) (kills, terms, others []string) {
-	from := a.StartedAt.Add(-attemptSlack)
 	for _, w := range h.Workers {
-		if w.Death.IsZero() || w.Death.Before(from) {
-			continue
-		}
-		if !a.FinishedAt.IsZero() && w.stopping().After(a.FinishedAt.Add(attemptSlack)) {
+		if !w.during(a) {
 			continue
 		}
 		if a.Owner != "" && w.VolumeID != "" && a.Owner != w.VolumeID {
@@ -411,6 +408,25 @@ func deathsDuring(h *history, a job.Attempt) (kills, terms, others []string) {
 		}
 	}
 	return kills, terms, others
+}
+
+// serverStopped reports whether a `conveyor up`, which serves the S3
+// endpoint every worker uses, stopped during attempt a.
+func serverStopped(h *history, a job.Attempt) bool {
+	for _, w := range h.Workers {
+		if w.Kind == "up" && w.during(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// during reports whether w's stop overlaps attempt a.
+func (w workerProc) during(a job.Attempt) bool {
+	if w.Death.IsZero() || w.Death.Before(a.StartedAt.Add(-attemptSlack)) {
+		return false
+	}
+	return a.FinishedAt.IsZero() || !w.stopping().After(a.FinishedAt.Add(attemptSlack))
 }
 
 // checkCloneIdentity: a volume restored as a clone has a new identity

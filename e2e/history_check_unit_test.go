@@ -86,6 +86,13 @@ func TestHistoryCheckerCatchesPlantedViolations(t *testing.T) {
 		{"crash cause without a kill", func(h *history) {
 			h.Workers[0].How = howTerm
 		}, 5, "SIGTERM"},
+		{"attempt without an error", func(h *history) {
+			h.Records[firstID(h, "v2")].Attempts[0].Error = ""
+		}, 5, "without an error"},
+		{"failure nothing explains", func(h *history) {
+			h.Records[firstID(h, "v2")].Attempts[0].Error = "exit status 1"
+			h.Workers[0].Death = h.Workers[0].Death.Add(-time.Minute)
+		}, 5, "no worker nor the S3 server stopped"},
 		{"clone with the original's identity", func(h *history) {
 			h.Workers[2].VolumeID = "vol-a"
 		}, 4, "identity"},
