@@ -190,8 +190,9 @@ func (w *runWatcher) parse(line string) {
 
 // workerLog is the list of worker processes, safe for concurrent use.
 type workerLog struct {
-	mu sync.Mutex
-	ws []workerProc
+	mu   sync.Mutex
+	ws   []workerProc
+	sent map[int]string // index -> how the test is stopping it
 }
 
 // add records a new process and returns its index.
@@ -203,19 +204,29 @@ func (l *workerLog) add(w workerProc) int {
 }
 
 // died records how and when process i ended, unless already recorded.
+// A process the test signaled died of that signal, whoever notices first.
 func (l *workerLog) died(i int, at time.Time, how string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if sent, ok := l.sent[i]; ok {
+		how = sent
+	}
 	if l.ws[i].Death.IsZero() {
 		l.ws[i].Death, l.ws[i].How = at, how
 	}
 }
 
-// signaled records that the test is about to signal process i.
-func (l *workerLog) signaled(i int, at time.Time) {
+// signaled records that the test is about to stop process i, and how.
+func (l *workerLog) signaled(i int, at time.Time, how string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.ws[i].Signaled = at
+	if l.sent == nil {
+		l.sent = map[int]string{}
+	}
+	if l.ws[i].Signaled.IsZero() {
+		l.ws[i].Signaled = at
+	}
+	l.sent[i] = how
 }
 
 func (l *workerLog) all() []workerProc {
@@ -232,13 +243,14 @@ func signalUp(t *testing.T, up *upProc, sig syscall.Signal, wl *workerLog, idx i
 	if sig == syscall.SIGTERM {
 		how = howTerm
 	}
-	wl.signaled(idx, time.Now())
+	wl.signaled(idx, time.Now(), how)
 	if err := up.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal conveyor up pid %d: %v", up.PID(), err)
 	}
 	at, ok := waitGone(up.PID(), stopTimeout)
 	if !ok {
 		t.Logf("conveyor up pid %d still runs %s after %s; killing it", up.PID(), stopTimeout, how)
+		wl.signaled(idx, time.Now(), how+" then kill -9")
 		_ = up.cmd.Process.Kill()
 		at, how = time.Now(), how+" then kill -9"
 	}
@@ -298,13 +310,14 @@ func (c *cloneWorker) signal(sig syscall.Signal, wl *workerLog) {
 	if !c.running() {
 		return
 	}
-	wl.signaled(c.idx, time.Now())
+	wl.signaled(c.idx, time.Now(), how)
 	if c.cmd.Process.Signal(sig) != nil {
 		return // already gone
 	}
 	if at, ok := waitGone(c.cmd.Process.Pid, stopTimeout); ok {
 		wl.died(c.idx, at, how)
 	} else {
+		wl.signaled(c.idx, time.Now(), how+" then kill -9")
 		_ = c.cmd.Process.Kill()
 		wl.died(c.idx, time.Now(), how+" then kill -9")
 	}
