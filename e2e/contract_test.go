@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -164,16 +163,16 @@ wait
 	}
 	leader, _ := strconv.Atoi(fields[0])
 	child, _ := strconv.Atoi(fields[1])
-	if !alive(leader) || !alive(child) {
+	if !procAlive(leader, "") || !procAlive(child, "") {
 		t.Fatalf("processor %d / child %d not running before the crash", leader, child)
 	}
 	up.kill9()
 	// The parent-death signal kills the processor itself at once.
-	waitGone(t, leader, 5*time.Second, "processor after its worker was killed -9")
+	mustBeGone(t, leader, 5*time.Second, "processor after its worker was killed -9")
 
 	up = startUp(t, opts)
 	r := waitState(t, up.S3, id, job.Succeeded, jobTimeout)
-	waitGone(t, child, 5*time.Second, "the processor's child after the restart")
+	mustBeGone(t, child, 5*time.Second, "the processor's child after the restart")
 	if b, err := os.ReadFile(overlap); err == nil {
 		t.Fatalf("the restarted job ran beside processes of the crashed attempt: %s", b)
 	}
@@ -182,30 +181,11 @@ wait
 	}
 }
 
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil {
-		return false
-	}
-	// A zombie has exited: only its parent has not reaped it yet.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
-}
-
-func waitGone(t *testing.T, pid int, bound time.Duration, what string) {
+// mustBeGone fails the test unless pid stops running within bound.
+func mustBeGone(t *testing.T, pid int, bound time.Duration, what string) {
 	t.Helper()
-	deadline := time.Now().Add(bound)
-	for alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s (pid %d) still runs after %s", what, pid, bound)
-		}
-		time.Sleep(pollEvery)
+	if _, ok := waitGone(pid, bound); !ok {
+		t.Fatalf("%s (pid %d) still runs after %s", what, pid, bound)
 	}
 }
 
