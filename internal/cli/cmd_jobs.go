@@ -29,7 +29,7 @@ func newJobsCommand(g *globals) *cobra.Command {
 		Use:   "jobs",
 		Short: "List jobs, newest first",
 		Long: `List job records, newest first: ID, state, attempts, input size, age and
-input key. --state filters (queued, running, retrying, succeeded, dead);
+input key. --state filters (queued, running, retrying, succeeded, dead, superseded);
 --watch redraws every second; -o json prints the records for scripts.`,
 		Example: `  conveyor jobs
   conveyor jobs --state dead
