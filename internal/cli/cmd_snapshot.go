@@ -19,6 +19,7 @@ import (
 	"github.com/conveyorhq/conveyor/internal/s3server"
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 	snaplocal "github.com/conveyorhq/conveyor/internal/snapshot/local"
+	"github.com/conveyorhq/conveyor/internal/volume"
 )
 
 type snapshotOptions struct {
@@ -79,8 +80,9 @@ command dies.`,
 		Use:   "restore ID",
 		Short: "Restore a snapshot into a new directory (--to) or in place (--in-place)",
 		Long: `Restore a snapshot ('latest', an ID or an unambiguous prefix of one). --to DIR
-writes it to a new or empty directory: a volume for a new worker. --in-place
-replaces the volume; 'conveyor up' must be stopped. Every chunk's hash is
+writes it to a new or empty directory: a volume for a new worker, with a new
+volume ID of its own, so that it never passes for the original. --in-place
+replaces the volume and keeps its ID; 'conveyor up' must be stopped. Every chunk's hash is
 checked; a missing or damaged object is named.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runSnapshotRestore(cmd.Context(), o, args[0]) },
@@ -370,11 +372,18 @@ func runSnapshotRestore(ctx context.Context, o *snapshotOptions, id string) erro
 	if err != nil {
 		return err
 	}
-	where := opts.Target
 	if o.inPlace {
-		where = r.cfg.volumePath() + " (in place)"
+		fmt.Fprintf(o.Out, "restored %s into %s (in place)\n", id, r.cfg.volumePath())
+		return nil
 	}
-	fmt.Fprintf(o.Out, "restored %s into %s\n", id, where)
+	// A copy is another volume: with the original's identity, a worker on
+	// the copy could pass for the original and take over its running jobs.
+	vid, err := volume.Reidentify(opts.Target)
+	if err != nil {
+		return fmt.Errorf("restored %s into %s, but giving the copy a new volume ID failed: %w; remove %s before a worker uses it",
+			id, opts.Target, err, filepath.Join(opts.Target, "volume-id"))
+	}
+	fmt.Fprintf(o.Out, "restored %s into %s (a new volume: %s)\n", id, opts.Target, vid)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
 	"github.com/conveyorhq/conveyor/internal/snapshot"
+	"github.com/conveyorhq/conveyor/internal/volume"
 )
 
 // snapshotEnv points the CLI at the shared test S3 server, a fresh bucket
@@ -68,6 +69,62 @@ func TestSnapshotCommands(t *testing.T) {
 	}
 	if out, errOut, code := runArgs(t, getenv, "snapshot", "prune", "--keep-last", "1"); code != 0 || !strings.Contains(out, "kept 1") {
 		t.Fatalf("prune: exit %d: %s %s", code, out, errOut)
+	}
+}
+
+// TestSnapshotRestoreToIsANewVolume: a copy restored with --to gets a volume
+// ID of its own (a cloned worker must never pass for the original, whose
+// running jobs name its ID), and no stale lock holders; --in-place keeps the
+// ID.
+func TestSnapshotRestoreToIsANewVolume(t *testing.T) {
+	getenv, vol := snapshotEnv(t)
+	v, err := volume.Open(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := v.LockJob("0123456789abcdef0123456789abcdef") // a job running while the snapshot is taken
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	out, errOut, code := runArgs(t, getenv, "snapshot", "create", "-o", "json", "--no-progress")
+	if code != 0 {
+		t.Fatalf("create: exit %d: %s", code, errOut)
+	}
+	var s snapshot.Snapshot
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("create output %q: %v", out, err)
+	}
+
+	to := filepath.Join(t.TempDir(), "clone")
+	out, errOut, code = runArgs(t, getenv, "snapshot", "restore", s.ID, "--to", to, "--no-progress")
+	if code != 0 {
+		t.Fatalf("restore --to: exit %d: %s", code, errOut)
+	}
+	clone, err := volume.Open(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if clone.ID() == v.ID() {
+		t.Fatalf("the clone kept the original's volume ID %s", v.ID())
+	}
+	if !strings.Contains(out, clone.ID()) {
+		t.Errorf("restore output does not name the new ID %s:\n%s", clone.ID(), out)
+	}
+	if holders, _ := filepath.Glob(filepath.Join(to, "locks", "*.holder")); len(holders) != 0 {
+		t.Errorf("the clone has the original's lock holders: %v", holders)
+	}
+
+	lock.Unlock()
+	if _, errOut, code := runArgs(t, getenv, "snapshot", "restore", s.ID, "--in-place", "--no-progress"); code != 0 {
+		t.Fatalf("restore --in-place: exit %d: %s", code, errOut)
+	}
+	same, err := volume.Open(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.ID() != v.ID() {
+		t.Fatalf("restore --in-place changed the volume ID from %s to %s", v.ID(), same.ID())
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -42,6 +43,8 @@ func (p *external) Name() string { return p.name }
 
 // Run starts the executable in its own process group with the contract
 // environment, and waits for it, the timeout, or ctx, whichever comes first.
+// On Linux the processor is killed if the worker dies, and the job's lock
+// (env.Lock) is inherited by the processor's processes.
 // On timeout or cancellation the group gets SIGTERM, then SIGKILL after
 // killGrace. Processes left in the group after the processor exits are
 // killed too, so Run leaves nothing behind (except processes that moved to
@@ -71,15 +74,20 @@ func (p *external) Run(ctx context.Context, env Env, log io.Writer) error {
 		Dir:         env.WorkDir,
 		Stdout:      log, // one writer for both streams: os/exec then uses one pipe,
 		Stderr:      log, // so the log never sees concurrent writes
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: sysProcAttr(),
 		WaitDelay:   pipeGrace,
 	}
-	if err := cmd.Start(); err != nil {
+	if env.Lock != nil {
+		cmd.ExtraFiles = []*os.File{env.Lock} // descriptor 3
+	}
+	waitc := make(chan error, 1)
+	if err := startOnLockedThread(cmd, waitc); err != nil {
 		return p.startError(err, env)
 	}
 	pgid := cmd.Process.Pid // Setpgid with Pgid 0: the group ID is the leader's PID
-	waitc := make(chan error, 1)
-	go func() { waitc <- cmd.Wait() }()
+	if env.Started != nil {
+		env.Started(pgid)
+	}
 
 	timer := time.NewTimer(p.timeout)
 	defer timer.Stop()
@@ -128,6 +136,31 @@ func (p *external) Run(ctx context.Context, env Env, log io.Writer) error {
 		return &ExitError{Code: ee.ExitCode()}
 	}
 	return fmt.Errorf("processor %s: %w", p.name, waitErr)
+}
+
+// startOnLockedThread starts cmd and sends the result of its Wait on waitc.
+//
+// The processor's leader gets SIGKILL when its parent dies (Pdeathsig, see
+// sysProcAttr), but Linux sends that signal when the parent *thread* that
+// forked it exits, not the process. Go threads come and go: a goroutine
+// that ends while locked to its thread takes the thread with it, and
+// would take the processor too. So the fork happens on a goroutine that
+// locks its thread and keeps it until the process has been waited for:
+// that thread then lives exactly as long as the processor needs it, and
+// dies only with the worker.
+func startOnLockedThread(cmd *exec.Cmd, waitc chan<- error) error {
+	startc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			startc <- err
+			return
+		}
+		startc <- nil
+		waitc <- cmd.Wait()
+	}()
+	return <-startc
 }
 
 // terminate stops the process group: SIGTERM, then SIGKILL after killGrace.

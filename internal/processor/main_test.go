@@ -5,18 +5,29 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/conveyorhq/conveyor/internal/volume"
 )
 
 // helperEnv makes the test binary act as a small program that runs one
 // external processor and prints nothing itself (see TestExternalStdoutClean).
 const helperEnv = "CONVEYOR_PROCESSOR_TEST_HELPER"
 
+// orphanHelperEnv makes the test binary act as a worker that locks a job on
+// the volume <dir>/vol and runs <dir>/proc.sh for it, until it is killed
+// (see TestProcessorDiesWithItsWorkerAndLeftoversAreReaped).
+const orphanHelperEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
+	}
+	if os.Getenv(orphanHelperEnv) != "" {
+		os.Exit(orphanHelperMain())
 	}
 	killGrace = time.Second
 	pipeGrace = 200 * time.Millisecond
@@ -48,6 +59,49 @@ func helperMain() int {
 	}
 	if err := p.Run(context.Background(), env, log); err != nil {
 		fmt.Fprintln(log, "helper:", err)
+		return 1
+	}
+	return 0
+}
+
+// orphanHelperMain locks the job as a worker does, hands the lock to the
+// processor and records its process group, then writes <dir>/started and
+// runs the processor.
+func orphanHelperMain() int {
+	dir := os.Getenv(orphanHelperEnv)
+	const jobID = "0123456789abcdef0123456789abcdef"
+	v, err := volume.Open(filepath.Join(dir, "vol"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 2
+	}
+	lock, err := v.LockJob(jobID)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 2
+	}
+	defer lock.Unlock()
+	p, err := New(Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
+		return 2
+	}
+	env := Env{
+		JobID:     jobID,
+		Input:     filepath.Join(dir, "input"),
+		OutputDir: filepath.Join(dir, "out"),
+		WorkDir:   filepath.Join(dir, "work"),
+		Lock:      lock.File(),
+		Started: func(pgid int) {
+			if err := lock.SetProcessGroup(pgid); err != nil {
+				fmt.Fprintln(os.Stderr, "helper:", err)
+				return
+			}
+			_ = os.WriteFile(filepath.Join(dir, "started"), []byte(strconv.Itoa(pgid)), 0o644)
+		},
+	}
+	if err := p.Run(context.Background(), env, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
 	return 0

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"syscall"
 )
@@ -18,6 +19,19 @@ type Env struct {
 	Input       string // the input file on the volume
 	OutputDir   string // empty directory; everything left here is uploaded
 	WorkDir     string // scratch, removed after success
+
+	// Lock, when set, is the job's open lock file (volume.Lock.File). An
+	// external processor inherits it as file descriptor 3, and so does
+	// everything the processor starts: the job stays locked while any of
+	// them lives, even after the worker died, so a restarted worker cannot
+	// run the job a second time beside them. Built-ins ignore it.
+	Lock *os.File
+	// Started, when set, is called once with the process group of an
+	// external processor as soon as it started, before Run waits for it:
+	// the worker records it (volume.Lock.SetProcessGroup) so that, should
+	// the worker die, the next one can kill what the processor left.
+	// Built-ins never call it.
+	Started func(pgid int)
 }
 
 // Processor runs one attempt of one job.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 
 // Volume is an opened volume directory.
 type Volume struct {
-	root string
-	id   string
+	root  string
+	id    string
+	owner string // id + "/" + a nonce of this Open
 }
 
 // Open prepares the volume at root (created if absent) and returns it. The
@@ -37,12 +39,49 @@ func Open(root string) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Volume{root: root, id: id}, nil
+	nonce, err := randomHex(8)
+	if err != nil {
+		return nil, err
+	}
+	return &Volume{root: root, id: id, owner: id + "/" + nonce}, nil
+}
+
+// Reidentify gives the volume at root a new identity and returns it: a
+// restored copy of a volume is another volume, and must not pass for the
+// original (whose jobs and leases name the original's identity). Holder
+// files of job locks, which name processes of the original's machine, are
+// removed. Call it before the copy is opened.
+func Reidentify(root string) (string, error) {
+	if !filepath.IsAbs(root) {
+		return "", fmt.Errorf("volume path %q must be absolute", root)
+	}
+	path := filepath.Join(root, "volume-id")
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("remove old volume id: %w", err)
+	}
+	holders, err := filepath.Glob(filepath.Join(root, "locks", "*.holder*"))
+	if err != nil {
+		return "", err
+	}
+	for _, h := range holders {
+		if err := os.Remove(h); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("remove stale lock holder: %w", err)
+		}
+	}
+	return loadOrCreateID(path)
+}
+
+func randomHex(n int) (string, error) {
+	r := make([]byte, n)
+	if _, err := rand.Read(r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(r), nil
 }
 
 // loadOrCreateID gives the volume a stable identity: it survives restarts
-// and travels with snapshots, and is how a worker recognises its own
-// interrupted jobs.
+// and in-place restores, and is how a worker recognises jobs interrupted on
+// this volume.
 func loadOrCreateID(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil && len(strings.TrimSpace(string(b))) > 0 {
@@ -51,11 +90,11 @@ func loadOrCreateID(path string) (string, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read volume id: %w", err)
 	}
-	var r [8]byte
-	if _, err := rand.Read(r[:]); err != nil {
+	r, err := randomHex(8)
+	if err != nil {
 		return "", err
 	}
-	id := "vol-" + hex.EncodeToString(r[:])
+	id := "vol-" + r
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o640); err != nil {
 		return "", fmt.Errorf("write volume id: %w", err)
@@ -69,8 +108,16 @@ func loadOrCreateID(path string) (string, error) {
 // Root is the volume's directory.
 func (v *Volume) Root() string { return v.root }
 
-// ID is the volume's stable identity, used as the owner of running jobs.
+// ID is the volume's stable identity: it survives restarts and travels
+// with snapshots of the volume in place; a restored clone gets a new one
+// (Reidentify).
 func (v *Volume) ID() string { return v.id }
+
+// Owner names one process on one volume: "<volume ID>/<nonce>", the nonce
+// random for each Open. It is what a worker claims jobs as, so two
+// processes sharing a volume (or a process and its restart) never pass for
+// each other; ID tells which owners ran on the same volume.
+func (v *Volume) Owner() string { return v.owner }
 
 // WorkDir is the job's directory on the volume: input/, output/ and
 // scratch/ live under it.
@@ -94,16 +141,43 @@ func (v *Volume) LogPath(id string) (string, error) {
 var ErrLocked = errors.New("job is locked by another process on this volume")
 
 // Lock is a held per-job lock.
-type Lock struct{ f *os.File }
+type Lock struct {
+	f          *os.File
+	holderPath string // locks/<job>.holder; empty for a slot
+
+	mu sync.Mutex
+	h  holder
+}
 
 // LockJob takes the job's lock without waiting. The lock is an flock: the
-// kernel drops it when its process dies, so a job whose lock can be taken
-// is run by nobody on this volume, whatever its record says.
+// kernel drops it when the last process holding it dies, so a job whose
+// lock can be taken is run by nobody on this volume, whatever its record
+// says. An external processor inherits the lock (Lock.File), so it stays
+// taken while anything the processor started lives.
+//
+// When the lock is taken and the holder recorded beside it is alive,
+// LockJob returns ErrLocked. When that holder is dead (killed, out of
+// memory), the processor it left behind still holds the lock: LockJob kills
+// the process group recorded with SetProcessGroup, waits a few seconds for
+// the lock to be free and takes it; when it stays taken the error wraps
+// ErrLocked and says what to do.
 func (v *Volume) LockJob(id string) (*Lock, error) {
 	if err := job.CheckID(id); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(v.root, "locks", id+".lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	lockPath := filepath.Join(v.root, "locks", id+".lock")
+	holderPath := filepath.Join(v.root, "locks", id+".holder")
+	l, err := v.tryLock(lockPath, holderPath)
+	if errors.Is(err, ErrLocked) {
+		return v.reap(lockPath, holderPath)
+	}
+	return l, err
+}
+
+// tryLock takes the lock at lockPath without waiting, and records this
+// process as its holder.
+func (v *Volume) tryLock(lockPath, holderPath string) (*Lock, error) {
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("open job lock: %w", err)
 	}
@@ -114,12 +188,45 @@ func (v *Volume) LockJob(id string) (*Lock, error) {
 		}
 		return nil, fmt.Errorf("lock job: %w", err)
 	}
-	return &Lock{f: f}, nil
+	l := &Lock{f: f, holderPath: holderPath, h: self()}
+	if err := writeHolder(holderPath, l.h); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// File is the open lock file, for an external processor to inherit
+// (processor.Env.Lock): the flock then stays held while the processor or
+// anything it started lives, even after this process died. The caller must
+// not close it; Unlock does.
+func (l *Lock) File() *os.File { return l.f }
+
+// SetProcessGroup records the process group of the processor that runs the
+// job, so that a LockJob after this process died can kill what is left of
+// it. Call it once the processor started (processor.Env.Started); pgid 0
+// clears it.
+func (l *Lock) SetProcessGroup(pgid int) error {
+	if l.holderPath == "" {
+		return errors.New("not a job lock")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.h.PGID = pgid
+	return writeHolder(l.holderPath, l.h)
 }
 
 // Unlock releases the lock. The lock file stays: removing it would let two
-// processes lock two different files of the same name.
-func (l *Lock) Unlock() { l.f.Close() }
+// processes lock two different files of the same name. The holder file
+// goes, while the lock is still held, so it never names a later holder.
+func (l *Lock) Unlock() {
+	if l.holderPath != "" {
+		l.mu.Lock()
+		_ = os.Remove(l.holderPath)
+		l.mu.Unlock()
+	}
+	l.f.Close()
+}
 
 // FreeBytes is the space left on the volume's filesystem for this user.
 func (v *Volume) FreeBytes() (uint64, error) {
