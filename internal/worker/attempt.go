@@ -107,7 +107,22 @@ func (w *Worker) attempt(ctx context.Context, rec *job.Record, l *lease, lock *v
 }
 
 // runProcessor runs the processor with its output to the job log, capped
-// at Config.LogMaxBytes for this attempt.
+// at Config.LogMaxBytes for this attempt. An external processor inherits
+// the job's volume lock and reports its process group to it: the lock
+// stays held while any process it started lives, and a restarted worker
+// that finds it held by a dead worker's leftovers kills them first.
 func (w *Worker) runProcessor(ctx context.Context, env processor.Env, logf *os.File, lock *volume.Lock) error {
-	return w.proc.Run(ctx, env, logf)
+	env.Lock = lock.File()
+	env.Started = func(pgid int) {
+		if err := lock.SetProcessGroup(pgid); err != nil {
+			w.logf("job %s: record the processor's process group: %v", env.JobID, err)
+		}
+	}
+	capped := newCappedWriter(logf, w.cfg.LogMaxBytes)
+	err := w.proc.Run(ctx, env, capped)
+	if cerr := capped.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("write job log: %w", cerr)
+	}
+	return err
 }
+

@@ -405,3 +405,27 @@ func TestKeysAreEscapedInTheLog(t *testing.T) {
 		t.Fatalf("the key is not in the log, escaped:\n%s", log)
 	}
 }
+
+// TestJobLogIsCappedPerAttempt: a processor that prints without end leaves
+// a bounded log with its head, its tail and what was cut.
+func TestJobLogIsCappedPerAttempt(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, worker.Config{LogMaxBytes: 8 << 10})
+	b.proc.RunFn = func(_ context.Context, env processor.Env, log io.Writer) error {
+		io.WriteString(log, "FIRST LINE\n")
+		for i := 0; i < 10_000; i++ {
+			io.WriteString(log, "noise noise noise noise noise noise noise noise\n")
+		}
+		io.WriteString(log, "LAST LINE\n")
+		return nil
+	}
+	rec := newJob(t, b, "k", []byte("x"), 3)
+	if err := w.Run(context.Background(), rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	logPath, _ := b.vol.LogPath(rec.ID)
+	log, _ := os.ReadFile(logPath)
+	if len(log) > 12<<10 || !strings.Contains(string(log), "FIRST LINE") || !strings.Contains(string(log), "LAST LINE") || !strings.Contains(string(log), "bytes omitted") {
+		t.Fatalf("log of %d bytes; head/tail/cut note missing:\n%.300s", len(log), log)
+	}
+}

@@ -70,7 +70,7 @@ func New(cfg Config, client *s3.Client, store *jobstore.Store, vol *volume.Volum
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, s3: client, store: store, vol: vol, proc: proc, owner: vol.ID() + "/" + newToken()[:12], now: time.Now}, nil
+	return &Worker{cfg: cfg, s3: client, store: store, vol: vol, proc: proc, owner: vol.Owner(), now: time.Now}, nil
 }
 
 // Owner is the identity this worker claims jobs under.
