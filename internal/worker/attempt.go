@@ -125,4 +125,3 @@ func (w *Worker) runProcessor(ctx context.Context, env processor.Env, logf *os.F
 	}
 	return err
 }
-
