@@ -397,7 +397,7 @@ func deathsDuring(h *history, a job.Attempt) (kills, terms, others []string) {
 		if !w.during(a) {
 			continue
 		}
-		if a.Owner != "" && w.VolumeID != "" && a.Owner != w.VolumeID {
+		if a.Owner != "" && w.VolumeID != "" && job.VolumeOf(a.Owner) != w.VolumeID { // owners are "<volume-id>/<process nonce>"
 			continue
 		}
 		d := fmt.Sprintf("%s pid %d %s at %s", w.Kind, w.PID, w.How, w.Death.Format(tsFormat))
