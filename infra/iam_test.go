@@ -82,7 +82,9 @@ func TestWorkerPolicy(t *testing.T) {
 	asset := join("arn:", ref("AWS::Partition"), ":s3:::", map[string]interface{}{"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"}, "/"+*c.Worker.Binary.S3ObjectKey())
 	want := []interface{}{
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
-		stmt([]string{"s3:AbortMultipartUpload", "s3:PutObject"}, join(arnOf(s.Output), "/*")),
+		stmt([]string{"s3:ListBucket"}, arnOf(s.Input)),
+		stmt([]string{"s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"}, join(arnOf(s.Output), "/*")),
+		stmt([]string{"s3:ListBucket"}, arnOf(s.Output)),
 		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
 		stmt([]string{"s3:GetObject"}, asset),

@@ -101,11 +101,20 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, net *Ne
 // addWorkerPolicy gives the worker role exactly what a job needs.
 func addWorkerPolicy(stack awscdk.Stack, w *Worker, storage *Storage) {
 	add := func(s awsiam.PolicyStatement) { w.Role.AddToPolicy(s) }
-	// Read the input object of a job (by version ID: GetObjectVersion).
+	// Read the input object of a job (by version ID: GetObjectVersion),
+	// and HEAD its key to learn whether that version is still current.
 	add(statement([]string{"s3:GetObject", "s3:GetObjectVersion"}, objects(storage.Input.BucketArn(), "")))
-	// Upload results; multipart uploads are authorized by PutObject, and
-	// aborting a failed one needs AbortMultipartUpload.
-	add(statement([]string{"s3:PutObject", "s3:AbortMultipartUpload"}, objects(storage.Output.BucketArn(), "")))
+	// Without ListBucket, a HEAD of a deleted key answers 403, not 404, and
+	// a job of a deleted input could not tell it was superseded.
+	add(statement([]string{"s3:ListBucket"}, storage.Input.BucketArn()))
+	// Publish results with conditional writes; multipart uploads are
+	// authorized by PutObject, and aborting a failed one needs
+	// AbortMultipartUpload. GetObject (HEAD of an output another attempt
+	// wrote, and required by conditional deletes) and DeleteObject remove
+	// the outputs of older versions and take back a superseded attempt's.
+	add(statement([]string{"s3:PutObject", "s3:AbortMultipartUpload", "s3:GetObject", "s3:DeleteObject"}, objects(storage.Output.BucketArn(), "")))
+	// List a key's outputs before publishing (prefix <key>/, delimiter /).
+	add(statement([]string{"s3:ListBucket"}, storage.Output.BucketArn()))
 	// Claim and update job records (conditional writes on jobs/).
 	add(statement([]string{"s3:GetObject", "s3:PutObject"}, objects(storage.State.BucketArn(), JobRecordPrefix)))
 	// Upload job logs next to the records.

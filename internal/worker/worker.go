@@ -136,7 +136,12 @@ func newToken() string {
 func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) error {
 	token := newToken()
 	var claimErr error
-	rec, err := w.store.Update(ctx, id, func(r *job.Record) error {
+	// Record writes are not cut short by a stop: a claim written but not
+	// seen, or an outcome half-recorded, would leave the job "running"
+	// until its take-over counts a crash. They have a bound of their own.
+	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer wcancel()
+	rec, err := w.store.Update(wctx, id, func(r *job.Record) error {
 		before := r.State
 		claimErr = r.Claim(w.owner, token, w.now(), w.cfg.Lease, true)
 		if claimErr != nil && r.State == before {
@@ -151,6 +156,8 @@ func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) erro
 		w.changed(rec)
 	}
 	switch {
+	case claimErr == nil && ctx.Err() != nil:
+		return w.handBack(rec, token, ctx.Err()) // stopped while claiming
 	case claimErr == nil:
 	case errors.Is(claimErr, job.ErrFinished):
 		switch rec.State {
@@ -183,7 +190,9 @@ func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) erro
 		w.logf("job %s: attempt %d stopped: %v; it published nothing", id, rec.Attempt, lease.cause())
 		return fmt.Errorf("%w: %v", ErrBusy, lease.cause())
 	}
-	return w.record(ctx, rec, token, res, runErr)
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer rcancel()
+	return w.record(rctx, rec, token, res, runErr)
 }
 
 // handBack returns a job interrupted by a graceful stop to where it was
@@ -205,6 +214,9 @@ func (w *Worker) handBack(rec *job.Record, token string, cause error) error {
 
 // handBackTimeout bounds the record write of a graceful stop.
 const handBackTimeout = 5 * time.Second
+
+// recordTimeout bounds a claim or an outcome write.
+const recordTimeout = 30 * time.Second
 
 // record writes the attempt's outcome, if the attempt still holds the job.
 func (w *Worker) record(ctx context.Context, claimed *job.Record, token string, res attemptResult, runErr error) error {
