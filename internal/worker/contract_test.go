@@ -429,3 +429,39 @@ func TestJobLogIsCappedPerAttempt(t *testing.T) {
 		t.Fatalf("log of %d bytes; head/tail/cut note missing:\n%.300s", len(log), log)
 	}
 }
+
+// stallingPuts never answers a PUT into bucket; it reads nothing of it.
+type stallingPuts struct {
+	next interface {
+		Do(*http.Request) (*http.Response, error)
+	}
+	bucket string
+}
+
+func (s *stallingPuts) Do(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/"+s.bucket+"/") {
+		<-r.Context().Done()
+		return nil, r.Context().Err()
+	}
+	return s.next.Do(r)
+}
+
+// TestStalledUploadFailsTheAttempt: an upload that makes no progress for
+// worker.stall_timeout fails the attempt (retried), instead of hanging it.
+func TestStalledUploadFailsTheAttempt(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t, worker.Config{})
+	client := s3.New(b.srv.Client.Options(), func(o *s3.Options) {
+		o.HTTPClient = &stallingPuts{next: b.srv.Client.Options().HTTPClient, bucket: b.output}
+		o.RetryMaxAttempts = 1
+	})
+	w, err := worker.New(worker.Config{OutputBucket: b.output, StallTimeout: 300 * time.Millisecond}, client, b.store, b.vol, b.proc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newJob(t, b, "k", []byte("x"), 3)
+	var re *worker.RetryError
+	if err := w.Run(context.Background(), rec.ID); !errors.As(err, &re) || !strings.Contains(re.Cause, "stalled") {
+		t.Fatalf("stalled upload: %v, want a retry naming the stall", err)
+	}
+}
