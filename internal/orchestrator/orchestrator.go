@@ -189,6 +189,23 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 	return res
 }
 
+// RecordSuperseded creates the record of an object version that is no
+// longer current and never had one (its event was lost), directly in the
+// superseded state; it is never dispatched. An existing record is left as
+// it is.
+func (o *Orchestrator) RecordSuperseded(ctx context.Context, oc s3event.ObjectCreated) error {
+	now := o.now()
+	rec := job.New(oc.Bucket, oc.Key, oc.VersionID, oc.ETag, oc.Size, o.cfg.MaxAttempts, now)
+	rec.Dispatcher = o.dispatcher.Name()
+	if err := rec.Supersede(now, "a newer version was uploaded before this one's event was handled"); err != nil {
+		return err
+	}
+	if err := o.store.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
+		return err
+	}
+	return nil
+}
+
 // Dispatch hands a job to the dispatcher and records the delivery's
 // reference (the SSM command ID) when there is one.
 func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {

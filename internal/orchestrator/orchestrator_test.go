@@ -51,7 +51,7 @@ func put(t *testing.T, b bundle, key, body string) []byte {
 	}
 	rec := s3event.NewRecord("us-east-1", s3event.ObjectCreated{
 		EventName: "ObjectCreated:Put", Bucket: b.input, Key: key, Size: int64(len(body)),
-		ETag: s3event.TrimETag(aws.ToString(out.ETag)), Sequencer: "01",
+		ETag: s3event.TrimETag(aws.ToString(out.ETag)), VersionID: aws.ToString(out.VersionId), Sequencer: "01",
 	})
 	n, _ := json.Marshal(s3event.Notification{Records: []s3event.Record{rec}})
 	return n

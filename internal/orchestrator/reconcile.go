@@ -23,6 +23,7 @@ type Report struct {
 	Objects      int // input objects seen
 	Missing      int // objects that had no job: submitted
 	Unfinished   int // unfinished jobs not in hand, dispatched again
+	Superseded   int // older versions that never had a job: recorded superseded
 	Errors       []error
 	Duration     time.Duration
 	FinishedJobs int // records known finished (not re-read)
@@ -76,15 +77,29 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 		return rep
 	}
 	cfg := r.o.cfg
-	err = r.inputObjects(ctx, func(oc s3event.ObjectCreated) {
+	err = r.inputObjects(ctx, func(oc s3event.ObjectCreated, latest bool) {
 		if !r.o.Match(cfg.InputBucket, oc.Key) {
 			return
 		}
-		rep.Objects++
 		id := job.ID(cfg.InputBucket, oc.Key, job.Revision(oc.VersionID, oc.ETag))
 		if _, ok := known[id]; ok {
+			if latest {
+				rep.Objects++
+			}
 			return
 		}
+		if !latest {
+			// An older version whose event was lost (a crash between the
+			// upload and its event): every version ends in one terminal
+			// record, and this one can only be superseded.
+			if err := r.o.RecordSuperseded(ctx, oc); err != nil {
+				rep.Errors = append(rep.Errors, err)
+			} else {
+				rep.Superseded++
+			}
+			return
+		}
+		rep.Objects++
 		rep.Missing++
 		res := r.o.Submit(ctx, oc)
 		if res.Err != nil {
@@ -135,10 +150,11 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 	return rep
 }
 
-// inputObjects calls fn with the current version of every object of the
-// input bucket. In a versioned bucket (Versioned) jobs are keyed on version
-// IDs, as S3 events are, so the listing must carry them.
-func (r *Reconciler) inputObjects(ctx context.Context, fn func(s3event.ObjectCreated)) error {
+// inputObjects calls fn with every object of the input bucket, and in a
+// versioned bucket (Versioned) with every version, saying which is the
+// latest: jobs are keyed on version IDs, as S3 events are, so the listing
+// must carry them.
+func (r *Reconciler) inputObjects(ctx context.Context, fn func(oc s3event.ObjectCreated, latest bool)) error {
 	bucket := r.o.cfg.InputBucket
 	oc := func(key, etag, version string, size *int64) s3event.ObjectCreated {
 		return s3event.ObjectCreated{EventName: "ObjectCreated:Reconcile", Bucket: bucket, Key: key,
@@ -152,7 +168,7 @@ func (r *Reconciler) inputObjects(ctx context.Context, fn func(s3event.ObjectCre
 				return fmt.Errorf("list s3://%s: %w", bucket, err)
 			}
 			for _, o := range page.Contents {
-				fn(oc(aws.ToString(o.Key), aws.ToString(o.ETag), "", o.Size))
+				fn(oc(aws.ToString(o.Key), aws.ToString(o.ETag), "", o.Size), true)
 			}
 		}
 		return nil
@@ -164,9 +180,7 @@ func (r *Reconciler) inputObjects(ctx context.Context, fn func(s3event.ObjectCre
 			return fmt.Errorf("list versions of s3://%s: %w", bucket, err)
 		}
 		for _, v := range page.Versions {
-			if aws.ToBool(v.IsLatest) { // older versions had their jobs when they were current
-				fn(oc(aws.ToString(v.Key), aws.ToString(v.ETag), aws.ToString(v.VersionId), v.Size))
-			}
+			fn(oc(aws.ToString(v.Key), aws.ToString(v.ETag), aws.ToString(v.VersionId), v.Size), aws.ToBool(v.IsLatest))
 		}
 	}
 	return nil

@@ -99,3 +99,52 @@ func TestReconcilerListsVersions(t *testing.T) {
 		t.Fatalf("report %+v, want 2 objects, 1 missing", rep)
 	}
 }
+
+// TestLostEventsOfOlderVersionsEndSuperseded: when the events of several
+// versions of one key are lost (a crash between the uploads and their
+// events), the latest gets a job and each older one a superseded record:
+// every version ends in exactly one terminal record.
+func TestLostEventsOfOlderVersionsEndSuperseded(t *testing.T) {
+	t.Parallel()
+	o, b := setup(t, orchestrator.Config{})
+	ctx := context.Background()
+	b.input = b.srv.VersionedBucket(t, "input")
+	o, err := orchestrator.New(orchestrator.Config{InputBucket: b.input}, b.srv.Client, b.store, b.disp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var versions []string
+	for _, body := range []string{"v1", "v2", "v3"} {
+		out, err := b.srv.Client.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.input, Key: aws.String("k"), Body: bytes.NewReader([]byte(body))})
+		if err != nil || aws.ToString(out.VersionId) == "" {
+			t.Fatalf("put %s: version %q, %v", body, aws.ToString(out.VersionId), err)
+		}
+		versions = append(versions, aws.ToString(out.VersionId))
+	}
+	r := orchestrator.NewReconciler(o, time.Hour)
+	r.Versioned = true
+	rep := r.Reconcile(ctx)
+	if len(rep.Errors) > 0 || rep.Missing != 1 || rep.Superseded != 2 {
+		t.Fatalf("report %+v, want 1 missing, 2 superseded", rep)
+	}
+	for i, v := range versions {
+		rec, _, err := b.store.Get(ctx, job.ID(b.input, "k", job.Revision(v, "")))
+		if err != nil {
+			t.Fatalf("version %d: %v", i+1, err)
+		}
+		want := job.Superseded
+		if i == len(versions)-1 {
+			want = job.Queued
+		}
+		if rec.State != want {
+			t.Errorf("version %d: %s, want %s", i+1, rec.State, want)
+		}
+	}
+	if d := b.disp.Dispatched(); len(d) != 1 {
+		t.Fatalf("dispatched %v, want only the latest version's job", d)
+	}
+	// A second pass changes nothing.
+	if rep := r.Reconcile(ctx); rep.Missing != 0 || rep.Superseded != 0 {
+		t.Fatalf("second pass: %+v", rep)
+	}
+}

@@ -465,3 +465,29 @@ func TestStalledUploadFailsTheAttempt(t *testing.T) {
 		t.Fatalf("stalled upload: %v, want a retry naming the stall", err)
 	}
 }
+
+// TestDeadLatestVersionLeavesNoOlderOutputs: when the latest version's
+// processing fails for good, the outputs of the version before it go too:
+// what sits under the key never describes content the input no longer has.
+func TestDeadLatestVersionLeavesNoOlderOutputs(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, worker.Config{})
+	b.proc.RunFn = writeFiles("out.txt")
+	first := newJob(t, b, "k", []byte("X"), 3)
+	if err := w.Run(context.Background(), first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := outputsOf(t, b, "k"); got["out.txt"] != first.ID {
+		t.Fatalf("setup: outputs %v", got)
+	}
+	b.proc.RunFn = func(context.Context, processor.Env, io.Writer) error {
+		return errors.Join(errors.New("/opt/missing"), processor.ErrNotFound)
+	}
+	second := overwrite(t, b, "k", []byte("Y"))
+	if err := w.Run(context.Background(), second.ID); !errors.Is(err, worker.ErrDead) {
+		t.Fatalf("second version: %v", err)
+	}
+	if got := outputsOf(t, b, "k"); len(got) != 0 {
+		t.Fatalf("outputs of an older version stayed after the latest died: %v", got)
+	}
+}

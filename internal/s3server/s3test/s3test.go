@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/conveyorhq/conveyor/internal/s3event"
 	"github.com/conveyorhq/conveyor/internal/s3server"
@@ -65,6 +66,9 @@ func Start(t testing.TB) *Server {
 		srv, err := s3server.Start(context.Background(), s3server.Config{
 			DataDir: dir, Addr: addr, AccessKey: AccessKey, SecretKey: SecretKey, Region: Region,
 			OnEvent: s.route,
+			// One versioned bucket gives the server a versions directory,
+			// so that tests can switch versioning on for buckets of theirs.
+			Versioned: []string{"versioned-base"},
 		})
 		if err != nil {
 			startErr = err
@@ -99,6 +103,21 @@ func (s *Server) Bucket(t testing.TB, prefix string) string {
 	name := fmt.Sprintf("%s-%d", strings.ToLower(prefix), counter.Add(1))
 	if _, err := s.Client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
 		t.Fatalf("create bucket %s: %v", name, err)
+	}
+	return name
+}
+
+// VersionedBucket creates a fresh bucket with versioning on, like the
+// input bucket of `conveyor up` and of the AWS stack.
+func (s *Server) VersionedBucket(t testing.TB, prefix string) string {
+	t.Helper()
+	name := s.Bucket(t, prefix)
+	_, err := s.Client.PutBucketVersioning(context.Background(), &s3.PutBucketVersioningInput{
+		Bucket:                  aws.String(name),
+		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled},
+	})
+	if err != nil {
+		t.Fatalf("enable versioning on %s: %v", name, err)
 	}
 	return name
 }
