@@ -5,6 +5,8 @@
 // `conveyor up`.
 //
 // Its Reconciler repairs what events cannot guarantee: input objects whose
-// event was lost get a job, and jobs left unfinished by a crash are
+// event was lost get a job (an older version of a key, whose event was
+// lost, gets a record that is superseded from the start, so every version
+// ends in one terminal record), and jobs left unfinished by a crash are
 // dispatched again.
 package orchestrator
