@@ -149,11 +149,12 @@ func (w *Worker) outputs(ctx context.Context, rec *job.Record) (map[string]strin
 // publish writes files as the outputs of rec, fenced as described at the
 // top of this file.
 func (w *Worker) publish(ctx context.Context, rec *job.Record, l *lease, files []outputFile, logf io.Writer) ([]job.Output, error) {
+	// The lease proves the hold: renewed less than two thirds of a lease
+	// ago, so nobody may claim the job for a third of a lease yet. (A
+	// compare-and-swap here would cost a record read and write per job for
+	// nothing more: the outcome write is one, with the claim token.)
 	if err := l.held(); err != nil {
 		return nil, err
-	}
-	if _, err := w.store.Update(ctx, rec.ID, func(r *job.Record) error { return r.Renew(l.token, w.now(), w.cfg.Lease) }); err != nil {
-		return nil, fmt.Errorf("%w: before publishing: %v", errLeaseLost, err)
 	}
 	existing, err := w.outputs(ctx, rec)
 	if err != nil {
@@ -199,14 +200,21 @@ func (w *Worker) publish(ctx context.Context, rec *job.Record, l *lease, files [
 	}
 	// Still the current version and still ours once everything is written?
 	// If not, a newer version may have cleaned up before our last write:
-	// take back what we wrote, so nothing older stays.
+	// take back what we wrote, so nothing older stays. (With nothing
+	// written, the check before stands.)
 	if err := l.held(); err != nil {
 		return nil, w.rollback(rec, written, err)
 	}
-	if err := w.checkCurrent(ctx, rec); err != nil {
-		return nil, w.rollback(rec, written, err)
+	if len(written) > 0 {
+		if err := w.checkCurrent(ctx, rec); err != nil {
+			return nil, w.rollback(rec, written, err)
+		}
 	}
-	if err := w.clearStale(ctx, rec, written); err != nil {
+	// The listing taken before the check is good for the deletes: an object
+	// written since by a newer version has another ETag and is kept, and an
+	// older version's late write is taken back by its own attempt, which
+	// finds itself no longer current.
+	if err := w.deleteStale(ctx, existing, written); err != nil {
 		fmt.Fprintf(logf, "=== conveyor: remove outputs of older versions: %v\n", err)
 	}
 	return outs, nil
@@ -275,30 +283,30 @@ func (c conditional) CompleteMultipartUpload(ctx context.Context, in *s3.Complet
 	return c.Client.CompleteMultipartUpload(ctx, in, opts...)
 }
 
-// clearStale removes the outputs of rec's key that are not in keep (key ->
-// ETag written), if rec's version is current: list, check, then delete
-// each on the ETag listed, so an output a newer version wrote meanwhile is
-// never removed.
-func (w *Worker) clearStale(ctx context.Context, rec *job.Record, keep map[string]string) error {
+// clearStale removes the outputs of rec's key if rec's version is
+// current: for a job that ended without publishing (dead), so that no
+// older version's outputs stay. List, check, then delete each on the ETag
+// listed, so an output a newer version wrote meanwhile is never removed.
+func (w *Worker) clearStale(ctx context.Context, rec *job.Record) error {
 	found, err := w.outputs(ctx, rec)
-	if err != nil {
+	if err != nil || len(found) == 0 {
 		return err
-	}
-	var stale []string
-	for k := range found {
-		if _, ok := keep[k]; !ok {
-			stale = append(stale, k)
-		}
-	}
-	if len(stale) == 0 {
-		return nil
 	}
 	if err := w.checkCurrent(ctx, rec); err != nil {
 		return nil // a newer version owns the key's outputs now
 	}
+	return w.deleteStale(ctx, found, nil)
+}
+
+// deleteStale deletes the listed outputs (key -> ETag) not in keep, each
+// only if it still has the ETag listed.
+func (w *Worker) deleteStale(ctx context.Context, listed, keep map[string]string) error {
 	var errs []error
-	for _, k := range stale {
-		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(found[k])})
+	for k, etag := range listed {
+		if _, ok := keep[k]; ok {
+			continue
+		}
+		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
 		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
 			errs = append(errs, fmt.Errorf("delete s3://%s/%s: %w", w.cfg.OutputBucket, job.Printable(k), err))
 		}

@@ -269,7 +269,7 @@ func (w *Worker) record(ctx context.Context, claimed *job.Record, token string, 
 		w.logf("job %s: dead after %d attempt(s): %s (log %s, scratch kept in %s)", rec.ID, rec.Attempt, rec.Error, rec.Log, res.workDir)
 		// What sits in the output bucket describes what sits in the input
 		// bucket: an older version's outputs go, if this is the current one.
-		if err := w.clearStale(ctx, rec, nil); err != nil {
+		if err := w.clearStale(ctx, rec); err != nil {
 			w.logf("job %s: remove outputs of older versions: %v", rec.ID, err)
 		}
 		return fmt.Errorf("%w: %s", ErrDead, rec.Error)
