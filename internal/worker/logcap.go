@@ -23,7 +23,8 @@ type cappedWriter struct {
 	w      io.Writer
 	max    int64  // head+tail; 0 means no cap
 	head   int64  // bytes that still pass through
-	tail   []byte // ring of the newest bytes past the head
+	tail   []byte // ring of the newest bytes past the head, made on first need
+	tsize  int    // the ring's size
 	pos    int    // where the next byte goes in tail
 	past   int64  // bytes written past the head, kept or not
 	nl     bool   // the last byte passed through was a newline (or none was)
@@ -39,7 +40,9 @@ func newCappedWriter(w io.Writer, max int64) *cappedWriter {
 	if max > 0 {
 		c.max = max
 		c.head = max / 2
-		c.tail = make([]byte, max-max/2)
+		// The ring is allocated only once output passes the head: most
+		// attempts never need it, and it is megabytes.
+		c.tsize = int(max - max/2)
 	}
 	return c
 }
@@ -73,6 +76,9 @@ func (c *cappedWriter) Write(p []byte) (int, error) {
 		return n, nil
 	}
 	c.past += int64(len(p))
+	if c.tail == nil {
+		c.tail = make([]byte, c.tsize)
+	}
 	if len(p) >= len(c.tail) {
 		copy(c.tail, p[len(p)-len(c.tail):])
 		c.pos = 0
@@ -97,7 +103,7 @@ func (c *cappedWriter) Close() error {
 	if c.past == 0 {
 		return nil
 	}
-	if c.past <= int64(len(c.tail)) {
+	if c.past <= int64(c.tsize) {
 		_, err := c.w.Write(c.tail[:c.past])
 		return err
 	}
@@ -106,7 +112,7 @@ func (c *cappedWriter) Close() error {
 		sep = "\n"
 	}
 	if _, err := fmt.Fprintf(c.w, "%s=== conveyor: log cut: %d bytes omitted (worker.log_max_bytes=%d) ===\n",
-		sep, c.past-int64(len(c.tail)), c.max); err != nil {
+		sep, c.past-int64(c.tsize), c.max); err != nil {
 		return err
 	}
 	if _, err := c.w.Write(c.tail[c.pos:]); err != nil {
