@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -78,6 +79,7 @@ func rieBinary(t *testing.T) string {
 
 // rieProc is a running aws-lambda-rie with the bootstrap.
 type rieProc struct {
+	addr    string
 	URL     string
 	Started time.Time
 	cmd     *exec.Cmd
@@ -86,12 +88,27 @@ type rieProc struct {
 }
 
 // startRIE starts the emulator on free loopback ports. The emulator starts
-// the bootstrap (the Lambda init) on the first invocation.
+// the bootstrap (the Lambda init) on the first invocation. A port picked
+// free can be taken by a parallel test before the emulator binds it: an
+// emulator that exits before it listens is started again on other ports.
 func startRIE(t *testing.T, env []string) *rieProc {
+	t.Helper()
+	for try := 1; ; try++ {
+		p := tryStartRIE(t, env)
+		if p.listening() {
+			return p
+		}
+		if try == 3 {
+			t.Fatalf("aws-lambda-rie exited before it listened, %d times:\n%s", try, p.out)
+		}
+	}
+}
+
+func tryStartRIE(t *testing.T, env []string) *rieProc {
 	t.Helper()
 	rie, bootstrap := rieBinary(t), lambdaBootstrap(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	p := &rieProc{URL: "http://" + addr + "/2015-03-31/functions/function/invocations", out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &rieProc{addr: addr, URL: "http://" + addr + "/2015-03-31/functions/function/invocations", out: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(rie,
 		"--runtime-interface-emulator-address", addr,
 		"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
@@ -113,6 +130,25 @@ func startRIE(t *testing.T, env []string) *rieProc {
 		}
 	})
 	return p
+}
+
+// listening waits until the emulator accepts connections (true) or exits
+// (false).
+func (p *rieProc) listening() bool {
+	deadline := time.Now().Add(readyTimeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return false
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
 }
 
 // invoke sends one event and returns the handler's response document, or

@@ -57,6 +57,8 @@ func lambdaEnv(up *upProc, ssm *ssmtest.Server) []string {
 		"CONVEYOR_SSM_LOG_GROUP=" + lambdaLogGroup,
 		"CONVEYOR_EXECUTION_TIMEOUT=90m",
 		"CONVEYOR_MAX_ATTEMPTS=2",
+		// The embedded input bucket is versioned, as the stack's is.
+		"CONVEYOR_INPUT_VERSIONED=true",
 		"CONVEYOR_FILTER_PREFIXES=",
 		"CONVEYOR_FILTER_SUFFIXES=",
 	}
@@ -228,7 +230,7 @@ func TestLambdaUnderEmulator(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The embedded server's multipart event: size 0, taken from HEAD.
-		oc := s3event.ObjectCreated{EventName: "ObjectCreated:CompleteMultipartUpload", Bucket: inputBucket, Key: key, ETag: s3event.TrimETag(aws.ToString(done.ETag))}
+		oc := s3event.ObjectCreated{EventName: "ObjectCreated:CompleteMultipartUpload", Bucket: inputBucket, Key: key, ETag: s3event.TrimETag(aws.ToString(done.ETag)), VersionID: aws.ToString(done.VersionId)}
 		run(t, notificationOf(t, oc), []s3event.ObjectCreated{oc})
 		if rec, _ := record(ctx, up.S3, objJobID(oc)); rec == nil || rec.Size != 5<<20+3 {
 			t.Errorf("multipart record %+v: want size %d from HEAD", rec, 5<<20+3)
@@ -265,8 +267,8 @@ func TestLambdaUnderEmulator(t *testing.T) {
 		oc := upload(t, up.S3, "eventbridge/a b.txt", []byte("from EventBridge"))
 		event := fmt.Sprintf(`{"version":"0","id":"e2e","detail-type":"Object Created","source":"aws.s3","account":"123456789012",
 			"time":"2024-01-01T00:00:00Z","region":"us-east-1","resources":["arn:aws:s3:::input"],
-			"detail":{"version":"0","bucket":{"name":"input"},"object":{"key":%q,"size":%d,"etag":%q,"sequencer":"1"},"reason":"PutObject"}}`,
-			oc.Key, oc.Size, oc.ETag)
+			"detail":{"version":"0","bucket":{"name":"input"},"object":{"key":%q,"size":%d,"etag":%q,"version-id":%q,"sequencer":"1"},"reason":"PutObject"}}`,
+			oc.Key, oc.Size, oc.ETag, oc.VersionID)
 		run(t, []byte(event), []s3event.ObjectCreated{oc})
 	})
 

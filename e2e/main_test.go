@@ -478,7 +478,7 @@ func checkReport(t *testing.T, c *s3.Client, r *job.Record, input []byte) []byte
 	outs := checkOutputs(t, c, r)
 	var raw []byte
 	for k, b := range outs {
-		if strings.HasSuffix(k, "/report.json") {
+		if rel, _ := job.OutputRel(r.Key, k); rel == "report.json" {
 			raw = b
 		}
 	}

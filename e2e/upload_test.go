@@ -145,7 +145,7 @@ func TestUploadWithAWSCLI(t *testing.T) {
 	if !strings.Contains(stdout, "on disk: "+onDisk) {
 		t.Errorf("conveyor put --wait printed\n%s\nwithout the file %s", stdout, onDisk)
 	}
-	putID := jobID("put-me.txt", "", md5ETag(putBody))
+	putID := headJobID(t, up.S3, "put-me.txt") // the version put uploaded
 	if !strings.Contains(stdout, putID) {
 		t.Errorf("conveyor put --wait printed\n%s\nwithout the job ID %s", stdout, putID)
 	}
