@@ -151,6 +151,11 @@ type Record struct {
 
 	Dispatcher string `json:"dispatcher,omitempty"` // "local" or "ssm"
 	CommandID  string `json:"command_id,omitempty"` // SSM command ID, when dispatched through SSM
+	// DispatchedAt is when the job was last handed to the dispatcher, and
+	// Dispatches how often since a worker last claimed it (or since it was
+	// created): deliveries that never reached a worker.
+	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
+	Dispatches   int        `json:"dispatches,omitempty"`
 
 	ExitCode    *int      `json:"exit_code,omitempty"`
 	Error       string    `json:"error,omitempty"`

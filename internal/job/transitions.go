@@ -68,6 +68,7 @@ func (r *Record) Claim(owner, token string, now time.Time, lease time.Duration, 
 	}
 	r.State = Running
 	r.Attempt++
+	r.Dispatches = 0 // delivered
 	r.Owner = owner
 	r.Token = token
 	r.LeaseUntil = ptr(now.Add(lease).UTC())
@@ -78,6 +79,32 @@ func (r *Record) Claim(owner, token string, now time.Time, lease time.Duration, 
 	r.Error = ""
 	r.UpdatedAt = now.UTC()
 	r.Attempts = append(r.Attempts, Attempt{Number: r.Attempt, Owner: owner, StartedAt: now.UTC()})
+	return nil
+}
+
+// Dispatched records one more delivery of the job to its dispatcher.
+func (r *Record) Dispatched(now time.Time, ref string) {
+	r.DispatchedAt = ptr(now.UTC())
+	r.Dispatches++
+	if ref != "" {
+		r.CommandID = ref
+	}
+	r.UpdatedAt = now.UTC()
+}
+
+// Undelivered ends a job that was dispatched n times without any worker
+// claiming it (the command failed before the claim: the agent or the
+// binary is missing, delivery timed out): retrying the same way cannot
+// help, so it is dead with that cause.
+func (r *Record) Undelivered(now time.Time) error {
+	if r.State.Terminal() || r.State == Running {
+		return fmt.Errorf("%w: %s", ErrFinished, r.State)
+	}
+	r.Error = fmt.Sprintf("dispatched %d times and never claimed by a worker (last command %q): check that the worker is running, its agent reaches the service, and the conveyor binary is installed", r.Dispatches, r.CommandID)
+	r.ExitCode = nil
+	r.State = Dead
+	r.Owner, r.Token = "", ""
+	r.finish(now)
 	return nil
 }
 

@@ -45,24 +45,40 @@ func New(client *s3.Client, bucket string) *Store { return &Store{S3: client, Bu
 func Key(id string) string { return Prefix + id + ".json" }
 
 // Create writes rec if no record with its ID exists; it returns ErrExists
-// (and writes nothing) otherwise.
+// (and writes no record) otherwise. The index follows: an unfinished job's
+// active marker is written first, a finished one's done marker after.
+// After ErrExists, an active marker may stand for a finished record: the
+// caller that reads the existing record repairs it (RepairIndex), or the
+// reconciler does.
 func (s *Store) Create(ctx context.Context, rec *job.Record) error {
+	if !rec.State.Terminal() {
+		if err := s.putMarker(ctx, ActiveKey(rec.ID)); err != nil {
+			return err
+		}
+	}
 	body, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
-	_, err = s.S3.PutObject(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:      &s.Bucket,
 		Key:         aws.String(Key(rec.ID)),
 		Body:        bytes.NewReader(body),
 		IfNoneMatch: aws.String("*"),
 		ContentType: aws.String("application/json"),
-	})
+	}
+	if rec.State.Terminal() {
+		in.Tagging = aws.String(FinishedTag)
+	}
+	_, err = s.S3.PutObject(ctx, in)
 	if isPrecondition(err) {
 		return ErrExists
 	}
 	if err != nil {
 		return fmt.Errorf("create job record %s: %w", rec.ID, err)
+	}
+	if rec.State.Terminal() {
+		return s.markDone(ctx, rec)
 	}
 	return nil
 }
@@ -96,33 +112,59 @@ func (s *Store) Get(ctx context.Context, id string) (*job.Record, string, error)
 // several times, each time on a fresh copy; returning ErrStop ends the
 // update without writing. It returns the record as written (or as last
 // read, for ErrStop).
+//
+// The index follows the transition: a job that finishes gets its done
+// marker and loses its active marker after the write; one put back in the
+// queue (an operator's retry) gets its active marker before it. A crash in
+// between is repaired by the reconciler.
 func (s *Store) Update(ctx context.Context, id string, change func(*job.Record) error) (*job.Record, error) {
 	for try := 0; try < 20; try++ {
 		rec, etag, err := s.Get(ctx, id)
 		if err != nil {
 			return nil, err
 		}
+		before := *rec
 		if err := change(rec); errors.Is(err, ErrStop) {
 			return rec, nil
 		} else if err != nil {
 			return rec, err
 		}
+		reopened := before.State.Terminal() && !rec.State.Terminal()
+		if reopened {
+			if err := s.putMarker(ctx, ActiveKey(id)); err != nil {
+				return nil, err
+			}
+		}
 		body, err := json.MarshalIndent(rec, "", "  ")
 		if err != nil {
 			return nil, err
 		}
-		_, err = s.S3.PutObject(ctx, &s3.PutObjectInput{
+		in := &s3.PutObjectInput{
 			Bucket:      &s.Bucket,
 			Key:         aws.String(Key(id)),
 			Body:        bytes.NewReader(body),
 			IfMatch:     aws.String(etag),
 			ContentType: aws.String("application/json"),
-		})
+		}
+		if rec.State.Terminal() {
+			in.Tagging = aws.String(FinishedTag)
+		}
+		_, err = s.S3.PutObject(ctx, in)
 		if isPrecondition(err) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("write job record %s: %w", id, err)
+		}
+		// The record is written: that is the outcome. A marker write that
+		// fails now leaves an active marker for a finished job, or a done
+		// marker for a reopened one; the reconciler repairs the first, and
+		// readers of done markers check the record's state.
+		switch {
+		case !before.State.Terminal() && rec.State.Terminal():
+			_ = s.markDone(ctx, rec)
+		case reopened:
+			_ = s.deleteMarker(ctx, DoneKey(before.State, finishedAt(&before), id))
 		}
 		return rec, nil
 	}

@@ -154,6 +154,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	p.Reconciler = orchestrator.NewReconciler(p.Orch, cfg.Reconcile)
 	p.Reconciler.ResumeLiveLeases = true
+	// Dispatch is in process: InHand says what is in flight, and a job
+	// dispatched by a previous run of this process was lost with it.
+	p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = 0, 0
 	p.Reconciler.Versioned = true
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {

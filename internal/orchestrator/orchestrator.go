@@ -161,6 +161,9 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 	rec := job.New(oc.Bucket, oc.Key, oc.VersionID, oc.ETag, oc.Size, o.cfg.MaxAttempts, o.now())
 	res.JobID = rec.ID
 	rec.Dispatcher = o.dispatcher.Name()
+	// The dispatch follows the creation at once: counted here, it costs no
+	// second write of the record.
+	rec.Dispatched(o.now(), "")
 	err := o.store.Create(ctx, rec)
 	switch {
 	case errors.Is(err, jobstore.ErrExists):
@@ -168,6 +171,11 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 		if gerr != nil {
 			res.Err = gerr
 			return res
+		}
+		if existing.State.Terminal() {
+			// Create wrote an active marker before it found the record:
+			// take it back (the reconciler would otherwise).
+			_ = o.store.RepairIndex(ctx, existing)
 		}
 		// A duplicate event for a job still queued may follow a failed
 		// dispatch; sending it again is harmless (the worker's claim is
@@ -183,8 +191,14 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 	default:
 		res.Outcome = Created
 	}
-	if err := o.Dispatch(ctx, rec.ID); err != nil {
-		res.Err = err
+	var err2 error
+	if res.Outcome == Created {
+		err2 = o.send(ctx, rec.ID)
+	} else {
+		err2 = o.Dispatch(ctx, rec.ID)
+	}
+	if err2 != nil {
+		res.Err = err2
 	}
 	return res
 }
@@ -206,9 +220,10 @@ func (o *Orchestrator) RecordSuperseded(ctx context.Context, oc s3event.ObjectCr
 	return nil
 }
 
-// Dispatch hands a job to the dispatcher and records the delivery's
-// reference (the SSM command ID) when there is one.
-func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
+// send hands a just-created job (its dispatch already counted in the
+// record) to the dispatcher, and records the delivery's reference (the SSM
+// command ID) when there is one.
+func (o *Orchestrator) send(ctx context.Context, id string) error {
 	ref, err := o.dispatcher.Dispatch(ctx, id)
 	if err != nil {
 		return fmt.Errorf("dispatch job %s: %w", id, err)
@@ -219,6 +234,24 @@ func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 	_, err = o.store.Update(ctx, id, func(r *job.Record) error {
 		r.CommandID = ref
 		r.UpdatedAt = o.now().UTC()
+		return nil
+	})
+	return err
+}
+
+// Dispatch hands an existing job to the dispatcher again and records it:
+// when, how often since a worker last claimed it, and the delivery's
+// reference (the SSM command ID) when there is one.
+func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
+	ref, err := o.dispatcher.Dispatch(ctx, id)
+	if err != nil {
+		return fmt.Errorf("dispatch job %s: %w", id, err)
+	}
+	_, err = o.store.Update(ctx, id, func(r *job.Record) error {
+		if r.State.Terminal() || r.State == job.Running && ref == "" {
+			return jobstore.ErrStop // claimed meanwhile: nothing to count
+		}
+		r.Dispatched(o.now(), ref)
 		return nil
 	})
 	return err

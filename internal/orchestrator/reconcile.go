@@ -7,33 +7,87 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
-	"github.com/conveyorhq/conveyor/internal/s3event"
 )
 
-// DefaultReconcileInterval is how often Start reconciles.
-const DefaultReconcileInterval = 30 * time.Second
+// Defaults of the Reconciler.
+const (
+	DefaultReconcileInterval = 30 * time.Second
+	DefaultPassBudget        = 10 * time.Second
+	DefaultSweepEvery        = 6 * time.Hour
+	DefaultParallel          = 8
+	// DefaultRedispatchAfter and DefaultMaxUndelivered suit a dispatcher
+	// that can lose deliveries (SSM): a command gets this long to reach a
+	// worker, and a job this many deliveries. An in-process dispatcher sets
+	// both to 0.
+	DefaultRedispatchAfter = 15 * time.Minute
+	DefaultMaxUndelivered  = 5
+	// DefaultOrphanGrace is how old an active marker without a record must
+	// be before it is removed: the record follows the marker within one
+	// request, unless the writer crashed.
+	DefaultOrphanGrace = time.Minute
+)
 
-// Report is what one reconciliation did.
+// Report is what one reconciliation pass did.
 type Report struct {
-	Objects      int // input objects seen
-	Missing      int // objects that had no job: submitted
-	Unfinished   int // unfinished jobs not in hand, dispatched again
-	Superseded   int // older versions that never had a job: recorded superseded
-	Errors       []error
-	Duration     time.Duration
-	FinishedJobs int // records known finished (not re-read)
+	Active          int  // active markers read (unfinished jobs)
+	Unfinished      int  // unfinished jobs dispatched again
+	NotDue          int  // unfinished jobs left alone: retry not due, dispatched recently, lease live or in hand
+	Undelivered     int  // jobs that ended dead: dispatched too often, never claimed
+	Repaired        int  // index markers fixed (finished jobs still marked active, markers without a record)
+	Objects         int  // input object versions swept
+	Checked         int  // of which newer than the last completed sweep: their records looked up
+	Missing         int  // current versions without a job: submitted
+	Superseded      int  // older versions without a job: recorded superseded
+	Expired         int  // finished records removed by retention
+	Indexed         int  // records indexed by the one-time migration
+	SweepDone       bool // this pass completed a sweep of the input bucket
+	Limited         bool // the pass stopped at its budget; the next one resumes
+	Errors          []error
+	Duration        time.Duration
+	ActiveCursorEnd bool // the active markers were read to their end
 }
 
-// Reconciler finds what events missed. It remembers which jobs are
-// finished, so a periodic pass reads only the records that may still change.
+// Reconciler finds what events and crashes left behind, at a cost that
+// follows the work in flight, not the history:
+//
+//   - every pass reads the active markers (the unfinished jobs) in
+//     parallel, repairs the index, and dispatches what is due;
+//   - every SweepEvery, a sweep lists the input bucket for objects whose
+//     event was lost, incrementally: each pass goes on from where the last
+//     one stopped, and only versions newer than the last completed sweep
+//     are checked against the records;
+//   - with Retention set, finished records older than it are removed.
+//
+// A pass stops at its budget (Budget, or the context's deadline if
+// sooner) and saves its cursors in the state bucket (jobstore.StateKey),
+// so the next pass, in this process or another, resumes where it stopped.
 type Reconciler struct {
 	o        *Orchestrator
 	Interval time.Duration
+	// Budget bounds one pass (default DefaultPassBudget).
+	Budget time.Duration
+	// SweepEvery is how often the input bucket is swept for lost events
+	// (default DefaultSweepEvery). A lost event costs at most this much
+	// delay plus the sweep's own length.
+	SweepEvery time.Duration
+	// Parallel is how many records a pass reads at once (default 8).
+	Parallel int
+	// Retention removes finished records older than it; 0 keeps them (on
+	// AWS a lifecycle rule expires them instead).
+	Retention time.Duration
+	// RedispatchAfter leaves a job dispatched less than this long ago
+	// alone: its command may be on its way (default
+	// DefaultRedispatchAfter). 0 re-sends every pass (right where dispatch
+	// is in process and InHand says what is in flight).
+	RedispatchAfter time.Duration
+	// MaxUndelivered ends a job dead after this many dispatches without a
+	// worker claiming it (default DefaultMaxUndelivered); 0 never does (an
+	// in-process dispatcher does not lose deliveries).
+	MaxUndelivered int
 	// OnReport, if set, receives every report (for logs and tests).
 	OnReport func(Report)
 	// ResumeLiveLeases dispatches running jobs again even while their lease
@@ -42,17 +96,19 @@ type Reconciler struct {
 	// so a crashed one is resumed at once instead of after its lease.
 	ResumeLiveLeases bool
 	// Versioned lists the input bucket's versions, for a bucket with
-	// versioning on, where jobs are keyed on version IDs (Amazon S3 in the
-	// AWS stack).
+	// versioning on, where jobs are keyed on version IDs.
 	Versioned bool
 	// InHand, if set, reports jobs the dispatcher already holds (queued or
-	// running in this process): their records are not read again.
+	// running in this process): they are not dispatched again.
 	InHand func(id string) bool
 
-	mu       sync.Mutex
-	finished map[string]bool // finished, or dispatched by another orchestrator
-	stop     context.CancelFunc
-	done     chan struct{}
+	now        func() time.Time
+	sweepSlack time.Duration
+	state      *stateStore
+
+	stop context.CancelFunc
+	done chan struct{}
+	mu   sync.Mutex // one pass at a time
 }
 
 // NewReconciler returns a reconciler for o.
@@ -60,151 +116,220 @@ func NewReconciler(o *Orchestrator, interval time.Duration) *Reconciler {
 	if interval <= 0 {
 		interval = DefaultReconcileInterval
 	}
-	return &Reconciler{o: o, Interval: interval, finished: map[string]bool{}}
+	return &Reconciler{o: o, Interval: interval, RedispatchAfter: DefaultRedispatchAfter, MaxUndelivered: DefaultMaxUndelivered,
+		now: time.Now, sweepSlack: defaultSweepSlack, state: &stateStore{store: o.store}}
 }
 
-// Reconcile runs one pass: every input object without a job record is
-// submitted, and every unfinished job is dispatched again (dispatchers
-// coalesce a job already in hand, and the worker's conditional claim makes
-// a second delivery harmless).
+func (r *Reconciler) budget() time.Duration {
+	if r.Budget > 0 {
+		return r.Budget
+	}
+	return DefaultPassBudget
+}
+
+func (r *Reconciler) parallel() int {
+	if r.Parallel > 0 {
+		return r.Parallel
+	}
+	return DefaultParallel
+}
+
+func (r *Reconciler) sweepEvery() time.Duration {
+	if r.SweepEvery > 0 {
+		return r.SweepEvery
+	}
+	return DefaultSweepEvery
+}
+
+// Reconcile runs one pass.
 func (r *Reconciler) Reconcile(ctx context.Context) Report {
-	start := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := r.now()
 	var rep Report
-	known := map[string]bool{}
-	err := r.o.store.IDs(ctx, func(id string) error { known[id] = true; return nil })
+	deadline := time.Now().Add(r.budget())
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	pass := &pass{r: r, ctx: ctx, deadline: deadline, rep: &rep}
+	st, err := r.state.load(ctx)
 	if err != nil {
 		rep.Errors = append(rep.Errors, err)
+		rep.Duration = r.now().Sub(start)
+		r.report(rep)
 		return rep
 	}
-	cfg := r.o.cfg
-	err = r.inputObjects(ctx, func(oc s3event.ObjectCreated, latest bool) {
-		if !r.o.Match(cfg.InputBucket, oc.Key) {
-			return
+	if !st.Indexed {
+		pass.migrate(st)
+	}
+	if st.Indexed {
+		pass.active(st)
+		if st.sweepDue(r.now(), r.sweepEvery()) {
+			pass.sweep(st)
 		}
-		id := job.ID(cfg.InputBucket, oc.Key, job.Revision(oc.VersionID, oc.ETag))
-		if _, ok := known[id]; ok {
-			if latest {
-				rep.Objects++
-			}
-			return
+		if r.Retention > 0 {
+			pass.expire(st)
 		}
-		if !latest {
-			// An older version whose event was lost (a crash between the
-			// upload and its event): every version ends in one terminal
-			// record, and this one can only be superseded.
-			if err := r.o.RecordSuperseded(ctx, oc); err != nil {
-				rep.Errors = append(rep.Errors, err)
-			} else {
-				rep.Superseded++
-			}
-			return
-		}
-		rep.Objects++
-		rep.Missing++
-		res := r.o.Submit(ctx, oc)
-		if res.Err != nil {
-			rep.Errors = append(rep.Errors, res.Err)
-		}
-		known[res.JobID] = false // just submitted: no need to re-dispatch below
-	})
-	if err != nil {
+	}
+	st.LastPass = passInfo{At: start.UTC(), Duration: r.now().Sub(start).String(), Limited: rep.Limited}
+	if err := r.state.save(context.WithoutCancel(ctx), st); err != nil {
 		rep.Errors = append(rep.Errors, err)
 	}
-	for id, existed := range known {
-		if !existed || r.isFinished(id) || (r.InHand != nil && r.InHand(id)) {
-			continue
-		}
-		rec, _, err := r.o.store.Get(ctx, id)
-		if errors.Is(err, jobstore.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			rep.Errors = append(rep.Errors, err)
-			continue
-		}
-		if rec.State.Terminal() {
-			r.setFinished(id)
-			continue
-		}
-		if rec.Dispatcher != "" && rec.Dispatcher != r.o.dispatcher.Name() {
-			// Another orchestrator's job (a Lambda sharing the state
-			// bucket): its own retries and reconciler look after it.
-			r.setFinished(id)
-			continue
-		}
-		if rec.State == job.Running && !r.ResumeLiveLeases && rec.LeaseUntil != nil && time.Now().Before(*rec.LeaseUntil) {
-			continue // a worker holds it and is alive
-		}
-		rep.Unfinished++
-		if err := r.o.Dispatch(ctx, id); err != nil {
-			rep.Errors = append(rep.Errors, err)
-		}
-	}
-	r.mu.Lock()
-	rep.FinishedJobs = len(r.finished)
-	r.mu.Unlock()
-	rep.Duration = time.Since(start)
-	if r.OnReport != nil {
-		r.OnReport(rep)
-	}
+	rep.Duration = r.now().Sub(start)
+	r.report(rep)
 	return rep
 }
 
-// inputObjects calls fn with every object of the input bucket, and in a
-// versioned bucket (Versioned) with every version, saying which is the
-// latest: jobs are keyed on version IDs, as S3 events are, so the listing
-// must carry them.
-func (r *Reconciler) inputObjects(ctx context.Context, fn func(oc s3event.ObjectCreated, latest bool)) error {
-	bucket := r.o.cfg.InputBucket
-	oc := func(key, etag, version string, size *int64) s3event.ObjectCreated {
-		return s3event.ObjectCreated{EventName: "ObjectCreated:Reconcile", Bucket: bucket, Key: key,
-			Size: aws.ToInt64(size), ETag: s3event.TrimETag(etag), VersionID: version}
+func (r *Reconciler) report(rep Report) {
+	if r.OnReport != nil {
+		r.OnReport(rep)
 	}
-	if !r.Versioned {
-		p := s3.NewListObjectsV2Paginator(r.o.s3, &s3.ListObjectsV2Input{Bucket: &bucket})
-		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
-			if err != nil {
-				return fmt.Errorf("list s3://%s: %w", bucket, err)
+}
+
+// pass is the state of one reconciliation pass.
+type pass struct {
+	r        *Reconciler
+	ctx      context.Context
+	deadline time.Time
+	rep      *Report
+	mu       sync.Mutex // guards rep from the parallel readers
+}
+
+// over reports whether the budget is spent, and marks the pass limited.
+func (p *pass) over() bool {
+	if time.Now().Before(p.deadline) && p.ctx.Err() == nil {
+		return false
+	}
+	p.mu.Lock()
+	p.rep.Limited = true
+	p.mu.Unlock()
+	return true
+}
+
+func (p *pass) fail(err error) {
+	p.mu.Lock()
+	p.rep.Errors = append(p.rep.Errors, err)
+	p.mu.Unlock()
+}
+
+func (p *pass) count(f func(*Report)) {
+	p.mu.Lock()
+	f(p.rep)
+	p.mu.Unlock()
+}
+
+// active reads the unfinished jobs from the cursor on, Parallel at a time.
+func (p *pass) active(st *reconcileState) {
+	ids := make(chan jobstore.ActiveEntry)
+	var wg sync.WaitGroup
+	for i := 0; i < p.r.parallel(); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range ids {
+				p.unfinished(e)
 			}
-			for _, o := range page.Contents {
-				fn(oc(aws.ToString(o.Key), aws.ToString(o.ETag), "", o.Size), true)
-			}
+		}()
+	}
+	last, end, n := st.ActiveCursor, true, 0
+	err := p.r.o.store.Active(p.ctx, st.ActiveCursor, func(e jobstore.ActiveEntry) error {
+		// At least one marker per pass, so that passes always progress.
+		if n++; n > 1 && p.over() {
+			end = false
+			return jobstore.ErrStop
 		}
+		ids <- e
+		last = e.ID
 		return nil
+	})
+	close(ids)
+	wg.Wait()
+	if err != nil && p.ctx.Err() == nil {
+		p.fail(err)
+		return
 	}
-	p := s3.NewListObjectVersionsPaginator(r.o.s3, &s3.ListObjectVersionsInput{Bucket: &bucket})
-	for p.HasMorePages() {
-		page, err := p.NextPage(ctx)
+	if end && err == nil {
+		st.ActiveCursor = "" // read to the end: the next pass starts over
+		p.rep.ActiveCursorEnd = true
+	} else {
+		st.ActiveCursor = last
+	}
+}
+
+// unfinished looks after one active marker.
+func (p *pass) unfinished(e jobstore.ActiveEntry) {
+	o, r := p.r.o, p.r
+	p.count(func(rep *Report) { rep.Active++ })
+	rec, _, err := o.store.Get(p.ctx, e.ID)
+	switch {
+	case errors.Is(err, jobstore.ErrNotFound):
+		// A marker whose record was never written (a crash between the
+		// two): once it is old enough not to be a create in progress.
+		if r.now().Sub(e.Modified) > DefaultOrphanGrace {
+			if err := o.store.DeleteMarker(p.ctx, jobstore.ActiveKey(e.ID)); err != nil {
+				p.fail(err)
+			} else {
+				p.count(func(rep *Report) { rep.Repaired++ })
+			}
+		}
+		return
+	case err != nil:
+		p.fail(err)
+		return
+	case rec.State.Terminal():
+		// The record finished but its markers were not updated (a crash
+		// between the record write and the index write).
+		if err := o.store.RepairIndex(p.ctx, rec); err != nil {
+			p.fail(err)
+		} else {
+			p.count(func(rep *Report) { rep.Repaired++ })
+		}
+		return
+	case rec.Dispatcher != "" && rec.Dispatcher != o.dispatcher.Name():
+		return // another orchestrator's job (a Lambda sharing the state bucket)
+	}
+	now := r.now()
+	notDue := func() { p.count(func(rep *Report) { rep.NotDue++ }) }
+	switch {
+	case r.InHand != nil && r.InHand(rec.ID):
+		notDue()
+		return
+	case rec.State == job.Running:
+		if !r.ResumeLiveLeases && rec.LeaseUntil != nil && now.Before(*rec.LeaseUntil) {
+			notDue() // a worker holds it and is alive
+			return
+		}
+	case rec.State == job.Retrying && rec.NextAttemptAt != nil && now.Before(*rec.NextAttemptAt):
+		notDue() // the retry is not due: its timer, or a later pass, sends it
+		return
+	case r.RedispatchAfter > 0 && rec.DispatchedAt != nil && now.Sub(*rec.DispatchedAt) < r.RedispatchAfter:
+		notDue() // dispatched recently: its command may be on its way
+		return
+	case r.MaxUndelivered > 0 && rec.Dispatches >= r.MaxUndelivered:
+		_, err := o.store.Update(p.ctx, rec.ID, func(x *job.Record) error {
+			if x.State.Terminal() || x.State == job.Running || x.Dispatches < r.MaxUndelivered {
+				return jobstore.ErrStop // claimed or changed meanwhile
+			}
+			return x.Undelivered(now)
+		})
 		if err != nil {
-			return fmt.Errorf("list versions of s3://%s: %w", bucket, err)
+			p.fail(err)
+		} else {
+			p.count(func(rep *Report) { rep.Undelivered++ })
 		}
-		for _, v := range page.Versions {
-			fn(oc(aws.ToString(v.Key), aws.ToString(v.ETag), aws.ToString(v.VersionId), v.Size), aws.ToBool(v.IsLatest))
-		}
+		return
 	}
-	return nil
+	if err := o.Dispatch(p.ctx, rec.ID); err != nil {
+		p.fail(err)
+		return
+	}
+	p.count(func(rep *Report) { rep.Unfinished++ })
 }
 
-// Forget makes the next pass read the job's record again (after an
-// operator retries a finished job).
-func (r *Reconciler) Forget(id string) {
-	r.mu.Lock()
-	delete(r.finished, id)
-	r.mu.Unlock()
-}
-
-func (r *Reconciler) isFinished(id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.finished[id]
-}
-
-func (r *Reconciler) setFinished(id string) {
-	r.mu.Lock()
-	r.finished[id] = true
-	r.mu.Unlock()
-}
+// Forget is kept for callers that retried a finished job: the active
+// marker the retry writes makes the next pass see it, so there is nothing
+// to forget.
+func (r *Reconciler) Forget(string) {}
 
 // Start reconciles once now and then every Interval, until Stop.
 func (r *Reconciler) Start(ctx context.Context) error {
@@ -234,3 +359,18 @@ func (r *Reconciler) Stop() {
 		<-r.done
 	}
 }
+
+// headRecord reports whether a job has a record, by HEAD: cheaper than a
+// GET, and all the sweep needs.
+func (o *Orchestrator) headRecord(ctx context.Context, id string) (bool, error) {
+	_, err := o.store.S3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &o.store.Bucket, Key: ptr(jobstore.Key(id))})
+	if err == nil {
+		return true, nil
+	}
+	if isNotFound(err) {
+		return false, nil
+	}
+	return false, fmt.Errorf("check record %s: %w", id, err)
+}
+
+func ptr[T any](v T) *T { return &v }
