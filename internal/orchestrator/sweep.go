@@ -44,7 +44,7 @@ type reconcileState struct {
 type sweepState struct {
 	KeyMarker     string    `json:"key_marker,omitempty"`
 	VersionMarker string    `json:"version_marker,omitempty"`
-	StartedAt     time.Time `json:"started_at,omitzero"`      // of the sweep in progress
+	StartedAt     time.Time `json:"started_at,omitzero"`     // of the sweep in progress
 	LastCompleted time.Time `json:"last_completed,omitzero"` // start of the last completed sweep
 }
 
