@@ -129,23 +129,19 @@ func findJob(ctx context.Context, cn *conn, arg string) (*job.Record, error) {
 		rec, _, err := cn.Store.Get(ctx, arg)
 		return rec, err
 	}
-	isHex := len(arg) >= 6 && strings.Trim(arg, "0123456789abcdef") == ""
-	var match []string
-	err := cn.Store.IDs(ctx, func(id string) error {
-		if isHex && strings.HasPrefix(id, arg) {
-			match = append(match, id)
+	if len(arg) >= 6 && strings.Trim(arg, "0123456789abcdef") == "" {
+		// A unique ID prefix: one listing under that prefix.
+		match, err := cn.Store.WithIDPrefix(ctx, arg, 2)
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case len(match) == 1:
-		rec, _, err := cn.Store.Get(ctx, match[0])
-		return rec, err
-	case len(match) > 1:
-		return nil, usageErrorf("job ID prefix %q matches %d jobs; give more characters", arg, len(match))
+		switch len(match) {
+		case 1:
+			rec, _, err := cn.Store.Get(ctx, match[0])
+			return rec, err
+		case 2:
+			return nil, usageErrorf("job ID prefix %q matches more than one job; give more characters", arg)
+		}
 	}
 	// An input key: the job of its current version, found from the
 	// version itself (one HEAD), not by reading every record.

@@ -10,14 +10,19 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/spf13/cobra"
 
 	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/s3event"
 )
 
 type jobsOptions struct {
 	*globals
 	state  string
+	key    string
 	watch  bool
 	output string
 	limit  int
@@ -28,11 +33,16 @@ func newJobsCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "jobs",
 		Short: "List jobs, newest first",
-		Long: `List job records, newest first: ID, state, attempts, input size, age and
-input key. --state filters (queued, running, retrying, succeeded, dead, superseded);
---watch redraws every second; -o json prints the records for scripts.`,
+		Long: `List job records, most recently changed first: ID, state, attempts, input
+size, age and input key. --state filters (queued, running, retrying,
+succeeded, dead, superseded); --key lists the jobs of the input keys under a
+prefix; --watch redraws every second; -o json prints the records for
+scripts. The list comes from the job index: it reads the jobs in flight and
+the newest finished ones, never the whole history (--limit 0 pages through
+all that is kept).`,
 		Example: `  conveyor jobs
-  conveyor jobs --state dead
+  conveyor jobs --state dead --limit 200
+  conveyor jobs --key invoices/2026-12/
   conveyor jobs -o json | jq '.[].outputs'
   conveyor jobs --watch`,
 		Args: cobra.NoArgs,
@@ -42,7 +52,8 @@ input key. --state filters (queued, running, retrying, succeeded, dead, supersed
 	f.StringVar(&o.state, "state", "", "only jobs in this state")
 	f.BoolVarP(&o.watch, "watch", "w", false, "redraw every second until Ctrl-C")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
-	f.IntVar(&o.limit, "limit", 0, "show at most this many jobs (0: all)")
+	f.StringVar(&o.key, "key", "", "only jobs of input keys starting with this prefix")
+	f.IntVar(&o.limit, "limit", 50, "show at most this many jobs (0: all that are kept)")
 	return cmd
 }
 
@@ -62,11 +73,10 @@ func runJobs(ctx context.Context, o *jobsOptions) error {
 		return err
 	}
 	for {
-		recs, err := cn.Store.List(ctx)
+		recs, err := queryJobs(ctx, cn, o)
 		if err != nil {
 			return err
 		}
-		recs = filterJobs(recs, job.State(o.state), o.limit)
 		if o.watch {
 			fmt.Fprint(o.Out, "\033[H\033[2J") // clear the screen
 		}
@@ -91,6 +101,35 @@ func runJobs(ctx context.Context, o *jobsOptions) error {
 	}
 }
 
+// queryJobs asks the index, or with --key the input bucket's listing of
+// that prefix: what it reads follows the answer, not the history.
+func queryJobs(ctx context.Context, cn *conn, o *jobsOptions) ([]*job.Record, error) {
+	q := jobstore.Query{Limit: o.limit}
+	if o.state != "" {
+		q.States = []job.State{job.State(o.state)}
+	}
+	if o.key == "" {
+		return cn.Store.Recent(ctx, q)
+	}
+	var ids []string
+	bucket := cn.cfg.Buckets.Input
+	p := s3.NewListObjectVersionsPaginator(cn.S3, &s3.ListObjectVersionsInput{Bucket: &bucket, Prefix: &o.key})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list s3://%s/%s: %w", bucket, job.Printable(o.key), err)
+		}
+		for _, v := range page.Versions {
+			ids = append(ids, job.ID(bucket, aws.ToString(v.Key), job.Revision(aws.ToString(v.VersionId), s3event.TrimETag(aws.ToString(v.ETag)))))
+		}
+	}
+	recs, err := cn.Store.GetMany(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	return filterJobs(recs, job.State(o.state), o.limit), nil
+}
+
 func filterJobs(recs []*job.Record, state job.State, limit int) []*job.Record {
 	var out []*job.Record
 	for _, r := range recs {
@@ -98,7 +137,7 @@ func filterJobs(recs []*job.Record, state job.State, limit int) []*job.Record {
 			out = append(out, r)
 		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].UpdatedAt.After(out[j].UpdatedAt) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

@@ -81,7 +81,6 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		return err
 	}
 	wc := c.workerConfig()
-	wc.RetryInProcess = true
 	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
 	if err != nil {
 		return usageErrorf("%v", err)
@@ -90,13 +89,28 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
 	// One `worker run` per SSM command: the volume's slots bound how many
-	// run at once on this machine (workers, default one per CPU).
-	slot, err := vol.AcquireSlot(ctx, c.Workers)
-	if err != nil {
-		return err
+	// run at once on this machine (workers, default one per CPU). A job
+	// waiting out a retry's backoff gives its slot back meanwhile.
+	for {
+		slot, err := vol.AcquireSlot(ctx, c.Workers)
+		if err != nil {
+			return err
+		}
+		err = w.Run(ctx, o.jobID)
+		slot.Release()
+		var re *worker.RetryError
+		if !errors.As(err, &re) {
+			return o.workerOutcome(ctx, cn, c, vol, err)
+		}
+		fmt.Fprintf(o.Err, "%s job %s: next attempt in %s; its job slot is free meanwhile\n", time.Now().Format("15:04:05"), o.jobID, re.After.Round(time.Millisecond))
+		if err := sleepCtx(ctx, re.After); err != nil {
+			return err
+		}
 	}
-	defer slot.Release()
-	err = w.Run(ctx, o.jobID)
+}
+
+// workerOutcome turns Run's result into the command's output and exit.
+func (o *workerRunOptions) workerOutcome(ctx context.Context, cn *conn, c FileConfig, vol *volume.Volume, err error) error {
 	if err == nil {
 		rec, _, gerr := cn.Store.Get(ctx, o.jobID)
 		if gerr == nil {

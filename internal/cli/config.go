@@ -57,8 +57,16 @@ type FileConfig struct {
 	} `yaml:"retry"`
 
 	Reconcile struct {
-		Interval time.Duration `yaml:"interval" env:"CONVEYOR_RECONCILE_INTERVAL"`
+		Interval   time.Duration `yaml:"interval" env:"CONVEYOR_RECONCILE_INTERVAL"`
+		Budget     time.Duration `yaml:"budget" env:"CONVEYOR_RECONCILE_BUDGET"`
+		SweepEvery time.Duration `yaml:"sweep_every" env:"CONVEYOR_RECONCILE_SWEEP_EVERY"`
 	} `yaml:"reconcile"`
+
+	// Retention says how long finished job records stay (the reconciler
+	// removes older ones; on AWS a lifecycle rule does).
+	Retention struct {
+		Finished time.Duration `yaml:"finished" env:"CONVEYOR_RETENTION_FINISHED"`
+	} `yaml:"retention"`
 
 	// Worker tunes how one attempt runs (see worker.Config).
 	Worker struct {
@@ -110,6 +118,7 @@ func defaultFileConfig() FileConfig {
 	c.S3.Region = DefaultRegion
 	c.Buckets.Input, c.Buckets.Output, c.Buckets.State = "input", "output", "state"
 	c.Processor.Name = "report"
+	c.Retention.Finished = 30 * 24 * time.Hour
 	c.Workers = runtime.NumCPU()
 	// Retention like a DLM policy: a week of dailies, a month of weeklies.
 	c.Snapshot.Retention.KeepLast = 7
@@ -247,6 +256,9 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_RETRY_BACKOFF", dur("CONVEYOR_RETRY_BACKOFF", &c.Retry.Backoff)},
 		{"CONVEYOR_RETRY_MAX_BACKOFF", dur("CONVEYOR_RETRY_MAX_BACKOFF", &c.Retry.MaxBackoff)},
 		{"CONVEYOR_RECONCILE_INTERVAL", dur("CONVEYOR_RECONCILE_INTERVAL", &c.Reconcile.Interval)},
+		{"CONVEYOR_RECONCILE_BUDGET", dur("CONVEYOR_RECONCILE_BUDGET", &c.Reconcile.Budget)},
+		{"CONVEYOR_RECONCILE_SWEEP_EVERY", dur("CONVEYOR_RECONCILE_SWEEP_EVERY", &c.Reconcile.SweepEvery)},
+		{"CONVEYOR_RETENTION_FINISHED", dur("CONVEYOR_RETENTION_FINISHED", &c.Retention.Finished)},
 		{"CONVEYOR_WORKER_LEASE", dur("CONVEYOR_WORKER_LEASE", &c.Worker.Lease)},
 		{"CONVEYOR_WORKER_STALL_TIMEOUT", dur("CONVEYOR_WORKER_STALL_TIMEOUT", &c.Worker.StallTimeout)},
 		{"CONVEYOR_WORKER_LOG_MAX_BYTES", func(v string) error {
@@ -303,8 +315,11 @@ func (c *FileConfig) validate() error {
 	if c.Buckets.State == c.Buckets.Input || c.Buckets.State == c.Buckets.Output {
 		return usageErrorf("buckets.state must differ from buckets.input and buckets.output (it is %q): job records written there would trigger jobs or mix with results", c.Buckets.State)
 	}
-	if c.Reconcile.Interval < 0 {
-		return usageErrorf("reconcile.interval must be positive, got %s", c.Reconcile.Interval)
+	if c.Reconcile.Interval < 0 || c.Reconcile.Budget < 0 || c.Reconcile.SweepEvery < 0 {
+		return usageErrorf("reconcile.interval, budget and sweep_every must be positive, got %s, %s, %s", c.Reconcile.Interval, c.Reconcile.Budget, c.Reconcile.SweepEvery)
+	}
+	if c.Retention.Finished < 0 || c.Retention.Finished > 0 && c.Retention.Finished < time.Hour {
+		return usageErrorf("retention.finished must be at least 1h (or 0 to keep every record), got %s", c.Retention.Finished)
 	}
 	if err := c.snapshotValidate(); err != nil {
 		return err

@@ -63,16 +63,19 @@ func (c FileConfig) validateComponents() error {
 // pipelineConfig maps the file configuration onto `conveyor up`'s.
 func (c FileConfig) pipelineConfig() local.Config {
 	return local.Config{
-		DataDir:      c.DataDir,
-		S3Addr:       c.S3.Addr,
-		Region:       c.S3.Region,
-		Credentials:  local.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey},
-		Buckets:      local.Buckets{Input: c.Buckets.Input, Output: c.Buckets.Output, State: c.Buckets.State},
-		Orchestrator: c.orchestratorConfig(),
-		Worker:       c.workerConfig(),
-		Processor:    c.processorConfig(),
-		Workers:      c.Workers,
-		Reconcile:    c.Reconcile.Interval,
+		DataDir:         c.DataDir,
+		S3Addr:          c.S3.Addr,
+		Region:          c.S3.Region,
+		Credentials:     local.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey},
+		Buckets:         local.Buckets{Input: c.Buckets.Input, Output: c.Buckets.Output, State: c.Buckets.State},
+		Orchestrator:    c.orchestratorConfig(),
+		Worker:          c.workerConfig(),
+		Processor:       c.processorConfig(),
+		Workers:         c.Workers,
+		Reconcile:       c.Reconcile.Interval,
+		ReconcileBudget: c.Reconcile.Budget,
+		SweepEvery:      c.Reconcile.SweepEvery,
+		Retention:       c.Retention.Finished,
 	}
 }
 

@@ -39,6 +39,13 @@ type Config struct {
 	Processor    processor.Config
 	Workers      int           // concurrent jobs
 	Reconcile    time.Duration // reconciler interval
+	// ReconcileBudget bounds one reconciler pass; SweepEvery is how often
+	// the input bucket is swept for lost events; Retention removes
+	// finished records older than it (0 keeps them). Zero values take the
+	// orchestrator's defaults.
+	ReconcileBudget time.Duration
+	SweepEvery      time.Duration
+	Retention       time.Duration
 	// Log receives one line per notable event (jobs finishing, errors).
 	Log io.Writer
 	// Dashboard configures the web page; nil runs none.
@@ -158,10 +165,12 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	// dispatched by a previous run of this process was lost with it.
 	p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = 0, 0
 	p.Reconciler.Versioned = true
+	p.Reconciler.Budget, p.Reconciler.SweepEvery, p.Reconciler.Retention = cfg.ReconcileBudget, cfg.SweepEvery, cfg.Retention
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
-		if r.Missing > 0 || r.Unfinished > 0 || len(r.Errors) > 0 {
-			p.logf("reconcile: %d input objects, %d without a job, %d unfinished jobs dispatched again, %d errors %v", r.Objects, r.Missing, r.Unfinished, len(r.Errors), r.Errors)
+		if r.Missing > 0 || r.Unfinished > 0 || r.Repaired > 0 || r.Expired > 0 || r.Superseded > 0 || r.Indexed > 0 || len(r.Errors) > 0 {
+			p.logf("reconcile: %d unfinished jobs read, %d dispatched again, %d index markers repaired; swept %d input versions, %d without a job, %d older ones recorded superseded; %d finished records expired, %d indexed; %s%s, %d errors %v",
+				r.Active, r.Unfinished, r.Repaired, r.Objects, r.Missing, r.Superseded, r.Expired, r.Indexed, r.Duration.Round(time.Millisecond), limitedNote(r.Limited), len(r.Errors), r.Errors)
 		}
 	}
 	if err := p.Reconciler.Start(context.WithoutCancel(ctx)); err != nil {
@@ -321,4 +330,11 @@ func (p *Pipeline) Quiesce(ctx context.Context, timeout time.Duration) (resume f
 		return nil, fmt.Errorf("running jobs did not finish within %s", timeout)
 	}
 	return p.dispatcher.Resume, nil
+}
+
+func limitedNote(limited bool) string {
+	if limited {
+		return " (stopped at its budget; the next pass resumes)"
+	}
+	return ""
 }
