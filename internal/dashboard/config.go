@@ -20,6 +20,9 @@ const (
 	DefaultPageSize   = 50
 	DefaultPartSize   = 8 << 20
 	DefaultUploadConc = 2
+	// DefaultWindow is how many finished jobs the dashboard keeps in
+	// memory; older ones are paged from the store's index on demand.
+	DefaultWindow = 20000
 )
 
 // Config configures the dashboard.
@@ -36,6 +39,9 @@ type Config struct {
 	Rescan time.Duration
 	// PageSize is the number of jobs per page.
 	PageSize int
+	// Window is how many finished jobs the in-memory index keeps (default
+	// DefaultWindow): start-up reads that many, never the whole history.
+	Window int
 	// PartSize and UploadConcurrency bound an upload's memory:
 	// PartSize × UploadConcurrency bytes in flight.
 	PartSize          int64
@@ -55,6 +61,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.PageSize == 0 {
 		c.PageSize = DefaultPageSize
+	}
+	if c.Window == 0 {
+		c.Window = DefaultWindow
 	}
 	if c.PartSize == 0 {
 		c.PartSize = DefaultPartSize

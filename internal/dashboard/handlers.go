@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -68,6 +69,34 @@ func (s *Server) queryOf(r *http.Request) Query {
 	return q
 }
 
+// page answers q from the in-memory window, and pages older finished jobs
+// of one state, beyond the window, from the store's index: what is read
+// is one page, however deep.
+func (s *Server) page(ctx context.Context, q Query) Page {
+	p := s.index.Query(q)
+	if !q.State.Terminal() || q.Search != "" || !s.index.Trimmed(q.State) || p.Page < p.Pages {
+		return p
+	}
+	if p.Page == p.Pages && len(p.Jobs) == q.Size {
+		p.Pages++ // the last page of the window: older ones follow
+		return p
+	}
+	recs, err := s.deps.Store.Recent(ctx, jobstore.Query{States: []job.State{q.State}, Skip: (q.Page - 1) * q.Size, Limit: q.Size})
+	if err != nil {
+		s.logf("dashboard: page %d of %s jobs: %v", q.Page, q.State, err)
+		return p
+	}
+	p.Jobs = p.Jobs[:0]
+	for _, r := range recs {
+		p.Jobs = append(p.Jobs, *entryOf(r))
+	}
+	p.Page, p.Pages = q.Page, q.Page
+	if len(recs) == q.Size {
+		p.Pages++
+	}
+	return p
+}
+
 type indexView struct {
 	CSRF      string
 	Query     Query
@@ -81,7 +110,7 @@ type indexView struct {
 func (s *Server) handleIndex(w http.ResponseWriter, r *http.Request) {
 	q := s.queryOf(r)
 	v := indexView{
-		CSRF: csrfOf(r), Query: q, Page: s.index.Query(q), States: job.States,
+		CSRF: csrfOf(r), Query: q, Page: s.page(r.Context(), q), States: job.States,
 		Input: s.deps.InputBucket, Now: s.now(),
 	}
 	if s.deps.Snapshots != nil {
@@ -198,7 +227,7 @@ func countsJSON(p Page) map[string]int {
 }
 
 func (s *Server) handleAPIJobs(w http.ResponseWriter, r *http.Request) {
-	p := s.index.Query(s.queryOf(r))
+	p := s.page(r.Context(), s.queryOf(r))
 	now := s.now()
 	out := apiPage{Jobs: make([]apiEntry, 0, len(p.Jobs)), Total: p.Total, All: p.All, Counts: countsJSON(p), Page: p.Page, Pages: p.Pages, Ready: p.Ready}
 	for _, e := range p.Jobs {

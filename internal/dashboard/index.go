@@ -92,10 +92,25 @@ type Index struct {
 	sorted  []*Entry // newest first
 	version uint64   // bumped on every change
 	ready   bool     // the first full scan finished
+	trimmed map[job.State]bool // finished jobs of this state beyond the window exist
 }
 
 // NewIndex returns an empty index.
-func NewIndex() *Index { return &Index{byID: map[string]*Entry{}} }
+func NewIndex() *Index { return &Index{byID: map[string]*Entry{}, trimmed: map[job.State]bool{}} }
+
+func (x *Index) setTrimmed(state job.State) {
+	x.mu.Lock()
+	x.trimmed[state] = true
+	x.mu.Unlock()
+}
+
+// Trimmed reports whether older finished jobs of state exist beyond the
+// window (they are paged from the store).
+func (x *Index) Trimmed(state job.State) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.trimmed[state]
+}
 
 // Put inserts or replaces e. It reports whether anything visible changed.
 func (x *Index) Put(e *Entry) bool {
@@ -167,6 +182,35 @@ func (x *Index) unfinished() []string {
 		}
 	}
 	return ids
+}
+
+// trim drops the oldest finished jobs beyond the newest keep of them and
+// returns their IDs. Unfinished jobs always stay.
+func (x *Index) trim(keep int) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var dropped []string
+	finished := 0
+	for _, e := range x.sorted {
+		if e.State.Terminal() {
+			finished++
+		}
+	}
+	for i := len(x.sorted) - 1; i >= 0 && finished > keep; i-- {
+		e := x.sorted[i]
+		if !e.State.Terminal() {
+			continue
+		}
+		delete(x.byID, e.ID)
+		x.sorted = slices.Delete(x.sorted, i, i+1)
+		dropped = append(dropped, e.ID)
+		x.trimmed[e.State] = true
+		finished--
+	}
+	if len(dropped) > 0 {
+		x.version++
+	}
+	return dropped
 }
 
 // has reports whether id is indexed.

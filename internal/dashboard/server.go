@@ -27,6 +27,7 @@ type Server struct {
 	srv      *http.Server
 	ln       net.Listener
 	touches  chan string
+	newest   map[job.State]string // newest done marker seen per finished state, by rescan
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	stopOnce sync.Once
@@ -53,7 +54,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	return &Server{
 		cfg: cfg, deps: deps, index: NewIndex(), hub: newHub(), pages: p, now: time.Now,
-		touches: make(chan string, 4096), scanned: make(chan struct{}),
+		touches: make(chan string, 4096), scanned: make(chan struct{}), newest: map[job.State]string{},
 	}, nil
 }
 
@@ -203,38 +204,57 @@ func (s *Server) maintain(ctx context.Context) {
 	}
 }
 
-// rescan lists the records and reads those that are new to the index, and
-// (after the first scan) those not finished yet; records gone from the
-// bucket leave the index. Finished records never change without the
-// pipeline saying so (retries go through the dashboard or the CLI, which
-// the next rescan of unfinished jobs does not see: a retried job is
-// re-read when its worker reports it).
+// rescan keeps the index in step with the state bucket at the cost of
+// what changed, never of the history: it reads every unfinished job
+// (through the active markers), the jobs the index holds as unfinished
+// that are no longer active (they finished, or are gone), and the finished
+// jobs newer than the last scan (through the done markers, newest first,
+// up to the window on the first scan). The index then keeps the newest
+// Window finished jobs; older ones are paged from the store.
 func (s *Server) rescan(ctx context.Context, first bool) {
-	seen := map[string]bool{}
 	var toRead []string
-	err := s.deps.Store.IDs(ctx, func(id string) error {
-		seen[id] = true
-		if !s.index.has(id) {
-			toRead = append(toRead, id)
-		}
+	active := map[string]bool{}
+	err := s.deps.Store.Active(ctx, "", func(e jobstore.ActiveEntry) error {
+		active[e.ID] = true
+		toRead = append(toRead, e.ID)
 		return nil
 	})
 	if err != nil {
 		if ctx.Err() == nil {
-			s.logf("dashboard: list jobs: %v", err)
+			s.logf("dashboard: list active jobs: %v", err)
 		}
 		return
 	}
-	if !first {
-		toRead = append(toRead, s.index.unfinished()...)
-		for _, id := range s.index.ids() {
-			if !seen[id] && s.index.Remove(id) {
-				s.hub.publish(id)
-			}
+	for _, id := range s.index.unfinished() {
+		if !active[id] {
+			toRead = append(toRead, id)
 		}
 	}
-	// A few readers in parallel: the first scan of 100,000 records is
-	// bound by round trips, not by bandwidth.
+	for _, st := range []job.State{job.Succeeded, job.Dead, job.Superseded} {
+		newest, n := s.newest[st], 0
+		err := s.deps.Store.Done(ctx, st, "", int32(min(s.cfg.Window, 1000)), func(e jobstore.DoneEntry) error {
+			if newest != "" && e.Marker >= newest {
+				return jobstore.ErrStop // known from the last scan on
+			}
+			if n >= s.cfg.Window {
+				s.index.setTrimmed(st) // older ones are paged from the store
+				return jobstore.ErrStop
+			}
+			if n == 0 {
+				s.newest[st] = e.Marker
+			}
+			n++
+			if !s.index.has(e.ID) {
+				toRead = append(toRead, e.ID)
+			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			s.logf("dashboard: list %s jobs: %v", st, err)
+		}
+	}
+	// A few readers in parallel: a first scan is bound by round trips, not
+	// by bandwidth.
 	ids := make(chan string)
 	var wg sync.WaitGroup
 	for range 8 {
@@ -254,6 +274,9 @@ func (s *Server) rescan(ctx context.Context, first bool) {
 	}
 	close(ids)
 	wg.Wait()
+	for _, id := range s.index.trim(s.cfg.Window) {
+		s.hub.publish(id)
+	}
 }
 
 func (s *Server) logf(format string, args ...any) {
