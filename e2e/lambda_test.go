@@ -341,21 +341,56 @@ func TestLambdaBadConfigFailsInit(t *testing.T) {
 	}
 }
 
-// The real bootstrap, invoked by an EventBridge schedule's event, finds the
-// object whose notification never came and dispatches its job.
+// scheduleEvent is an EventBridge schedule's event.
+const scheduleEvent = `{"version":"0","id":"e2e-schedule","detail-type":"Scheduled Event","source":"aws.events",
+	"account":"123456789012","time":"2026-11-27T00:00:00Z","region":"us-east-1",
+	"resources":["arn:aws:events:us-east-1:123456789012:rule/Reconcile"],"detail":{}}`
+
+// The real bootstrap in the reconciler role, invoked by an EventBridge
+// schedule's event, finds the object whose notification never came,
+// dispatches its job, and writes the pass's metric line.
 func TestLambdaScheduledReconcile(t *testing.T) {
+	t.Parallel()
+	rieBinary(t)
+	up := startLambdaUp(t)
+	ssm := newFakeSSM(t, up, nil)
+	env := append(lambdaEnv(up, ssm), "CONVEYOR_LAMBDA_ROLE=reconciler", "AWS_LAMBDA_FUNCTION_NAME=conveyor-reconciler")
+	rie := startRIE(t, env)
+
+	lost := upload(t, up.S3, "lost/no event.txt", []byte("nobody told the Lambda"))
+	resp, raw := rie.invoke(t, []byte(scheduleEvent))
+	if resp.ErrorMessage != "" || resp.Reconciled == nil || resp.Reconciled.Missing != 1 {
+		t.Fatalf("scheduled invocation: %s", raw)
+	}
+	checkSent(t, up, ssm.Commands(), []s3event.ObjectCreated{lost})
+	out := rie.out.String()
+	if !strings.Contains(out, `"role":"reconciler"`) ||
+		!strings.Contains(out, `"CloudWatchMetrics":[{"Dimensions":[["Function"]],"Metrics":[{"Name":"ReconcileFailed","Unit":"Count"}`) ||
+		!strings.Contains(out, `"Function":"conveyor-reconciler"`) || !strings.Contains(out, `"ReconcileFailed":0`) {
+		t.Errorf("function output lacks the reconciler role or the pass's metric line:\n%s", out)
+	}
+
+	// An object event sent to the reconciler is refused, and starts nothing.
+	other := upload(t, up.S3, "lost/misrouted.txt", []byte("wrong function"))
+	before := len(ssm.Commands())
+	resp, raw = rie.invoke(t, notificationOf(t, other))
+	if !strings.Contains(resp.ErrorMessage, "handles only EventBridge scheduled events") || len(ssm.Commands()) != before {
+		t.Errorf("object event to the reconciler: %s; %d commands sent", raw, len(ssm.Commands())-before)
+	}
+}
+
+// The orchestrator role (the default) no longer reconciles: a schedule's
+// event is ignored and sends nothing.
+func TestLambdaOrchestratorIgnoresSchedule(t *testing.T) {
 	t.Parallel()
 	rieBinary(t)
 	up := startLambdaUp(t)
 	ssm := newFakeSSM(t, up, nil)
 	rie := startRIE(t, lambdaEnv(up, ssm))
 
-	lost := upload(t, up.S3, "lost/no event.txt", []byte("nobody told the Lambda"))
-	resp, raw := rie.invoke(t, []byte(`{"version":"0","id":"e2e-schedule","detail-type":"Scheduled Event","source":"aws.events",
-		"account":"123456789012","time":"2026-11-27T00:00:00Z","region":"us-east-1",
-		"resources":["arn:aws:events:us-east-1:123456789012:rule/Reconcile"],"detail":{}}`))
-	if resp.ErrorMessage != "" || resp.Reconciled == nil || resp.Reconciled.Missing != 1 {
-		t.Fatalf("scheduled invocation: %s", raw)
+	upload(t, up.S3, "lost/not now.txt", []byte("the reconciler's, not the orchestrator's"))
+	resp, raw := rie.invoke(t, []byte(scheduleEvent))
+	if resp.ErrorMessage != "" || resp.Ignored == "" || resp.Reconciled != nil || len(ssm.Commands()) != 0 {
+		t.Errorf("scheduled event to the orchestrator: %s; %d commands sent", raw, len(ssm.Commands()))
 	}
-	checkSent(t, up, ssm.Commands(), []s3event.ObjectCreated{lost})
 }

@@ -61,9 +61,7 @@ func TestOrchestratorPolicy(t *testing.T) {
 		stmt([]string{"ec2:StartInstances"}, instancesArn(), ec2Tag),
 		stmt([]string{"ec2:DescribeInstances", "ssm:DescribeInstanceInformation"}, "*"),
 		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
-		stmt([]string{"s3:ListBucket"}, arnOf(s.State), map[string]interface{}{"StringLike": map[string]interface{}{"s3:prefix": "jobs/*"}}),
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
-		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Orch.LogGroup)),
 		// added by CDK for the on-failure destination
 		stmt([]string{"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"}, arnOf(c.Orch.DLQ)),
@@ -73,6 +71,37 @@ func TestOrchestratorPolicy(t *testing.T) {
 	}
 	if r := props(t, c.Orch.Role); r["ManagedPolicyArns"] != nil || r["Policies"] != nil {
 		t.Errorf("orchestrator role has other policies: %v %v", r["ManagedPolicyArns"], r["Policies"])
+	}
+}
+
+// The reconciler's role: dispatch as the orchestrator does, job records,
+// the index and its cursors, the input bucket's versions; no delete of a
+// job record, no DLQ.
+func TestReconcilerPolicy(t *testing.T) {
+	c := synth.conveyor
+	s := c.Storage
+	tag := map[string]interface{}{"StringEquals": map[string]interface{}{"ssm:resourceTag/conveyor:role": "worker"}}
+	ec2Tag := map[string]interface{}{"StringEquals": map[string]interface{}{"aws:ResourceTag/conveyor:role": "worker"}}
+	want := []interface{}{
+		stmt([]string{"ssm:SendCommand"}, join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":document/", ref("RunJobDocument"))),
+		stmt([]string{"ssm:SendCommand"}, instancesArn(), tag),
+		stmt([]string{"ec2:StartInstances"}, instancesArn(), ec2Tag),
+		stmt([]string{"ec2:DescribeInstances", "ssm:DescribeInstanceInformation"}, "*"),
+		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
+		stmt([]string{"s3:DeleteObject", "s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/reconcile/*")),
+		stmt([]string{"s3:ListBucket"}, arnOf(s.State), map[string]interface{}{"StringLike": map[string]interface{}{
+			"s3:prefix": []interface{}{"jobs/*", "active/*", "done/*", "reconcile/*"}}}),
+		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
+		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
+		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Recon.LogGroup)),
+	}
+	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Recon.Role))); d != "" {
+		t.Errorf("reconciler policy (-want +got):\n%s", d)
+	}
+	if r := props(t, c.Recon.Role); r["ManagedPolicyArns"] != nil || r["Policies"] != nil {
+		t.Errorf("reconciler role has other policies: %v %v", r["ManagedPolicyArns"], r["Policies"])
 	}
 }
 
@@ -86,6 +115,7 @@ func TestWorkerPolicy(t *testing.T) {
 		stmt([]string{"s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"}, join(arnOf(s.Output), "/*")),
 		stmt([]string{"s3:ListBucket"}, arnOf(s.Output)),
 		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
 		stmt([]string{"s3:GetObject"}, asset),
 		stmt([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}, arnOf(c.Worker.CommandLogs)),

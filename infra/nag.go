@@ -57,6 +57,17 @@ func addNagSuppressions(stack awscdk.Stack, c *Conveyor) {
 		"Resource::"+arn(s.State)+"/"+JobRecordPrefix+"*",
 		instances,
 		"Resource::*")
+	suppress(c.Recon.Role, "AwsSolutions-IAM5",
+		"Object-level wildcards under one key prefix each: job records (jobs/), the job index (active/, done/) and the reconciler's cursors (reconcile/) in the state bucket, HEAD of any input object; "+
+			"instance/* is narrowed by the condition conveyor:role=worker (ssm:resourceTag / aws:ResourceTag); "+
+			"'*' only for ssm:DescribeInstanceInformation and ec2:DescribeInstances, which have no resource type (see UnscopableActions).",
+		"Resource::"+arn(s.Input)+"/*",
+		"Resource::"+arn(s.State)+"/"+JobRecordPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+ActiveIndexPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+DoneIndexPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+ReconcilePrefix+"*",
+		instances,
+		"Resource::*")
 	suppress(c.Snapshots.Role, "AwsSolutions-IAM4",
 		"AWSDataLifecycleManagerServiceRole is the policy of DLM's documented default role; AWS maintains it with the snapshot APIs DLM calls.",
 		"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole")

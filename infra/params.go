@@ -5,6 +5,9 @@ import (
 	"github.com/aws/jsii-runtime-go"
 )
 
+// DefaultHistoryRetentionDays is the HistoryRetentionDays parameter's default.
+const DefaultHistoryRetentionDays = 30
+
 // Parameters are the stack's CloudFormation parameters: what an operator may
 // change with `cdk deploy --parameters Name=value` without touching code.
 type Parameters struct {
@@ -13,6 +16,9 @@ type Parameters struct {
 	SnapshotRetain awscdk.CfnParameter
 	FilterPrefix   awscdk.CfnParameter
 	FilterSuffix   awscdk.CfnParameter
+	// HistoryRetentionDays is how long finished job records and done/
+	// markers stay in the state bucket (lifecycle expiration).
+	HistoryRetentionDays awscdk.CfnParameter
 	// HasPrefix, HasSuffix and HasBoth say which S3 notification key
 	// filters apply (S3 has no "empty" filter rule).
 	HasPrefix, HasSuffix, HasBoth awscdk.CfnCondition
@@ -59,6 +65,13 @@ func newParameters(stack awscdk.Stack) *Parameters {
 			Description:           jsii.String("Only keys ending with this suffix start a job, e.g. .csv (empty: all keys)"),
 			AllowedPattern:        jsii.String(`^[^,]{0,1024}$`),
 			ConstraintDescription: jsii.String("one suffix, without commas (S3 allows one suffix rule per notification)"),
+		}),
+		HistoryRetentionDays: param("HistoryRetentionDays", &awscdk.CfnParameterProps{
+			Type:        jsii.String("Number"),
+			Default:     jsii.Number(DefaultHistoryRetentionDays),
+			Description: jsii.String("Days a finished job's record (jobs/, tagged conveyor-finished=true) and its done/ marker are kept; unfinished jobs never expire"),
+			MinValue:    jsii.Number(1),
+			MaxValue:    jsii.Number(36500),
 		}),
 	}
 	notEmpty := func(id string, v awscdk.CfnParameter) awscdk.CfnCondition {

@@ -83,6 +83,7 @@ type Conveyor struct {
 	Network   *Network
 	Worker    *Worker
 	Orch      *Orchestrator
+	Recon     *Reconciler
 	Snapshots *Snapshots
 }
 
@@ -99,12 +100,14 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 
 	c := &Conveyor{Stack: stack}
 	c.Params = newParameters(stack)
-	c.Storage = newStorage(stack)
+	c.Storage = newStorage(stack, c.Params)
 	c.Network = newNetwork(stack, c.Storage)
 	doc := newSSMDocument(stack, props.SSMDocumentPath)
 	c.Worker = newWorker(stack, props, c.Params, c.Network, c.Storage)
 	c.Snapshots = newSnapshotPolicy(stack, c.Params)
-	c.Orch = newOrchestrator(stack, props, c.Params, c.Storage, c.Worker, doc)
+	code := lambdaCode(props) // one asset, both functions
+	c.Orch = newOrchestrator(stack, props, c.Params, c.Storage, c.Worker, doc, code)
+	c.Recon = newReconciler(stack, props, c.Params, c.Storage, c.Worker, doc, code)
 	addOutputs(stack, c)
 	addNagSuppressions(stack, c)
 	return c
@@ -117,11 +120,12 @@ func addOutputs(stack awscdk.Stack, c *Conveyor) {
 	}
 	out("InputBucketName", "Upload files here to process them", c.Storage.Input.BucketName())
 	out("OutputBucketName", "Processed results, under <input key>/", c.Storage.Output.BucketName())
-	out("StateBucketName", "Job records (jobs/) and job logs (logs/)", c.Storage.State.BucketName())
+	out("StateBucketName", "Job records (jobs/), the job index (active/, done/), job logs (logs/)", c.Storage.State.BucketName())
 	out("LogBucketName", "S3 server access logs and VPC flow logs", c.Storage.Logs.BucketName())
 	out("WorkerInstanceId", "The EC2 worker (SSM managed, no inbound access)", c.Worker.Instance.InstanceId())
 	out("DataVolumeId", "The worker's data volume (RETAIN, snapshotted daily by DLM)", c.Worker.DataVolume.VolumeId())
 	out("OrchestratorFunctionName", "The orchestrator Lambda", c.Orch.Function.FunctionName())
+	out("ReconcilerFunctionName", "The reconciler Lambda (every 15 minutes; metrics in namespace Conveyor)", c.Recon.Function.FunctionName())
 	out("DeadLetterQueueUrl", "Events the orchestrator failed on after its retries", c.Orch.DLQ.QueueUrl())
 	out("SampleUploadCommand", "Upload a file to start a job",
 		awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("aws s3 cp ./report.csv s3://"), c.Storage.Input.BucketName(), jsii.String("/")}))

@@ -39,7 +39,15 @@ func TestBuckets(t *testing.T) {
 			map[string]interface{}{"Id": "expire-old-versions", "NoncurrentVersionExpiration": map[string]interface{}{"NoncurrentDays": 30}, "Status": "Enabled"}, abort}},
 		{"output", s.Output, false, "s3/output/", []interface{}{abort}},
 		{"state", s.State, false, "s3/state/", []interface{}{
-			map[string]interface{}{"Id": "expire-job-logs", "Prefix": "logs/", "ExpirationInDays": 90, "Status": "Enabled"}, abort}},
+			map[string]interface{}{"Id": "expire-job-logs", "Prefix": "logs/", "ExpirationInDays": 90, "Status": "Enabled"},
+			// Finished history: records tagged finished, and done/ markers,
+			// after HistoryRetentionDays. Nothing matches an untagged
+			// record, an active/ marker or a cursor.
+			map[string]interface{}{"Id": "expire-finished-job-records", "Prefix": "jobs/",
+				"TagFilters":       []interface{}{map[string]interface{}{"Key": "conveyor-finished", "Value": "true"}},
+				"ExpirationInDays": ref("HistoryRetentionDays"), "Status": "Enabled"},
+			map[string]interface{}{"Id": "expire-done-markers", "Prefix": "done/", "ExpirationInDays": ref("HistoryRetentionDays"), "Status": "Enabled"},
+			abort}},
 		{"logs", s.Logs, false, "", []interface{}{
 			map[string]interface{}{"Id": "expire-logs", "ExpirationInDays": 90, "Status": "Enabled"}, abort}},
 	} {
@@ -110,6 +118,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		}
 	}
 	env := map[string]interface{}{
+		"CONVEYOR_LAMBDA_ROLE":       "orchestrator",
 		"CONVEYOR_INPUT_BUCKET":      ref(logicalID(c.Storage.Input)),
 		"CONVEYOR_OUTPUT_BUCKET":     ref(logicalID(c.Storage.Output)),
 		"CONVEYOR_STATE_BUCKET":      ref(logicalID(c.Storage.State)),
@@ -125,7 +134,10 @@ func TestOrchestratorFunction(t *testing.T) {
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
 	}
-	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Worker.CommandLogs} {
+	if p["Timeout"] != float64(30) {
+		t.Errorf("Timeout = %v, want 30", p["Timeout"])
+	}
+	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Recon.LogGroup, c.Worker.CommandLogs} {
 		if got := props(t, lg)["RetentionInDays"]; got != float64(30) {
 			t.Errorf("log group %s retention = %v, want 30", logicalID(lg), got)
 		}
@@ -210,6 +222,7 @@ func TestParameters(t *testing.T) {
 	params := synth.json["Parameters"].(map[string]interface{})
 	for name, def := range map[string]interface{}{
 		"InstanceType": "t4g.small", "SnapshotTime": "03:00", "SnapshotRetain": float64(7), "FilterPrefix": "", "FilterSuffix": "",
+		"HistoryRetentionDays": float64(30),
 	} {
 		p, ok := params[name].(map[string]interface{})
 		if !ok {
@@ -468,12 +481,14 @@ func TestOutputs(t *testing.T) {
 	outputs := synth.json["Outputs"].(map[string]interface{})
 	c := synth.conveyor
 	for name, want := range map[string]interface{}{
-		"InputBucketName":     ref(logicalID(c.Storage.Input)),
-		"OutputBucketName":    ref(logicalID(c.Storage.Output)),
-		"StateBucketName":     ref(logicalID(c.Storage.State)),
-		"WorkerInstanceId":    ref(logicalID(c.Worker.Instance)),
-		"DataVolumeId":        ref(logicalID(c.Worker.DataVolume)),
-		"SampleUploadCommand": join("aws s3 cp ./report.csv s3://", ref(logicalID(c.Storage.Input)), "/"),
+		"InputBucketName":          ref(logicalID(c.Storage.Input)),
+		"OutputBucketName":         ref(logicalID(c.Storage.Output)),
+		"StateBucketName":          ref(logicalID(c.Storage.State)),
+		"WorkerInstanceId":         ref(logicalID(c.Worker.Instance)),
+		"DataVolumeId":             ref(logicalID(c.Worker.DataVolume)),
+		"OrchestratorFunctionName": ref(logicalID(c.Orch.Function)),
+		"ReconcilerFunctionName":   ref(logicalID(c.Recon.Function)),
+		"SampleUploadCommand":      join("aws s3 cp ./report.csv s3://", ref(logicalID(c.Storage.Input)), "/"),
 	} {
 		o, ok := outputs[name].(map[string]interface{})
 		if !ok {
@@ -486,32 +501,43 @@ func TestOutputs(t *testing.T) {
 	}
 }
 
-// The environment the stack gives the Lambda is one the Lambda accepts:
+// The environment the stack gives each function is one the Lambda accepts:
 // its own configuration loader reads it, with each CloudFormation value
-// replaced by a plausible deployed one.
+// replaced by a plausible deployed one, and finds the function's role.
 func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
 	c := synth.conveyor
-	vars := props(t, c.Orch.Function)["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
-	env := map[string]string{}
-	for k, v := range vars {
-		switch x := v.(type) {
-		case string:
-			env[k] = x
-		default: // a Ref or GetAtt: what it resolves to at deploy time
-			env[k] = map[string]string{
-				"CONVEYOR_SSM_DOCUMENT":       "Conveyor-RunJobDocument-AbC123",
-				"CONVEYOR_SSM_LOG_GROUP":      "/conveyor/commands",
-				"CONVEYOR_WORKER_INSTANCE_ID": "i-0123456789abcdef0",
-				"CONVEYOR_FILTER_PREFIXES":    "",
-				"CONVEYOR_FILTER_SUFFIXES":    "",
-			}[k]
-			if env[k] == "" && strings.HasSuffix(k, "_BUCKET") {
-				env[k] = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(k, "CONVEYOR_"), "_BUCKET")) + "-bucket-1a2b3c"
+	for _, tc := range []struct {
+		fn   constructs.IConstruct
+		role lambda.Role
+	}{{c.Orch.Function, lambda.RoleOrchestrator}, {c.Recon.Function, lambda.RoleReconciler}} {
+		t.Run(string(tc.role), func(t *testing.T) {
+			vars := props(t, tc.fn)["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+			env := map[string]string{}
+			for k, v := range vars {
+				switch x := v.(type) {
+				case string:
+					env[k] = x
+				default: // a Ref or GetAtt: what it resolves to at deploy time
+					env[k] = map[string]string{
+						"CONVEYOR_SSM_DOCUMENT":       "Conveyor-RunJobDocument-AbC123",
+						"CONVEYOR_SSM_LOG_GROUP":      "/conveyor/commands",
+						"CONVEYOR_WORKER_INSTANCE_ID": "i-0123456789abcdef0",
+						"CONVEYOR_FILTER_PREFIXES":    "",
+						"CONVEYOR_FILTER_SUFFIXES":    "",
+					}[k]
+					if env[k] == "" && strings.HasSuffix(k, "_BUCKET") {
+						env[k] = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(k, "CONVEYOR_"), "_BUCKET")) + "-bucket-1a2b3c"
+					}
+				}
 			}
-		}
-	}
-	if _, err := lambda.ConfigFromEnv(func(k string) string { return env[k] }); err != nil {
-		t.Fatalf("the Lambda refuses the stack's environment %v: %v", env, err)
+			cfg, err := lambda.ConfigFromEnv(func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatalf("the Lambda refuses the stack's environment %v: %v", env, err)
+			}
+			if cfg.Role != tc.role || !cfg.InputVersioned {
+				t.Errorf("role %q, versioned %v; want %q, true", cfg.Role, cfg.InputVersioned, tc.role)
+			}
+		})
 	}
 }
 
@@ -554,27 +580,108 @@ func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 	}
 }
 
-// An EventBridge schedule invokes the orchestrator to reconcile, and may.
+// An EventBridge schedule invokes the reconciler, and may; nothing
+// schedules the orchestrator.
 func TestReconcileSchedule(t *testing.T) {
 	c := synth.conveyor
-	p := props(t, c.Orch.Reconcile)
+	if n := len(resources("AWS::Events::Rule")); n != 1 {
+		t.Errorf("%d EventBridge rules, want 1", n)
+	}
+	p := props(t, c.Recon.Schedule)
 	if p["ScheduleExpression"] != "rate(15 minutes)" || p["State"] != "ENABLED" {
 		t.Errorf("schedule %v, state %v; want rate(15 minutes), ENABLED", p["ScheduleExpression"], p["State"])
 	}
 	targets, _ := p["Targets"].([]interface{})
 	if len(targets) != 1 {
-		t.Fatalf("targets %v, want the orchestrator", targets)
+		t.Fatalf("targets %v, want the reconciler", targets)
 	}
 	target := targets[0].(map[string]interface{})
-	if d := cmp.Diff(plain(t, getAtt(logicalID(c.Orch.Function), "Arn")), target["Arn"]); d != "" {
+	if d := cmp.Diff(plain(t, getAtt(logicalID(c.Recon.Function), "Arn")), target["Arn"]); d != "" {
 		t.Errorf("target (-want +got):\n%s", d)
 	}
-	if got := target["RetryPolicy"]; got == nil {
-		t.Errorf("target has no retry policy: a missed pass waits for the next one, set explicitly")
+	if d := cmp.Diff(plain(t, map[string]interface{}{"MaximumRetryAttempts": 0}), target["RetryPolicy"]); d != "" {
+		t.Errorf("target retry policy (-want +got):\n%s", d)
 	}
 	synth.template.HasResourceProperties(jsii.String("AWS::Lambda::Permission"), &map[string]interface{}{
-		"Action":    "lambda:InvokeFunction",
-		"Principal": "events.amazonaws.com",
-		"SourceArn": getAtt(logicalID(c.Orch.Reconcile), "Arn"),
+		"Action":       "lambda:InvokeFunction",
+		"FunctionName": arnOf(c.Recon.Function),
+		"Principal":    "events.amazonaws.com",
+		"SourceArn":    getAtt(logicalID(c.Recon.Schedule), "Arn"),
 	})
+	for id, r := range resources("AWS::Lambda::Permission") {
+		p := r["Properties"].(map[string]interface{})
+		if p["Principal"] == "events.amazonaws.com" && cmp.Equal(p["FunctionName"], plain(t, arnOf(c.Orch.Function))) {
+			t.Errorf("%s: EventBridge may invoke the orchestrator", id)
+		}
+	}
+}
+
+// The reconciler is the orchestrator's bootstrap in the reconciler role,
+// with its own budget, no retries, no destination, and one pass at a time.
+func TestReconcilerFunction(t *testing.T) {
+	c := synth.conveyor
+	o, r := props(t, c.Orch.Function), props(t, c.Recon.Function)
+	if d := cmp.Diff(o["Code"], r["Code"]); d != "" || r["Code"] == nil {
+		t.Errorf("the functions' code differs (-orchestrator +reconciler):\n%s", d)
+	}
+	if n := len(resources("AWS::Lambda::Function")); n != 3 {
+		t.Errorf("%d functions, want 3 (orchestrator, reconciler, CDK's notifications handler)", n)
+	}
+	checks := map[string]interface{}{
+		"Runtime":                      "provided.al2023",
+		"Architectures":                []interface{}{"arm64"},
+		"Handler":                      "bootstrap",
+		"Timeout":                      ReconcilerTimeoutMinutes * 60,
+		"ReservedConcurrentExecutions": 1,
+		"Role":                         arnOf(c.Recon.Role),
+		"LoggingConfig":                map[string]interface{}{"LogGroup": ref(logicalID(c.Recon.LogGroup))},
+	}
+	for k, want := range checks {
+		if d := cmp.Diff(plain(t, want), r[k]); d != "" {
+			t.Errorf("%s (-want +got):\n%s", k, d)
+		}
+	}
+	if ReconcilerTimeoutMinutes*60 >= ReconcileEveryMinutes*60 || ReconcilerTimeoutMinutes*60 <= lambda.DefaultReconcileMargin.Seconds()*2 {
+		t.Errorf("timeout %d min: must leave the margin (%s) a pass and end before the next tick", ReconcilerTimeoutMinutes, lambda.DefaultReconcileMargin)
+	}
+	// Same environment as the orchestrator's but the role.
+	ov := o["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+	rv := r["Environment"].(map[string]interface{})["Variables"].(map[string]interface{})
+	if rv["CONVEYOR_LAMBDA_ROLE"] != "reconciler" || ov["CONVEYOR_LAMBDA_ROLE"] != "orchestrator" {
+		t.Errorf("roles: orchestrator %v, reconciler %v", ov["CONVEYOR_LAMBDA_ROLE"], rv["CONVEYOR_LAMBDA_ROLE"])
+	}
+	withoutRole := func(m map[string]interface{}) map[string]interface{} {
+		out := map[string]interface{}{}
+		for k, v := range m {
+			if k != "CONVEYOR_LAMBDA_ROLE" {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	if d := cmp.Diff(withoutRole(ov), withoutRole(rv)); d != "" {
+		t.Errorf("environments differ beyond the role (-orchestrator +reconciler):\n%s", d)
+	}
+	// Async invocation: no retry, a tick older than the interval dropped,
+	// and no destination (the orchestrator's DLQ is for object events).
+	var found bool
+	for id, res := range resources("AWS::Lambda::EventInvokeConfig") {
+		p := res["Properties"].(map[string]interface{})
+		if !cmp.Equal(p["FunctionName"], plain(t, ref(logicalID(c.Recon.Function)))) {
+			continue
+		}
+		found = true
+		want := map[string]interface{}{
+			"FunctionName":             ref(logicalID(c.Recon.Function)),
+			"Qualifier":                "$LATEST",
+			"MaximumRetryAttempts":     0,
+			"MaximumEventAgeInSeconds": ReconcileEveryMinutes * 60,
+		}
+		if d := cmp.Diff(plain(t, want), p); d != "" {
+			t.Errorf("%s (-want +got):\n%s", id, d)
+		}
+	}
+	if !found {
+		t.Error("no EventInvokeConfig for the reconciler: Lambda would retry a failed pass twice")
+	}
 }

@@ -8,8 +8,25 @@ import (
 
 // Key prefixes in the state bucket.
 const (
-	JobRecordPrefix = "jobs/" // job records (internal/jobstore.Prefix)
-	JobLogPrefix    = "logs/" // job logs the worker uploads
+	JobRecordPrefix   = "jobs/"      // job records (internal/jobstore.Prefix)
+	JobLogPrefix      = "logs/"      // job logs the worker uploads
+	ActiveIndexPrefix = "active/"    // index markers of unfinished jobs (never expire)
+	DoneIndexPrefix   = "done/"      // index markers of finished jobs (expire with the history)
+	ReconcilePrefix   = "reconcile/" // the reconciler's cursors
+)
+
+// FinishedTagKey=FinishedTagValue is the object tag a job record gets when
+// it is written in a terminal state; the state bucket's lifecycle rule
+// expires the tagged records, and no other.
+const (
+	FinishedTagKey   = "conveyor-finished"
+	FinishedTagValue = "true"
+)
+
+// Lifecycle periods, in days.
+const (
+	AbortUploadsAfterDays = 7
+	JobLogDays            = 90
 )
 
 // Storage holds the four buckets. Input and output are distinct buckets, so
@@ -18,11 +35,16 @@ type Storage struct {
 	Input, Output, State, Logs awss3.Bucket
 }
 
-func newStorage(stack awscdk.Stack) *Storage {
+func newStorage(stack awscdk.Stack, params *Parameters) *Storage {
 	abortUploads := &awss3.LifecycleRule{
 		Id:                                  jsii.String("abort-incomplete-multipart-uploads"),
-		AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(7)),
+		AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(AbortUploadsAfterDays)),
 	}
+	// Finished history leaves the state bucket after HistoryRetentionDays
+	// (counted from the object's last write: a record's terminal write, a
+	// marker's creation). Unfinished records (untagged), active/ markers,
+	// the reconciler's cursors and anything else are never expired.
+	history := awscdk.Duration_Days(params.HistoryRetentionDays.ValueAsNumber())
 	logs := awss3.NewBucket(stack, jsii.String("LogBucket"), &awss3.BucketProps{
 		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
 		// Server access logging only delivers to SSE-S3 buckets.
@@ -63,7 +85,18 @@ func newStorage(stack awscdk.Stack) *Storage {
 			&awss3.LifecycleRule{
 				Id:         jsii.String("expire-job-logs"),
 				Prefix:     jsii.String(JobLogPrefix),
-				Expiration: awscdk.Duration_Days(jsii.Number(90)),
+				Expiration: awscdk.Duration_Days(jsii.Number(JobLogDays)),
+			},
+			&awss3.LifecycleRule{
+				Id:         jsii.String("expire-finished-job-records"),
+				Prefix:     jsii.String(JobRecordPrefix),
+				TagFilters: &map[string]interface{}{FinishedTagKey: FinishedTagValue},
+				Expiration: history,
+			},
+			&awss3.LifecycleRule{
+				Id:         jsii.String("expire-done-markers"),
+				Prefix:     jsii.String(DoneIndexPrefix),
+				Expiration: history,
 			},
 			abortUploads),
 		Logs: logs,

@@ -117,6 +117,10 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, storage *Storage) {
 	add(statement([]string{"s3:ListBucket"}, storage.Output.BucketArn()))
 	// Claim and update job records (conditional writes on jobs/).
 	add(statement([]string{"s3:GetObject", "s3:PutObject"}, objects(storage.State.BucketArn(), JobRecordPrefix)))
+	// A record written in a terminal state carries the tag
+	// conveyor-finished=true, which the state bucket's lifecycle rule
+	// expires; a PutObject with tags is also authorized as PutObjectTagging.
+	add(statement([]string{"s3:PutObjectTagging"}, objects(storage.State.BucketArn(), JobRecordPrefix)))
 	// Upload job logs next to the records.
 	add(statement([]string{"s3:PutObject"}, objects(storage.State.BucketArn(), JobLogPrefix)))
 	// User data downloads the worker binary: this asset object only, not

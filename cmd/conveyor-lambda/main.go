@@ -1,6 +1,8 @@
-// Command conveyor-lambda is the orchestrator Lambda's bootstrap
-// (provided.al2023, arm64, built with -tags lambda.norpc): S3 object-created
-// events in, job records and SSM commands out. See internal/lambda.
+// Command conveyor-lambda is the bootstrap of both of the stack's Lambda
+// functions (provided.al2023, arm64, built with -tags lambda.norpc), told
+// apart by CONVEYOR_LAMBDA_ROLE: the orchestrator (S3 object-created events
+// in, job records and SSM commands out) and the reconciler (one bounded
+// reconciliation per scheduled event). See internal/lambda.
 package main
 
 import (
@@ -22,6 +24,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "conveyor-lambda: %v\n", err)
 		os.Exit(1)
 	}
-	fmt.Fprintf(os.Stdout, "{\"msg\":\"conveyor-lambda ready\",\"version\":%q}\n", version.Version)
+	fmt.Fprintf(os.Stdout, "{\"msg\":\"conveyor-lambda ready\",\"role\":%q,\"version\":%q}\n", h.Role, version.Version)
 	awslambda.Start(h.Handle)
 }

@@ -19,7 +19,8 @@ import (
 // configuration from getenv, the S3, SSM and EC2 clients from the default
 // AWS configuration (the function's role, AWS_REGION, and the
 // AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM and _EC2 overrides), the SSM
-// dispatcher (behind FailFast) and the orchestrator. Log lines go to out.
+// dispatcher (behind FailFast) and the orchestrator, and the role (EnvRole)
+// that says which events it handles. Log lines go to out.
 func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) (*Handler, error) {
 	cfg, err := ConfigFromEnv(getenv)
 	if err != nil {
@@ -45,6 +46,8 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	h := New(o, out)
+	h.Role = cfg.Role
 	h.Reconciler.Versioned = cfg.InputVersioned
+	h.Function = getenv("AWS_LAMBDA_FUNCTION_NAME")
 	return h, nil
 }

@@ -27,6 +27,19 @@ const (
 	EnvStartStopped     = "CONVEYOR_START_STOPPED"      // true/false; default DefaultStartStopped
 	EnvS3PathStyle      = "CONVEYOR_S3_PATH_STYLE"      // 1 forces path-style S3 requests
 	EnvInputVersioned   = "CONVEYOR_INPUT_VERSIONED"    // true: the input bucket is versioned (the reconciler lists versions)
+	EnvRole             = "CONVEYOR_LAMBDA_ROLE"        // orchestrator (default) or reconciler: which handler the bootstrap runs
+)
+
+// Role is which of the stack's two functions a bootstrap is: the same
+// binary (one code asset) serves both, told apart by EnvRole.
+type Role string
+
+// The roles.
+const (
+	// RoleOrchestrator turns object-created events into jobs.
+	RoleOrchestrator Role = "orchestrator"
+	// RoleReconciler runs one bounded reconciliation per scheduled event.
+	RoleReconciler Role = "reconciler"
 )
 
 // Defaults of the optional variables.
@@ -48,6 +61,8 @@ type Config struct {
 	// InputVersioned says the input bucket keeps versions, so jobs are
 	// keyed on version IDs and the reconciler lists versions.
 	InputVersioned bool
+	// Role is the function's role; RoleOrchestrator when EnvRole is unset.
+	Role Role
 }
 
 // ConfigFromEnv reads the configuration with getenv (os.Getenv in the
@@ -83,6 +98,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		OutputBucket: required(EnvOutputBucket, "the bucket the worker writes results to"),
 		StateBucket:  required(EnvStateBucket, "the bucket that holds the job records"),
 		S3PathStyle:  get(EnvS3PathStyle) == "1",
+		Role:         RoleOrchestrator,
+	}
+	switch r := Role(get(EnvRole)); r {
+	case "":
+	case RoleOrchestrator, RoleReconciler:
+		c.Role = r
+	default:
+		bad("%s=%q is not a role this bootstrap has: set %s or %s (unset means %s)", EnvRole, string(r), RoleOrchestrator, RoleReconciler, RoleOrchestrator)
 	}
 
 	d := &c.Dispatch

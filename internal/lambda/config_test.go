@@ -44,6 +44,7 @@ func TestConfigFromEnv(t *testing.T) {
 		},
 		OutputBucket: "out",
 		StateBucket:  "state",
+		Role:         lambda.RoleOrchestrator,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
@@ -62,8 +63,20 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if got.Dispatch.ExecutionTimeout != time.Hour || got.Orchestrator.MaxAttempts != 3 || !got.Dispatch.StartStopped ||
 		got.Dispatch.TagKey != "conveyor:role" || got.Dispatch.TagValue != "worker" || !got.S3PathStyle ||
-		got.Orchestrator.Prefixes != nil || got.Orchestrator.Suffixes != nil {
+		got.Orchestrator.Prefixes != nil || got.Orchestrator.Suffixes != nil || got.Role != lambda.RoleOrchestrator {
 		t.Errorf("defaults: %+v", got)
+	}
+}
+
+func TestConfigRole(t *testing.T) {
+	t.Parallel()
+	for _, v := range []string{"orchestrator", "reconciler", " reconciler "} {
+		env := stackEnv()
+		env[lambda.EnvRole] = v
+		got, err := lambda.ConfigFromEnv(func(k string) string { return env[k] })
+		if err != nil || string(got.Role) != strings.TrimSpace(v) {
+			t.Errorf("%s=%q: role %q, %v", lambda.EnvRole, v, got.Role, err)
+		}
 	}
 }
 
@@ -87,6 +100,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"bad attempts", map[string]string{lambda.EnvMaxAttempts: "0"}, []string{`CONVEYOR_MAX_ATTEMPTS="0" must be`}},
 		{"bad bool", map[string]string{lambda.EnvStartStopped: "sometimes"}, []string{`CONVEYOR_START_STOPPED="sometimes" must be true or false`}},
 		{"bad versioned", map[string]string{lambda.EnvInputVersioned: "maybe"}, []string{`CONVEYOR_INPUT_VERSIONED="maybe" must be true or false`}},
+		{"unknown role", map[string]string{lambda.EnvRole: "janitor"}, []string{`CONVEYOR_LAMBDA_ROLE="janitor" is not a role this bootstrap has: set orchestrator or reconciler`}},
 		{"two problems", map[string]string{lambda.EnvInputBucket: "", lambda.EnvMaxAttempts: "x"}, []string{"CONVEYOR_INPUT_BUCKET", "; CONVEYOR_MAX_ATTEMPTS"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,9 +1,15 @@
-// Package lambda is the orchestrator Lambda: it turns the S3 notification
-// (or EventBridge "Object Created" event) that invokes the function into
-// jobs, with the same orchestrator code as `conveyor up`, and dispatches
-// them through SSM Run Command to the EC2 worker.
+// Package lambda is the code of the stack's two Lambda functions, one
+// bootstrap told apart by CONVEYOR_LAMBDA_ROLE (EnvRole):
 //
-// Handler.Handle is the function's handler; NewFromEnv wires it from the
+//   - the orchestrator turns the S3 notification (or EventBridge "Object
+//     Created" event) that invokes it into jobs, with the same orchestrator
+//     code as `conveyor up`, and dispatches them through SSM Run Command to
+//     the EC2 worker;
+//   - the reconciler runs one reconciliation per EventBridge schedule's
+//     event, stopping before the invocation's deadline, and reports each
+//     pass as CloudWatch embedded metrics on stdout.
+//
+// Handler.Handle is the functions' handler; NewFromEnv wires it from the
 // environment variables the stack sets (see the Env* constants) once per
 // cold start. Its configuration is read here rather than in internal/cli,
 // the home of every other CONVEYOR_* variable, so that the bootstrap does not

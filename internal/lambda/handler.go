@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 	"github.com/conveyorhq/conveyor/internal/s3event"
@@ -20,25 +21,44 @@ const (
 	OutcomeFailed    = "failed"
 )
 
-// Handler is the function's handler. It is safe for concurrent use, though
-// Lambda invokes one at a time per execution environment.
+// Handler is the function's handler, for either role. It is safe for
+// concurrent use, though Lambda invokes one at a time per execution
+// environment.
 type Handler struct {
 	orch *orchestrator.Orchestrator
 	log  *slog.Logger
-	// Reconciler runs on a scheduled invocation (an EventBridge schedule):
-	// input objects whose event was lost get their job, and unfinished
-	// jobs whose lease lapsed are dispatched again.
+	out  io.Writer
+	// Role selects what Handle does (see Handle); New sets RoleOrchestrator.
+	Role Role
+	// Reconciler runs, in the reconciler role, on a scheduled invocation
+	// (an EventBridge schedule): input objects whose event was lost get
+	// their job, and unfinished jobs whose lease lapsed are dispatched again.
 	Reconciler *orchestrator.Reconciler
+	// Pass runs one reconciliation within ctx's deadline; nil runs
+	// Reconciler.Reconcile. Tests replace it.
+	Pass func(ctx context.Context) (orchestrator.Report, error)
+	// Margin is how long before the invocation's deadline a reconciliation
+	// is told to stop, so its report and metrics are written before Lambda
+	// ends the invocation; DefaultReconcileMargin when zero.
+	Margin time.Duration
+	// Function names the function in metrics (the "Function" dimension);
+	// NewFromEnv sets AWS_LAMBDA_FUNCTION_NAME.
+	Function string
 }
 
-// New returns a handler that submits events to o and writes one JSON line
-// per record outcome to out (stdout in Lambda: CloudWatch Logs).
+// New returns an orchestrator-role handler that submits events to o and
+// writes one JSON line per record outcome to out (stdout in Lambda:
+// CloudWatch Logs). Set Role to RoleReconciler for the reconciler function.
 func New(o *orchestrator.Orchestrator, out io.Writer) *Handler {
-	return &Handler{orch: o, log: slog.New(slog.NewJSONHandler(out, nil)), Reconciler: orchestrator.NewReconciler(o, 0)}
+	return &Handler{
+		orch: o, log: slog.New(slog.NewJSONHandler(out, nil)), out: out,
+		Role: RoleOrchestrator, Reconciler: orchestrator.NewReconciler(o, 0),
+	}
 }
 
 // Response is what an invocation returns: a count per outcome and each
-// record's outcome, in event order.
+// record's outcome, in event order; or, in the reconciler role, what the
+// pass did.
 type Response struct {
 	Created    int            `json:"created"`
 	Duplicate  int            `json:"duplicate"`
@@ -46,17 +66,9 @@ type Response struct {
 	Filtered   int            `json:"filtered"`
 	BadRecords int            `json:"bad_records"`
 	Failed     int            `json:"failed"`
-	Ignored    string         `json:"ignored,omitempty"` // why a whole event was ignored (s3:TestEvent)
+	Ignored    string         `json:"ignored,omitempty"` // why a whole event was ignored (s3:TestEvent, a schedule's)
 	Reconciled *Reconciled    `json:"reconciled,omitempty"`
 	Records    []RecordResult `json:"records,omitempty"`
-}
-
-// Reconciled is what a scheduled reconciliation did.
-type Reconciled struct {
-	Objects    int      `json:"objects"`    // input objects seen
-	Missing    int      `json:"missing"`    // objects without a job: submitted
-	Unfinished int      `json:"unfinished"` // unfinished jobs dispatched again
-	Errors     []string `json:"errors,omitempty"`
 }
 
 // isScheduled reports whether event is an EventBridge schedule's.
@@ -68,21 +80,9 @@ func isScheduled(event json.RawMessage) bool {
 	return json.Unmarshal(event, &probe) == nil && probe.DetailType == "Scheduled Event" && probe.Source == "aws.events"
 }
 
-// reconcile runs one reconciliation; it fails the invocation if any part
-// of it failed, so the failure shows in the function's metrics.
-func (h *Handler) reconcile(ctx context.Context) (Response, error) {
-	rep := h.Reconciler.Reconcile(ctx)
-	rc := &Reconciled{Objects: rep.Objects, Missing: rep.Missing, Unfinished: rep.Unfinished}
-	for _, err := range rep.Errors {
-		rc.Errors = append(rc.Errors, err.Error())
-	}
-	h.log.InfoContext(ctx, "reconciled", "objects", rc.Objects, "missing", rc.Missing, "unfinished", rc.Unfinished, "errors", len(rc.Errors))
-	resp := Response{Reconciled: rc}
-	if len(rep.Errors) > 0 {
-		return resp, fmt.Errorf("reconcile: %d error(s), first: %w", len(rep.Errors), rep.Errors[0])
-	}
-	return resp, nil
-}
+// IgnoredSchedule is the reason an orchestrator-role handler gives for
+// ignoring a scheduled event.
+const IgnoredSchedule = "scheduled event: reconciling is the reconciler function's work (" + EnvRole + "=reconciler)"
 
 // RecordResult is one record's outcome.
 type RecordResult struct {
@@ -93,18 +93,31 @@ type RecordResult struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// Handle processes one invocation's event: an S3 notification (Records),
-// an EventBridge "Object Created" event, an EventBridge schedule's event
-// (a reconciliation), or an s3:TestEvent, which is ignored. A record that cannot be parsed is logged and skipped; the
-// others go on. It returns an error when a job could not be recorded or
-// dispatched, so Lambda retries the event (jobs already created are then
-// duplicates and start nothing twice) and finally hands it to the
-// function's on-failure destination; and when the document has no shape
-// it knows, so that misrouted event lands there too.
+// Handle processes one invocation's event, as the handler's Role says.
+//
+// In the reconciler role, an EventBridge schedule's event runs one
+// reconciliation (see HandleScheduled); any other event is an error.
+//
+// In the orchestrator role: an S3 notification (Records) or an EventBridge
+// "Object Created" event becomes jobs; an s3:TestEvent is ignored, and so
+// is a schedule's event, with a warning (the reconciler function
+// reconciles; failing it would only retry it and park it in the
+// dead-letter queue, which holds object events whose jobs may be lost). A
+// record that cannot be parsed is logged and skipped; the others go on. It
+// returns an error when a job could not be recorded or dispatched, so
+// Lambda retries the event (jobs already created are then duplicates and
+// start nothing twice) and finally hands it to the function's on-failure
+// destination; and when the document has no shape it knows, so that
+// misrouted event lands there too.
 func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, error) {
+	if h.Role == RoleReconciler {
+		return h.HandleScheduled(ctx, event)
+	}
 	ctx = withInvocation(ctx) // for FailFast
 	if isScheduled(event) {
-		return h.reconcile(ctx)
+		resp := Response{Ignored: IgnoredSchedule}
+		h.log.WarnContext(ctx, "event ignored", "reason", resp.Ignored)
+		return resp, nil
 	}
 	results, err := h.orch.HandleEvent(ctx, event)
 	var resp Response

@@ -419,33 +419,3 @@ func TestFailFastAfterNoWorker(t *testing.T) {
 		t.Errorf("direct dispatch: %v, calls %d", err, calls)
 	}
 }
-
-// An EventBridge schedule's event runs the reconciler: an object whose
-// notification was lost gets its job and is dispatched; one that has a job
-// is left alone.
-func TestScheduledEventReconciles(t *testing.T) {
-	t.Parallel()
-	h, b := setup(t, orchestrator.Config{})
-	seen := b.put(t, "seen.txt", "s")
-	if _, err := h.Handle(context.Background(), notification(t, seen)); err != nil {
-		t.Fatal(err)
-	}
-	lost := b.put(t, "lost.txt", "l") // no event delivered
-	b.disp.Reset()
-	ev := `{"version":"0","id":"53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-11-27T00:00:00Z","region":"us-east-1","resources":["arn:aws:events:us-east-1:123456789012:rule/conveyor-reconcile"],"detail":{}}`
-	resp, err := h.Handle(context.Background(), json.RawMessage(ev))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.Reconciled == nil || resp.Reconciled.Objects != 2 || resp.Reconciled.Missing != 1 {
-		t.Fatalf("response %+v, want 2 objects seen and 1 missing", resp.Reconciled)
-	}
-	b.mustRecord(t, jobID(lost))
-	got := b.disp.Dispatched()
-	if len(got) == 0 || got[0] != jobID(lost) {
-		t.Fatalf("dispatched %v, want the lost object's job %s first", got, jobID(lost))
-	}
-	if lines := b.logLines(t); lines[len(lines)-1]["msg"] != "reconciled" {
-		t.Errorf("last log line %v, want 'reconciled'", lines[len(lines)-1])
-	}
-}

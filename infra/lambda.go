@@ -1,0 +1,42 @@
+package main
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3assets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsssm"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/conveyorhq/conveyor/internal/lambda"
+)
+
+// lambdaCode is the one code asset of both functions: the `bootstrap`
+// directory. build-lambda also leaves bootstrap.zip beside bootstrap; the
+// asset is the directory, zipped by CDK, so the zip is left out.
+func lambdaCode(props StackProps) awslambda.AssetCode {
+	return awslambda.Code_FromAsset(jsii.String(props.LambdaAssetDir), &awss3assets.AssetOptions{
+		Exclude: jsii.Strings("*.zip"),
+	})
+}
+
+// lambdaEnvironment is the environment of both functions: the same
+// configuration, and the role that picks the bootstrap's handler.
+func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, storage *Storage, worker *Worker, doc awsssm.CfnDocument) *map[string]*string {
+	return &map[string]*string{
+		lambda.EnvRole:         jsii.String(string(role)),
+		lambda.EnvInputBucket:  storage.Input.BucketName(),
+		lambda.EnvOutputBucket: storage.Output.BucketName(),
+		lambda.EnvStateBucket:  storage.State.BucketName(),
+		lambda.EnvSSMDocument:  doc.Ref(),
+		// Workers are chosen by tag among those online in SSM, so more
+		// can be added behind the same orchestrator.
+		lambda.EnvWorkerTagKey:     jsii.String(WorkerTagKey),
+		lambda.EnvWorkerTagValue:   jsii.String(WorkerTagValue),
+		lambda.EnvSSMLogGroup:      worker.CommandLogs.LogGroupName(),
+		lambda.EnvFilterPrefixes:   params.FilterPrefix.ValueAsString(),
+		lambda.EnvFilterSuffixes:   params.FilterSuffix.ValueAsString(),
+		lambda.EnvExecutionTimeout: jsii.String(props.ExecutionTimeout.String()), // a Go duration, as the Lambda reads it
+		// Versioning is on: jobs key on version IDs, and the reconciler
+		// lists versions.
+		lambda.EnvInputVersioned: jsii.String("true"),
+	}
+}

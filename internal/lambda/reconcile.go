@@ -1,0 +1,102 @@
+package lambda
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
+)
+
+// DefaultReconcileMargin is how long before the invocation's deadline a
+// reconciliation is told to stop: time to write its metrics and return.
+const DefaultReconcileMargin = 10 * time.Second
+
+// Reconciled is what a scheduled reconciliation did.
+type Reconciled struct {
+	Objects    int `json:"objects"`    // input objects seen
+	Missing    int `json:"missing"`    // objects without a job: submitted
+	Unfinished int `json:"unfinished"` // unfinished jobs dispatched again
+	Superseded int `json:"superseded"` // older versions recorded superseded
+	// Limited says the pass stopped at its deadline; the next one resumes.
+	Limited bool     `json:"limited,omitempty"`
+	Errors  []string `json:"errors,omitempty"`
+}
+
+// HandleScheduled runs one reconciliation for an EventBridge schedule's
+// event, within the invocation's deadline less Margin, and writes one
+// embedded-metric-format line for it (see metricLine). It returns an error
+// for any other event, and when the pass failed: a part of it that did not
+// succeed, not counting work left undone because the deadline came (the
+// next pass resumes it), so the failure also shows in the function's
+// Errors metric. The reconciler function is not retried: the next
+// scheduled pass is the retry.
+func (h *Handler) HandleScheduled(ctx context.Context, event json.RawMessage) (Response, error) {
+	if !isScheduled(event) {
+		h.log.ErrorContext(ctx, "event refused", "reason", "not a scheduled event", "bytes", len(event))
+		return Response{}, errors.New(`the reconciler function handles only EventBridge scheduled events (detail-type "Scheduled Event", source "aws.events"); object events belong to the orchestrator function`)
+	}
+	ctx = withInvocation(ctx) // for FailFast: one unavailable worker ends the pass's dispatches
+	pctx, cancel := h.budget(ctx)
+	defer cancel()
+	start := time.Now()
+	rep, err := h.pass(pctx)
+	took := time.Since(start)
+	limited := errors.Is(pctx.Err(), context.DeadlineExceeded)
+
+	rc := &Reconciled{Objects: rep.Objects, Missing: rep.Missing, Unfinished: rep.Unfinished, Superseded: rep.Superseded, Limited: limited}
+	var failures []error
+	for _, e := range append(rep.Errors, err) {
+		// Work cut off by the budget is not a failure: it is resumed.
+		if e == nil || limited && errors.Is(e, context.DeadlineExceeded) {
+			continue
+		}
+		failures = append(failures, e)
+		rc.Errors = append(rc.Errors, e.Error())
+	}
+	h.writeLine(metricLine(time.Now(), h.function(), took, rc))
+	resp := Response{Reconciled: rc}
+	if len(failures) > 0 {
+		return resp, fmt.Errorf("reconcile: %d error(s), first: %w", len(failures), failures[0])
+	}
+	return resp, nil
+}
+
+// budget returns ctx with the deadline the pass must stop at: the
+// invocation's less Margin, or less half the time left when that is
+// shorter (a tiny timeout still gets a pass).
+func (h *Handler) budget(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	margin := h.Margin
+	if margin <= 0 {
+		margin = DefaultReconcileMargin
+	}
+	if half := time.Until(deadline) / 2; margin > half {
+		margin = half
+	}
+	return context.WithDeadline(ctx, deadline.Add(-margin))
+}
+
+func (h *Handler) pass(ctx context.Context) (orchestrator.Report, error) {
+	if h.Pass != nil {
+		return h.Pass(ctx)
+	}
+	return h.Reconciler.Reconcile(ctx), nil
+}
+
+func (h *Handler) function() string {
+	if h.Function != "" {
+		return h.Function
+	}
+	return "conveyor-" + string(RoleReconciler)
+}
+
+// writeLine writes one log line in one Write, so it stays whole.
+func (h *Handler) writeLine(line []byte) {
+	h.out.Write(append(line, '\n'))
+}
