@@ -61,6 +61,7 @@ func TestOrchestratorPolicy(t *testing.T) {
 		stmt([]string{"ec2:StartInstances"}, instancesArn(), ec2Tag),
 		stmt([]string{"ec2:DescribeInstances", "ssm:DescribeInstanceInformation"}, "*"),
 		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Orch.LogGroup)),
 		// added by CDK for the on-failure destination
@@ -91,8 +92,7 @@ func TestReconcilerPolicy(t *testing.T) {
 		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:DeleteObject", "s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/reconcile/*")),
-		stmt([]string{"s3:ListBucket"}, arnOf(s.State), map[string]interface{}{"StringLike": map[string]interface{}{
-			"s3:prefix": []interface{}{"jobs/*", "active/*", "done/*", "reconcile/*"}}}),
+		stmt([]string{"s3:ListBucket"}, arnOf(s.State)),
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Recon.LogGroup)),
@@ -116,6 +116,7 @@ func TestWorkerPolicy(t *testing.T) {
 		stmt([]string{"s3:ListBucket"}, arnOf(s.Output)),
 		stmt([]string{"s3:GetObject", "s3:PutObject"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
+		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
 		stmt([]string{"s3:GetObject"}, asset),
 		stmt([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}, arnOf(c.Worker.CommandLogs)),

@@ -38,5 +38,8 @@ func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, s
 		// Versioning is on: jobs key on version IDs, and the reconciler
 		// lists versions.
 		lambda.EnvInputVersioned: jsii.String("true"),
+		// The lifecycle rule's days: a sweep never takes an input older
+		// than the history kept for one whose event was lost.
+		lambda.EnvHistoryDays: params.HistoryRetentionDays.ValueAsString(),
 	}
 }

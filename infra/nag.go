@@ -40,21 +40,25 @@ func addNagSuppressions(stack awscdk.Stack, c *Conveyor) {
 		"The instance is disposable by design: its state is on the separate data volume (RETAIN, snapshotted by DLM); termination protection would make `cdk destroy` and instance replacement fail.")
 
 	suppress(c.Worker.Role, "AwsSolutions-IAM5",
-		"Object-level wildcards under one bucket or key prefix: the worker reads any input object, writes any output key, and writes its job records (jobs/) and logs (logs/); "+
+		"Object-level wildcards under one bucket or key prefix: the worker reads any input object, writes any output key, and writes its job records (jobs/), their index markers (active/, done/) and logs (logs/); "+
 			"ssm:UpdateInstanceInformation on the account's instances because the instance ID exists only after the role; "+
 			"'*' only for ssmmessages/ec2messages actions, which have no resource type (see UnscopableActions).",
 		"Resource::"+arn(s.Input)+"/*",
 		"Resource::"+arn(s.Output)+"/*",
 		"Resource::"+arn(s.State)+"/"+JobRecordPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+ActiveIndexPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+DoneIndexPrefix+"*",
 		"Resource::"+arn(s.State)+"/"+JobLogPrefix+"*",
 		instances,
 		"Resource::*")
 	suppress(c.Orch.Role, "AwsSolutions-IAM5",
-		"Object-level wildcards: job records under jobs/ in the state bucket, HEAD of any input object; "+
+		"Object-level wildcards: job records under jobs/ and their index markers (active/, done/) in the state bucket, HEAD of any input object; "+
 			"instance/* is narrowed by the condition conveyor:role=worker (ssm:resourceTag / aws:ResourceTag); "+
 			"'*' only for ssm:DescribeInstanceInformation and ec2:DescribeInstances, which have no resource type (see UnscopableActions).",
 		"Resource::"+arn(s.Input)+"/*",
 		"Resource::"+arn(s.State)+"/"+JobRecordPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+ActiveIndexPrefix+"*",
+		"Resource::"+arn(s.State)+"/"+DoneIndexPrefix+"*",
 		instances,
 		"Resource::*")
 	suppress(c.Recon.Role, "AwsSolutions-IAM5",

@@ -81,6 +81,10 @@ func addOrchestratorPolicy(stack awscdk.Stack, o *Orchestrator, storage *Storage
 	// and updating one it created need no ListBucket; the reconciler
 	// function does the listing.
 	add(statement([]string{"s3:GetObject", "s3:PutObject"}, objects(storage.State.BucketArn(), JobRecordPrefix)))
+	// The job index: a new job's active marker is written before its
+	// record; an event repeated for a finished job takes back the marker
+	// it wrote (done marker put, active marker deleted).
+	add(statement([]string{"s3:PutObject", "s3:DeleteObject"}, objects(storage.State.BucketArn(), ActiveIndexPrefix), objects(storage.State.BucketArn(), DoneIndexPrefix)))
 	// HEAD the input object for its size and version (HeadObject is
 	// authorized as GetObject/GetObjectVersion; the code never reads data).
 	add(statement([]string{"s3:GetObject", "s3:GetObjectVersion"}, objects(storage.Input.BucketArn(), "")))

@@ -102,13 +102,11 @@ func addReconcilerPolicy(stack awscdk.Stack, r *Reconciler, storage *Storage, do
 	// Its cursors: read where the last pass stopped, save where this one
 	// stops, remove one when a sweep completes.
 	add(statement([]string{"s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, objects(state, ReconcilePrefix)))
-	// List job records, the index and the cursors, under those prefixes
-	// only.
-	add(conditional([]string{"s3:ListBucket"},
-		map[string]interface{}{"StringLike": map[string]interface{}{"s3:prefix": []string{
-			JobRecordPrefix + "*", ActiveIndexPrefix + "*", DoneIndexPrefix + "*", ReconcilePrefix + "*",
-		}}},
-		state))
+	// List the index and the cursors. Not limited to prefixes: without
+	// ListBucket on the bucket itself, S3 answers a read of a record that is
+	// gone (expired, or never written after its marker) with 403 instead of
+	// 404, and the pass could not tell a lost record from a refusal.
+	add(statement([]string{"s3:ListBucket"}, state))
 	// HEAD an input object for its size and version (HeadObject is
 	// authorized as GetObject/GetObjectVersion; the code never reads data).
 	add(statement([]string{"s3:GetObject", "s3:GetObjectVersion"}, objects(storage.Input.BucketArn(), "")))

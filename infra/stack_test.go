@@ -130,6 +130,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_FILTER_SUFFIXES":   ref("FilterSuffix"),
 		"CONVEYOR_EXECUTION_TIMEOUT": "1h0m0s",
 		"CONVEYOR_INPUT_VERSIONED":   "true",
+		"CONVEYOR_HISTORY_DAYS":      ref("HistoryRetentionDays"),
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)

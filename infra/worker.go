@@ -121,6 +121,9 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, storage *Storage) {
 	// conveyor-finished=true, which the state bucket's lifecycle rule
 	// expires; a PutObject with tags is also authorized as PutObjectTagging.
 	add(statement([]string{"s3:PutObjectTagging"}, objects(storage.State.BucketArn(), JobRecordPrefix)))
+	// The job index: a job the worker finishes gets its done marker and
+	// loses its active marker.
+	add(statement([]string{"s3:PutObject", "s3:DeleteObject"}, objects(storage.State.BucketArn(), ActiveIndexPrefix), objects(storage.State.BucketArn(), DoneIndexPrefix)))
 	// Upload job logs next to the records.
 	add(statement([]string{"s3:PutObject"}, objects(storage.State.BucketArn(), JobLogPrefix)))
 	// User data downloads the worker binary: this asset object only, not

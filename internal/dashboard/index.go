@@ -89,9 +89,9 @@ func newer(a, b *Entry) int {
 type Index struct {
 	mu      sync.RWMutex
 	byID    map[string]*Entry
-	sorted  []*Entry // newest first
-	version uint64   // bumped on every change
-	ready   bool     // the first full scan finished
+	sorted  []*Entry           // newest first
+	version uint64             // bumped on every change
+	ready   bool               // the first full scan finished
 	trimmed map[job.State]bool // finished jobs of this state beyond the window exist
 }
 

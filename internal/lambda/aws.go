@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -48,6 +49,7 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 	h := New(o, out)
 	h.Role = cfg.Role
 	h.Reconciler.Versioned = cfg.InputVersioned
+	h.Reconciler.MaxAge = time.Duration(cfg.HistoryDays) * 24 * time.Hour
 	h.Function = getenv("AWS_LAMBDA_FUNCTION_NAME")
 	return h, nil
 }

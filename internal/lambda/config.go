@@ -28,6 +28,7 @@ const (
 	EnvS3PathStyle      = "CONVEYOR_S3_PATH_STYLE"      // 1 forces path-style S3 requests
 	EnvInputVersioned   = "CONVEYOR_INPUT_VERSIONED"    // true: the input bucket is versioned (the reconciler lists versions)
 	EnvRole             = "CONVEYOR_LAMBDA_ROLE"        // orchestrator (default) or reconciler: which handler the bootstrap runs
+	EnvHistoryDays      = "CONVEYOR_HISTORY_DAYS"       // days finished records are kept (the lifecycle rule); older inputs are never taken for lost events
 )
 
 // Role is which of the stack's two functions a bootstrap is: the same
@@ -63,6 +64,10 @@ type Config struct {
 	InputVersioned bool
 	// Role is the function's role; RoleOrchestrator when EnvRole is unset.
 	Role Role
+	// HistoryDays is how long finished records are kept (0: forever): a
+	// sweep never submits an input version older than that, whose record
+	// may have expired.
+	HistoryDays int
 }
 
 // ConfigFromEnv reads the configuration with getenv (os.Getenv in the
@@ -150,6 +155,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			bad("%s=%q must be true or false", EnvInputVersioned, v)
 		} else {
 			c.InputVersioned = b
+		}
+	}
+	if v := get(EnvHistoryDays); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			bad("%s=%q must be a whole number of days", EnvHistoryDays, v)
+		} else {
+			c.HistoryDays = n
 		}
 	}
 	if len(problems) > 0 {

@@ -44,7 +44,7 @@ func (h *Handler) HandleScheduled(ctx context.Context, event json.RawMessage) (R
 	start := time.Now()
 	rep, err := h.pass(pctx)
 	took := time.Since(start)
-	limited := errors.Is(pctx.Err(), context.DeadlineExceeded)
+	limited := rep.Limited || errors.Is(pctx.Err(), context.DeadlineExceeded)
 
 	rc := &Reconciled{Objects: rep.Objects, Missing: rep.Missing, Unfinished: rep.Unfinished, Superseded: rep.Superseded, Limited: limited}
 	var failures []error

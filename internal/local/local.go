@@ -166,6 +166,14 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = 0, 0
 	p.Reconciler.Versioned = true
 	p.Reconciler.Budget, p.Reconciler.SweepEvery, p.Reconciler.Retention = cfg.ReconcileBudget, cfg.SweepEvery, cfg.Retention
+	p.Reconciler.MaxAge = cfg.Retention // an input older than the history kept is never taken for a lost event
+	// Events wait in memory: a crash loses those not yet handled, so a
+	// start after one (its run info was never removed) sweeps the objects
+	// newer than the last sweep at once.
+	if _, err := os.Stat(paths.RunInfo()); err == nil {
+		p.Reconciler.SweepOnStart = true
+		p.logf("the last run did not stop cleanly: sweeping the input bucket for uploads whose events it lost")
+	}
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
 		if r.Missing > 0 || r.Unfinished > 0 || r.Repaired > 0 || r.Expired > 0 || r.Superseded > 0 || r.Indexed > 0 || len(r.Errors) > 0 {

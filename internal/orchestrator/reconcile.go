@@ -68,8 +68,13 @@ type Report struct {
 type Reconciler struct {
 	o        *Orchestrator
 	Interval time.Duration
-	// Budget bounds one pass (default DefaultPassBudget).
+	// Budget bounds one pass. Zero: the context's deadline when it has one
+	// (a Lambda invocation's), else DefaultPassBudget.
 	Budget time.Duration
+	// MaxAge, if set, is the age beyond which an input version without a
+	// record is never submitted by a sweep: its record may have expired
+	// with the retention of history, and it must not be processed again.
+	MaxAge time.Duration
 	// SweepEvery is how often the input bucket is swept for lost events
 	// (default DefaultSweepEvery). A lost event costs at most this much
 	// delay plus the sweep's own length.
@@ -101,6 +106,12 @@ type Reconciler struct {
 	// InHand, if set, reports jobs the dispatcher already holds (queued or
 	// running in this process): they are not dispatched again.
 	InHand func(id string) bool
+	// SweepOnStart makes the first pass of this reconciler start a sweep
+	// (of the objects newer than the last one) whatever the period: where
+	// events wait in memory (conveyor up), a crash loses those not handled,
+	// and the restart finds them at once.
+	SweepOnStart bool
+	started      bool
 
 	now        func() time.Time
 	sweepSlack time.Duration
@@ -117,7 +128,7 @@ func NewReconciler(o *Orchestrator, interval time.Duration) *Reconciler {
 		interval = DefaultReconcileInterval
 	}
 	return &Reconciler{o: o, Interval: interval, RedispatchAfter: DefaultRedispatchAfter, MaxUndelivered: DefaultMaxUndelivered,
-		now: time.Now, sweepSlack: defaultSweepSlack, state: &stateStore{store: o.store}}
+		now: time.Now, sweepSlack: defaultSweepSlack, state: &stateStore{store: o.store, key: StatePrefix + o.dispatcher.Name() + ".json"}}
 }
 
 func (r *Reconciler) budget() time.Duration {
@@ -147,9 +158,9 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 	defer r.mu.Unlock()
 	start := r.now()
 	var rep Report
-	deadline := time.Now().Add(r.budget())
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	deadline, ok := ctx.Deadline()
+	if !ok || r.Budget > 0 && time.Now().Add(r.Budget).Before(deadline) {
+		deadline = time.Now().Add(r.budget())
 	}
 	pass := &pass{r: r, ctx: ctx, deadline: deadline, rep: &rep}
 	st, err := r.state.load(ctx)
@@ -162,6 +173,10 @@ func (r *Reconciler) Reconcile(ctx context.Context) Report {
 	if !st.Indexed {
 		pass.migrate(st)
 	}
+	if r.SweepOnStart && !r.started && st.Sweep.StartedAt.IsZero() {
+		st.Sweep.StartedAt = start.UTC()
+	}
+	r.started = true
 	if st.Indexed {
 		pass.active(st)
 		if st.sweepDue(r.now(), r.sweepEvery()) {

@@ -20,8 +20,10 @@ import (
 	"github.com/conveyorhq/conveyor/internal/s3event"
 )
 
-// StateKey is where the reconciler keeps its cursors in the state bucket.
-const StateKey = "reconcile/state.json"
+// StatePrefix is where reconcilers keep their cursors in the state bucket:
+// one object per dispatcher (reconcile/<dispatcher>.json), so that two
+// orchestrators sharing a state bucket keep their own.
+const StatePrefix = "reconcile/"
 
 // defaultSweepSlack widens what a sweep checks beyond the last completed
 // one's start: clocks of the store and of this process differ a little,
@@ -59,10 +61,13 @@ func (s *reconcileState) sweepDue(now time.Time, every time.Duration) bool {
 }
 
 // stateStore reads and writes the reconciler's state object.
-type stateStore struct{ store *jobstore.Store }
+type stateStore struct {
+	store *jobstore.Store
+	key   string
+}
 
 func (s *stateStore) load(ctx context.Context) (*reconcileState, error) {
-	out, err := s.store.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.store.Bucket, Key: aws.String(StateKey)})
+	out, err := s.store.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.store.Bucket, Key: aws.String(s.key)})
 	if isNotFound(err) {
 		// No state yet: a new state bucket, or one written before the
 		// index. Any marker means the index is there already.
@@ -79,7 +84,7 @@ func (s *stateStore) load(ctx context.Context) (*reconcileState, error) {
 		err = json.Unmarshal(b, &st)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read reconciler state s3://%s/%s: %w", s.store.Bucket, StateKey, err)
+		return nil, fmt.Errorf("read reconciler state s3://%s/%s: %w", s.store.Bucket, s.key, err)
 	}
 	return &st, nil
 }
@@ -102,7 +107,7 @@ func (s *stateStore) save(ctx context.Context, st *reconcileState) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.store.S3.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.store.Bucket, Key: aws.String(StateKey), Body: bytes.NewReader(b), ContentType: aws.String("application/json")})
+	_, err = s.store.S3.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.store.Bucket, Key: aws.String(s.key), Body: bytes.NewReader(b), ContentType: aws.String("application/json")})
 	if err != nil {
 		return fmt.Errorf("save reconciler state: %w", err)
 	}
@@ -207,6 +212,9 @@ func (p *pass) sweep(st *reconcileState) {
 			p.count(func(rep *Report) { rep.Objects++ })
 			if !p.r.o.Match(v.oc.Bucket, v.oc.Key) || (!since.IsZero() && v.modified.Before(since)) {
 				continue // an older object was checked by an earlier sweep
+			}
+			if p.r.MaxAge > 0 && now.Sub(v.modified) > p.r.MaxAge {
+				continue // beyond the history kept: its record may have expired
 			}
 			cands = append(cands, candidate{v.oc, v.latest})
 		}
