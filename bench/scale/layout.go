@@ -2,10 +2,11 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/orchestrator"
 )
 
 // The state bucket layout the benchmark writes, all in this file so that it
@@ -21,21 +22,22 @@ import (
 //	                              nanoseconds on 19 digits, so that a listing
 //	                              is newest first
 //
-// The benchmark writes every object of a record itself, through the S3 API;
-// it does not rely on Conveyor to maintain the index.
+// The benchmark writes every object of a record itself, through the S3 API,
+// with the key helpers of internal/jobstore; it does not rely on Conveyor
+// to maintain the index. It also writes the reconciler's state (sweptState).
 
 // recordKey is the record's object key.
-func recordKey(id string) string { return "jobs/" + id + ".json" }
+func recordKey(id string) string { return jobstore.Key(id) }
 
 // finishedTag is the tagging (URL query form) of a finished record's object.
-const finishedTag = "conveyor-finished=true"
+const finishedTag = jobstore.FinishedTag
 
 // markerKey is the key of the empty object that indexes rec.
 func markerKey(rec *job.Record) string {
 	if !rec.State.Terminal() {
-		return "active/" + rec.ID
+		return jobstore.ActiveKey(rec.ID)
 	}
-	return fmt.Sprintf("done/%s/%019d-%s", rec.State, math.MaxInt64-finishedAt(rec).UnixNano(), rec.ID)
+	return jobstore.DoneKey(rec.State, finishedAt(rec), rec.ID)
 }
 
 // finishedAt is when a finished record finished (its update time when the
@@ -45,4 +47,14 @@ func finishedAt(rec *job.Record) time.Time {
 		return *rec.FinishedAt
 	}
 	return rec.UpdatedAt
+}
+
+// sweptState is the reconciler state of `conveyor up` (dispatcher
+// "local") as a deployment that has been running leaves it: the index
+// built, and a sweep of the input bucket completed at the given time. The
+// history is then measured in its steady state; without it, the first
+// pass would sweep every input version once (see the README).
+func sweptState(at time.Time) (string, []byte) {
+	return orchestrator.StatePrefix + "local.json",
+		[]byte(fmt.Sprintf(`{"indexed": true, "sweep": {"last_completed": %q}}`, at.UTC().Format(time.RFC3339Nano)))
 }

@@ -104,7 +104,7 @@ func run(ctx context.Context, o options) (err error) {
 	dataDir := filepath.Join(tmp, "data")
 
 	// The history is written while no event can start a job for it: its
-	// records say it was processed over the last 60 days.
+	// records say it was processed over the last 28 days.
 	fmt.Fprintf(progressOut, "writing %d job records with %d writers...\n", o.records, o.writers)
 	up, err := startUp(ctx, o.conveyor, dataDir, "prepare", false, []string{
 		"CONVEYOR_FILTER_PREFIXES=" + prepareFilter,

@@ -22,7 +22,7 @@ const (
 	DefaultUploadConc = 2
 	// DefaultWindow is how many finished jobs the dashboard keeps in
 	// memory; older ones are paged from the store's index on demand.
-	DefaultWindow = 20000
+	DefaultWindow = 5000
 )
 
 // Config configures the dashboard.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -230,6 +231,9 @@ func (s *Server) rescan(ctx context.Context, first bool) {
 			toRead = append(toRead, id)
 		}
 	}
+	// The newest finished jobs of each state since the last scan (on the
+	// first, up to the window), then the newest Window of them all.
+	var done []jobstore.DoneEntry
 	for _, st := range []job.State{job.Succeeded, job.Dead, job.Superseded} {
 		newest, n := s.newest[st], 0
 		err := s.deps.Store.Done(ctx, st, "", int32(min(s.cfg.Window, 1000)), func(e jobstore.DoneEntry) error {
@@ -244,13 +248,23 @@ func (s *Server) rescan(ctx context.Context, first bool) {
 				s.newest[st] = e.Marker
 			}
 			n++
-			if !s.index.has(e.ID) {
-				toRead = append(toRead, e.ID)
-			}
+			done = append(done, e)
 			return nil
 		})
 		if err != nil && ctx.Err() == nil {
 			s.logf("dashboard: list %s jobs: %v", st, err)
+		}
+	}
+	slices.SortFunc(done, func(a, b jobstore.DoneEntry) int { return b.FinishedAt.Compare(a.FinishedAt) })
+	for i, e := range done {
+		if i == s.cfg.Window {
+			for _, st := range []job.State{job.Succeeded, job.Dead, job.Superseded} {
+				s.index.setTrimmed(st)
+			}
+			break
+		}
+		if !s.index.has(e.ID) {
+			toRead = append(toRead, e.ID)
 		}
 	}
 	// A few readers in parallel: a first scan is bound by round trips, not

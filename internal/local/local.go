@@ -177,8 +177,8 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
 		if r.Missing > 0 || r.Unfinished > 0 || r.Repaired > 0 || r.Expired > 0 || r.Superseded > 0 || r.Indexed > 0 || len(r.Errors) > 0 {
-			p.logf("reconcile: %d unfinished jobs read, %d dispatched again, %d index markers repaired; swept %d input versions, %d without a job, %d older ones recorded superseded; %d finished records expired, %d indexed; %s%s, %d errors %v",
-				r.Active, r.Unfinished, r.Repaired, r.Objects, r.Missing, r.Superseded, r.Expired, r.Indexed, r.Duration.Round(time.Millisecond), limitedNote(r.Limited), len(r.Errors), r.Errors)
+			p.logf("reconcile: %d unfinished jobs read, %d dispatched again, %d index markers repaired; swept %d input versions, %d without a job, %d older ones recorded superseded; %d finished records expired, %d indexed; %d errors %v%s; pass in %s",
+				r.Active, r.Unfinished, r.Repaired, r.Objects, r.Missing, r.Superseded, r.Expired, r.Indexed, len(r.Errors), r.Errors, limitedNote(r.Limited), r.Duration.Round(time.Millisecond))
 		}
 	}
 	if err := p.Reconciler.Start(context.WithoutCancel(ctx)); err != nil {
@@ -342,7 +342,7 @@ func (p *Pipeline) Quiesce(ctx context.Context, timeout time.Duration) (resume f
 
 func limitedNote(limited bool) string {
 	if limited {
-		return " (stopped at its budget; the next pass resumes)"
+		return " (stopped at its budget: the next pass resumes)"
 	}
 	return ""
 }
