@@ -118,26 +118,44 @@ func (s *Store) Get(ctx context.Context, id string) (*job.Record, string, error)
 // queue (an operator's retry) gets its active marker before it. A crash in
 // between is repaired by the reconciler.
 func (s *Store) Update(ctx context.Context, id string, change func(*job.Record) error) (*job.Record, error) {
+	rec, _, err := s.UpdateFrom(ctx, id, nil, "", change)
+	return rec, err
+}
+
+// UpdateFrom is Update starting from a record the caller holds with its
+// ETag (from its last write), which saves the read when nobody wrote
+// since; it also returns the ETag of the record as written. known is not
+// modified; with known nil it reads first, as Update does.
+func (s *Store) UpdateFrom(ctx context.Context, id string, known *job.Record, knownETag string, change func(*job.Record) error) (*job.Record, string, error) {
 	for try := 0; try < 20; try++ {
-		rec, etag, err := s.Get(ctx, id)
-		if err != nil {
-			return nil, err
+		var rec *job.Record
+		var etag string
+		if try == 0 && known != nil && knownETag != "" {
+			c := *known
+			c.Attempts = append([]job.Attempt(nil), known.Attempts...)
+			c.Outputs = append([]job.Output(nil), known.Outputs...)
+			rec, etag = &c, knownETag
+		} else {
+			var err error
+			if rec, etag, err = s.Get(ctx, id); err != nil {
+				return nil, "", err
+			}
 		}
 		before := *rec
 		if err := change(rec); errors.Is(err, ErrStop) {
-			return rec, nil
+			return rec, etag, nil
 		} else if err != nil {
-			return rec, err
+			return rec, etag, err
 		}
 		reopened := before.State.Terminal() && !rec.State.Terminal()
 		if reopened {
 			if err := s.putMarker(ctx, ActiveKey(id)); err != nil {
-				return nil, err
+				return nil, "", err
 			}
 		}
 		body, err := json.MarshalIndent(rec, "", "  ")
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		in := &s3.PutObjectInput{
 			Bucket:      &s.Bucket,
@@ -149,12 +167,12 @@ func (s *Store) Update(ctx context.Context, id string, change func(*job.Record) 
 		if rec.State.Terminal() {
 			in.Tagging = aws.String(FinishedTag)
 		}
-		_, err = s.S3.PutObject(ctx, in)
+		out, err := s.S3.PutObject(ctx, in)
 		if isPrecondition(err) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("write job record %s: %w", id, err)
+			return nil, "", fmt.Errorf("write job record %s: %w", id, err)
 		}
 		// The record is written: that is the outcome. A marker write that
 		// fails now leaves an active marker for a finished job, or a done
@@ -166,9 +184,9 @@ func (s *Store) Update(ctx context.Context, id string, change func(*job.Record) 
 		case reopened:
 			_ = s.deleteMarker(ctx, DoneKey(before.State, finishedAt(&before), id))
 		}
-		return rec, nil
+		return rec, aws.ToString(out.ETag), nil
 	}
-	return nil, fmt.Errorf("%w: %s", ErrConflict, id)
+	return nil, "", fmt.Errorf("%w: %s", ErrConflict, id)
 }
 
 // IDs calls fn with the ID of every record, in key order.

@@ -17,6 +17,10 @@ import (
 // names; the fetch is retried.
 var errInputChanged = errors.New("fetched input is not the version the job names")
 
+// freshJob is the age under which an attempt skips the early check that
+// its input is current (the check before publishing stays).
+const freshJob = 2 * time.Second
+
 type attemptResult struct {
 	workDir string
 	log     string
@@ -54,9 +58,13 @@ func (w *Worker) attempt(ctx context.Context, rec *job.Record, l *lease, lock *v
 		}
 	}()
 
-	// A newer version makes this one moot: do not even fetch it.
-	if err := w.checkCurrent(ctx, rec); err != nil {
-		return res, err
+	// A newer version makes this one moot: do not even fetch it. A job
+	// created a moment ago is almost always current, and publishing checks
+	// again anyway: the HEAD is saved for it.
+	if rec.Attempt > 1 || w.now().Sub(rec.CreatedAt) > freshJob {
+		if err := w.checkCurrent(ctx, rec); err != nil {
+			return res, err
+		}
 	}
 	// A previous attempt's leftovers would mix into this attempt's outputs.
 	if err := os.RemoveAll(res.workDir); err != nil {

@@ -34,11 +34,13 @@ type lease struct {
 	mu        sync.Mutex
 	renewedAt time.Time // monotonic: last successful claim or renewal
 	err       error     // why the attempt was fenced off, nil while held
+	rec       *job.Record
+	etag      string // of rec, as last written by this attempt
 }
 
 // startLease starts renewing rec's lease until ctx ends.
-func (w *Worker) startLease(ctx context.Context, cancel context.CancelCauseFunc, rec *job.Record) *lease {
-	l := &lease{w: w, id: rec.ID, token: rec.Token, cancel: cancel, done: make(chan struct{}), renewedAt: time.Now()}
+func (w *Worker) startLease(ctx context.Context, cancel context.CancelCauseFunc, rec *job.Record, etag string) *lease {
+	l := &lease{w: w, id: rec.ID, token: rec.Token, cancel: cancel, done: make(chan struct{}), renewedAt: time.Now(), rec: rec, etag: etag}
 	go l.run(ctx)
 	return l
 }
@@ -59,12 +61,16 @@ func (l *lease) run(ctx context.Context) {
 		deadline := l.renewedAt.Add(lease * 2 / 3)
 		l.mu.Unlock()
 		rctx, cancel := context.WithDeadline(ctx, deadline)
-		rec, err := l.w.store.Update(rctx, l.id, func(r *job.Record) error { return r.Renew(l.token, l.w.now(), lease) })
+		l.mu.Lock()
+		known, knownETag := l.rec, l.etag
+		l.mu.Unlock()
+		rec, etag, err := l.w.store.UpdateFrom(rctx, l.id, known, knownETag, func(r *job.Record) error { return r.Renew(l.token, l.w.now(), lease) })
 		cancel()
 		switch {
 		case err == nil:
 			l.mu.Lock()
 			l.renewedAt = time.Now()
+			l.rec, l.etag = rec, etag
 			l.mu.Unlock()
 			l.w.changed(rec)
 		case errors.Is(err, job.ErrLost):
@@ -99,6 +105,13 @@ func (l *lease) held() error {
 		return fmt.Errorf("%w: not renewed for %s", errLeaseLost, l.w.cfg.Lease*2/3)
 	}
 	return nil
+}
+
+// last returns the record as this attempt last wrote it, and its ETag.
+func (l *lease) last() (*job.Record, string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.rec, l.etag
 }
 
 func (l *lease) lost() bool   { return l.cause() != nil }

@@ -141,7 +141,7 @@ func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) erro
 	// until its take-over counts a crash. They have a bound of their own.
 	wctx, wcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer wcancel()
-	rec, err := w.store.Update(wctx, id, func(r *job.Record) error {
+	rec, etag, err := w.store.UpdateFrom(wctx, id, nil, "", func(r *job.Record) error {
 		before := r.State
 		claimErr = r.Claim(w.owner, token, w.now(), w.cfg.Lease, true)
 		if claimErr != nil && r.State == before {
@@ -177,7 +177,7 @@ func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) erro
 
 	attemptCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	lease := w.startLease(attemptCtx, cancel, rec)
+	lease := w.startLease(attemptCtx, cancel, rec, etag)
 	res, runErr := w.attempt(attemptCtx, rec, lease, lock)
 	cancel(nil)
 	lease.wait()
@@ -192,7 +192,8 @@ func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) erro
 	}
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer rcancel()
-	return w.record(rctx, rec, token, res, runErr)
+	last, lastETag := lease.last()
+	return w.record(rctx, last, lastETag, token, res, runErr)
 }
 
 // handBack returns a job interrupted by a graceful stop to where it was
@@ -219,11 +220,13 @@ const handBackTimeout = 5 * time.Second
 const recordTimeout = 30 * time.Second
 
 // record writes the attempt's outcome, if the attempt still holds the job.
-func (w *Worker) record(ctx context.Context, claimed *job.Record, token string, res attemptResult, runErr error) error {
+// claimed is the record as this attempt last wrote it, with its ETag: when
+// nobody wrote since (the common case), the outcome is one write, no read.
+func (w *Worker) record(ctx context.Context, claimed *job.Record, etag, token string, res attemptResult, runErr error) error {
 	now := w.now()
 	var after time.Duration
 	var sup *supersededError
-	rec, err := w.store.Update(ctx, claimed.ID, func(r *job.Record) error {
+	rec, _, err := w.store.UpdateFrom(ctx, claimed.ID, claimed, etag, func(r *job.Record) error {
 		if !r.Holds(token) {
 			return fmt.Errorf("%w: the claim was lost during the attempt", ErrBusy)
 		}
