@@ -304,7 +304,6 @@ func (p *Pipeline) startDashboard(ctx context.Context, cfg dashboard.Config, vol
 			if err != nil {
 				return nil, err
 			}
-			p.Reconciler.Forget(id)
 			if err := p.Orch.Dispatch(ctx, id); err != nil {
 				return rec, fmt.Errorf("%w (the reconciler will dispatch it)", err)
 			}

@@ -341,11 +341,6 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 	p.count(func(rep *Report) { rep.Unfinished++ })
 }
 
-// Forget is kept for callers that retried a finished job: the active
-// marker the retry writes makes the next pass see it, so there is nothing
-// to forget.
-func (r *Reconciler) Forget(string) {}
-
 // Start reconciles once now and then every Interval, until Stop.
 func (r *Reconciler) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
