@@ -239,6 +239,9 @@ func isPrecondition(err error) bool {
 	return false
 }
 
+// IsNotFound reports whether err is S3's answer for a missing object.
+func IsNotFound(err error) bool { return isNotFound(err) }
+
 func isNotFound(err error) bool {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
