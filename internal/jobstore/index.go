@@ -19,9 +19,15 @@ import (
 // Beside the records it keeps empty marker objects whose keys say it all:
 //
 //	active/<id>                       while the job is unfinished
-//	done/<state>/<inv>-<id>           once it finished; inv is MaxInt64 minus
+//	done/<state>/<invhour>/<inv>-<id> once it finished; inv is MaxInt64 minus
 //	                                  the finish time in Unix nanoseconds, 19
-//	                                  digits, so a listing is newest first
+//	                                  digits, so a listing is newest first;
+//	                                  invhour is the same for the start of
+//	                                  that hour
+//
+// The hour level keeps every "folder" small: the embedded server reads a
+// whole folder to list any page of it, so a million markers in one folder
+// would make every listing cost the history.
 //
 // A job entering the unfinished set gets its active marker before its
 // record is written; one leaving it gets its done marker and loses its
@@ -42,7 +48,7 @@ func ActiveKey(id string) string { return ActivePrefix + id }
 
 // DoneKey is the done marker of a job that finished in state at t.
 func DoneKey(state job.State, t time.Time, id string) string {
-	return DonePrefix + string(state) + "/" + invTime(t) + "-" + id
+	return DoneStatePrefix(state) + invTime(t.Truncate(time.Hour)) + "/" + invTime(t) + "-" + id
 }
 
 // DoneStatePrefix is the prefix of the done markers of one state.
@@ -186,7 +192,8 @@ func (s *Store) Done(ctx context.Context, state job.State, after string, pageSiz
 // DoneBefore is the done-marker cursor from which Done lists the jobs of
 // state that finished before t: pass it as after.
 func DoneBefore(state job.State, t time.Time) string {
-	return DoneStatePrefix(state) + invTime(t)
+	// "~" sorts after every job ID: the markers at exactly t are skipped.
+	return DoneStatePrefix(state) + invTime(t.Truncate(time.Hour)) + "/" + invTime(t) + "-~"
 }
 
 // Delete removes a finished job: its record, then its done marker (a

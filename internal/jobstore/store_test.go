@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -196,5 +197,40 @@ func TestUpdateFromAKnownRecord(t *testing.T) {
 	}
 	if got2.Size != 3 {
 		t.Fatal("UpdateFrom modified the record it was given")
+	}
+}
+
+// TestDoneMarkersListNewestFirstAcrossHours: done markers sort newest
+// first across their hour folders, and DoneBefore starts exactly at the
+// first job finished before a time, in the same hour or an older one.
+func TestDoneMarkersListNewestFirstAcrossHours(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	ctx := context.Background()
+	base := time.Date(2026, 12, 1, 10, 30, 0, 0, time.UTC)
+	offsets := []time.Duration{-3 * time.Hour, -61 * time.Minute, -20 * time.Minute, -time.Minute, 0, time.Minute, 29 * time.Minute, 2 * time.Hour}
+	var all []string
+	for i, off := range offsets {
+		at := base.Add(off)
+		r := job.New("in", fmt.Sprintf("k%d", i), "v", "e", 1, 1, at)
+		r.State, r.FinishedAt, r.UpdatedAt = job.Succeeded, &at, at
+		if err := s.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		all = append([]string{r.ID}, all...) // newest first
+	}
+	list := func(after string) []string {
+		var ids []string
+		if err := s.Done(ctx, job.Succeeded, after, 2, func(e jobstore.DoneEntry) error { ids = append(ids, e.ID); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := list(""); !slices.Equal(got, all) {
+		t.Fatalf("newest first: %v, want %v", got, all)
+	}
+	// Before base: the four older ones (offsets -3h, -61m, -20m, -1m).
+	if got := list(jobstore.DoneBefore(job.Succeeded, base)); !slices.Equal(got, all[4:]) {
+		t.Fatalf("finished before %s: %v, want %v", base, got, all[4:])
 	}
 }
