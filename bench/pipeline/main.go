@@ -14,16 +14,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 )
 
 // options are the command-line flags.
@@ -98,7 +97,7 @@ func run(ctx context.Context, o options) (err error) {
 
 	if o.conveyor == "" {
 		fmt.Fprintln(os.Stderr, "building conveyor...")
-		if o.conveyor, err = buildConveyor(ctx, tmp); err != nil {
+		if o.conveyor, err = benchproc.BuildConveyor(ctx, tmp); err != nil {
 			return err
 		}
 	} else if o.conveyor, err = filepath.Abs(o.conveyor); err != nil {
@@ -141,7 +140,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 		printLarge(os.Stdout, res.Large)
 	}
-	res.Machine.LoadAvgEnd = loadAvg()
+	res.Machine.LoadAvgEnd = benchproc.LoadAvg()
 	fmt.Printf("\nload average at the end: %s\n", res.Machine.LoadAvgEnd)
 	if o.jsonPath != "" {
 		if err := writeJSON(o.jsonPath, res); err != nil {
@@ -171,20 +170,4 @@ func smallPhases(ctx context.Context, o options, up *upProc, res *Results) error
 		printThroughput(os.Stdout, thr)
 	}
 	return nil
-}
-
-// buildConveyor builds ./cmd/conveyor of the module the benchmark runs in.
-func buildConveyor(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the conveyor module: run from its checkout or pass -conveyor BINARY")
-	}
-	bin := filepath.Join(dir, "conveyor")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/conveyor")
-	cmd.Dir = filepath.Dir(gomod)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/conveyor: %v\n%s", err, b)
-	}
-	return bin, nil
 }

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 )
 
 // progressOut receives progress lines; the figures go to stdout.
@@ -17,7 +19,7 @@ var progressOut io.Writer = os.Stderr
 
 // describeMachine gathers what a reader needs to weigh the figures.
 func describeMachine(ctx context.Context, bin string) Machine {
-	m := Machine{NProc: runtime.NumCPU(), ConveyorBin: bin, LoadAvgStart: loadAvg()}
+	m := Machine{NProc: runtime.NumCPU(), ConveyorBin: bin, LoadAvgStart: benchproc.LoadAvg()}
 	if out, err := exec.CommandContext(ctx, "nproc").Output(); err == nil {
 		if n, err := strconv.Atoi(strings.TrimSpace(string(out))); err == nil {
 			m.NProc = n
@@ -36,13 +38,13 @@ func describeMachine(ctx context.Context, bin string) Machine {
 	}
 	m.Conveyor = "unknown"
 	cmd := exec.CommandContext(ctx, bin, "version")
-	cmd.Env = cleanEnv()
+	cmd.Env = benchproc.CleanEnv()
 	if out, err := cmd.Output(); err == nil {
 		m.Conveyor = strings.TrimSpace(string(out))
 	}
 	m.AWSCLI = "not on PATH (peer comparison skipped)"
 	if p, err := exec.LookPath("aws"); err == nil {
-		m.AWSCLI = awsVersion(ctx, p, cleanEnv()) + " (" + p + ")"
+		m.AWSCLI = awsVersion(ctx, p, benchproc.CleanEnv()) + " (" + p + ")"
 	}
 	return m
 }
@@ -62,18 +64,6 @@ func procField(path, key, sep string) string {
 		}
 	}
 	return "unknown"
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func printHeader(w io.Writer, r *Results) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 	"github.com/conveyorhq/conveyor/internal/s3server"
 )
 
@@ -57,7 +57,7 @@ func startUp(ctx context.Context, bin, dataDir, processor string, workers int) (
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +75,7 @@ func startUp(ctx context.Context, bin, dataDir, processor string, workers int) (
 	}
 	// Not CommandContext: stop() ends it with SIGINT, the way a user does.
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = cleanEnv()
+	p.cmd.Env = benchproc.CleanEnv()
 	p.cmd.Dir = filepath.Dir(dataDir) // no stray ./conveyor.yaml
 	errf, err := os.Create(p.stderrLog)
 	if err != nil {
@@ -174,36 +174,17 @@ func (p *upProc) failed(err error) error {
 	return fmt.Errorf("%w\n  conveyor up stderr: %s\n  conveyor up stdout: %s", err, p.stderrLog, p.stdoutLog)
 }
 
-// peakRSSMB is the process's peak resident set (VmHWM) in MB, or -1 when
-// /proc does not tell (not Linux, or the process is gone).
-func (p *upProc) peakRSSMB() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			if err != nil {
-				return -1
-			}
-			return kb / 1024
-		}
-	}
-	return -1
-}
-
 // awsEnv is the environment of the AWS CLI pointed at this pipeline: the
 // export lines of `conveyor env`, and config files of its own so that
 // nothing in ~/.aws takes part.
 func (p *upProc) awsEnv(ctx context.Context, dir string) ([]string, error) {
 	cmd := exec.CommandContext(ctx, p.bin, "env", "--data-dir", p.dataDir)
-	cmd.Env, cmd.Dir = cleanEnv(), dir
+	cmd.Env, cmd.Dir = benchproc.CleanEnv(), dir
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("conveyor env: %w", err)
 	}
-	env := cleanEnv()
+	env := benchproc.CleanEnv()
 	for _, line := range strings.Split(string(out), "\n") {
 		kv, ok := strings.CutPrefix(strings.TrimSpace(line), "export ")
 		if !ok {
@@ -250,29 +231,6 @@ func readCredentials(dataDir string) (credentials, error) {
 	return c, nil
 }
 
-// cleanEnv is our environment without anything that would point conveyor
-// or an AWS client elsewhere.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "CONVEYOR_") || strings.HasPrefix(kv, "AWS_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// freePort returns a port that was free a moment ago on 127.0.0.1.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // errExited reports whether the subprocess is gone, for the wait loops.
 func (p *upProc) errExited() error {
 	select {
@@ -282,3 +240,6 @@ func (p *upProc) errExited() error {
 		return nil
 	}
 }
+
+// peakRSSMB is the peak resident set of conveyor up, in MB (-1 when unknown).
+func (p *upProc) peakRSSMB() float64 { return benchproc.PeakRSSMB(p.cmd.Process.Pid) }

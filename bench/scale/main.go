@@ -16,12 +16,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 )
 
 // progressOut receives progress lines; the figures go to stdout.
@@ -94,13 +94,13 @@ func run(ctx context.Context, o options) (err error) {
 	}()
 	if o.conveyor == "" {
 		fmt.Fprintln(progressOut, "building conveyor...")
-		if o.conveyor, err = buildConveyor(ctx, tmp); err != nil {
+		if o.conveyor, err = benchproc.BuildConveyor(ctx, tmp); err != nil {
 			return err
 		}
 	} else if o.conveyor, err = filepath.Abs(o.conveyor); err != nil {
 		return err
 	}
-	res := &Results{Records: o.records, Date: time.Now().UTC().Format(time.RFC3339), LoadAvgStart: loadAvg()}
+	res := &Results{Records: o.records, Date: time.Now().UTC().Format(time.RFC3339), LoadAvgStart: benchproc.LoadAvg()}
 	dataDir := filepath.Join(tmp, "data")
 
 	// The history is written while no event can start a job for it: its
@@ -133,7 +133,7 @@ func run(ctx context.Context, o options) (err error) {
 	if err := measure(ctx, o, dataDir, tmp, getKey, res); err != nil {
 		return err
 	}
-	res.LoadAvgEnd = loadAvg()
+	res.LoadAvgEnd = benchproc.LoadAvg()
 	printResults(os.Stdout, res)
 	if o.jsonPath != "" {
 		if err := writeJSON(o.jsonPath, res); err != nil {
@@ -147,32 +147,3 @@ func run(ctx context.Context, o options) (err error) {
 // prepareFilter is a key prefix no input of the history has: while it is
 // the filter, `conveyor up` starts no job for what the benchmark writes.
 const prepareFilter = "only-this/"
-
-// buildConveyor builds ./cmd/conveyor of the module the benchmark runs in.
-func buildConveyor(ctx context.Context, dir string) (string, error) {
-	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside the conveyor module: run from its checkout or pass -conveyor BINARY")
-	}
-	bin := filepath.Join(dir, "conveyor")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/conveyor")
-	cmd.Dir = filepath.Dir(gomod)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/conveyor: %v\n%s", err, b)
-	}
-	return bin, nil
-}
-
-// loadAvg is the first three fields of /proc/loadavg, or "?".
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}

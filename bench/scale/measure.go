@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 )
 
 // Bounds of the waits, failure bounds rather than delays.
@@ -106,7 +108,7 @@ func timeCLI(ctx context.Context, up *upProc, res *Results, name string, args ..
 	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, up.bin, append(args, "--data-dir", up.dataDir)...)
-	cmd.Env, cmd.Dir = cleanEnv(), filepath.Dir(up.dataDir)
+	cmd.Env, cmd.Dir = benchproc.CleanEnv(), filepath.Dir(up.dataDir)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	d := time.Since(start)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 	"github.com/conveyorhq/conveyor/internal/local"
 	"github.com/conveyorhq/conveyor/internal/s3server"
 )
@@ -80,14 +80,14 @@ func startUp(ctx context.Context, bin, dataDir, name string, dashboard bool, env
 	if err := os.MkdirAll(dataDir, 0o750); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := benchproc.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dash := "off"
 	if dashboard {
-		dport, err := freePort()
+		dport, err := benchproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -103,7 +103,7 @@ func startUp(ctx context.Context, bin, dataDir, name string, dashboard bool, env
 	args := []string{"up", "--data-dir", dataDir, "--s3-addr", addr, "--processor", "noop", "--dashboard-addr", dash}
 	// Not CommandContext: stop() ends it with SIGINT, the way a user does.
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(cleanEnv(), env...)
+	p.cmd.Env = append(benchproc.CleanEnv(), env...)
 	p.cmd.Dir = filepath.Dir(dataDir) // no stray ./conveyor.yaml
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -245,25 +245,6 @@ func (p *upProc) failed(err error) error {
 	return fmt.Errorf("%w\n  conveyor up stderr: %s\n  conveyor up stdout: %s", err, p.stderrLog, p.stdoutLog)
 }
 
-// peakRSSMB is the process's peak resident set (VmHWM) in MB, or -1 when
-// /proc does not tell (not Linux, or the process is gone).
-func (p *upProc) peakRSSMB() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-			if err != nil {
-				return -1
-			}
-			return kb / 1024
-		}
-	}
-	return -1
-}
-
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat;
 // 100 on every Linux the benchmark runs on.
 const clockTicks = 100
@@ -293,25 +274,5 @@ func (p *upProc) cpuTime() (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTicks, nil
 }
 
-// cleanEnv is our environment without anything that would point conveyor
-// or an AWS client elsewhere.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "CONVEYOR_") || strings.HasPrefix(kv, "AWS_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// freePort returns a port that was free a moment ago on 127.0.0.1.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
+// peakRSSMB is the peak resident set of conveyor up, in MB (-1 when unknown).
+func (p *upProc) peakRSSMB() float64 { return benchproc.PeakRSSMB(p.cmd.Process.Pid) }

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/conveyorhq/conveyor/bench/internal/benchproc"
 )
 
 // measure is one child process's cost.
@@ -34,21 +36,7 @@ func printMachine(o options) {
 		}
 	}
 	fmt.Printf("machine: %d CPUs (%s), %s, %s", runtime.NumCPU(), cpu, runtime.Version(), out)
-	fmt.Printf("scale %.2f, %d run(s), load average %s at start\n", o.scale, o.runs, loadAvg())
-}
-
-// loadAvg is the 1, 5 and 15 minute load averages: on a shared machine,
-// what the figures must be read with.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
+	fmt.Printf("scale %.2f, %d run(s), load average %s at start\n", o.scale, o.runs, benchproc.LoadAvg())
 }
 
 func report(results map[string][]map[string]measure, resticRepo, conveyorRepo int64) {
@@ -84,5 +72,5 @@ func report(results map[string][]map[string]measure, resticRepo, conveyorRepo in
 		ok = " MISS"
 	}
 	fmt.Printf("%-12s %8.0fM %8.0fM %7.2f %7s%s\n", "repository", float64(resticRepo)/1e6, float64(conveyorRepo)/1e6, ratio, "<=1.05", ok)
-	fmt.Printf("load average %s at the end\n", loadAvg())
+	fmt.Printf("load average %s at the end\n", benchproc.LoadAvg())
 }
