@@ -34,12 +34,23 @@ var ErrStop = errors.New("no change")
 
 // Store reads and writes job records.
 type Store struct {
-	S3     *s3.Client
+	S3     Objects
 	Bucket string
 }
 
+// Objects is the part of the S3 API the store uses: an *s3.Client, or, in
+// the process that runs the embedded server, its in-process
+// s3server.Direct (same storage and conditions, no HTTP).
+type Objects interface {
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
 // New returns a Store over bucket.
-func New(client *s3.Client, bucket string) *Store { return &Store{S3: client, Bucket: bucket} }
+func New(client Objects, bucket string) *Store { return &Store{S3: client, Bucket: bucket} }
 
 // Key is the object key of a job's record.
 func Key(id string) string { return Prefix + id + ".json" }

@@ -133,7 +133,11 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.S3 = s3server.NewClient(p.Server.Endpoint(), creds.AccessKeyID, creds.SecretAccessKey, cfg.Region)
-	p.Store = jobstore.New(p.S3, cfg.Buckets.State)
+	// The components in this process reach the state bucket's storage
+	// directly: the same engine and conditional writes, without HTTP and
+	// SigV4 on both sides (most of a record write's cost). Clients in
+	// other processes (`conveyor jobs`, `worker run`) use the S3 API.
+	p.Store = jobstore.New(p.Server.Direct(), cfg.Buckets.State)
 
 	wcfg := cfg.Worker
 	wcfg.OutputBucket = cfg.Buckets.Output
@@ -142,6 +146,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	w.Logf = p.logf
+	w.Objects = p.Server.Direct()
 	w.OnChange = p.jobChanged
 	p.dispatcher = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
 	// `conveyor snapshot create --quiesce` pauses the pool through it.

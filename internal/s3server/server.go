@@ -25,6 +25,7 @@ type Server struct {
 	done   chan struct{}
 	err    error // set before done is closed
 	stop   sync.Once
+	be     *posix.Posix // the storage engine, for Direct
 }
 
 // running guards the one gateway versitygw allows per process; Start checks
@@ -120,7 +121,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	gwCtx, cancel := context.WithCancel(ctx)
-	s := &Server{cfg: cfg, cancel: cancel, done: make(chan struct{})}
+	s := &Server{cfg: cfg, cancel: cancel, done: make(chan struct{}), be: be}
 	go func() {
 		err := embedgw.RunVersityGW(gwCtx, be, gwCfg)
 		if err != nil {

@@ -102,7 +102,7 @@ func openOutput(path string) (*os.File, int64, error) {
 // checkCurrent returns a *supersededError when rec's input version is no
 // longer the key's current version (or the key was deleted).
 func (w *Worker) checkCurrent(ctx context.Context, rec *job.Record) error {
-	head, err := w.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &rec.Bucket, Key: &rec.Key})
+	head, err := w.objects().HeadObject(ctx, &s3.HeadObjectInput{Bucket: &rec.Bucket, Key: &rec.Key})
 	if isCode(err, "NotFound", "NoSuchKey", "MethodNotAllowed") {
 		return &supersededError{reason: "the input was deleted"}
 	}
@@ -128,7 +128,7 @@ func (w *Worker) checkCurrent(ctx context.Context, rec *job.Record) error {
 func (w *Worker) outputs(ctx context.Context, rec *job.Record) (map[string]string, error) {
 	prefix := job.OutputPrefix(rec.Key)
 	found := map[string]string{}
-	p := s3.NewListObjectsV2Paginator(w.s3, &s3.ListObjectsV2Input{Bucket: &w.cfg.OutputBucket, Prefix: &prefix, Delimiter: aws.String("/")})
+	p := s3.NewListObjectsV2Paginator(w.objects(), &s3.ListObjectsV2Input{Bucket: &w.cfg.OutputBucket, Prefix: &prefix, Delimiter: aws.String("/")})
 	for p.HasMorePages() {
 		page, err := p.NextPage(ctx)
 		if isCode(err, "NoSuchKey") {
@@ -182,7 +182,7 @@ func (w *Worker) publish(ctx context.Context, rec *job.Record, l *lease, files [
 			}
 			// Still current: an older version's attempt that checked
 			// before ours was uploaded. Replace what it wrote.
-			head, herr := w.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &w.cfg.OutputBucket, Key: &key})
+			head, herr := w.objects().HeadObject(ctx, &s3.HeadObjectInput{Bucket: &w.cfg.OutputBucket, Key: &key})
 			cur := ""
 			if herr == nil {
 				cur = aws.ToString(head.ETag)
@@ -256,7 +256,7 @@ func (w *Worker) putOutput(ctx context.Context, rec *job.Record, key string, fil
 	// The uploader reads an *os.File's parts in place instead of buffering
 	// them, so memory stays flat for any size. It does not carry the
 	// condition to CompleteMultipartUpload itself: conditional does.
-	up := manager.NewUploader(conditional{Client: w.s3, ifMatch: in.IfMatch, ifNoneMatch: in.IfNoneMatch}, func(u *manager.Uploader) {
+	up := manager.NewUploader(conditional{Client: w.s3, put: w.objects(), ifMatch: in.IfMatch, ifNoneMatch: in.IfNoneMatch}, func(u *manager.Uploader) {
 		u.PartSize = w.cfg.PartSize
 		u.Concurrency = w.cfg.UploadConcurrency
 	})
@@ -272,10 +272,16 @@ func (w *Worker) putOutput(ctx context.Context, rec *job.Record, key string, fil
 }
 
 // conditional passes the upload's condition on to CompleteMultipartUpload,
-// where a multipart upload replaces the object.
+// where a multipart upload replaces the object, and sends a single-part
+// upload through put (the worker's Objects).
 type conditional struct {
 	*s3.Client
+	put                  Objects
 	ifMatch, ifNoneMatch *string
+}
+
+func (c conditional) PutObject(ctx context.Context, in *s3.PutObjectInput, opts ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	return c.put.PutObject(ctx, in, opts...)
 }
 
 func (c conditional) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
@@ -306,7 +312,7 @@ func (w *Worker) deleteStale(ctx context.Context, listed, keep map[string]string
 		if _, ok := keep[k]; ok {
 			continue
 		}
-		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
+		_, err := w.objects().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
 		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
 			errs = append(errs, fmt.Errorf("delete s3://%s/%s: %w", w.cfg.OutputBucket, job.Printable(k), err))
 		}
@@ -320,7 +326,7 @@ func (w *Worker) rollback(rec *job.Record, written map[string]string, cause erro
 	ctx, cancel := context.WithTimeout(context.Background(), handBackTimeout)
 	defer cancel()
 	for k, etag := range written {
-		_, err := w.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
+		_, err := w.objects().DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &w.cfg.OutputBucket, Key: aws.String(k), IfMatch: aws.String(etag)})
 		if err != nil && !isPrecondition(err) && !isCode(err, "NotFound", "NoSuchKey") {
 			w.logf("job %s: take back s3://%s/%s: %v", rec.ID, w.cfg.OutputBucket, job.Printable(k), err)
 		}

@@ -115,7 +115,7 @@ func (w *Worker) fetch(ctx context.Context, rec *job.Record, path string) (int64
 	} else if rec.ETag != "" {
 		in.IfMatch = aws.String(`"` + rec.ETag + `"`)
 	}
-	out, err := w.s3.GetObject(ctx, in)
+	out, err := w.objects().GetObject(ctx, in)
 	if err != nil {
 		var ae smithy.APIError
 		if errors.As(err, &ae) {

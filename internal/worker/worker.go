@@ -58,6 +58,11 @@ type Worker struct {
 	beforePut func(key string)
 	// Logf receives one line per attempt outcome; nil is silent.
 	Logf func(format string, args ...any)
+	// Objects, if set, serves the worker's reads, listings, deletes and
+	// single-part writes of inputs and outputs in place of the S3 client,
+	// which keeps multipart uploads. The local pipeline sets it to the
+	// embedded server's in-process s3server.Direct. Set it before Run.
+	Objects Objects
 	// OnChange, if set, is called with the record after each write of it
 	// (claim, heartbeat, outcome). It must return quickly and must not keep
 	// or modify the record.
@@ -108,6 +113,23 @@ func (w *Worker) Run(ctx context.Context, id string) error {
 		case <-time.After(re.After):
 		}
 	}
+}
+
+// Objects is the part of the S3 API a worker uses for inputs and outputs,
+// besides multipart uploads.
+type Objects interface {
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
+func (w *Worker) objects() Objects {
+	if w.Objects != nil {
+		return w.Objects
+	}
+	return w.s3
 }
 
 func (w *Worker) changed(r *job.Record) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -64,6 +65,9 @@ func setup(t *testing.T, cfg worker.Config) (*worker.Worker, bundle) {
 	srv := s3test.Start(t)
 	b := bundle{srv: srv, input: srv.Bucket(t, "in"), output: srv.Bucket(t, "out"), proc: &fakeProc{RunFn: copyInput}}
 	b.store = jobstore.New(srv.Client, srv.Bucket(t, "state"))
+	if viaDirect {
+		b.store = jobstore.New(srv.Direct, b.store.Bucket)
+	}
 	var err error
 	if b.vol, err = volume.Open(t.TempDir()); err != nil {
 		t.Fatal(err)
@@ -76,7 +80,39 @@ func setup(t *testing.T, cfg worker.Config) (*worker.Worker, bundle) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if viaDirect {
+		w.Objects = srv.Direct
+	}
 	return w, b
+}
+
+// viaDirect runs the worker of setup as `conveyor up` runs its own: its
+// store and its inputs and outputs through the server's in-process
+// s3server.Direct. Other workers of a test (secondWorker) stay on the S3
+// API, as `conveyor worker run` in another process does, so the contract
+// tests then race the two paths against each other.
+var viaDirect = os.Getenv("CONVEYOR_TEST_WORKER_DIRECT") == "1"
+
+// TestSuiteInProcess runs this package's tests again with viaDirect.
+func TestSuiteInProcess(t *testing.T) {
+	if viaDirect {
+		t.Skip("this is the in-process run")
+	}
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	cmd := exec.Command(os.Args[0], "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "CONVEYOR_TEST_WORKER_DIRECT=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the worker tests through s3server.Direct failed: %v\n%s", err, out)
+	}
+	// The child really ran in process mode, and ran the contract tests.
+	for _, want := range []string{"this is the in-process run", "--- PASS: TestRunSucceeds", "--- PASS: TestStoreConflictIsPermanent"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Fatalf("the in-process run did not print %q:\n%s", want, out)
+		}
+	}
 }
 
 // newJob uploads body under key and creates its record, as the orchestrator does.

@@ -40,7 +40,10 @@ var (
 type Server struct {
 	Endpoint string
 	Client   *s3.Client
-	DataDir  string
+	// Direct reaches the same storage in process, as `conveyor up`'s own
+	// components do.
+	Direct  *s3server.Direct
+	DataDir string
 
 	mu   sync.Mutex
 	subs map[string]func([]byte) // bucket -> event receiver
@@ -76,6 +79,7 @@ func Start(t testing.TB) *Server {
 		}
 		s.Endpoint = srv.Endpoint()
 		s.Client = s3server.NewClient(s.Endpoint, AccessKey, SecretKey, Region)
+		s.Direct = srv.Direct()
 		shared = s
 	})
 	if startErr != nil {
