@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/versity/versitygw/auth"
-	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/s3err"
 	"github.com/versity/versitygw/s3response"
 )
@@ -39,7 +38,7 @@ import (
 // must be in the form the server stores them (see storedKey): others are
 // refused, since the engine would store them under another name.
 type Direct struct {
-	be      *posix.Posix
+	be      listingBackend
 	account auth.Account
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,7 +26,7 @@ type Server struct {
 	done   chan struct{}
 	err    error // set before done is closed
 	stop   sync.Once
-	be     *posix.Posix // the storage engine, for Direct
+	be     listingBackend // the storage engine, for Direct
 }
 
 // running guards the one gateway versitygw allows per process; Start checks
@@ -61,6 +62,10 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	vdir, err := versionsDir(cfg)
 	if err != nil {
 		return nil, err
+	}
+	root, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
 	}
 	if err := checkAddrFree(cfg.Addr); err != nil {
 		return nil, err
@@ -121,9 +126,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	gwCtx, cancel := context.WithCancel(ctx)
-	s := &Server{cfg: cfg, cancel: cancel, done: make(chan struct{}), be: be}
+	s := &Server{cfg: cfg, cancel: cancel, done: make(chan struct{}), be: listingBackend{Posix: be, root: root}}
 	go func() {
-		err := embedgw.RunVersityGW(gwCtx, be, gwCfg)
+		err := embedgw.RunVersityGW(gwCtx, s.be, gwCfg)
 		if err != nil {
 			err = gatewayError(cfg.Addr, err)
 			cfg.Logf("s3server: %v", err)
