@@ -21,6 +21,12 @@
 // details. Objects stored before a bucket was versioned stay where they
 // are, as version "null".
 //
+// Server.Direct reaches the same storage from inside the process without
+// HTTP: the engine's own calls, with its conditional writes, for the
+// components `conveyor up` runs beside the server. The engine is wrapped
+// once (listingBackend) so that a listing under a directory that does not
+// exist is answered at once instead of walking the bucket.
+//
 // Two properties of versitygw leak into the whole process: only one gateway
 // may run per process, and starting it changes the working directory of the
 // process to the data dir, so every other path in the program must be
