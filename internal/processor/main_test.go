@@ -22,12 +22,23 @@ const helperEnv = "CONVEYOR_PROCESSOR_TEST_HELPER"
 // (see TestProcessorDiesWithItsWorkerAndLeftoversAreReaped).
 const orphanHelperEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN"
 
+// orphanSandboxEnv is the orphan helper's processor.sandbox setting.
+const orphanSandboxEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN_SANDBOX"
+
+// probeEnv makes the test binary act as a processor that does one thing
+// inside the sandbox and reports it (see probeMain).
+const probeEnv = "CONVEYOR_PROCESSOR_TEST_PROBE"
+
 func TestMain(m *testing.M) {
+	HandleShim()
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
 	if os.Getenv(orphanHelperEnv) != "" {
 		os.Exit(orphanHelperMain())
+	}
+	if os.Getenv(probeEnv) != "" {
+		os.Exit(probeMain())
 	}
 	killGrace = time.Second
 	pipeGrace = 200 * time.Millisecond
@@ -81,7 +92,7 @@ func orphanHelperMain() int {
 		return 2
 	}
 	defer lock.Unlock()
-	p, err := New(Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour})
+	p, err := New(Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour, Sandbox: os.Getenv(orphanSandboxEnv)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2
