@@ -203,3 +203,23 @@ func TestLastLineAndOutOfMemory(t *testing.T) {
 		t.Errorf("tail of %d bytes ending %q", len(s), lastLine(s))
 	}
 }
+
+// TestSandboxArgsExecutableInSystemDirs: an executable in a system
+// directory, or one reached through a merged-/usr link such as /bin, needs
+// no bind of its own.
+func TestSandboxArgsExecutableInSystemDirs(t *testing.T) {
+	t.Parallel()
+	s := &sandbox{bwrap: "/usr/bin/bwrap"}
+	env := Env{Input: "/vol/in", OutputDir: "/vol/out", WorkDir: "/vol/work"}
+	for _, exe := range []string{"/usr/bin/env", "/bin/sh"} {
+		if _, err := os.Stat(exe); err != nil {
+			continue
+		}
+		args := s.args(env, exe, []string{exe})
+		for i := range args[:len(args)-2] {
+			if args[i] == "--ro-bind" && args[i+1] == filepath.Dir(exe) {
+				t.Errorf("%s: its directory is bound again: %v", exe, args)
+			}
+		}
+	}
+}

@@ -73,6 +73,7 @@ func (s *sandbox) args(env Env, path string, argv []string) []string {
 			// Merged /usr: /bin -> usr/bin stays a link, as on the host.
 			if target, err := os.Readlink(d); err == nil {
 				a = append(a, "--symlink", target, d)
+				visible = append(visible, d) // as what it points to
 			}
 		case fi.IsDir():
 			a = append(a, "--ro-bind", d, d)

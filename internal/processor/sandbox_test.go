@@ -466,3 +466,46 @@ func TestSandboxEnvironment(t *testing.T) {
 		t.Errorf("got %q, want %q", out, want)
 	}
 }
+
+// TestLimitsShimMissingInterpreterIsNotFound: unsandboxed, under the
+// limits shim, a missing #! interpreter is still ErrNotFound.
+func TestLimitsShimMissingInterpreterIsNotFound(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "proc")
+	writeExecutable(t, path, "#!/nonexistent/interpreter\n")
+	p := newExternal(t, path, Config{Sandbox: SandboxOff, Limits: Limits{OpenFiles: 64}})
+	err := p.Run(context.Background(), newEnv(t, "k", nil), nil)
+	if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "interpreter") {
+		t.Fatalf("Run = %v, want ErrNotFound about the interpreter", err)
+	}
+}
+
+// TestSandboxHidesNestedPaths: a hidden directory and a hidden file inside
+// it, both in the processor's directory, are both covered.
+func TestSandboxHidesNestedPaths(t *testing.T) {
+	t.Parallel()
+	requireSandbox(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	os.Mkdir(conf, 0o700)
+	for _, f := range []string{filepath.Join(conf, "a.yaml"), filepath.Join(conf, "b.yaml")} {
+		if err := os.WriteFile(f, []byte("secret"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		hostHasFile(t, f)
+	}
+	script := filepath.Join(dir, "proc.sh")
+	writeExecutable(t, script, "#!/bin/sh\ncat \"$1\" \"$2\" 2>/dev/null; echo end\n")
+	p, err := New(Config{Command: []string{script, filepath.Join(conf, "a.yaml"), filepath.Join(conf, "b.yaml")},
+		Sandbox: SandboxRequired, Hide: []string{conf, filepath.Join(conf, "a.yaml")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := newSyncLog("")
+	if err := p.Run(context.Background(), newEnv(t, "k", nil), log); err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	if log.String() != "end\n" {
+		t.Errorf("the processor read hidden files: %q", log.String())
+	}
+}
