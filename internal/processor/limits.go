@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Limits bounds the resources of an external processor; a zero field is
@@ -160,6 +161,12 @@ func runShim(args []string) error {
 		"as": syscall.RLIMIT_AS, "cpu": syscall.RLIMIT_CPU,
 		"nofile": syscall.RLIMIT_NOFILE, "nproc": rlimitNproc,
 	}
+	type limit struct {
+		res int
+		lim syscall.Rlimit
+	}
+	var limits []limit
+	var as *syscall.Rlimit
 	for len(args) > 0 && args[0] != "--" {
 		name, v, _ := strings.Cut(args[0], "=")
 		res, ok := resources[name]
@@ -168,21 +175,56 @@ func runShim(args []string) error {
 			return fmt.Errorf("bad limit %q", args[0])
 		}
 		lim := syscall.Rlimit{Cur: n, Max: n}
-		if res == syscall.RLIMIT_CPU {
+		switch res {
+		case syscall.RLIMIT_CPU:
 			// SIGXCPU at the limit says why; SIGKILL a second later if
 			// it is ignored. (At an equal hard limit SIGKILL comes first.)
 			lim.Max = n + 1
+		case syscall.RLIMIT_AS:
+			as = &lim
+			args = args[1:]
+			continue
 		}
-		if err := syscall.Setrlimit(res, &lim); err != nil {
-			return fmt.Errorf("%s=%d: %w", name, n, err)
-		}
+		limits = append(limits, limit{res, lim})
 		args = args[1:]
 	}
 	if len(args) < 3 {
 		return errors.New("no program to run")
 	}
-	if err := syscall.Exec(args[1], args[2:], os.Environ()); err != nil {
-		return fmt.Errorf("exec %s: %w", args[1], err)
+	for _, l := range limits {
+		if err := syscall.Setrlimit(l.res, &l.lim); err != nil {
+			return fmt.Errorf("rlimit %d: %w", l.res, err)
+		}
 	}
-	return nil
+	if as == nil {
+		// syscall.Exec also gives the program the RLIMIT_NOFILE soft
+		// limit this process started with (Go raises its own).
+		if err := syscall.Exec(args[1], args[2:], os.Environ()); err != nil {
+			return fmt.Errorf("exec %s: %w", args[1], err)
+		}
+		return nil
+	}
+	// This process already maps more than a small address-space limit
+	// allows, so once it is set nothing may allocate: the exec's
+	// arguments are prepared first and execve called directly. (The
+	// program then keeps the RLIMIT_NOFILE soft limit Go raised this
+	// process to, unless open_files sets one.)
+	path, err := syscall.BytePtrFromString(args[1])
+	if err != nil {
+		return err
+	}
+	argv, err := syscall.SlicePtrFromStrings(args[2:])
+	if err != nil {
+		return err
+	}
+	envv, err := syscall.SlicePtrFromStrings(os.Environ())
+	if err != nil {
+		return err
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_AS, as); err != nil {
+		return fmt.Errorf("rlimit as: %w", err)
+	}
+	_, _, errno := syscall.RawSyscall(syscall.SYS_EXECVE,
+		uintptr(unsafe.Pointer(path)), uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	return fmt.Errorf("exec %s: %w", args[1], errno)
 }
