@@ -25,6 +25,10 @@ const orphanHelperEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN"
 // orphanSandboxEnv is the orphan helper's processor.sandbox setting.
 const orphanSandboxEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN_SANDBOX"
 
+// orphanLimitsEnv, when set, gives the orphan helper's processor limits,
+// so that it runs under the limits shim.
+const orphanLimitsEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN_LIMITS"
+
 // probeEnv makes the test binary act as a processor that does one thing
 // inside the sandbox and reports it (see probeMain).
 const probeEnv = "CONVEYOR_PROCESSOR_TEST_PROBE"
@@ -92,7 +96,11 @@ func orphanHelperMain() int {
 		return 2
 	}
 	defer lock.Unlock()
-	p, err := New(Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour, Sandbox: os.Getenv(orphanSandboxEnv)})
+	c := Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour, Sandbox: os.Getenv(orphanSandboxEnv)}
+	if os.Getenv(orphanLimitsEnv) != "" {
+		c.Limits = Limits{Memory: 1 << 30, OpenFiles: 256}
+	}
+	p, err := New(c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2

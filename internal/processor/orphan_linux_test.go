@@ -3,6 +3,7 @@ package processor
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,9 +152,21 @@ func alive(pid int) bool {
 func TestSandboxedProcessorDiesWithItsWorker(t *testing.T) {
 	t.Parallel()
 	requireSandbox(t)
+	// With limits, the worker starts the limits shim, which execs bwrap:
+	// the parent-death signal must survive that.
+	for _, limits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("limits=%v", limits), func(t *testing.T) {
+			t.Parallel()
+			sandboxedProcessorDiesWithItsWorker(t, limits)
+		})
+	}
+}
+
+func sandboxedProcessorDiesWithItsWorker(t *testing.T, limits bool) {
 	dir := t.TempDir()
 	writeExecutable(t, filepath.Join(dir, "proc.sh"), `#!/bin/sh
 sleep 1000 &
+ulimit -n > "$CONVEYOR_WORK_DIR/nofile"
 readlink /proc/self/fd/3 > "$CONVEYOR_WORK_DIR/lock.tmp" && mv "$CONVEYOR_WORK_DIR/lock.tmp" "$CONVEYOR_WORK_DIR/lock"
 sleep 1000
 `)
@@ -173,6 +186,9 @@ sleep 1000
 	defer out.Close()
 	worker := exec.Command(os.Args[0], "-test.run=^$")
 	worker.Env = append(os.Environ(), orphanHelperEnv+"="+dir, orphanSandboxEnv+"="+SandboxRequired)
+	if limits {
+		worker.Env = append(worker.Env, orphanLimitsEnv+"=1")
+	}
 	worker.Stdout, worker.Stderr = out, out
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
@@ -194,6 +210,9 @@ sleep 1000
 	}
 	if !strings.HasSuffix(strings.TrimSpace(string(lockPath)), job+".lock") {
 		t.Fatalf("descriptor 3 in the sandbox is %q, want the job's lock", lockPath)
+	}
+	if nofile, _ := os.ReadFile(filepath.Join(dir, "work", "nofile")); limits != (string(nofile) == "256\n") {
+		t.Fatalf("limits %v, but the processor's open files limit is %q", limits, nofile)
 	}
 	// bwrap, its init, the shell and its two sleeps.
 	if n := len(groupAlive(pgid)); n < 4 {
