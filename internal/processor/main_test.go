@@ -116,7 +116,12 @@ func orphanHelperMain() int {
 				fmt.Fprintln(os.Stderr, "helper:", err)
 				return
 			}
-			_ = os.WriteFile(filepath.Join(dir, "started"), []byte(strconv.Itoa(pgid)), 0o644)
+			// Renamed into place: the test polls for it and must never
+			// read it half written.
+			tmp := filepath.Join(dir, "started.tmp")
+			if os.WriteFile(tmp, []byte(strconv.Itoa(pgid)), 0o644) == nil {
+				_ = os.Rename(tmp, filepath.Join(dir, "started"))
+			}
 		},
 	}
 	if err := p.Run(context.Background(), env, os.Stderr); err != nil {
