@@ -142,6 +142,9 @@ func New(c Config) (Processor, error) {
 		}, nil
 	}
 	b := &builtin{name: c.Name, timeout: c.Timeout}
+	if c.Sandbox == SandboxRequired || c.Network || !c.Limits.IsZero() {
+		b.note = fmt.Sprintf("built-in processor %s runs inside the worker: processor.sandbox, network and limits apply to external processors (processor.command) only", c.Name)
+	}
 	switch c.Name {
 	case "report":
 		b.run = runReport

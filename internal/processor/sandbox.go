@@ -250,11 +250,15 @@ func signalGroupButLeader(pgid int, sig syscall.Signal) {
 }
 
 // SandboxNote returns the line to log once at start about how p runs: in a
-// sandbox or not, and why. Built-ins run inside the worker, unsandboxed,
-// and get "".
+// sandbox or not, and why. Built-ins run inside the worker, unsandboxed and
+// unlimited: they get "" unless sandbox settings were given that do not
+// apply to them.
 func SandboxNote(p Processor) string {
-	if e, ok := p.(*external); ok {
-		return e.note
+	switch p := p.(type) {
+	case *external:
+		return p.note
+	case *builtin:
+		return p.note
 	}
 	return ""
 }

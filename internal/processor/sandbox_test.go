@@ -509,3 +509,23 @@ func TestSandboxHidesNestedPaths(t *testing.T) {
 		t.Errorf("the processor read hidden files: %q", log.String())
 	}
 }
+
+func TestSandboxNoteOfBuiltins(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		c    Config
+		want string
+	}{
+		{Config{Name: "report"}, ""},
+		{Config{Name: "zstd", Sandbox: SandboxRequired}, "built-in processor zstd runs inside the worker: processor.sandbox, network and limits apply to external processors (processor.command) only"},
+		{Config{Name: "noop", Limits: Limits{Memory: 1 << 30}}, "built-in processor noop runs inside the worker"},
+	} {
+		p, err := New(tt.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := SandboxNote(p); !strings.HasPrefix(got, tt.want) || (tt.want == "") != (got == "") {
+			t.Errorf("%+v: note %q, want %q", tt.c, got, tt.want)
+		}
+	}
+}
