@@ -191,7 +191,7 @@ func TestLastLineAndOutOfMemory(t *testing.T) {
 		}
 	}
 	if !outOfMemory("Traceback (most recent call last):\nMemoryError\n") || !outOfMemory("fatal error: runtime: out of memory") ||
-		outOfMemory("all good\n") {
+		!outOfMemory("fatal error: failed to reserve page summary memory\n") || outOfMemory("all good\n") {
 		t.Error("outOfMemory misreads")
 	}
 	var tw tailWriter

@@ -73,13 +73,15 @@ func utf8Start(b byte) bool { return b&0xC0 != 0x80 }
 // under an address-space limit a processor does not get killed, its
 // allocation fails, and how it ends depends on the program.
 var oomMarkers = []string{
-	"memoryerror",              // Python
-	"out of memory",            // Go runtime, many C programs, "JavaScript heap out of memory"
-	"cannot allocate memory",   // strerror(ENOMEM)
-	"bad_alloc",                // C++
-	"outofmemoryerror",         // Java
-	"memory exhausted",         // bison, glibc
-	"memory allocation failed", // Rust's alloc error handler, others
+	"memoryerror",                    // Python
+	"out of memory",                  // Go runtime, many C programs, "JavaScript heap out of memory"
+	"cannot allocate memory",         // strerror(ENOMEM)
+	"bad_alloc",                      // C++
+	"outofmemoryerror",               // Java
+	"memory exhausted",               // bison, glibc
+	"memory allocation failed",       // Rust's alloc error handler, others
+	"failed to reserve",              // Go's runtime, starting under too small an address space
+	"could not reserve enough space", // the JVM, likewise
 }
 
 // outOfMemory reports whether a processor's last output says that an
