@@ -74,7 +74,7 @@ func TestSandboxArgs(t *testing.T) {
 	}
 	env := Env{Input: "/vol/in", OutputDir: "/vol/out", WorkDir: "/vol/work"}
 	for _, network := range []bool{false, true} {
-		s := &sandbox{bwrap: "/usr/bin/bwrap", network: network, hide: []string{secret, "/var/lib/conveyor"}}
+		s := &sandbox{bwrap: "/usr/bin/bwrap", network: network, hide: []string{secret, "/var/lib/conveyor", secret + "/"}}
 		args := s.args(env, exe, []string{"proc", "a b"})
 		joined := strings.Join(args, " ")
 		for _, want := range []string{
@@ -90,6 +90,9 @@ func TestSandboxArgs(t *testing.T) {
 		}
 		if got := slices.Contains(args, "--unshare-net"); got == network {
 			t.Errorf("network=%v: --unshare-net present = %v", network, got)
+		}
+		if n := strings.Count(joined, "/dev/null "+secret); n != 1 {
+			t.Errorf("a path named twice in hide is covered %d times: %s", n, joined)
 		}
 		if strings.Contains(joined, "/var/lib/conveyor") {
 			t.Errorf("a hidden path outside the sandbox's view needs no mount: %s", joined)

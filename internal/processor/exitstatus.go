@@ -114,8 +114,9 @@ func (p *external) exitError(ee *exec.ExitError, tail *tailWriter, unit string) 
 	switch {
 	case p.sandbox != nil && e.Code == 1 && strings.HasPrefix(e.LastLine, "bwrap: execvp ") &&
 		strings.HasSuffix(e.LastLine, "No such file or directory"):
-		return p.notFound("exists but its interpreter (#! line) was not found in the sandbox (it sees only " +
-			strings.Join(systemDirs, ", ") + " and the processor's directory; set processor.sandbox: off to run it outside)")
+		return p.notFound("or its interpreter (#! line) is not visible in the sandbox (it shows only " +
+			strings.Join(systemDirs, ", ") + " and the processor's directory, without the worker's data dir and configuration); " +
+			"install it there, or set processor.sandbox: off to run it outside")
 	case p.sandbox != nil && e.Code == 1 && strings.HasPrefix(e.LastLine, "bwrap: "):
 		return fmt.Errorf("processor %s: the sandbox could not start it: %s", p.name, e.LastLine)
 	case e.Code == shimFailed && strings.HasPrefix(e.LastLine, shimFailure):

@@ -99,10 +99,13 @@ func (s *sandbox) args(env Env, path string, argv []string) []string {
 			visible = append(visible, d)
 		}
 	}
+	hidden := map[string]bool{}
 	for _, h := range append(append([]string(nil), hiddenPaths...), s.hide...) {
-		if !under(h, visible) {
-			continue // not in the sandbox at all
+		h = filepath.Clean(h)
+		if hidden[h] || !under(h, visible) {
+			continue // done, or not in the sandbox at all
 		}
+		hidden[h] = true
 		fi, err := os.Stat(h)
 		switch {
 		case err != nil:
