@@ -72,6 +72,9 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
+	if note := processor.SandboxNote(proc); note != "" {
+		fmt.Fprintf(o.Err, "%s %s\n", time.Now().Format("15:04:05"), note)
+	}
 	cn, err := connect(ctx, c)
 	if err != nil {
 		return err

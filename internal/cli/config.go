@@ -45,6 +45,17 @@ type FileConfig struct {
 		Name    string        `yaml:"name" env:"CONVEYOR_PROCESSOR"`
 		Command []string      `yaml:"command" env:"CONVEYOR_PROCESSOR_COMMAND"`
 		Timeout time.Duration `yaml:"timeout" env:"CONVEYOR_PROCESSOR_TIMEOUT"`
+		// Sandbox is auto (default), required or off; Network lets a
+		// sandboxed processor use the network (see processor.Config).
+		Sandbox string `yaml:"sandbox" env:"CONVEYOR_PROCESSOR_SANDBOX"`
+		Network bool   `yaml:"network" env:"CONVEYOR_PROCESSOR_NETWORK"`
+		// Limits bound an external processor (see processor.Limits).
+		Limits struct {
+			Memory    sizeSetting   `yaml:"memory" env:"CONVEYOR_PROCESSOR_LIMITS_MEMORY"` // like 512MiB
+			CPUTime   time.Duration `yaml:"cpu_time" env:"CONVEYOR_PROCESSOR_LIMITS_CPU_TIME"`
+			OpenFiles int           `yaml:"open_files" env:"CONVEYOR_PROCESSOR_LIMITS_OPEN_FILES"`
+			Processes int           `yaml:"processes" env:"CONVEYOR_PROCESSOR_LIMITS_PROCESSES"`
+		} `yaml:"limits"`
 	} `yaml:"processor"`
 
 	Workers int    `yaml:"workers" env:"CONVEYOR_WORKERS"`
@@ -98,6 +109,10 @@ type FileConfig struct {
 		Addr  string `yaml:"addr" env:"CONVEYOR_DASHBOARD_ADDR"`
 		Token string `yaml:"token" env:"CONVEYOR_DASHBOARD_TOKEN"`
 	} `yaml:"dashboard"`
+
+	// source is the configuration file read, absolute; "" when none was.
+	// The processor's sandbox hides it (it may hold credentials).
+	source string
 }
 
 // Defaults of FileConfig.
@@ -142,6 +157,7 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
+		c.source, _ = filepath.Abs(path)
 		dec := yaml.NewDecoder(strings.NewReader(string(b)))
 		dec.KnownFields(true)
 		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
@@ -250,6 +266,14 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_PROCESSOR", str(&c.Processor.Name)},
 		{"CONVEYOR_PROCESSOR_COMMAND", func(v string) error { c.Processor.Command = strings.Fields(v); return nil }},
 		{"CONVEYOR_PROCESSOR_TIMEOUT", dur("CONVEYOR_PROCESSOR_TIMEOUT", &c.Processor.Timeout)},
+		{"CONVEYOR_PROCESSOR_SANDBOX", str(&c.Processor.Sandbox)},
+		{"CONVEYOR_PROCESSOR_NETWORK", boolean("CONVEYOR_PROCESSOR_NETWORK", &c.Processor.Network)},
+		{"CONVEYOR_PROCESSOR_LIMITS_MEMORY", func(v string) error {
+			return c.Processor.Limits.Memory.set("CONVEYOR_PROCESSOR_LIMITS_MEMORY=", v)
+		}},
+		{"CONVEYOR_PROCESSOR_LIMITS_CPU_TIME", dur("CONVEYOR_PROCESSOR_LIMITS_CPU_TIME", &c.Processor.Limits.CPUTime)},
+		{"CONVEYOR_PROCESSOR_LIMITS_OPEN_FILES", num("CONVEYOR_PROCESSOR_LIMITS_OPEN_FILES", &c.Processor.Limits.OpenFiles)},
+		{"CONVEYOR_PROCESSOR_LIMITS_PROCESSES", num("CONVEYOR_PROCESSOR_LIMITS_PROCESSES", &c.Processor.Limits.Processes)},
 		{"CONVEYOR_WORKERS", num("CONVEYOR_WORKERS", &c.Workers)},
 		{"CONVEYOR_VOLUME", str(&c.Volume)},
 		{"CONVEYOR_RETRY_MAX_ATTEMPTS", num("CONVEYOR_RETRY_MAX_ATTEMPTS", &c.Retry.MaxAttempts)},

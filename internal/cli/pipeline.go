@@ -19,7 +19,8 @@ import (
 )
 
 func (c FileConfig) processorConfig() processor.Config {
-	return processor.Config{Name: c.Processor.Name, Command: c.Processor.Command, Timeout: c.Processor.Timeout}
+	return processor.Config{Name: c.Processor.Name, Command: c.Processor.Command, Timeout: c.Processor.Timeout,
+		Sandbox: c.Processor.Sandbox, Network: c.Processor.Network, Limits: c.processorLimits(), Hide: c.processorHide()}
 }
 
 func (c FileConfig) workerConfig() worker.Config {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conveyorhq/conveyor/internal/processor"
 	"github.com/conveyorhq/conveyor/internal/worker"
 )
 
@@ -32,6 +33,9 @@ type globals struct {
 
 // Main runs the command line with os.Args and returns the exit code.
 func Main() int {
+	// Started as the limits shim of an external processor, this process
+	// sets them and becomes the processor; it never returns.
+	processor.HandleShim()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return Run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)

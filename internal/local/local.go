@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -83,6 +84,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
+	// The data dir holds the store's credentials: a sandboxed processor
+	// must not read it, wherever it lies.
+	cfg.Processor.Hide = append(slices.Clip(cfg.Processor.Hide), cfg.DataDir)
 	proc, err := processor.New(cfg.Processor)
 	if err != nil {
 		return nil, err
@@ -94,6 +98,9 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		}
 	}
 	p := &Pipeline{cfg: cfg, Paths: paths, events: newQueue[[]byte]()}
+	if note := processor.SandboxNote(proc); note != "" {
+		p.logf("%s", note)
+	}
 	if p.lock, err = lockDataDir(paths); err != nil {
 		return nil, err
 	}

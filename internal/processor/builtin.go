@@ -13,6 +13,7 @@ type builtin struct {
 	name    string
 	timeout time.Duration
 	run     func(ctx context.Context, env Env, log io.Writer) error
+	note    string // for SandboxNote: set when sandbox settings do not apply to it
 }
 
 var _ Processor = (*builtin)(nil)

@@ -31,6 +31,23 @@ type Config struct {
 	// Env holds extra KEY=VALUE pairs for external processors. The CONVEYOR_*
 	// contract variables are set by Conveyor and cannot be overridden.
 	Env []string
+
+	// Sandbox says whether external processors run in a bubblewrap
+	// sandbox: SandboxAuto (the default, also when empty), SandboxRequired
+	// or SandboxOff.
+	// Built-ins run inside the worker and are never sandboxed.
+	Sandbox string
+	// Network lets a sandboxed processor use the network (it has none by
+	// default).
+	Network bool
+	// Limits bounds an external processor's resources.
+	Limits Limits
+	// Hide lists absolute paths the sandboxed processor must not read
+	// although they lie in a directory it sees (the worker's configuration
+	// file, its data dir), beyond the usual secrets such as /etc/shadow.
+	Hide []string
+	// Bwrap is the bubblewrap executable; empty means "bwrap" on PATH.
+	Bwrap string
 }
 
 // contractVars are set by Run for external processors; Config.Env may not
@@ -58,6 +75,9 @@ func (c Config) WithDefaults() Config {
 func (c Config) Validate() error {
 	if c.Timeout <= 0 {
 		return fmt.Errorf("processor.timeout must be positive (got %s)", c.Timeout)
+	}
+	if err := c.validateSandbox(); err != nil {
+		return err
 	}
 	if len(c.Command) == 0 {
 		if !slices.Contains(Builtins(), c.Name) {

@@ -34,6 +34,10 @@ type external struct {
 	argv    []string // as configured; argv[0] is passed unchanged
 	env     []string // Config.Env
 	timeout time.Duration
+	sandbox *sandbox // nil: runs unsandboxed
+	scope   *scope   // nil: no systemd scope
+	limits  Limits
+	note    string // how it runs, for the log at start (SandboxNote)
 }
 
 var _ Processor = (*external)(nil)
@@ -67,14 +71,24 @@ func (p *external) Run(ctx context.Context, env Env, log io.Writer) error {
 		return p.notFound("is missing")
 	}
 
+	path, args, unit := p.commandLine(env)
+	attr := sysProcAttr()
+	if p.sandbox != nil {
+		// A session of its own (and so a process group whose ID is the
+		// leader's PID, as with Setpgid): the sandbox cannot reach the
+		// worker's terminal, if it has one (TIOCSTI).
+		attr.Setpgid, attr.Setsid = false, true
+	}
+	tail := &tailWriter{}
+	out := io.MultiWriter(tail, log)
 	cmd := &exec.Cmd{
-		Path:        p.path,
-		Args:        p.argv,
+		Path:        path,
+		Args:        args,
 		Env:         p.environ(env),
 		Dir:         env.WorkDir,
-		Stdout:      log, // one writer for both streams: os/exec then uses one pipe,
-		Stderr:      log, // so the log never sees concurrent writes
-		SysProcAttr: sysProcAttr(),
+		Stdout:      out, // one writer for both streams: os/exec then uses one pipe,
+		Stderr:      out, // so the log never sees concurrent writes
+		SysProcAttr: attr,
 		WaitDelay:   pipeGrace,
 	}
 	if env.Lock != nil {
@@ -105,7 +119,7 @@ func (p *external) Run(ctx context.Context, env Env, log io.Writer) error {
 		case waitErr = <-waitc: // finished just in time: that result stands
 			timedOut, cancelled = false, false
 		default:
-			waitErr = terminate(pgid, waitc)
+			waitErr = terminate(pgid, waitc, p.sandbox != nil)
 		}
 	}
 	// Whatever the processor left running in its group goes too. Wait has
@@ -130,10 +144,7 @@ func (p *external) Run(ctx context.Context, env Env, log io.Writer) error {
 	}
 	var ee *exec.ExitError
 	if errors.As(waitErr, &ee) {
-		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return &ExitError{Code: -1, Signal: signalName(ws.Signal())}
-		}
-		return &ExitError{Code: ee.ExitCode()}
+		return p.exitError(ee, tail, unit)
 	}
 	return fmt.Errorf("processor %s: %w", p.name, waitErr)
 }
@@ -164,9 +175,14 @@ func startOnLockedThread(cmd *exec.Cmd, waitc chan<- error) error {
 }
 
 // terminate stops the process group: SIGTERM, then SIGKILL after killGrace.
-// It returns the result of Wait.
-func terminate(pgid int, waitc <-chan error) error {
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+// It returns the result of Wait. In the sandbox, SIGTERM spares the group's
+// leader, bwrap: its death would end the sandbox before the grace.
+func terminate(pgid int, waitc <-chan error, sandboxed bool) error {
+	if sandboxed {
+		signalGroupButLeader(pgid, syscall.SIGTERM)
+	} else {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	}
 	grace := time.NewTimer(killGrace)
 	defer grace.Stop()
 	select {
@@ -182,9 +198,13 @@ func terminate(pgid int, waitc <-chan error) error {
 // Config.Env, then the contract variables (last, so they always win). The
 // object key travels only here, never in argv or through a shell.
 func (p *external) environ(env Env) []string {
+	home := getenvOr("HOME", env.WorkDir)
+	if p.sandbox != nil {
+		home = env.WorkDir // the worker's home is not in the sandbox
+	}
 	e := []string{
 		"PATH=" + getenvOr("PATH", defaultPath),
-		"HOME=" + getenvOr("HOME", env.WorkDir),
+		"HOME=" + home,
 		"LANG=" + getenvOr("LANG", defaultLang),
 		"TMPDIR=" + env.WorkDir,
 	}

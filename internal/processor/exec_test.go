@@ -186,7 +186,7 @@ func TestExternalExitErrors(t *testing.T) {
 		msg    string
 	}{
 		{"exit 1", "exit 1\n", &ExitError{Code: 1}, "processor exited with code 1"},
-		{"exit 42", "echo failing >&2; exit 42\n", &ExitError{Code: 42}, "processor exited with code 42"},
+		{"exit 42", "echo failing >&2; exit 42\n", &ExitError{Code: 42, LastLine: "failing"}, "processor exited with code 42"},
 		{"killed", "kill -KILL $$\n", &ExitError{Code: -1, Signal: "SIGKILL"}, "processor killed by signal SIGKILL"},
 	}
 	for _, tt := range tests {
@@ -226,7 +226,8 @@ func TestExternalTimeout(t *testing.T) {
 echo $! > "$CONVEYOR_WORK_DIR/child.pid"
 sleep 30
 `)
-			p := newExternal(t, script, Config{Timeout: 300 * time.Millisecond})
+			// Unsandboxed: the PID the script records is the host's.
+			p := newExternal(t, script, Config{Timeout: 300 * time.Millisecond, Sandbox: SandboxOff})
 			env := newEnv(t, "k", nil)
 			start := time.Now()
 			err := p.Run(context.Background(), env, nil)
@@ -259,7 +260,9 @@ func TestExternalChildHoldsPipes(t *testing.T) {
 echo $! > "$CONVEYOR_WORK_DIR/child.pid"
 echo done
 `)
-	p := newExternal(t, script, Config{})
+	// Unsandboxed: in the sandbox, leftovers die with it (see
+	// TestSandboxLeftoversDieWithIt).
+	p := newExternal(t, script, Config{Sandbox: SandboxOff})
 	env := newEnv(t, "k", nil)
 	log := newSyncLog("")
 	if err := p.Run(context.Background(), env, log); err != nil {

@@ -22,12 +22,27 @@ const helperEnv = "CONVEYOR_PROCESSOR_TEST_HELPER"
 // (see TestProcessorDiesWithItsWorkerAndLeftoversAreReaped).
 const orphanHelperEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN"
 
+// orphanSandboxEnv is the orphan helper's processor.sandbox setting.
+const orphanSandboxEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN_SANDBOX"
+
+// orphanLimitsEnv, when set, gives the orphan helper's processor limits,
+// so that it runs under the limits shim.
+const orphanLimitsEnv = "CONVEYOR_PROCESSOR_TEST_ORPHAN_LIMITS"
+
+// probeEnv makes the test binary act as a processor that does one thing
+// inside the sandbox and reports it (see probeMain).
+const probeEnv = "CONVEYOR_PROCESSOR_TEST_PROBE"
+
 func TestMain(m *testing.M) {
+	HandleShim()
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
 	if os.Getenv(orphanHelperEnv) != "" {
 		os.Exit(orphanHelperMain())
+	}
+	if os.Getenv(probeEnv) != "" {
+		os.Exit(probeMain())
 	}
 	killGrace = time.Second
 	pipeGrace = 200 * time.Millisecond
@@ -81,7 +96,11 @@ func orphanHelperMain() int {
 		return 2
 	}
 	defer lock.Unlock()
-	p, err := New(Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour})
+	c := Config{Command: []string{filepath.Join(dir, "proc.sh")}, Timeout: time.Hour, Sandbox: os.Getenv(orphanSandboxEnv)}
+	if os.Getenv(orphanLimitsEnv) != "" {
+		c.Limits = Limits{Memory: 1 << 30, OpenFiles: 256}
+	}
+	p, err := New(c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 2
@@ -97,7 +116,12 @@ func orphanHelperMain() int {
 				fmt.Fprintln(os.Stderr, "helper:", err)
 				return
 			}
-			_ = os.WriteFile(filepath.Join(dir, "started"), []byte(strconv.Itoa(pgid)), 0o644)
+			// Renamed into place: the test polls for it and must never
+			// read it half written.
+			tmp := filepath.Join(dir, "started.tmp")
+			if os.WriteFile(tmp, []byte(strconv.Itoa(pgid)), 0o644) == nil {
+				_ = os.Rename(tmp, filepath.Join(dir, "started"))
+			}
 		},
 	}
 	if err := p.Run(context.Background(), env, os.Stderr); err != nil {

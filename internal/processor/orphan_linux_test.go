@@ -3,6 +3,7 @@ package processor
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +50,9 @@ sleep 1000
 	}
 	defer out.Close()
 	worker := exec.Command(os.Args[0], "-test.run=^$")
-	worker.Env = append(os.Environ(), orphanHelperEnv+"="+dir)
+	// Unsandboxed: the PIDs the script records are the host's (see
+	// TestSandboxedProcessorDiesWithItsWorker for the sandbox).
+	worker.Env = append(os.Environ(), orphanHelperEnv+"="+dir, orphanSandboxEnv+"="+SandboxOff)
 	worker.Stdout, worker.Stderr = out, out
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
@@ -138,4 +141,103 @@ func alive(pid int) bool {
 	i := bytes.LastIndexByte(b, ')')
 	f := strings.Fields(string(b[i+1:]))
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// TestSandboxedProcessorDiesWithItsWorker: as above, in the sandbox. The
+// worker (this test binary in helper mode) is killed with SIGKILL while its
+// sandboxed processor and a background child of it run, with the job's
+// lock inherited through bwrap. Everything the processor started is gone
+// within a second (bwrap dies with the worker, and its PID namespace with
+// it), so the lock is free for the next worker at once.
+func TestSandboxedProcessorDiesWithItsWorker(t *testing.T) {
+	t.Parallel()
+	requireSandbox(t)
+	// With limits, the worker starts the limits shim, which execs bwrap:
+	// the parent-death signal must survive that.
+	for _, limits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("limits=%v", limits), func(t *testing.T) {
+			t.Parallel()
+			sandboxedProcessorDiesWithItsWorker(t, limits)
+		})
+	}
+}
+
+func sandboxedProcessorDiesWithItsWorker(t *testing.T, limits bool) {
+	dir := t.TempDir()
+	writeExecutable(t, filepath.Join(dir, "proc.sh"), `#!/bin/sh
+sleep 1000 &
+ulimit -n > "$CONVEYOR_WORK_DIR/nofile"
+readlink /proc/self/fd/3 > "$CONVEYOR_WORK_DIR/lock.tmp" && mv "$CONVEYOR_WORK_DIR/lock.tmp" "$CONVEYOR_WORK_DIR/lock"
+sleep 1000
+`)
+	for _, d := range []string{"out", "work"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "input"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	outPath := filepath.Join(dir, "worker.out")
+	out, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	worker := exec.Command(os.Args[0], "-test.run=^$")
+	worker.Env = append(os.Environ(), orphanHelperEnv+"="+dir, orphanSandboxEnv+"="+SandboxRequired)
+	if limits {
+		worker.Env = append(worker.Env, orphanLimitsEnv+"=1")
+	}
+	worker.Stdout, worker.Stderr = out, out
+	if err := worker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { worker.Wait(); close(exited) }()
+	t.Cleanup(func() { worker.Process.Kill(); <-exited })
+
+	pgid := readPIDWhenWritten(t, filepath.Join(dir, "started"), exited, outPath)
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	deadline := time.Now().Add(20 * time.Second)
+	var lockPath []byte
+	for lockPath, err = os.ReadFile(filepath.Join(dir, "work", "lock")); err != nil; lockPath, err = os.ReadFile(filepath.Join(dir, "work", "lock")) {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(outPath)
+			t.Fatalf("the sandboxed processor did not start: %v\n%s", err, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(string(lockPath)), job+".lock") {
+		t.Fatalf("descriptor 3 in the sandbox is %q, want the job's lock", lockPath)
+	}
+	if nofile, _ := os.ReadFile(filepath.Join(dir, "work", "nofile")); limits != (string(nofile) == "256\n") {
+		t.Fatalf("limits %v, but the processor's open files limit is %q", limits, nofile)
+	}
+	// bwrap, its init, the shell and its two sleeps.
+	if n := len(groupAlive(pgid)); n < 4 {
+		t.Fatalf("process group %d has %d live processes, want the sandbox's 4 or more", pgid, n)
+	}
+	v, err := volume.Open(filepath.Join(dir, "vol"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.LockJob(job); !errors.Is(err, volume.ErrLocked) {
+		t.Fatalf("LockJob while the worker lives = %v, want ErrLocked", err)
+	}
+
+	if err := worker.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the worker did not exit within 20s of SIGKILL")
+	}
+	waitGroupGone(t, pgid, time.Second)
+	lock, err := v.LockJob(job)
+	if err != nil {
+		t.Fatalf("LockJob after the worker and its sandbox died = %v, want the lock", err)
+	}
+	lock.Unlock()
 }

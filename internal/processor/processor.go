@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
 )
@@ -49,18 +50,47 @@ type Processor interface {
 	Run(ctx context.Context, env Env, log io.Writer) error
 }
 
+// ExitDataErr is the exit code (EX_DATAERR in sysexits.h) by which a
+// processor says that its input can never succeed: the worker does not
+// retry the job, which is dead at once with the processor's last line of
+// output as the cause.
+const ExitDataErr = 65
+
 // ExitError reports that an external processor did not exit with status 0.
 type ExitError struct {
 	// Code is the exit status, or -1 when the process was killed by a signal.
 	Code int
 	// Signal names the signal that killed the process ("SIGKILL"), if any.
 	Signal string
+	// LastLine is the last non-empty line the processor printed (stdout
+	// and stderr share one pipe), made printable and cut to
+	// maxLastLine bytes; "" when it printed nothing.
+	LastLine string
+	// MemoryLimit is the processor's memory limit in bytes when its end
+	// shows that it ran out of memory under that limit; 0 otherwise.
+	MemoryLimit int64
 }
 
 // Error describes the exit the way a person reading the job record wants it.
 func (e *ExitError) Error() string {
-	if e.Signal != "" {
+	switch {
+	case e.MemoryLimit > 0:
+		msg := fmt.Sprintf("processor exceeded its memory limit (%s)", FormatSize(e.MemoryLimit))
+		if e.Signal != "" {
+			msg += " and was killed by signal " + e.Signal
+		}
+		if e.LastLine != "" {
+			msg += ": " + e.LastLine
+		}
+		return msg + "; raise processor.limits.memory"
+	case e.Signal == "SIGXCPU":
+		return "processor exceeded its CPU time limit (killed by signal SIGXCPU); raise processor.limits.cpu_time"
+	case e.Signal != "":
 		return "processor killed by signal " + e.Signal
+	case e.Code == ExitDataErr && e.LastLine != "":
+		return "processor rejected the input (exit 65): " + e.LastLine
+	case e.Code == ExitDataErr:
+		return "processor rejected the input (exit 65) without printing why"
 	}
 	return fmt.Sprintf("processor exited with code %d", e.Code)
 }
@@ -90,15 +120,31 @@ func New(c Config) (Processor, error) {
 		if err != nil {
 			return nil, err
 		}
+		name := filepath.Base(c.Command[0])
+		sb, note, err := resolveSandbox(c, name)
+		if err != nil {
+			return nil, err
+		}
+		if !c.Limits.IsZero() && !shimReady {
+			return nil, errors.New("processor.limits cannot be applied: this program's main does not call processor.HandleShim")
+		}
+		sc := detectScope("/", c.Limits, os.Geteuid(), exec.LookPath)
 		return &external{
-			name:    filepath.Base(c.Command[0]),
+			name:    name,
 			path:    path,
 			argv:    append([]string(nil), c.Command...),
 			env:     append([]string(nil), c.Env...),
 			timeout: c.Timeout,
+			sandbox: sb,
+			scope:   sc,
+			limits:  c.Limits,
+			note:    note + limitsNote(c.Limits, sc),
 		}, nil
 	}
 	b := &builtin{name: c.Name, timeout: c.Timeout}
+	if c.Sandbox == SandboxRequired || c.Network || !c.Limits.IsZero() {
+		b.note = fmt.Sprintf("built-in processor %s runs inside the worker: processor.sandbox, network and limits apply to external processors (processor.command) only", c.Name)
+	}
 	switch c.Name {
 	case "report":
 		b.run = runReport

@@ -305,12 +305,13 @@ func (w *Worker) record(ctx context.Context, claimed *job.Record, etag, token st
 }
 
 // classify turns an attempt's error into an exit code (when the processor
-// ran) and whether retrying could help.
+// ran) and whether retrying could help: not when the processor said its
+// input can never succeed (processor.ExitDataErr).
 func classify(err error) (exit *int, permanent bool) {
 	var ee *processor.ExitError
 	if errors.As(err, &ee) {
 		c := ee.Code
-		return &c, false
+		return &c, c == processor.ExitDataErr
 	}
 	return nil, errors.Is(err, processor.ErrNotFound) || errors.Is(err, job.ErrOutputName) || errors.Is(err, errStoreConflict)
 }
