@@ -45,6 +45,10 @@ type FileConfig struct {
 		Name    string        `yaml:"name" env:"CONVEYOR_PROCESSOR"`
 		Command []string      `yaml:"command" env:"CONVEYOR_PROCESSOR_COMMAND"`
 		Timeout time.Duration `yaml:"timeout" env:"CONVEYOR_PROCESSOR_TIMEOUT"`
+		// Bundle is a processor bundle: a directory (relative to the
+		// config file) or a .zip of one; see internal/bundle and bundle.go.
+		Bundle       string `yaml:"bundle" env:"CONVEYOR_PROCESSOR_BUNDLE"`
+		BundleSHA256 string `yaml:"bundle_sha256" env:"CONVEYOR_PROCESSOR_BUNDLE_SHA256"`
 	} `yaml:"processor"`
 
 	Workers int    `yaml:"workers" env:"CONVEYOR_WORKERS"`
@@ -150,6 +154,11 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	case explicit || !errors.Is(err, os.ErrNotExist):
 		return c, usageErrorf("read config file: %v", err)
 	}
+	if c.Processor.Bundle != "" && !filepath.IsAbs(c.Processor.Bundle) {
+		// A bundle named in the file is found beside the file, wherever
+		// the command runs (make -C infra deploy reads it from infra/).
+		c.Processor.Bundle = filepath.Join(filepath.Dir(path), c.Processor.Bundle)
+	}
 	if err := applyEnv(&c, getenv); err != nil {
 		return c, err
 	}
@@ -187,6 +196,11 @@ func absDataDir(c *FileConfig) error {
 	c.DataDir = d
 	if c.Volume != "" {
 		if c.Volume, err = filepath.Abs(c.Volume); err != nil {
+			return err
+		}
+	}
+	if c.Processor.Bundle != "" {
+		if c.Processor.Bundle, err = filepath.Abs(c.Processor.Bundle); err != nil {
 			return err
 		}
 	}
@@ -250,6 +264,8 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_PROCESSOR", str(&c.Processor.Name)},
 		{"CONVEYOR_PROCESSOR_COMMAND", func(v string) error { c.Processor.Command = strings.Fields(v); return nil }},
 		{"CONVEYOR_PROCESSOR_TIMEOUT", dur("CONVEYOR_PROCESSOR_TIMEOUT", &c.Processor.Timeout)},
+		{"CONVEYOR_PROCESSOR_BUNDLE", str(&c.Processor.Bundle)},
+		{"CONVEYOR_PROCESSOR_BUNDLE_SHA256", str(&c.Processor.BundleSHA256)},
 		{"CONVEYOR_WORKERS", num("CONVEYOR_WORKERS", &c.Workers)},
 		{"CONVEYOR_VOLUME", str(&c.Volume)},
 		{"CONVEYOR_RETRY_MAX_ATTEMPTS", num("CONVEYOR_RETRY_MAX_ATTEMPTS", &c.Retry.MaxAttempts)},
