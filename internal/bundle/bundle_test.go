@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/conveyorhq/conveyor/internal/bundle"
@@ -19,6 +20,10 @@ import (
 func writeBundle(t *testing.T, count string, exit int, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
+	// No fork of this process (tests run in parallel) may copy a write
+	// descriptor of an executable: its exec would fail "text file busy".
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
 	files := map[string]string{
 		"processor":    "#!/bin/sh\ncp \"$CONVEYOR_INPUT\" \"$CONVEYOR_OUTPUT_DIR/\"\n",
 		"setup":        "#!/bin/sh\necho ran >> '" + count + "'\necho preparing\necho \"last words " + extra + "\" >&2\nexit " + string(rune('0'+exit)) + "\n",

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Unpack extracts the zip archive into dest, which must not exist: it
@@ -121,9 +122,14 @@ func extract(f *zip.File, root string) error {
 	if m&0o111 != 0 {
 		perm = 0o755
 	}
+	// No fork of this process may inherit the write descriptor: a child
+	// holding it would make the bundle's executables fail with "text file
+	// busy" when setup or the processor is run.
+	syscall.ForkLock.RLock()
+	defer syscall.ForkLock.RUnlock()
 	// O_EXCL: a second entry of the same name, or one behind a symlink
 	// written earlier, is refused rather than followed.
-	out, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, perm)
+	out, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
 	if err != nil {
 		return err
 	}
