@@ -249,3 +249,38 @@ func TestFailedSetupIsRetriedAndNamed(t *testing.T) {
 		t.Errorf("next start: %v, setup runs %d; want it run again and fail", err, runs(t, count))
 	}
 }
+
+// A directory runs from its own copy: what setup writes there (a virtual
+// environment) changes neither the source nor the version.
+func TestDirectoryRunsFromItsCopy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	count := filepath.Join(t.TempDir(), "count")
+	dir := writeBundle(t, count, 0, "venv")
+	syscall.ForkLock.RLock()
+	os.WriteFile(filepath.Join(dir, "setup"), []byte("#!/bin/sh\necho ran >> '"+count+"'\nmkdir -p \"$CONVEYOR_BUNDLE_DIR/venv\" && touch \"$CONVEYOR_BUNDLE_DIR/venv/python\"\n"), 0o755)
+	syscall.ForkLock.RUnlock()
+	want, _ := bundle.HashDir(dir)
+	store := bundle.Store{Root: t.TempDir()}
+	for range 2 {
+		b, err := store.Open(ctx, dir, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.SHA256 != want || b.Dir != filepath.Join(store.Root, want) {
+			t.Errorf("bundle %+v, want version %s in its own directory", b, want)
+		}
+		if _, err := os.Stat(filepath.Join(b.Dir, "venv", "python")); err != nil {
+			t.Errorf("setup's venv not in the bundle's copy: %v", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "venv")); err == nil {
+		t.Error("setup wrote into the source directory")
+	}
+	if n := runs(t, count); n != 1 {
+		t.Errorf("setup ran %d times in 2 starts, want 1", n)
+	}
+	if _, err := store.Open(ctx, dir, strings.Repeat("a", 64), nil); !errors.Is(err, bundle.ErrHashMismatch) {
+		t.Errorf("directory with a wrong bundle_sha256: %v, want ErrHashMismatch", err)
+	}
+}

@@ -12,7 +12,8 @@
 //	...         anything else the processor needs
 //
 // A bundle travels as a zip archive (Pack) named by its SHA-256; a Store
-// unpacks each version into its own directory (Unpack refuses entries and
+// unpacks each version, from an archive or a directory, into its own
+// directory (Unpack refuses entries and
 // symlinks that would leave it), runs its setup once under a lock, and
 // marks success with a stamp written only after setup succeeded. It is not
 // a package manager: what setup installs is the bundle's business.

@@ -59,39 +59,54 @@ func short(sha string) string {
 }
 
 // Open returns the bundle at src, ready to run: src is a bundle directory
-// (used where it is, versioned by HashDir) or a zip archive, checked
-// against wantSHA256 when that is set and unpacked into Root/<sha256>/
-// unless an earlier start did. It then runs the bundle's setup when this
-// version's has not succeeded yet (EnsureSetup), writing its output to out
-// as well as to the setup log.
+// or a zip archive of one (Pack). Either way the bundle runs from its own
+// copy, Root/<sha256>/, made once per version: an archive is checked
+// against wantSHA256 when that is set, a directory is packed first (its
+// version is HashDir, the SHA-256 of the archive the stack would ship),
+// so the files a job runs are exactly those its version names, whatever
+// happens to the directory meanwhile, and what setup writes into the
+// bundle's copy (a virtual environment) never changes its version. Open
+// then runs the bundle's setup unless this version's has succeeded on
+// this machine (EnsureSetup), writing its output to out as well as to the
+// setup log.
 func (s Store) Open(ctx context.Context, src, wantSHA256 string, out io.Writer) (Bundle, error) {
 	fi, err := os.Stat(src)
 	if err != nil {
 		return Bundle{}, fmt.Errorf("processor.bundle: %w; point it at a bundle directory or a .zip of one", err)
 	}
-	var b Bundle
+	archive := src
 	if fi.IsDir() {
-		sha, err := HashDir(src)
+		if err := os.MkdirAll(s.Root, 0o755); err != nil {
+			return Bundle{}, err
+		}
+		tmp, err := os.CreateTemp(s.Root, ".pack-*.zip")
+		if err != nil {
+			return Bundle{}, err
+		}
+		defer os.Remove(tmp.Name())
+		err = Pack(src, tmp)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			return Bundle{}, fmt.Errorf("processor.bundle: %w", err)
 		}
-		if wantSHA256 != "" && !strings.EqualFold(sha, wantSHA256) {
-			return Bundle{}, fmt.Errorf("%w: bundle directory %s is %s, want %s", ErrHashMismatch, src, sha, wantSHA256)
-		}
-		b = Bundle{Dir: src, SHA256: sha}
-	} else {
-		sha := strings.ToLower(wantSHA256)
-		if sha == "" {
-			if sha, err = HashFile(src); err != nil {
-				return Bundle{}, err
-			}
-		} else if err := Verify(src, sha); err != nil {
+		archive = tmp.Name()
+	}
+	sha := strings.ToLower(wantSHA256)
+	if sha == "" {
+		if sha, err = HashFile(archive); err != nil {
 			return Bundle{}, err
 		}
-		b = Bundle{Dir: filepath.Join(s.Root, sha), SHA256: sha}
-		if err := s.unpackOnce(src, b); err != nil {
-			return Bundle{}, err
+	} else if err := Verify(archive, sha); err != nil {
+		if fi.IsDir() {
+			return Bundle{}, fmt.Errorf("%w: bundle directory %s is not version %s", ErrHashMismatch, src, sha)
 		}
+		return Bundle{}, err
+	}
+	b := Bundle{Dir: filepath.Join(s.Root, sha), SHA256: sha}
+	if err := s.unpackOnce(archive, b); err != nil {
+		return Bundle{}, err
 	}
 	if err := s.EnsureSetup(ctx, b, out); err != nil {
 		return b, err

@@ -19,31 +19,37 @@ import (
 // A processor bundle (processor.bundle) is a directory, or a .zip of one,
 // holding the processor and what it needs (layout: internal/bundle). The
 // processor is the bundle's `processor` file, or processor.command with
-// its first element taken relative to the bundle. A directory runs where
-// it is; an archive is unpacked into <data_dir>/bundles/<sha256>/. Either
-// way its `setup` runs once per version on this machine, before any job.
+// its first element taken relative to the bundle. Either way the bundle
+// runs from its own copy, <data_dir>/bundles/<sha256>/, as on the EC2
+// worker, and its `setup` runs once per version on this machine, before
+// any job.
 
 // bundleStore is where this machine keeps unpacked bundles and setup stamps.
 func (c FileConfig) bundleStore() bundle.Store {
 	return bundle.Store{Root: filepath.Join(c.DataDir, "bundles")}
 }
 
-// bundleDir is where the bundle's files are (for an archive: where they
-// are unpacked to).
+// bundleDir is where the bundle's files are once it is opened: the
+// copy of its version under the bundle store.
 func (c FileConfig) bundleDir() (string, error) {
+	if c.bundleOpened != "" {
+		return c.bundleOpened, nil
+	}
 	src := c.Processor.Bundle
 	fi, err := os.Stat(src)
 	if err != nil {
 		return "", fmt.Errorf("processor.bundle: %w; point it at a bundle directory or a .zip of one", err)
 	}
-	if fi.IsDir() {
-		return src, nil
-	}
 	sha := strings.ToLower(c.Processor.BundleSHA256)
-	if sha == "" {
-		if sha, err = bundle.HashFile(src); err != nil {
-			return "", fmt.Errorf("processor.bundle: %w", err)
-		}
+	switch {
+	case sha != "":
+	case fi.IsDir():
+		sha, err = bundle.HashDir(src)
+	default:
+		sha, err = bundle.HashFile(src)
+	}
+	if err != nil {
+		return "", fmt.Errorf("processor.bundle: %w", err)
 	}
 	return filepath.Join(c.bundleStore().Root, sha), nil
 }
@@ -79,8 +85,8 @@ func (c FileConfig) checkBundle() error {
 			return usageErrorf("processor.bundle_sha256 %q is not a SHA-256 (64 hex digits)", sha)
 		}
 	}
-	if _, err := c.bundleDir(); err != nil {
-		return usageErrorf("%v", err)
+	if _, err := os.Stat(c.Processor.Bundle); err != nil {
+		return usageErrorf("processor.bundle: %v; point it at a bundle directory or a .zip of one", err)
 	}
 	return nil
 }
@@ -94,7 +100,7 @@ type versions struct {
 // returns the versions job records will name. For a bundle it verifies,
 // unpacks and sets it up (output to out); a setup that fails is an error
 // that says the worker takes no jobs, and why.
-func (c FileConfig) prepareProcessor(ctx context.Context, out io.Writer) (versions, error) {
+func (c *FileConfig) prepareProcessor(ctx context.Context, out io.Writer) (versions, error) {
 	v := versions{Config: c.configVersion()}
 	switch {
 	case c.Processor.Bundle != "":
@@ -108,6 +114,7 @@ func (c FileConfig) prepareProcessor(ctx context.Context, out io.Writer) (versio
 			return v, err
 		}
 		v.Processor = b.Version()
+		c.bundleOpened = b.Dir
 	case len(c.Processor.Command) > 0:
 		v.Processor = "command:" + strings.Join(c.Processor.Command, " ")
 	default:

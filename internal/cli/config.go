@@ -102,6 +102,10 @@ type FileConfig struct {
 		Addr  string `yaml:"addr" env:"CONVEYOR_DASHBOARD_ADDR"`
 		Token string `yaml:"token" env:"CONVEYOR_DASHBOARD_TOKEN"`
 	} `yaml:"dashboard"`
+
+	// bundleOpened is where the processor bundle runs from once opened
+	// (prepareProcessor); no file or variable sets it.
+	bundleOpened string
 }
 
 // Defaults of FileConfig.
