@@ -74,6 +74,15 @@ func (s Store) Open(ctx context.Context, src, wantSHA256 string, out io.Writer) 
 	if err != nil {
 		return Bundle{}, fmt.Errorf("processor.bundle: %w; point it at a bundle directory or a .zip of one", err)
 	}
+	if sha := strings.ToLower(wantSHA256); sha != "" && !fi.IsDir() {
+		// A version's directory exists only once its archive was checked
+		// and unpacked whole: later starts (every `worker run`) need not
+		// read the archive again.
+		b := Bundle{Dir: filepath.Join(s.Root, sha), SHA256: sha}
+		if _, err := os.Stat(b.Dir); err == nil {
+			return b, s.EnsureSetup(ctx, b, out)
+		}
+	}
 	archive := src
 	if fi.IsDir() {
 		if err := os.MkdirAll(s.Root, 0o755); err != nil {
