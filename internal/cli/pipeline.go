@@ -59,8 +59,10 @@ func (c FileConfig) validateComponents() error {
 		return err
 	}
 	// A bundle's processor exists once the bundle is opened (prepareProcessor).
-	if _, err := processor.New(c.processorConfig()); err != nil && c.Processor.Bundle == "" {
-		return usageErrorf("%v", err)
+	if c.Processor.Bundle == "" {
+		if _, err := processor.New(c.processorConfig()); err != nil {
+			return usageErrorf("%v", err)
+		}
 	}
 	if err := c.workerConfig().WithDefaults().Validate(); err != nil {
 		return usageErrorf("%v", err)
