@@ -108,7 +108,9 @@ func TestReconcilerPolicy(t *testing.T) {
 func TestWorkerPolicy(t *testing.T) {
 	c := synth.conveyor
 	s := c.Storage
-	asset := join("arn:", ref("AWS::Partition"), ":s3:::", map[string]interface{}{"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"}, "/"+*c.Worker.Binary.S3ObjectKey())
+	asset := func(key *string) interface{} {
+		return join("arn:", ref("AWS::Partition"), ":s3:::", map[string]interface{}{"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"}, "/"+*key)
+	}
 	want := []interface{}{
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"s3:ListBucket"}, arnOf(s.Input)),
@@ -118,7 +120,8 @@ func TestWorkerPolicy(t *testing.T) {
 		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
-		stmt([]string{"s3:GetObject"}, asset),
+		// the binary, the configuration and the bundle assets, and no other
+		stmt([]string{"s3:GetObject"}, []interface{}{asset(c.Worker.Binary.S3ObjectKey()), asset(c.Config.ConfigAsset.S3ObjectKey()), asset(c.Config.BundleAsset.S3ObjectKey())}),
 		stmt([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}, arnOf(c.Worker.CommandLogs)),
 		stmt([]string{"ssm:UpdateInstanceInformation"}, instancesArn()),
 		stmt([]string{

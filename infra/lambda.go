@@ -1,6 +1,9 @@
 package main
 
 import (
+	"strconv"
+	"strings"
+
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3assets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsssm"
@@ -20,8 +23,8 @@ func lambdaCode(props StackProps) awslambda.AssetCode {
 
 // lambdaEnvironment is the environment of both functions: the same
 // configuration, and the role that picks the bootstrap's handler.
-func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, storage *Storage, worker *Worker, doc awsssm.CfnDocument) *map[string]*string {
-	return &map[string]*string{
+func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, cfg *DeployedConfig, storage *Storage, worker *Worker, doc awsssm.CfnDocument) *map[string]*string {
+	env := map[string]*string{
 		lambda.EnvRole:         jsii.String(string(role)),
 		lambda.EnvInputBucket:  storage.Input.BucketName(),
 		lambda.EnvOutputBucket: storage.Output.BucketName(),
@@ -29,11 +32,13 @@ func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, s
 		lambda.EnvSSMDocument:  doc.Ref(),
 		// Workers are chosen by tag among those online in SSM, so more
 		// can be added behind the same orchestrator.
-		lambda.EnvWorkerTagKey:     jsii.String(WorkerTagKey),
-		lambda.EnvWorkerTagValue:   jsii.String(WorkerTagValue),
-		lambda.EnvSSMLogGroup:      worker.CommandLogs.LogGroupName(),
-		lambda.EnvFilterPrefixes:   params.FilterPrefix.ValueAsString(),
-		lambda.EnvFilterSuffixes:   params.FilterSuffix.ValueAsString(),
+		lambda.EnvWorkerTagKey:   jsii.String(WorkerTagKey),
+		lambda.EnvWorkerTagValue: jsii.String(WorkerTagValue),
+		lambda.EnvSSMLogGroup:    worker.CommandLogs.LogGroupName(),
+		// The filters of the deployed conveyor.yaml (also the input
+		// bucket's notification filters); empty accepts every key.
+		lambda.EnvFilterPrefixes:   jsii.String(strings.Join(cfg.AWS.Prefixes, ",")),
+		lambda.EnvFilterSuffixes:   jsii.String(strings.Join(cfg.AWS.Suffixes, ",")),
 		lambda.EnvExecutionTimeout: jsii.String(props.ExecutionTimeout.String()), // a Go duration, as the Lambda reads it
 		// Versioning is on: jobs key on version IDs, and the reconciler
 		// lists versions.
@@ -42,4 +47,10 @@ func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, s
 		// than the history kept for one whose event was lost.
 		lambda.EnvHistoryDays: params.HistoryRetentionDays.ValueAsString(),
 	}
+	// retry.max_attempts of the deployed conveyor.yaml, when it sets it:
+	// new job records carry it.
+	if cfg.AWS.MaxAttempts != 0 {
+		env[lambda.EnvMaxAttempts] = jsii.String(strconv.Itoa(cfg.AWS.MaxAttempts))
+	}
+	return &env
 }

@@ -13,15 +13,25 @@ import (
 )
 
 func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	defer jsii.Close()
 	props := StackProps{}.WithDefaults()
+	app := newApp("")
+	// The conveyor.yaml to deploy: cdk -c config=PATH (make deploy
+	// CONFIG=PATH).
+	if v, ok := app.Node().TryGetContext(jsii.String(ConfigContextKey)).(string); ok {
+		props.ConfigPath = v
+	}
 	if err := checkInputs(props); err != nil {
 		fmt.Fprintln(os.Stderr, "conveyor infra:", err)
-		os.Exit(1)
+		return 1
 	}
-	defer jsii.Close()
-	app := newApp("")
 	NewConveyorStack(app, "Conveyor", props)
 	app.Synth(synthOptions)
+	return 0
 }
 
 // checkInputs reports a missing build output before CDK does, with the
@@ -34,6 +44,13 @@ func checkInputs(p StackProps) error {
 	}
 	if _, err := readSSMDocument(p.SSMDocumentPath); err != nil {
 		return err
+	}
+	a, err := loadConfig(p.ConfigPath)
+	if err != nil {
+		return err
+	}
+	for _, w := range configWarnings(a, p) {
+		fmt.Fprintln(os.Stderr, "conveyor infra: warning:", w)
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ var (
 		json            map[string]interface{} // the template as plain Go values
 		dir             string                 // the temp dir holding assets and cdk.out
 		ssmDocumentPath string                 // the document the stack was built from
+		props           StackProps             // what the stack was built from
 	}
 )
 
@@ -73,6 +74,7 @@ func synthesize(dir string) error {
 	}
 	synth.dir = dir
 	synth.ssmDocumentPath = props.SSMDocumentPath
+	synth.props = props
 	return json.Unmarshal(raw, &synth.json)
 }
 
@@ -99,6 +101,23 @@ mainSteps:
         - /usr/local/bin/conveyor worker --job "$SSM_JobId"
 `
 
+// exampleBundle is the bundle the fixture configuration deploys.
+const exampleBundle = "../examples/pdftotext"
+
+// fixtureConfig is the conveyor.yaml the tests deploy (%s: the bundle). It
+// also holds settings of the local home, which the stack ignores.
+const fixtureConfig = `# as used with conveyor up
+s3: {addr: "127.0.0.1:9100"}
+dashboard: {addr: "off"}
+filter:
+  prefixes: [incoming/, scans/]
+  suffixes: [.pdf, .PDF]
+processor:
+  bundle: %q
+  timeout: 20m
+retry: {max_attempts: 4, backoff: 5s}
+`
+
 // fixtureProps returns stack props whose assets exist: the real build
 // outputs when present, small placeholders in dir otherwise.
 func fixtureProps(dir string) (StackProps, error) {
@@ -114,6 +133,15 @@ func fixtureProps(dir string) (StackProps, error) {
 		if err := writeFile(p.WorkerBinary, "placeholder worker binary\n", 0o755); err != nil {
 			return p, err
 		}
+	}
+	// The conveyor.yaml deployed: filters, retries and the example bundle.
+	bundleDir, err := filepath.Abs(exampleBundle)
+	if err != nil {
+		return p, err
+	}
+	p.ConfigPath = filepath.Join(dir, "conveyor.yaml")
+	if err := writeFile(p.ConfigPath, fmt.Sprintf(fixtureConfig, bundleDir), 0o644); err != nil {
+		return p, err
 	}
 	if _, err := os.Stat(p.SSMDocumentPath); err != nil {
 		p.SSMDocumentPath = filepath.Join(dir, "conveyor-run-job.yaml")

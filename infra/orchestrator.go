@@ -31,7 +31,7 @@ type Orchestrator struct {
 	DLQ      awssqs.Queue
 }
 
-func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, storage *Storage, worker *Worker, doc awsssm.CfnDocument, code awslambda.Code) *Orchestrator {
+func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, cfg *DeployedConfig, storage *Storage, worker *Worker, doc awsssm.CfnDocument, code awslambda.Code) *Orchestrator {
 	o := &Orchestrator{}
 	o.LogGroup = awslogs.NewLogGroup(stack, jsii.String("OrchestratorLogs"), &awslogs.LogGroupProps{
 		Retention:     awslogs.RetentionDays_ONE_MONTH,
@@ -64,11 +64,15 @@ func newOrchestrator(stack awscdk.Stack, props StackProps, params *Parameters, s
 		// Events still failing after the retries land in the DLQ (the
 		// destination's send permission is added to the role by CDK).
 		OnFailure:   awslambdadestinations.NewSqsDestination(o.DLQ),
-		Environment: lambdaEnvironment(lambda.RoleOrchestrator, props, params, storage, worker, doc),
+		Environment: lambdaEnvironment(lambda.RoleOrchestrator, props, params, cfg, storage, worker, doc),
 	})
 
-	storage.Input.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewLambdaDestination(o.Function))
-	filterNotification(stack, storage.Input, params)
+	// Uploads the configuration's filters refuse never invoke the function
+	// (the orchestrator applies the same filters again).
+	dest := awss3notifications.NewLambdaDestination(o.Function)
+	for _, f := range notificationFilters(cfg.AWS.Prefixes, cfg.AWS.Suffixes) {
+		storage.Input.AddEventNotification(awss3.EventType_OBJECT_CREATED, dest, f...)
+	}
 	return o
 }
 
@@ -118,24 +122,34 @@ func addDispatchPolicy(stack awscdk.Stack, role awsiam.Role, docArn *string) {
 	add(statement([]string{"ssm:DescribeInstanceInformation", "ec2:DescribeInstances"}, jsii.String("*")))
 }
 
-// filterNotification sets the optional prefix/suffix key filters of the
-// input bucket's notification from the parameters. A rule with an empty
-// filter value is never sent: a filter rule exists only when its parameter
-// is set, and with neither set the notification has no Filter at all.
-func filterNotification(stack awscdk.Stack, input awss3.Bucket, p *Parameters) {
-	rule := func(name string, v awscdk.CfnParameter) map[string]interface{} {
-		return map[string]interface{}{"Name": name, "Value": v.ValueAsString()}
+// notificationFilters are the key filters of the input bucket's
+// notifications: one notification per prefix and suffix pair (S3 takes one
+// prefix rule and one suffix rule per notification), or one without a
+// filter when the configuration has none. cli.LoadConfigForAWS has refused
+// overlapping prefixes or suffixes, which S3 would refuse at deploy time.
+func notificationFilters(prefixes, suffixes []string) [][]*awss3.NotificationKeyFilter {
+	if len(prefixes) == 0 {
+		prefixes = []string{""}
 	}
-	filter := func(rules ...map[string]interface{}) map[string]interface{} {
-		return map[string]interface{}{"Key": map[string]interface{}{"FilterRules": rules}}
+	if len(suffixes) == 0 {
+		suffixes = []string{""}
 	}
-	value := awscdk.Fn_ConditionIf(p.HasBoth.LogicalId(),
-		filter(rule("prefix", p.FilterPrefix), rule("suffix", p.FilterSuffix)),
-		awscdk.Fn_ConditionIf(p.HasPrefix.LogicalId(),
-			filter(rule("prefix", p.FilterPrefix)),
-			awscdk.Fn_ConditionIf(p.HasSuffix.LogicalId(),
-				filter(rule("suffix", p.FilterSuffix)),
-				awscdk.Aws_NO_VALUE())))
-	res := input.Node().FindChild(jsii.String("Notifications")).Node().DefaultChild().(awscdk.CfnResource)
-	res.AddPropertyOverride(jsii.String("NotificationConfiguration.LambdaFunctionConfigurations.0.Filter"), value)
+	var out [][]*awss3.NotificationKeyFilter
+	for _, p := range prefixes {
+		for _, s := range suffixes {
+			f := &awss3.NotificationKeyFilter{}
+			if p != "" {
+				f.Prefix = jsii.String(p)
+			}
+			if s != "" {
+				f.Suffix = jsii.String(s)
+			}
+			if f.Prefix == nil && f.Suffix == nil {
+				out = append(out, nil)
+				continue
+			}
+			out = append(out, []*awss3.NotificationKeyFilter{f})
+		}
+	}
+	return out
 }

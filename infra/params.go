@@ -14,14 +14,9 @@ type Parameters struct {
 	InstanceType   awscdk.CfnParameter
 	SnapshotTime   awscdk.CfnParameter
 	SnapshotRetain awscdk.CfnParameter
-	FilterPrefix   awscdk.CfnParameter
-	FilterSuffix   awscdk.CfnParameter
 	// HistoryRetentionDays is how long finished job records and done/
 	// markers stay in the state bucket (lifecycle expiration).
 	HistoryRetentionDays awscdk.CfnParameter
-	// HasPrefix, HasSuffix and HasBoth say which S3 notification key
-	// filters apply (S3 has no "empty" filter rule).
-	HasPrefix, HasSuffix, HasBoth awscdk.CfnCondition
 }
 
 func newParameters(stack awscdk.Stack) *Parameters {
@@ -52,20 +47,6 @@ func newParameters(stack awscdk.Stack) *Parameters {
 			MinValue:    jsii.Number(1),
 			MaxValue:    jsii.Number(1000),
 		}),
-		FilterPrefix: param("FilterPrefix", &awscdk.CfnParameterProps{
-			Type:                  jsii.String("String"),
-			Default:               jsii.String(""),
-			Description:           jsii.String("Only keys starting with this prefix start a job (empty: all keys)"),
-			AllowedPattern:        jsii.String(`^[^,]{0,1024}$`),
-			ConstraintDescription: jsii.String("one prefix, without commas (S3 allows one prefix rule per notification)"),
-		}),
-		FilterSuffix: param("FilterSuffix", &awscdk.CfnParameterProps{
-			Type:                  jsii.String("String"),
-			Default:               jsii.String(""),
-			Description:           jsii.String("Only keys ending with this suffix start a job, e.g. .csv (empty: all keys)"),
-			AllowedPattern:        jsii.String(`^[^,]{0,1024}$`),
-			ConstraintDescription: jsii.String("one suffix, without commas (S3 allows one suffix rule per notification)"),
-		}),
 		HistoryRetentionDays: param("HistoryRetentionDays", &awscdk.CfnParameterProps{
 			Type:        jsii.String("Number"),
 			Default:     jsii.Number(DefaultHistoryRetentionDays),
@@ -74,15 +55,5 @@ func newParameters(stack awscdk.Stack) *Parameters {
 			MaxValue:    jsii.Number(36500),
 		}),
 	}
-	notEmpty := func(id string, v awscdk.CfnParameter) awscdk.CfnCondition {
-		return awscdk.NewCfnCondition(stack, jsii.String(id), &awscdk.CfnConditionProps{
-			Expression: awscdk.Fn_ConditionNot(awscdk.Fn_ConditionEquals(v.ValueAsString(), jsii.String(""))),
-		})
-	}
-	p.HasPrefix = notEmpty("HasFilterPrefix", p.FilterPrefix)
-	p.HasSuffix = notEmpty("HasFilterSuffix", p.FilterSuffix)
-	p.HasBoth = awscdk.NewCfnCondition(stack, jsii.String("HasFilterPrefixAndSuffix"), &awscdk.CfnConditionProps{
-		Expression: awscdk.Fn_ConditionAnd(p.HasPrefix, p.HasSuffix),
-	})
 	return p
 }

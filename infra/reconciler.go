@@ -36,7 +36,7 @@ type Reconciler struct {
 	Schedule awsevents.Rule
 }
 
-func newReconciler(stack awscdk.Stack, props StackProps, params *Parameters, storage *Storage, worker *Worker, doc awsssm.CfnDocument, code awslambda.Code) *Reconciler {
+func newReconciler(stack awscdk.Stack, props StackProps, params *Parameters, cfg *DeployedConfig, storage *Storage, worker *Worker, doc awsssm.CfnDocument, code awslambda.Code) *Reconciler {
 	r := &Reconciler{}
 	r.LogGroup = awslogs.NewLogGroup(stack, jsii.String("ReconcilerLogs"), &awslogs.LogGroupProps{
 		Retention:     awslogs.RetentionDays_ONE_MONTH,
@@ -67,7 +67,7 @@ func newReconciler(stack awscdk.Stack, props StackProps, params *Parameters, sto
 		// tick still queued when the next one is due is dropped.
 		RetryAttempts: jsii.Number(0),
 		MaxEventAge:   awscdk.Duration_Minutes(jsii.Number(ReconcileEveryMinutes)),
-		Environment:   lambdaEnvironment(lambda.RoleReconciler, props, params, storage, worker, doc),
+		Environment:   lambdaEnvironment(lambda.RoleReconciler, props, params, cfg, storage, worker, doc),
 	})
 
 	r.Schedule = awsevents.NewRule(stack, jsii.String("Reconcile"), &awsevents.RuleProps{

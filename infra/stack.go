@@ -49,6 +49,9 @@ type StackProps struct {
 	ReservedConcurrency float64
 	// ExecutionTimeout is the SSM command's execution timeout for one job.
 	ExecutionTimeout time.Duration
+	// ConfigPath is the conveyor.yaml deployed (the CDK context value
+	// "config"); "" deploys the defaults. See DeployedConfig.
+	ConfigPath string
 }
 
 // WithDefaults returns p with every zero field set to its default.
@@ -79,6 +82,7 @@ func (p StackProps) WithDefaults() StackProps {
 type Conveyor struct {
 	Stack     awscdk.Stack
 	Params    *Parameters
+	Config    *DeployedConfig
 	Storage   *Storage
 	Network   *Network
 	Worker    *Worker
@@ -103,11 +107,12 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	c.Storage = newStorage(stack, c.Params)
 	c.Network = newNetwork(stack, c.Storage)
 	doc := newSSMDocument(stack, props.SSMDocumentPath)
-	c.Worker = newWorker(stack, props, c.Params, c.Network, c.Storage)
+	c.Config = newDeployedConfig(stack, props)
+	c.Worker = newWorker(stack, props, c.Params, c.Config, c.Network, c.Storage)
 	c.Snapshots = newSnapshotPolicy(stack, c.Params)
 	code := lambdaCode(props) // one asset, both functions
-	c.Orch = newOrchestrator(stack, props, c.Params, c.Storage, c.Worker, doc, code)
-	c.Recon = newReconciler(stack, props, c.Params, c.Storage, c.Worker, doc, code)
+	c.Orch = newOrchestrator(stack, props, c.Params, c.Config, c.Storage, c.Worker, doc, code)
+	c.Recon = newReconciler(stack, props, c.Params, c.Config, c.Storage, c.Worker, doc, code)
 	addOutputs(stack, c)
 	addNagSuppressions(stack, c)
 	return c

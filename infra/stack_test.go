@@ -2,10 +2,12 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"gopkg.in/yaml.v3"
 
+	"github.com/conveyorhq/conveyor/internal/bundle"
 	"github.com/conveyorhq/conveyor/internal/lambda"
 )
 
@@ -126,8 +129,9 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_WORKER_TAG_KEY":    "conveyor:role",
 		"CONVEYOR_WORKER_TAG_VALUE":  "worker",
 		"CONVEYOR_SSM_LOG_GROUP":     ref(logicalID(c.Worker.CommandLogs)),
-		"CONVEYOR_FILTER_PREFIXES":   ref("FilterPrefix"),
-		"CONVEYOR_FILTER_SUFFIXES":   ref("FilterSuffix"),
+		"CONVEYOR_FILTER_PREFIXES":   "incoming/,scans/",
+		"CONVEYOR_FILTER_SUFFIXES":   ".pdf,.PDF",
+		"CONVEYOR_MAX_ATTEMPTS":      "4",
 		"CONVEYOR_EXECUTION_TIMEOUT": "1h0m0s",
 		"CONVEYOR_INPUT_VERSIONED":   "true",
 		"CONVEYOR_HISTORY_DAYS":      ref("HistoryRetentionDays"),
@@ -168,46 +172,32 @@ func TestNotification(t *testing.T) {
 	if len(notif) != 1 {
 		t.Fatalf("%d bucket notification resources, want 1", len(notif))
 	}
-	rule := func(name, param string) map[string]interface{} {
-		return map[string]interface{}{"Name": name, "Value": ref(param)}
-	}
-	filter := func(rules ...interface{}) map[string]interface{} {
-		return map[string]interface{}{"Key": map[string]interface{}{"FilterRules": rules}}
-	}
-	want := map[string]interface{}{
-		"BucketName": ref(logicalID(c.Storage.Input)),
-		"NotificationConfiguration": map[string]interface{}{"LambdaFunctionConfigurations": []interface{}{map[string]interface{}{
-			"Events":            []interface{}{"s3:ObjectCreated:*"},
-			"LambdaFunctionArn": arnOf(c.Orch.Function),
-			"Filter": map[string]interface{}{"Fn::If": []interface{}{"HasFilterPrefixAndSuffix",
-				filter(rule("prefix", "FilterPrefix"), rule("suffix", "FilterSuffix")),
-				map[string]interface{}{"Fn::If": []interface{}{"HasFilterPrefix",
-					filter(rule("prefix", "FilterPrefix")),
-					map[string]interface{}{"Fn::If": []interface{}{"HasFilterSuffix",
-						filter(rule("suffix", "FilterSuffix")),
-						ref("AWS::NoValue")}}}}}},
-		}}},
+	// One notification per prefix and suffix of the deployed conveyor.yaml.
+	var want []interface{}
+	for _, p := range []string{"incoming/", "scans/"} {
+		for _, s := range []string{".pdf", ".PDF"} {
+			want = append(want, map[string]interface{}{
+				"Events":            []interface{}{"s3:ObjectCreated:*"},
+				"LambdaFunctionArn": arnOf(c.Orch.Function),
+				"Filter": map[string]interface{}{"Key": map[string]interface{}{"FilterRules": []interface{}{
+					map[string]interface{}{"Name": "suffix", "Value": s},
+					map[string]interface{}{"Name": "prefix", "Value": p},
+				}}},
+			})
+		}
 	}
 	for _, r := range notif {
 		p := r["Properties"].(map[string]interface{})
-		for k, w := range want {
-			if d := cmp.Diff(plain(t, w), p[k]); d != "" {
-				t.Errorf("%s (-want +got):\n%s", k, d)
-			}
+		if d := cmp.Diff(plain(t, ref(logicalID(c.Storage.Input))), p["BucketName"]); d != "" {
+			t.Errorf("BucketName (-want +got):\n%s", d)
+		}
+		got := p["NotificationConfiguration"].(map[string]interface{})["LambdaFunctionConfigurations"]
+		if d := cmp.Diff(plain(t, want), got); d != "" {
+			t.Errorf("notifications (-want +got):\n%s", d)
 		}
 	}
-	conds := synth.json["Conditions"].(map[string]interface{})
-	notEmpty := func(param string) interface{} {
-		return plain(t, map[string]interface{}{"Fn::Not": []interface{}{map[string]interface{}{"Fn::Equals": []interface{}{ref(param), ""}}}})
-	}
-	for id, w := range map[string]interface{}{
-		"HasFilterPrefix":          notEmpty("FilterPrefix"),
-		"HasFilterSuffix":          notEmpty("FilterSuffix"),
-		"HasFilterPrefixAndSuffix": plain(t, map[string]interface{}{"Fn::And": []interface{}{map[string]interface{}{"Condition": "HasFilterPrefix"}, map[string]interface{}{"Condition": "HasFilterSuffix"}}}),
-	} {
-		if d := cmp.Diff(w, conds[id]); d != "" {
-			t.Errorf("condition %s (-want +got):\n%s", id, d)
-		}
+	if conds, _ := synth.json["Conditions"].(map[string]interface{}); conds["HasFilterPrefix"] != nil {
+		t.Error("the filter parameters' conditions are still in the template")
 	}
 	// S3 may invoke the function, for this bucket and account only.
 	synth.template.HasResourceProperties(jsii.String("AWS::Lambda::Permission"), map[string]interface{}{
@@ -222,7 +212,7 @@ func TestNotification(t *testing.T) {
 func TestParameters(t *testing.T) {
 	params := synth.json["Parameters"].(map[string]interface{})
 	for name, def := range map[string]interface{}{
-		"InstanceType": "t4g.small", "SnapshotTime": "03:00", "SnapshotRetain": float64(7), "FilterPrefix": "", "FilterSuffix": "",
+		"InstanceType": "t4g.small", "SnapshotTime": "03:00", "SnapshotRetain": float64(7),
 		"HistoryRetentionDays": float64(30),
 	} {
 		p, ok := params[name].(map[string]interface{})
@@ -232,6 +222,11 @@ func TestParameters(t *testing.T) {
 		}
 		if p["Default"] != def {
 			t.Errorf("%s default = %#v, want %#v", name, p["Default"], def)
+		}
+	}
+	for _, gone := range []string{"FilterPrefix", "FilterSuffix"} {
+		if params[gone] != nil {
+			t.Errorf("parameter %s: the filters come from the deployed conveyor.yaml", gone)
 		}
 	}
 	img := params[logicalIDOfImageParam(t)].(map[string]interface{})
@@ -382,24 +377,41 @@ func TestUserData(t *testing.T) {
 	c := synth.conveyor
 	script := flatten(props(t, c.Worker.Instance)["UserData"])
 	vol := "{Ref:" + logicalID(c.Worker.DataVolume) + "}"
+	assetURL := func(key *string) string {
+		return "'{Sub:s3://cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}/" + *key + "}'"
+	}
 	for _, want := range []string{
 		"#!/bin/bash\nset -euo pipefail",
-		// the binary from its asset, in the asset bucket
-		"aws s3 cp '{Sub:s3://cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}/" + *c.Worker.Binary.S3ObjectKey() + "}' /usr/local/bin/conveyor.new",
-		"install -m 0755 /usr/local/bin/conveyor.new /usr/local/bin/conveyor",
-		// the config, exactly
-		"cat > '/etc/conveyor/conveyor.yaml' <<'CONVEYOR_CONFIG'\n" +
+		// every later boot runs the current user data (a deploy stops and
+		// starts the instance; cloud-init runs user data once per instance)
+		"cat > /var/lib/cloud/scripts/per-boot/conveyor-user-data <<'CONVEYOR_PER_BOOT'",
+		"http://169.254.169.254/latest/user-data\nexec bash /run/conveyor-user-data\nCONVEYOR_PER_BOOT\n",
+		// each asset installed only with the hash the stack was built with
+		"if ! echo \"$2  $3.new\" | sha256sum -c --status; then",
+		// the binary, by hash
+		"fetch " + assetURL(c.Worker.Binary.S3ObjectKey()) + " '" + fileSHA256(synth.props.WorkerBinary) + "' /usr/local/bin/conveyor.asset\n" +
+			"install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor",
+		// the worker's part of conveyor.yaml, by hash, after the stack's settings
+		"fetch " + assetURL(c.Config.ConfigAsset.S3ObjectKey()) + " '" + c.Config.ConfigSHA256 + "' '/etc/conveyor/conveyor.deployed.yaml'",
+		"cat <<'CONVEYOR_CONFIG'\n" +
 			"s3: {aws: true, region: {Ref:AWS::Region}}\n" +
 			"buckets: {input: {Ref:" + logicalID(c.Storage.Input) + "}, output: {Ref:" + logicalID(c.Storage.Output) + "}, state: {Ref:" + logicalID(c.Storage.State) + "}}\n" +
 			"volume: /var/lib/conveyor\n" +
-			"processor: {name: report}\n" +
-			"CONVEYOR_CONFIG\n",
+			"data_dir: /opt/conveyor\n" +
+			"CONVEYOR_CONFIG\n" +
+			"cat '/etc/conveyor/conveyor.deployed.yaml'\n" +
+			"} > '/etc/conveyor/conveyor.yaml.new'\n" +
+			"mv -f '/etc/conveyor/conveyor.yaml.new' '/etc/conveyor/conveyor.yaml'",
+		// the bundle, by hash, where the configuration names it
+		"fetch " + assetURL(c.Config.BundleAsset.S3ObjectKey()) + " '" + c.Config.BundleSHA256 + "' '/opt/conveyor/bundles/" + c.Config.BundleSHA256 + ".zip'",
 		// the NVMe device by the volume ID's serial
 		"vol='" + vol + "'\ndev=\"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${vol/-/}\"",
 		// format only when blkid finds no filesystem
 		"if ! blkid -o value -s TYPE \"$dev\" >/dev/null 2>&1; then\n  mkfs.xfs -L conveyor-data \"$dev\"",
 		"/var/lib/conveyor xfs defaults,nofail,x-systemd.device-timeout=30s 0 2\" >> /etc/fstab",
 		"mount '/var/lib/conveyor'",
+		// the processor set up before the first job
+		"/usr/local/bin/conveyor worker prepare --config '/etc/conveyor/conveyor.yaml'",
 	} {
 		if !strings.Contains(script, want) {
 			t.Errorf("user data lacks:\n%s\n--- user data:\n%s", want, script)
@@ -412,6 +424,86 @@ func TestUserData(t *testing.T) {
 	if *c.Worker.Binary.IsZipArchive() {
 		t.Error("worker binary asset is zipped")
 	}
+}
+
+// The configuration and bundle assets are the files the worker checks:
+// the staged files in the cloud assembly have the SHA-256 user data names,
+// the bundle's is the version of examples/pdftotext, and the worker's part
+// of conveyor.yaml names that bundle by path and hash.
+func TestConfigAndBundleAssets(t *testing.T) {
+	c := synth.conveyor
+	out := *synth.assembly.Directory()
+	staged := func(a interface{ AssetHash() *string }, ext string) string {
+		p := filepath.Join(out, "asset."+*a.AssetHash()+ext)
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("asset not staged in the cloud assembly: %v", err)
+		}
+		return p
+	}
+	if got := fileSHA256(staged(c.Config.ConfigAsset, ".yaml")); got != c.Config.ConfigSHA256 {
+		t.Errorf("config asset SHA-256 %s, user data checks %s", got, c.Config.ConfigSHA256)
+	}
+	if got := fileSHA256(staged(c.Config.BundleAsset, ".zip")); got != c.Config.BundleSHA256 {
+		t.Errorf("bundle asset SHA-256 %s, user data checks %s", got, c.Config.BundleSHA256)
+	}
+	if v, err := bundle.HashDir(exampleBundle); err != nil || v != c.Config.BundleSHA256 {
+		t.Errorf("bundle version %s (%v), want the example's %s", c.Config.BundleSHA256, err, v)
+	}
+	part := string(c.Config.WorkerPart)
+	for _, want := range []string{"bundle: /opt/conveyor/bundles/" + c.Config.BundleSHA256 + ".zip", "bundle_sha256: " + c.Config.BundleSHA256, "max_attempts: 4", "timeout: 20m"} {
+		if !strings.Contains(part, want) {
+			t.Errorf("worker config lacks %q:\n%s", want, part)
+		}
+	}
+	for _, local := range []string{"9100", "dashboard", "s3:"} {
+		if strings.Contains(part, local) {
+			t.Errorf("worker config carries the local setting %q:\n%s", local, part)
+		}
+	}
+}
+
+// A conveyor.yaml the stack cannot deploy is refused before synthesis,
+// with a message that names the problem.
+func TestUndeployableConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "conveyor.yaml")
+	os.WriteFile(p, []byte("filter: {prefixes: [in/, in/pdf/]}\n"), 0o644)
+	_, err := loadConfig(p)
+	if err == nil || !strings.Contains(err.Error(), `filter.prefixes "in/pdf/" and "in/" overlap`) {
+		t.Errorf("overlapping prefixes: %v", err)
+	}
+}
+
+func TestNotificationFilters(t *testing.T) {
+	str := func(fs [][]*awss3.NotificationKeyFilter) []string {
+		var out []string
+		for _, f := range fs {
+			if f == nil {
+				out = append(out, "*")
+				continue
+			}
+			out = append(out, fmt.Sprintf("%s*%s", deref(f[0].Prefix), deref(f[0].Suffix)))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		prefixes, suffixes, want []string
+	}{
+		{nil, nil, []string{"*"}},
+		{[]string{"a/"}, nil, []string{"a/*"}},
+		{nil, []string{".pdf", ".csv"}, []string{"*.pdf", "*.csv"}},
+		{[]string{"a/", "b/"}, []string{".pdf"}, []string{"a/*.pdf", "b/*.pdf"}},
+	} {
+		if d := cmp.Diff(tc.want, str(notificationFilters(tc.prefixes, tc.suffixes))); d != "" {
+			t.Errorf("%v x %v (-want +got):\n%s", tc.prefixes, tc.suffixes, d)
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func TestSnapshotPolicy(t *testing.T) {
@@ -523,8 +615,6 @@ func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
 						"CONVEYOR_SSM_DOCUMENT":       "Conveyor-RunJobDocument-AbC123",
 						"CONVEYOR_SSM_LOG_GROUP":      "/conveyor/commands",
 						"CONVEYOR_WORKER_INSTANCE_ID": "i-0123456789abcdef0",
-						"CONVEYOR_FILTER_PREFIXES":    "",
-						"CONVEYOR_FILTER_SUFFIXES":    "",
 					}[k]
 					if env[k] == "" && strings.HasSuffix(k, "_BUCKET") {
 						env[k] = strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(k, "CONVEYOR_"), "_BUCKET")) + "-bucket-1a2b3c"
@@ -538,14 +628,22 @@ func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
 			if cfg.Role != tc.role || !cfg.InputVersioned {
 				t.Errorf("role %q, versioned %v; want %q, true", cfg.Role, cfg.InputVersioned, tc.role)
 			}
+			// The deployed conveyor.yaml's filters and retry limit.
+			o := cfg.Orchestrator
+			if d := cmp.Diff([]string{"incoming/", "scans/"}, o.Prefixes); d != "" || o.MaxAttempts != 4 || !slices.Equal(o.Suffixes, []string{".pdf", ".PDF"}) {
+				t.Errorf("orchestrator config %+v; want the deployed file's filters and max_attempts 4 (%s)", o, d)
+			}
 		})
 	}
 }
 
 // The configuration file the user data writes is one `conveyor worker run`
-// accepts: the real binary reads it (exit 2 would mean a configuration
-// error) and goes on to reach the state bucket it names, here an S3
-// endpoint that refuses connections.
+// accepts: the real binary reads it (the stack's settings, then the
+// worker's part of the deployed conveyor.yaml), checks and unpacks the
+// bundle archive where the file names it, runs the example bundle's setup
+// (exit 2 would mean a configuration error, exit 1 with "setup failed" a
+// bundle that cannot be set up) and goes on to reach the state bucket it
+// names, here an S3 endpoint that refuses connections.
 func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 	c := synth.conveyor
 	script := flatten(props(t, c.Worker.Instance)["UserData"])
@@ -559,7 +657,23 @@ func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 	body = regexp.MustCompile(`\{Ref:(\w+)\}`).ReplaceAllStringFunc(body, func(m string) string {
 		return strings.ToLower(strings.Trim(m, "{}")[4:]) + "-1a2b3c"
 	})
+	// The asset as the worker fetches it, after the stack's part, with the
+	// machine's directory (/opt/conveyor) under the test's own.
 	dir := t.TempDir()
+	machine := filepath.Join(dir, "opt-conveyor")
+	asset, err := os.ReadFile(filepath.Join(*synth.assembly.Directory(), "asset."+*c.Config.ConfigAsset.AssetHash()+".yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body = strings.ReplaceAll(body+string(asset), WorkerMachineDir, machine)
+	archive := strings.ReplaceAll(c.Config.BundleArchive, WorkerMachineDir, machine)
+	zip, err := os.ReadFile(filepath.Join(*synth.assembly.Directory(), "asset."+*c.Config.BundleAsset.AssetHash()+".zip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(archive, string(zip), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "conveyor.yaml")
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -573,11 +687,17 @@ func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 		"AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_ENDPOINT_URL_S3=http://127.0.0.1:1", "AWS_MAX_ATTEMPTS=1"}
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.Contains(string(out), "setup failed") {
 		t.Fatalf("worker run with the stack's configuration: %v, want exit 1 (S3 unreachable)\n%s\nconfig:\n%s", err, out, body)
 	}
 	if !strings.Contains(string(out), "state-1a2b3c") && !strings.Contains(string(out), "127.0.0.1:1") {
 		t.Errorf("worker run did not try the configured state bucket:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(machine, "bundles", c.Config.BundleSHA256, "processor")); err != nil {
+		t.Errorf("worker run did not unpack the bundle by its hash: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(machine, "bundles", c.Config.BundleSHA256+".setup-ok")); err != nil {
+		t.Errorf("the bundle's setup did not succeed: %v\n%s", err, out)
 	}
 }
 

@@ -28,7 +28,7 @@ type Worker struct {
 	Binary      awss3assets.Asset
 }
 
-func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, net *Network, storage *Storage) *Worker {
+func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *DeployedConfig, net *Network, storage *Storage) *Worker {
 	w := &Worker{}
 	w.Binary = awss3assets.NewAsset(stack, jsii.String("WorkerBinary"), &awss3assets.AssetProps{Path: jsii.String(props.WorkerBinary)})
 	w.CommandLogs = awslogs.NewLogGroup(stack, jsii.String("CommandLogs"), &awslogs.LogGroupProps{
@@ -39,7 +39,7 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, net *Ne
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ec2.amazonaws.com"), nil),
 		Description: jsii.String("Conveyor worker: read input, write output and job records, SSM agent"),
 	})
-	addWorkerPolicy(stack, w, storage)
+	addWorkerPolicy(stack, w, cfg, storage)
 
 	az := net.WorkerSubnet.AvailabilityZone()
 	w.Instance = awsec2.NewInstance(stack, jsii.String("Worker"), &awsec2.InstanceProps{
@@ -87,19 +87,26 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, net *Ne
 		Device:     jsii.String(DataVolumeDevice),
 	})
 
-	w.Instance.UserData().AddCommands(workerUserData(userDataValues{
+	v := userDataValues{
 		Region:       stack.Region(),
 		AssetURL:     w.Binary.S3ObjectUrl(),
+		BinarySHA256: fileSHA256(props.WorkerBinary),
+		ConfigURL:    cfg.ConfigAsset.S3ObjectUrl(),
+		ConfigSHA256: cfg.ConfigSHA256,
 		InputBucket:  storage.Input.BucketName(),
 		OutputBucket: storage.Output.BucketName(),
 		StateBucket:  storage.State.BucketName(),
 		VolumeID:     w.DataVolume.VolumeId(),
-	})...)
+	}
+	if cfg.BundleAsset != nil {
+		v.BundleURL, v.BundleSHA256, v.BundleArchive = cfg.BundleAsset.S3ObjectUrl(), cfg.BundleSHA256, cfg.BundleArchive
+	}
+	w.Instance.UserData().AddCommands(workerUserData(v)...)
 	return w
 }
 
 // addWorkerPolicy gives the worker role exactly what a job needs.
-func addWorkerPolicy(stack awscdk.Stack, w *Worker, storage *Storage) {
+func addWorkerPolicy(stack awscdk.Stack, w *Worker, cfg *DeployedConfig, storage *Storage) {
 	add := func(s awsiam.PolicyStatement) { w.Role.AddToPolicy(s) }
 	// Read the input object of a job (by version ID: GetObjectVersion),
 	// and HEAD its key to learn whether that version is still current.
@@ -128,7 +135,12 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, storage *Storage) {
 	add(statement([]string{"s3:PutObject"}, objects(storage.State.BucketArn(), JobLogPrefix)))
 	// User data downloads the worker binary: this asset object only, not
 	// the whole CDK asset bucket.
-	add(statement([]string{"s3:GetObject"}, w.Binary.Bucket().ArnForObjects(w.Binary.S3ObjectKey())))
+	// So do the worker's configuration and the processor bundle.
+	assets := []*string{w.Binary.Bucket().ArnForObjects(w.Binary.S3ObjectKey()), cfg.ConfigAsset.Bucket().ArnForObjects(cfg.ConfigAsset.S3ObjectKey())}
+	if cfg.BundleAsset != nil {
+		assets = append(assets, cfg.BundleAsset.Bucket().ArnForObjects(cfg.BundleAsset.S3ObjectKey()))
+	}
+	add(statement([]string{"s3:GetObject"}, assets...))
 	// The SSM agent streams command output to the command log group
 	// (CreateLogGroup is called even when the group exists).
 	add(statement([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"},

@@ -65,7 +65,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 		c.Workers = o.workers
 	}
 	if o.processor != "" {
-		c.Processor.Name, c.Processor.Command = o.processor, nil
+		c.Processor.Name, c.Processor.Command, c.Processor.Bundle = o.processor, nil, ""
 	}
 	if err := c.validate(); err != nil {
 		return err
@@ -76,7 +76,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if host, _, err := net.SplitHostPort(c.S3.Addr); err == nil && !isLoopback(host) {
 		fmt.Fprintf(o.Err, "conveyor: warning: S3 listens on %s, reachable from other machines; credentials are required, but traffic is plain HTTP\n", c.S3.Addr)
 	}
+	// Before the pipeline starts: a bundle whose setup fails takes no job.
+	vers, err := c.prepareProcessor(ctx, o.Err)
+	if err != nil {
+		return err
+	}
 	pc := c.pipelineConfig()
+	pc.Worker.ConfigVersion, pc.Worker.ProcessorVersion = vers.Config, vers.Processor
 	pc.Log = o.Err
 	if o.dashAddr != "" {
 		c.Dashboard.Addr = o.dashAddr
@@ -103,6 +109,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 	proc := c.Processor.Name
 	if len(c.Processor.Command) > 0 {
 		proc = strings.Join(c.Processor.Command, " ")
+	}
+	if c.Processor.Bundle != "" {
+		proc = "bundle " + c.Processor.Bundle + " (" + vers.Processor + ")"
 	}
 	fmt.Fprintf(o.Out, `conveyor is up
   S3 endpoint  %s  (buckets %s, %s, %s)

@@ -47,8 +47,42 @@ Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
 	}
 	run.Flags().StringVar(&o.jobID, "job", "", "job ID (32 hex digits)")
 	run.Flags().StringVar(&o.volume, "volume", "", "volume directory (default <data-dir>/volume; env CONVEYOR_VOLUME)")
-	cmd.AddCommand(run)
+	cmd.AddCommand(run, newWorkerPrepareCommand(g))
 	return cmd
+}
+
+func newWorkerPrepareCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "prepare",
+		Short: "Make the configured processor ready: verify, unpack and set up its bundle",
+		Long: `Make the configured processor ready without running a job: for a bundle
+(processor.bundle), check its SHA-256, unpack it into <data-dir>/bundles/ and
+run its setup unless this version's setup already succeeded on this machine.
+'worker run' and 'up' do the same before they take a job; the EC2 worker's
+boot script runs this so a new bundle is set up before the first job.
+
+Exit codes: 0 ready, 1 the setup failed (the message says why), 2 bad
+configuration.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.config()
+			if err != nil {
+				return err
+			}
+			if err := c.validateComponents(); err != nil {
+				return err
+			}
+			v, err := c.prepareProcessor(cmd.Context(), g.Err)
+			if err != nil {
+				return err
+			}
+			if _, err := processor.New(c.processorConfig()); err != nil {
+				return usageErrorf("%v", err)
+			}
+			fmt.Fprintf(g.Out, "processor %s ready (config %s)\n", v.Processor, v.Config)
+			return nil
+		},
+	}
 }
 
 func runWorker(ctx context.Context, o *workerRunOptions) error {
@@ -68,6 +102,11 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	if err := c.validateComponents(); err != nil {
 		return err
 	}
+	// Before any claim: a bundle whose setup fails takes no job.
+	vers, err := c.prepareProcessor(ctx, o.Err)
+	if err != nil {
+		return err
+	}
 	proc, err := processor.New(c.processorConfig())
 	if err != nil {
 		return usageErrorf("%v", err)
@@ -84,6 +123,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		return err
 	}
 	wc := c.workerConfig()
+	wc.ConfigVersion, wc.ProcessorVersion = vers.Config, vers.Processor
 	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
 	if err != nil {
 		return usageErrorf("%v", err)

@@ -56,6 +56,10 @@ type FileConfig struct {
 			OpenFiles int           `yaml:"open_files" env:"CONVEYOR_PROCESSOR_LIMITS_OPEN_FILES"`
 			Processes int           `yaml:"processes" env:"CONVEYOR_PROCESSOR_LIMITS_PROCESSES"`
 		} `yaml:"limits"`
+		// Bundle is a processor bundle: a directory (relative to the
+		// config file) or a .zip of one; see internal/bundle and bundle.go.
+		Bundle       string `yaml:"bundle" env:"CONVEYOR_PROCESSOR_BUNDLE"`
+		BundleSHA256 string `yaml:"bundle_sha256" env:"CONVEYOR_PROCESSOR_BUNDLE_SHA256"`
 	} `yaml:"processor"`
 
 	Workers int    `yaml:"workers" env:"CONVEYOR_WORKERS"`
@@ -113,6 +117,9 @@ type FileConfig struct {
 	// source is the configuration file read, absolute; "" when none was.
 	// The processor's sandbox hides it (it may hold credentials).
 	source string
+	// bundleOpened is where the processor bundle runs from once opened
+	// (prepareProcessor); no file or variable sets it.
+	bundleOpened string
 }
 
 // Defaults of FileConfig.
@@ -166,6 +173,11 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	case explicit || !errors.Is(err, os.ErrNotExist):
 		return c, usageErrorf("read config file: %v", err)
 	}
+	if c.Processor.Bundle != "" && !filepath.IsAbs(c.Processor.Bundle) {
+		// A bundle named in the file is found beside the file, wherever
+		// the command runs (make -C infra deploy reads it from infra/).
+		c.Processor.Bundle = filepath.Join(filepath.Dir(path), c.Processor.Bundle)
+	}
 	if err := applyEnv(&c, getenv); err != nil {
 		return c, err
 	}
@@ -203,6 +215,11 @@ func absDataDir(c *FileConfig) error {
 	c.DataDir = d
 	if c.Volume != "" {
 		if c.Volume, err = filepath.Abs(c.Volume); err != nil {
+			return err
+		}
+	}
+	if c.Processor.Bundle != "" {
+		if c.Processor.Bundle, err = filepath.Abs(c.Processor.Bundle); err != nil {
 			return err
 		}
 	}
@@ -274,6 +291,8 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_PROCESSOR_LIMITS_CPU_TIME", dur("CONVEYOR_PROCESSOR_LIMITS_CPU_TIME", &c.Processor.Limits.CPUTime)},
 		{"CONVEYOR_PROCESSOR_LIMITS_OPEN_FILES", num("CONVEYOR_PROCESSOR_LIMITS_OPEN_FILES", &c.Processor.Limits.OpenFiles)},
 		{"CONVEYOR_PROCESSOR_LIMITS_PROCESSES", num("CONVEYOR_PROCESSOR_LIMITS_PROCESSES", &c.Processor.Limits.Processes)},
+		{"CONVEYOR_PROCESSOR_BUNDLE", str(&c.Processor.Bundle)},
+		{"CONVEYOR_PROCESSOR_BUNDLE_SHA256", str(&c.Processor.BundleSHA256)},
 		{"CONVEYOR_WORKERS", num("CONVEYOR_WORKERS", &c.Workers)},
 		{"CONVEYOR_VOLUME", str(&c.Volume)},
 		{"CONVEYOR_RETRY_MAX_ATTEMPTS", num("CONVEYOR_RETRY_MAX_ATTEMPTS", &c.Retry.MaxAttempts)},

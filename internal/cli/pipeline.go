@@ -19,8 +19,15 @@ import (
 )
 
 func (c FileConfig) processorConfig() processor.Config {
-	return processor.Config{Name: c.Processor.Name, Command: c.Processor.Command, Timeout: c.Processor.Timeout,
+	pc := processor.Config{Name: c.Processor.Name, Command: c.Processor.Command, Timeout: c.Processor.Timeout,
 		Sandbox: c.Processor.Sandbox, Network: c.Processor.Network, Limits: c.processorLimits(), Hide: c.processorHide()}
+	if c.Processor.Bundle != "" {
+		if dir, err := c.bundleDir(); err == nil {
+			pc.Command = c.bundleCommand(dir) // bundle.go
+			pc.Env = append(pc.Env, "CONVEYOR_BUNDLE_DIR="+dir)
+		}
+	}
+	return pc
 }
 
 func (c FileConfig) workerConfig() worker.Config {
@@ -49,8 +56,14 @@ func (c FileConfig) volumePath() string {
 // validateComponents checks every component's configuration before
 // anything starts, so a bad value is a usage error (exit 2), not a failure.
 func (c FileConfig) validateComponents() error {
-	if _, err := processor.New(c.processorConfig()); err != nil {
-		return usageErrorf("%v", err)
+	if err := c.checkBundle(); err != nil {
+		return err
+	}
+	// A bundle's processor exists once the bundle is opened (prepareProcessor).
+	if c.Processor.Bundle == "" {
+		if _, err := processor.New(c.processorConfig()); err != nil {
+			return usageErrorf("%v", err)
+		}
 	}
 	if err := c.workerConfig().WithDefaults().Validate(); err != nil {
 		return usageErrorf("%v", err)

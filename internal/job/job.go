@@ -157,6 +157,13 @@ type Record struct {
 	DispatchedAt *time.Time `json:"dispatched_at,omitempty"`
 	Dispatches   int        `json:"dispatches,omitempty"`
 
+	// ConfigVersion and ProcessorVersion name what produced the job's
+	// last attempt: a hash of the worker's effective configuration, and
+	// the processor (a bundle's SHA-256, or a built-in's name with the
+	// Conveyor version). Set by the worker when it claims the job.
+	ConfigVersion    string `json:"config_version,omitempty"`
+	ProcessorVersion string `json:"processor_version,omitempty"`
+
 	ExitCode    *int      `json:"exit_code,omitempty"`
 	Error       string    `json:"error,omitempty"`
 	InputSHA256 string    `json:"input_sha256,omitempty"`

@@ -43,6 +43,11 @@ type Config struct {
 	// as `conveyor worker run` does; otherwise Run returns a *RetryError and
 	// the caller re-dispatches later.
 	RetryInProcess bool
+	// ConfigVersion and ProcessorVersion are written into the record of
+	// every job this worker claims (job.Record's fields of the same name):
+	// which configuration and which processor produced its outcome.
+	ConfigVersion    string
+	ProcessorVersion string
 }
 
 // WithDefaults fills in unset fields.

@@ -169,6 +169,9 @@ func (w *Worker) runOnce(ctx context.Context, id string, lock *volume.Lock) erro
 		if claimErr != nil && r.State == before {
 			return jobstore.ErrStop
 		}
+		if claimErr == nil {
+			r.ConfigVersion, r.ProcessorVersion = w.cfg.ConfigVersion, w.cfg.ProcessorVersion
+		}
 		return nil // claimed, or the claim itself ended the job (attempts used up)
 	})
 	if err != nil {

@@ -385,3 +385,20 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// The record names the configuration and processor that produced it.
+func TestRecordNamesConfigAndProcessorVersion(t *testing.T) {
+	t.Parallel()
+	w, b := setup(t, worker.Config{ConfigVersion: "sha256:c0ffee", ProcessorVersion: "bundle:sha256:beef"})
+	rec := newJob(t, b, "versions.txt", []byte("x"), 3)
+	if err := w.Run(context.Background(), rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := b.store.Get(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != job.Succeeded || got.ConfigVersion != "sha256:c0ffee" || got.ProcessorVersion != "bundle:sha256:beef" {
+		t.Errorf("state %s, config_version %q, processor_version %q; want succeeded, sha256:c0ffee, bundle:sha256:beef", got.State, got.ConfigVersion, got.ProcessorVersion)
+	}
+}
