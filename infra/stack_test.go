@@ -404,6 +404,8 @@ func TestUserData(t *testing.T) {
 			"mv -f '/etc/conveyor/conveyor.yaml.new' '/etc/conveyor/conveyor.yaml'",
 		// the bundle, by hash, where the configuration names it
 		"fetch " + assetURL(c.Config.BundleAsset.S3ObjectKey()) + " '" + c.Config.BundleSHA256 + "' '/opt/conveyor/bundles/" + c.Config.BundleSHA256 + ".zip'",
+		// the processor sandbox installed where it is missing
+		"command -v bwrap >/dev/null 2>&1 || dnf install -y -q bubblewrap ||",
 		// the NVMe device by the volume ID's serial
 		"vol='" + vol + "'\ndev=\"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${vol/-/}\"",
 		// format only when blkid finds no filesystem

@@ -93,6 +93,11 @@ fetch() {
 }
 install -d -m 0755 /etc/conveyor '@MOUNT@' '@MACHINE@' '@BUNDLES@'
 
+# The processor sandbox: processor.sandbox auto (the default) uses
+# bubblewrap when it works, required refuses to start without it.
+command -v bwrap >/dev/null 2>&1 || dnf install -y -q bubblewrap ||
+  echo "conveyor: could not install bubblewrap: processors run unsandboxed (processor.sandbox: required would refuse)" >&2
+
 # The worker binary.
 fetch '@ASSET_URL@' '@BINARY_SHA@' /usr/local/bin/conveyor.asset
 install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor
