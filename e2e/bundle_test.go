@@ -148,15 +148,18 @@ func TestBundleThroughUp(t *testing.T) {
 	cfg := fmt.Sprintf("processor: {bundle: %q}\n", dir)
 	v1 := hashDir(t, dir)
 
-	up := startUp(t, upOptions{Config: cfg, DataDir: data})
+	up := startUp(t, upOptions{Config: cfg, DataDir: data, Env: []string{sandboxed()}})
 	id := put(t, up.S3, "docs/hello.pdf", makePDF("Hello from a bundle"))
 	checkText(t, up, waitState(t, up.S3, id, job.Succeeded, jobTimeout), v1, "Hello from a bundle")
+	if sandboxed() == "CONVEYOR_PROCESSOR_SANDBOX=required" && !strings.Contains(up.stderr.String(), "runs in a bubblewrap sandbox") {
+		t.Errorf("the bundle's processor did not run in the sandbox; stderr:\n%s", up.stderr.String())
+	}
 	if n := setupRuns(t, data, v1); n != 1 {
 		t.Fatalf("setup of %s ran %d times at the first start, want 1", v1, n)
 	}
 	up.stop()
 
-	up = startUp(t, upOptions{Config: cfg, DataDir: data})
+	up = startUp(t, upOptions{Config: cfg, DataDir: data, Env: []string{sandboxed()}})
 	if n := setupRuns(t, data, v1); n != 1 {
 		t.Errorf("setup of %s ran %d times after a second start, want 1", v1, n)
 	}
@@ -164,7 +167,7 @@ func TestBundleThroughUp(t *testing.T) {
 
 	editBundle(t, dir, "processor", "# version 2")
 	v2 := hashDir(t, dir)
-	up = startUp(t, upOptions{Config: cfg, DataDir: data})
+	up = startUp(t, upOptions{Config: cfg, DataDir: data, Env: []string{sandboxed()}})
 	if n := setupRuns(t, data, v2); n != 1 {
 		t.Errorf("setup of the new version %s ran %d times, want 1", v2, n)
 	}
@@ -240,7 +243,7 @@ func TestBundleThroughWorkerRun(t *testing.T) {
 	}
 	workerRun := func(cfg, id string) (string, int) {
 		cmd := exec.Command(conveyorBin, "worker", "run", "--job", id, "--config", cfg)
-		cmd.Env = cleanEnv()
+		cmd.Env = cleanEnv(sandboxed())
 		cmd.Dir = t.TempDir()
 		out, err := cmd.CombinedOutput()
 		code := 0

@@ -89,6 +89,12 @@ func moduleRoot() (string, error) {
 
 // cleanEnv is the environment of every subprocess: ours, without anything
 // that would point Conveyor or an AWS client elsewhere.
+//
+// Processors run unsandboxed here unless a test asks otherwise with an
+// extra CONVEYOR_PROCESSOR_SANDBOX (a later value of a key wins): the
+// processors of these tests journal to the test's own directories, which a
+// sandbox rightly does not let them write. The sandbox has its own tests
+// (internal/processor), and the bundle tests run their processor in it.
 func cleanEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -97,7 +103,18 @@ func cleanEnv(extra ...string) []string {
 		}
 		env = append(env, kv)
 	}
+	env = append(env, "CONVEYOR_PROCESSOR_SANDBOX=off")
 	return append(env, extra...)
+}
+
+// sandboxed is the extra environment of a subprocess whose processor must
+// run in the sandbox: required where CI installs bubblewrap (the sandbox
+// tests must run there, never be skipped), auto elsewhere.
+func sandboxed() string {
+	if os.Getenv("CONVEYOR_REQUIRE_SANDBOX") == "1" || os.Getenv("CI") == "true" {
+		return "CONVEYOR_PROCESSOR_SANDBOX=required"
+	}
+	return "CONVEYOR_PROCESSOR_SANDBOX=auto"
 }
 
 // freePort returns a port that was free a moment ago on 127.0.0.1.
