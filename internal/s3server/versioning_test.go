@@ -176,6 +176,11 @@ func TestVersioningSwitchedOnForExistingBucket(t *testing.T) {
 	}
 
 	// The versions live beside the data dir, not in it, and are no bucket.
+	// Overwriting the key gives it an older version to keep there (the
+	// test must not rely on another test having overwritten one).
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(testBucket), Key: aws.String(key), Body: strings.NewReader("newer")}); err != nil {
+		t.Fatal(err)
+	}
 	vdir := testServer.cfg.VersionsDir()
 	if st, err := os.Stat(filepath.Join(vdir, testBucket)); err != nil || !st.IsDir() {
 		t.Errorf("no versions of %s under %s: %v", testBucket, vdir, err)
