@@ -48,6 +48,7 @@ Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
 	run.Flags().StringVar(&o.jobID, "job", "", "job ID (32 hex digits)")
 	run.Flags().StringVar(&o.volume, "volume", "", "volume directory (default <data-dir>/volume; env CONVEYOR_VOLUME)")
 	cmd.AddCommand(run)
+	cmd.AddCommand(newWorkerWatchCommand(g))
 	return cmd
 }
 
@@ -88,6 +89,17 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
+	// A worker leaving its fleet takes no job: the job stays queued for
+	// another worker. Registered, this process is signalled to hand its
+	// job back when a drain starts (`worker watch`).
+	if err := vol.CheckDraining(); err != nil {
+		return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", o.jobID, err)
+	}
+	reg, err := vol.RegisterRun()
+	if err != nil {
+		return err
+	}
+	defer reg.Done()
 	// One `worker run` per SSM command: the volume's slots bound how many
 	// run at once on this machine (workers, default one per CPU). A job
 	// waiting out a retry's backoff gives its slot back meanwhile.
@@ -95,6 +107,10 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		slot, err := vol.AcquireSlot(ctx, c.Workers)
 		if err != nil {
 			return err
+		}
+		if err := vol.CheckDraining(); err != nil {
+			slot.Release()
+			return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", o.jobID, err)
 		}
 		err = w.Run(ctx, o.jobID)
 		slot.Release()

@@ -27,6 +27,7 @@ func (s *Server) IMDS(id string) string {
 				http.Error(w, "a token is a PUT with a TTL", http.StatusBadRequest)
 				return
 			}
+			w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds"))
 			io.WriteString(w, token)
 			return
 		}
