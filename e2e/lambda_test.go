@@ -72,7 +72,7 @@ func newFakeSSM(t *testing.T, up *upProc, agent func(ssmtest.Command) string) *s
 	t.Helper()
 	f := ssmtest.New(t, ssmtest.Options{
 		// Slots for every job these tests send at once.
-		Instances: []ssmtest.Instance{{ID: lambdaInstance, State: "running", Ping: "Online", VCPUs: 64, AgentLimit: 64}},
+		Instances: []ssmtest.Instance{{ID: lambdaInstance, State: "running", Ping: "Online", VCPUs: 1000, AgentLimit: 64}},
 		AccessKey: up.Creds.AccessKeyID,
 		Want: &ssmtest.Want{
 			Document: lambdaDocument, ExecutionTimeout: lambdaExecTime,
