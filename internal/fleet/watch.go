@@ -43,6 +43,13 @@ type Config struct {
 	// runs on it (SetInstanceProtection), so the group picks idle workers
 	// to take out.
 	Protect bool
+	// IdleStop, when positive, takes the worker out of service after this
+	// long with no job on it: it lowers the group's desired capacity by
+	// one (the group then picks an unprotected, idle worker and returns it
+	// to its warm pool, stopped, volume kept), down to zero. The
+	// dispatcher sends jobs to the emptiest worker first, so a worker idle
+	// this long has seen no queued job find it.
+	IdleStop time.Duration
 }
 
 // WithDefaults fills in unset fields.
@@ -66,6 +73,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("fleet.poll must be between 10ms and 1m, got %s", c.Poll)
 	case c.DrainTimeout < time.Second || c.DrainTimeout > time.Hour:
 		return fmt.Errorf("fleet.drain_timeout must be between 1s and 1h, got %s", c.DrainTimeout)
+	case c.IdleStop < 0:
+		return fmt.Errorf("fleet.idle_stop must be positive, or 0 for never, got %s", c.IdleStop)
 	}
 	return nil
 }
@@ -80,6 +89,8 @@ type Metadata interface {
 // AutoScaling is the part of the Auto Scaling API the watcher calls, on
 // its own instance only.
 type AutoScaling interface {
+	DescribeAutoScalingGroups(context.Context, *autoscaling.DescribeAutoScalingGroupsInput, ...func(*autoscaling.Options)) (*autoscaling.DescribeAutoScalingGroupsOutput, error)
+	SetDesiredCapacity(context.Context, *autoscaling.SetDesiredCapacityInput, ...func(*autoscaling.Options)) (*autoscaling.SetDesiredCapacityOutput, error)
 	CompleteLifecycleAction(context.Context, *autoscaling.CompleteLifecycleActionInput, ...func(*autoscaling.Options)) (*autoscaling.CompleteLifecycleActionOutput, error)
 	SetInstanceProtection(context.Context, *autoscaling.SetInstanceProtectionInput, ...func(*autoscaling.Options)) (*autoscaling.SetInstanceProtectionOutput, error)
 }
@@ -126,10 +137,13 @@ type Watcher struct {
 
 	// Drained, if set, receives each completed drain (tests wait on it).
 	Drained chan Departure
+	// Now is the clock of the idle timer; nil is time.Now.
+	Now func() time.Time
 
 	instance  string
 	protected bool
-	drained   string // the departure drained last, so it is drained once
+	drained   string    // the departure drained last, so it is drained once
+	busyAt    time.Time // when a job last ran here (or the watch started)
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -235,8 +249,66 @@ func (w *Watcher) Tick(ctx context.Context) error {
 			w.drained = ""
 		}
 	}
-	if w.cfg.Protect && target == "InService" && w.asg != nil && w.cfg.Group != "" {
-		return w.protect(ctx)
+	if target != "InService" || w.asg == nil || w.cfg.Group == "" {
+		return nil
+	}
+	busy, err := w.busy()
+	if err != nil {
+		return err
+	}
+	if w.cfg.Protect {
+		if err := w.protect(ctx, busy); err != nil {
+			return err
+		}
+	}
+	if w.cfg.IdleStop > 0 && !busy && w.now().Sub(w.busyAt) >= w.cfg.IdleStop {
+		w.busyAt = w.now() // once per idle period: the departure follows on IMDS
+		return w.leaveIdle(ctx)
+	}
+	return nil
+}
+
+func (w *Watcher) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+// busy says whether a job runs here now, and notes when one last did.
+func (w *Watcher) busy() (bool, error) {
+	pids, err := w.vol.Runs()
+	if err != nil {
+		return false, err
+	}
+	if w.busyAt.IsZero() || len(pids) > 0 {
+		w.busyAt = w.now()
+	}
+	return len(pids) > 0, nil
+}
+
+// leaveIdle lowers the group's desired capacity by one: the group takes
+// out an unprotected (idle) worker, most likely this one, and the watch of
+// that worker drains it when IMDS shows its departure.
+func (w *Watcher) leaveIdle(ctx context.Context) error {
+	out, err := w.asg.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{w.cfg.Group}})
+	if err != nil {
+		return fmt.Errorf("read the group's desired capacity: %w", err)
+	}
+	if len(out.AutoScalingGroups) == 0 {
+		return fmt.Errorf("no Auto Scaling group %s", w.cfg.Group)
+	}
+	g := out.AutoScalingGroups[0]
+	desired, minSize := aws.ToInt32(g.DesiredCapacity), aws.ToInt32(g.MinSize)
+	if desired <= minSize {
+		return nil
+	}
+	w.log.Info("idle: leaving service", "instance", w.instance, "idle_for", w.cfg.IdleStop, "desired", desired-1)
+	_, err = w.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
+		AutoScalingGroupName: aws.String(w.cfg.Group), DesiredCapacity: aws.Int32(desired - 1), HonorCooldown: aws.Bool(false),
+	})
+	if err != nil {
+		return fmt.Errorf("lower the desired capacity to %d: %w", desired-1, err)
 	}
 	return nil
 }
@@ -299,16 +371,11 @@ func (w *Watcher) waitRuns(ctx context.Context) int {
 
 // protect sets the instance's scale-in protection when whether jobs run
 // changed.
-func (w *Watcher) protect(ctx context.Context) error {
-	pids, err := w.vol.Runs()
-	if err != nil {
-		return err
-	}
-	busy := len(pids) > 0
+func (w *Watcher) protect(ctx context.Context, busy bool) error {
 	if busy == w.protected {
 		return nil
 	}
-	_, err = w.asg.SetInstanceProtection(ctx, &autoscaling.SetInstanceProtectionInput{
+	_, err := w.asg.SetInstanceProtection(ctx, &autoscaling.SetInstanceProtectionInput{
 		AutoScalingGroupName: aws.String(w.cfg.Group),
 		InstanceIds:          []string{w.instance},
 		ProtectedFromScaleIn: aws.Bool(busy),
