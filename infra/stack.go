@@ -85,6 +85,7 @@ type Conveyor struct {
 	Orch      *Orchestrator
 	Recon     *Reconciler
 	Snapshots *Snapshots
+	Fleet     *Fleet
 }
 
 // NewConveyorStack defines the whole Conveyor deployment in one stack.
@@ -108,6 +109,7 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	code := lambdaCode(props) // one asset, both functions
 	c.Orch = newOrchestrator(stack, props, c.Params, c.Storage, c.Worker, doc, code)
 	c.Recon = newReconciler(stack, props, c.Params, c.Storage, c.Worker, doc, code)
+	c.Fleet = newFleet(stack, props, c.Params, c.Network, c.Storage, c.Worker, c.Orch, c.Recon)
 	addOutputs(stack, c)
 	addNagSuppressions(stack, c)
 	return c

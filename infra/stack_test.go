@@ -131,6 +131,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_EXECUTION_TIMEOUT": "1h0m0s",
 		"CONVEYOR_INPUT_VERSIONED":   "true",
 		"CONVEYOR_HISTORY_DAYS":      ref("HistoryRetentionDays"),
+		"CONVEYOR_WORKER_GROUP":      *c.Fleet.GroupName,
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
@@ -335,7 +336,7 @@ func TestWorkerInstance(t *testing.T) {
 	if tg := tags(p); tg[WorkerTagKey] != WorkerTagValue {
 		t.Errorf("instance tags %v lack %s=%s", tg, WorkerTagKey, WorkerTagValue)
 	}
-	profile := resources("AWS::IAM::InstanceProfile")
+	profile := withoutFleetProfile(t, resources("AWS::IAM::InstanceProfile"))
 	if len(profile) != 1 {
 		t.Fatalf("%d instance profiles, want 1", len(profile))
 	}
