@@ -247,6 +247,7 @@ func (w *Watcher) Tick(ctx context.Context) error {
 				return err
 			}
 			w.drained = ""
+			w.busyAt = w.now() // idle from now, not from before it left
 		}
 	}
 	if target != "InService" || w.asg == nil || w.cfg.Group == "" {

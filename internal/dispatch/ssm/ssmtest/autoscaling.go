@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Auto Scaling, query protocol with XML answers: the calls the dispatcher
@@ -36,6 +37,7 @@ type Group struct {
 // LifecycleAction is one CompleteLifecycleAction call.
 type LifecycleAction struct {
 	Group, Hook, Instance, Result string
+	At                            time.Time // when it was received
 }
 
 func (s *Server) serveAutoScaling(w http.ResponseWriter, _ *http.Request, body []byte) {
@@ -78,7 +80,7 @@ func (s *Server) serveAutoScaling(w http.ResponseWriter, _ *http.Request, body [
 			asgError(w, &Error{400, "ValidationError", "No active Lifecycle Action found with instance ID " + id})
 			return
 		}
-		s.lifecycle = append(s.lifecycle, LifecycleAction{name, form.Get("LifecycleHookName"), id, form.Get("LifecycleActionResult")})
+		s.lifecycle = append(s.lifecycle, LifecycleAction{name, form.Get("LifecycleHookName"), id, form.Get("LifecycleActionResult"), time.Now()})
 		s.leave(id)
 	case "RecordLifecycleActionHeartbeat":
 	case "SetInstanceProtection":
@@ -140,6 +142,20 @@ func (s *Server) ScaleIn(id string) {
 	}
 	s.group.Desired--
 	s.scaleIn(id)
+}
+
+// Kill terminates an instance behind the group's back (a hardware
+// failure, a Spot reclaim without a drain): it leaves the group at once,
+// whose desired capacity drops by one (a replacement is not modelled).
+func (s *Server) Kill(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	inst := s.instances[id]
+	inst.State, inst.Ping, inst.Lifecycle = "terminated", "ConnectionLost", ""
+	if g := s.group; g != nil && slices.Contains(g.InService, id) {
+		g.InService = slices.DeleteFunc(g.InService, func(x string) bool { return x == id })
+		g.Desired--
+	}
 }
 
 // SpotInterrupt posts a Spot interruption notice on the instance's IMDS.

@@ -119,6 +119,9 @@ type Command struct {
 	Status string
 	// Sent is when SSM accepted it, on the server's clock.
 	Sent time.Time
+	// Busy is how many of the instance's commands were still executing
+	// (pending or in progress) when SSM accepted this one.
+	Busy int
 }
 
 // Request is one request as received, with its decoded parameters.

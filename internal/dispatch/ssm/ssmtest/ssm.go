@@ -182,6 +182,11 @@ func (s *Server) sendCommand(w http.ResponseWriter, body []byte) {
 	if cw := in.CloudWatchOutputConfig; cw != nil {
 		c.LogGroup, c.CloudWatch = cw.CloudWatchLogGroupName, cw.CloudWatchOutputEnabled
 	}
+	for _, o := range s.commands {
+		if o.Instance == id && executing(o.Status) {
+			c.Busy++
+		}
+	}
 	s.commands = append(s.commands, c)
 	s.cond.Broadcast()
 	s.pump(id)
