@@ -23,6 +23,7 @@ type workerWatchOptions struct {
 	poll         time.Duration
 	drainTimeout time.Duration
 	imds         string
+	idleStop     time.Duration
 }
 
 func newWorkerWatchCommand(g *globals) *cobra.Command {
@@ -39,7 +40,10 @@ uncounted, the job logs written since the last shipping go to
 s3://<state>/logs/, and then the lifecycle action is completed so the group
 may stop or terminate the instance. Back in service, the worker takes jobs
 again. With --protect the instance is protected from scale-in while jobs
-run. On EC2 it runs as the conveyor-watch systemd service.`,
+run; with --idle-stop D a worker with no job for D lowers the group's
+desired capacity by one, so idle workers go back to the warm pool, stopped
+with their volumes, down to none (the next upload brings one back). On EC2
+it runs as the conveyor-watch systemd service.`,
 		Example: `  conveyor worker watch --config /etc/conveyor/conveyor.yaml --volume /var/lib/conveyor`,
 		Args:    cobra.NoArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return runWorkerWatch(cmd.Context(), o) },
@@ -51,6 +55,7 @@ run. On EC2 it runs as the conveyor-watch systemd service.`,
 	f.BoolVar(&o.protect, "protect", false, "protect the instance from scale-in while jobs run")
 	f.DurationVar(&o.poll, "poll", fleet.DefaultPoll, "how often to read IMDS")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", fleet.DefaultDrainTimeout, "longest wait for running jobs to hand back")
+	f.DurationVar(&o.idleStop, "idle-stop", 0, "leave service (lower the group's desired capacity by one) after this long with no job; 0 never")
 	f.StringVar(&o.imds, "imds-endpoint", "", "IMDS endpoint (default the instance's; for tests)")
 	return cmd
 }
@@ -83,7 +88,7 @@ func runWorkerWatch(ctx context.Context, o *workerWatchOptions) error {
 	}
 	log := slog.New(slog.NewTextHandler(o.Err, nil))
 	w, err := fleet.New(fleet.Config{
-		Poll: o.poll, DrainTimeout: o.drainTimeout, Hook: o.hook, Group: o.group, Protect: o.protect,
+		Poll: o.poll, DrainTimeout: o.drainTimeout, Hook: o.hook, Group: o.group, Protect: o.protect, IdleStop: o.idleStop,
 	}, fleet.NewIMDS(o.imds), autoscaling.NewFromConfig(ac), vol, fleet.ShipLogs(cn.S3, c.Buckets.State, vol), log)
 	if err != nil {
 		return usageErrorf("%v", err)
