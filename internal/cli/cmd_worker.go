@@ -73,11 +73,24 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
-	cn, err := connect(ctx, c)
+	vol, err := volume.Open(c.volumePath())
 	if err != nil {
 		return err
 	}
-	vol, err := volume.Open(c.volumePath())
+	// A worker leaving its fleet takes no job: the job stays queued for
+	// another worker. Registered first, this process is signalled to hand
+	// its job back when a drain starts (`worker watch`), and a drain waits
+	// for it; it checks the drain mark only once registered, so none
+	// slips between the two.
+	reg, err := vol.RegisterRun()
+	if err != nil {
+		return err
+	}
+	defer reg.Done()
+	if err := vol.CheckDraining(); err != nil {
+		return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", o.jobID, err)
+	}
+	cn, err := connect(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -89,17 +102,6 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
-	// A worker leaving its fleet takes no job: the job stays queued for
-	// another worker. Registered, this process is signalled to hand its
-	// job back when a drain starts (`worker watch`).
-	if err := vol.CheckDraining(); err != nil {
-		return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", o.jobID, err)
-	}
-	reg, err := vol.RegisterRun()
-	if err != nil {
-		return err
-	}
-	defer reg.Done()
 	// One `worker run` per SSM command: the volume's slots bound how many
 	// run at once on this machine (workers, default one per CPU). A job
 	// waiting out a retry's backoff gives its slot back meanwhile.

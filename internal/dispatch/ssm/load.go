@@ -66,7 +66,7 @@ func fullError(l *load) error {
 }
 
 // readLoad reads the slots and the commands in flight of the online
-// nodes.
+// nodes. d.mu is held.
 func (d *Dispatcher) readLoad(ctx context.Context, nodes []node) (*load, error) {
 	l := &load{at: time.Now(), nodes: nodes, slots: map[string]int{}, inflight: map[string]int{}}
 	for _, n := range nodes {

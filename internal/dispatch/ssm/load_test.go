@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -252,5 +253,33 @@ func TestRaisesDesiredCapacity(t *testing.T) {
 	}
 	if _, err := New(cfg, sc, ec); err == nil || !strings.Contains(err.Error(), "Auto Scaling client") {
 		t.Errorf("New without the Auto Scaling client = %v, want an error saying so", err)
+	}
+}
+
+// Concurrent dispatches never take the same slot twice: a send chosen but
+// not yet in SSM's listing counts.
+func TestConcurrentDispatchesKeepToSlots(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.LoadTTL = -1
+	d, f := setup(t, cfg, []ssmtest.Instance{{ID: worker1, State: "running", Ping: "Online", VCPUs: 4}})
+	var wg sync.WaitGroup
+	var full atomic.Int32
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := d.Dispatch(context.Background(), dispatchtest.ID(i))
+			switch {
+			case errors.Is(err, dispatch.ErrFull):
+				full.Add(1)
+			case err != nil:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := len(f.Commands()); n != 4 || full.Load() != 16 {
+		t.Errorf("%d sent, %d full; want 4 and 16", n, full.Load())
 	}
 }

@@ -39,8 +39,12 @@ type Dispatcher struct {
 	ec2Opts []func(*ec2.Options)
 	asgOpts []func(*autoscaling.Options)
 
-	mu   sync.Mutex // serializes the choice of a worker
-	load *load      // the last reading of the workers' load; nil before one
+	// sendMu makes choosing a worker and sending to it one step, so two
+	// dispatches never take the same free slot (a command is in SSM's
+	// listings only once accepted).
+	sendMu sync.Mutex
+	mu     sync.Mutex // guards load
+	load   *load      // the last reading of the workers' load; nil before one
 }
 
 // Option is an optional part of a Dispatcher.
@@ -104,6 +108,8 @@ func (d *Dispatcher) Dispatch(ctx context.Context, jobID string) (string, error)
 	if err := job.CheckID(jobID); err != nil {
 		return "", fmt.Errorf("%w: %w", dispatch.ErrInvalidJobID, err)
 	}
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
 	target, err := d.pickTarget(ctx, jobID)
 	if err != nil {
 		return "", fmt.Errorf("dispatch job %s: %w", jobID, err)

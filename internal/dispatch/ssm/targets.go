@@ -82,8 +82,8 @@ func (d *Dispatcher) chooseOnline(ctx context.Context, jobID string, fresh bool)
 	return id, l.nodes, nil
 }
 
-// unsent takes back the command counted on id by chooseOnline: the send
-// failed.
+// unsent takes back the command counted on id by chooseOnline: SSM
+// refused it.
 func (d *Dispatcher) unsent(id string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
