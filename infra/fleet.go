@@ -45,14 +45,22 @@ const (
 type Fleet struct {
 	MaxWorkers      awscdk.CfnParameter
 	IdleStopMinutes awscdk.CfnParameter
-	Template        awsec2.LaunchTemplate
-	Group           awsautoscaling.CfnAutoScalingGroup
-	GroupName       *string
-	WarmPool        awsautoscaling.CfnWarmPool
-	DrainHook       awsautoscaling.CfnLifecycleHook
-	ReadyHook       awsautoscaling.CfnLifecycleHook
-	ScaleOut        awsautoscaling.CfnScalingPolicy
-	BacklogAlarm    awscloudwatch.CfnAlarm
+	// SpotWorkers runs the group on Spot capacity (a mixed instances
+	// policy, no warm pool: AWS has none for Spot), off by default.
+	SpotWorkers awscdk.CfnParameter
+	// DedicatedWorker keeps the seed's standalone instance and its data
+	// volume beside the group (a deployment that had them), off by
+	// default: the group of one is the dedicated worker.
+	DedicatedWorker       awscdk.CfnParameter
+	UseSpot, HasDedicated awscdk.CfnCondition
+	Template              awsec2.LaunchTemplate
+	Group                 awsautoscaling.CfnAutoScalingGroup
+	GroupName             *string
+	WarmPool              awsautoscaling.CfnWarmPool
+	DrainHook             awsautoscaling.CfnLifecycleHook
+	ReadyHook             awsautoscaling.CfnLifecycleHook
+	ScaleOut              awsautoscaling.CfnScalingPolicy
+	BacklogAlarm          awscloudwatch.CfnAlarm
 }
 
 // newFleet defines the workers' group. It reuses the worker's role, image,
@@ -77,6 +85,20 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 	})
 	// A fixed name (the stack's is known at synthesis): the roles' ARNs
 	// and the functions name the group, and the group refers to them.
+	flag := func(id, desc string) awscdk.CfnParameter {
+		return awscdk.NewCfnParameter(stack, jsii.String(id), &awscdk.CfnParameterProps{
+			Type: jsii.String("String"), Default: jsii.String("false"), AllowedValues: jsii.Strings("false", "true"), Description: jsii.String(desc),
+		})
+	}
+	f.SpotWorkers = flag("SpotWorkers", "Run the workers on Spot capacity: cheaper, interrupted with two minutes' notice (jobs handed back), no warm pool (idle workers are terminated, their volumes with them)")
+	f.DedicatedWorker = flag("DedicatedWorker", "Keep the standalone worker instance and data volume of earlier versions beside the group (to migrate); false removes the instance and keeps the volume (RETAIN)")
+	isTrue := func(id string, p awscdk.CfnParameter) awscdk.CfnCondition {
+		return awscdk.NewCfnCondition(stack, jsii.String(id), &awscdk.CfnConditionProps{Expression: awscdk.Fn_ConditionEquals(p.ValueAsString(), jsii.String("true"))})
+	}
+	f.UseSpot = isTrue("UseSpotWorkers", f.SpotWorkers)
+	f.HasDedicated = isTrue("HasDedicatedWorker", f.DedicatedWorker)
+	retireDedicated(stack, w, f.HasDedicated)
+
 	f.GroupName = jsii.String(*stack.StackName() + "-workers")
 
 	ud := awsec2.UserData_ForLinux(nil)
@@ -220,6 +242,7 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 		AlarmActions: &[]interface{}{f.ScaleOut.Ref()},
 	})
 
+	useSpot(f, lt)
 	grantFleet(stack, f, w, orch, recon)
 	suppressFleetFindings(stack, f, w, orch, recon)
 	// The functions bring a stopped fleet up by its desired capacity.
@@ -230,6 +253,52 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 		Value:       f.GroupName,
 	})
 	return f
+}
+
+// retireDedicated puts the seed's standalone worker (instance, its
+// instance profile, data volume and attachment, and their outputs) under
+// the DedicatedWorker condition: by default the group is the worker. The
+// volume is RETAIN, so leaving the condition false keeps it in the
+// account, detached.
+func retireDedicated(stack awscdk.Stack, w *Worker, cond awscdk.CfnCondition) {
+	var els []constructs.IConstruct
+	els = append(els, w.Instance.Node().DefaultChild(), w.DataVolume.Node().DefaultChild(), stack.Node().FindChild(jsii.String("DataVolumeAttachment")))
+	if p := w.Instance.Node().TryFindChild(jsii.String("InstanceProfile")); p != nil {
+		els = append(els, p)
+	}
+	for _, el := range els {
+		el.(awscdk.CfnResource).CfnOptions().SetCondition(cond)
+	}
+	for _, id := range []string{"WorkerInstanceId", "DataVolumeId"} {
+		if o, ok := stack.Node().TryFindChild(jsii.String(id)).(awscdk.CfnOutput); ok {
+			o.SetCondition(cond)
+		}
+	}
+}
+
+// useSpot makes the group run on Spot capacity under the UseSpot
+// condition: a mixed instances policy (all Spot, price-capacity-optimized)
+// instead of the launch template alone, no warm pool (AWS has none for
+// Spot: idle workers are terminated), and data volumes deleted with
+// their instances (a Spot worker is disposable: its logs are shipped when
+// it drains).
+func useSpot(f *Fleet, lt awsec2.CfnLaunchTemplate) {
+	spec := map[string]interface{}{"LaunchTemplateId": f.Template.LaunchTemplateId(), "Version": f.Template.LatestVersionNumber()}
+	noValue := awscdk.Aws_NO_VALUE()
+	f.Group.AddPropertyOverride(jsii.String("LaunchTemplate"), awscdk.Fn_ConditionIf(f.UseSpot.LogicalId(), noValue, spec))
+	f.Group.AddPropertyOverride(jsii.String("MixedInstancesPolicy"), awscdk.Fn_ConditionIf(f.UseSpot.LogicalId(), map[string]interface{}{
+		"LaunchTemplate": map[string]interface{}{"LaunchTemplateSpecification": spec},
+		"InstancesDistribution": map[string]interface{}{
+			"OnDemandBaseCapacity":                0,
+			"OnDemandPercentageAboveBaseCapacity": 0,
+			"SpotAllocationStrategy":              "price-capacity-optimized",
+		},
+	}, noValue))
+	f.WarmPool.CfnOptions().SetCondition(awscdk.NewCfnCondition(f.Group.Stack(), jsii.String("UseWarmPool"), &awscdk.CfnConditionProps{
+		Expression: awscdk.Fn_ConditionNot(f.UseSpot),
+	}))
+	lt.AddPropertyOverride(jsii.String("LaunchTemplateData.BlockDeviceMappings.1.Ebs.DeleteOnTermination"),
+		awscdk.Fn_ConditionIf(f.UseSpot.LogicalId(), true, false))
 }
 
 // groupArn is the ARN of the workers' group, whatever its generated ID.

@@ -63,9 +63,15 @@ func TestFleetGroup(t *testing.T) {
 	if p["MinSize"] != "0" || !cmp.Equal(p["MaxSize"], plain(t, ref("MaxWorkers"))) || p["DesiredCapacity"] != nil {
 		t.Errorf("sizes min %v max %v desired %v; want 0, MaxWorkers, unset", p["MinSize"], p["MaxSize"], p["DesiredCapacity"])
 	}
-	lt := p["LaunchTemplate"].(map[string]interface{})
-	if !cmp.Equal(lt["LaunchTemplateId"], plain(t, ref(logicalID(f.Template)))) {
+	// On demand: the launch template; on Spot: a mixed instances policy.
+	lt := p["LaunchTemplate"].(map[string]interface{})["Fn::If"].([]interface{})
+	if lt[0] != "UseSpotWorkers" || !cmp.Equal(lt[2].(map[string]interface{})["LaunchTemplateId"], plain(t, ref(logicalID(f.Template)))) {
 		t.Errorf("launch template %v", lt)
+	}
+	mixed := p["MixedInstancesPolicy"].(map[string]interface{})["Fn::If"].([]interface{})
+	dist := mixed[1].(map[string]interface{})["InstancesDistribution"].(map[string]interface{})
+	if mixed[0] != "UseSpotWorkers" || dist["OnDemandPercentageAboveBaseCapacity"] != 0.0 || dist["SpotAllocationStrategy"] != "price-capacity-optimized" {
+		t.Errorf("mixed instances policy %v", mixed)
 	}
 	if n := len(p["VPCZoneIdentifier"].([]interface{})); n != len(*synth.conveyor.Network.Vpc.IsolatedSubnets()) {
 		t.Errorf("%d subnets, want the isolated ones", n)
@@ -107,10 +113,11 @@ func TestFleetLaunchTemplate(t *testing.T) {
 		m := b.(map[string]interface{})
 		devices[m["DeviceName"].(string)] = m["Ebs"].(map[string]interface{})
 	}
-	for dev, keep := range map[string]bool{"/dev/xvda": false, DataVolumeGroupDevice: true} {
+	// The data volume is kept on termination, except on Spot.
+	for dev, del := range map[string]interface{}{"/dev/xvda": true, DataVolumeGroupDevice: map[string]interface{}{"Fn::If": []interface{}{"UseSpotWorkers", true, false}}} {
 		ebs := devices[dev]
-		if ebs == nil || ebs["Encrypted"] != true || ebs["VolumeType"] != "gp3" || ebs["DeleteOnTermination"] != !keep {
-			t.Errorf("%s: %v; want encrypted gp3, kept on termination: %v", dev, ebs, keep)
+		if ebs == nil || ebs["Encrypted"] != true || ebs["VolumeType"] != "gp3" || !cmp.Equal(ebs["DeleteOnTermination"], del) {
+			t.Errorf("%s: %v; want encrypted gp3, DeleteOnTermination %v", dev, ebs, del)
 		}
 	}
 	byType := map[string]map[string]string{}
@@ -202,6 +209,39 @@ func TestFleetScaling(t *testing.T) {
 	for _, want := range []string{`"MetricName":"Backlog"`, `"Namespace":"Conveyor"`, `"Name":"Function"`, logicalID(c.Recon.Function), "GroupInServiceInstances", "backlog / workers"} {
 		if !strings.Contains(m, want) {
 			t.Errorf("alarm metrics lack %q: %s", want, m)
+		}
+	}
+}
+
+// By default the group is the worker: the seed's standalone instance,
+// its volume and their outputs exist only with DedicatedWorker=true; the
+// warm pool only without Spot (AWS has none for Spot).
+func TestFleetConditions(t *testing.T) {
+	c := synth.conveyor
+	for _, r := range []map[string]interface{}{resource(t, c.Worker.Instance), resource(t, c.Worker.DataVolume)} {
+		if r["Condition"] != "HasDedicatedWorker" {
+			t.Errorf("%s: condition %v, want HasDedicatedWorker", r["Type"], r["Condition"])
+		}
+	}
+	if r := resource(t, c.Worker.DataVolume); r["DeletionPolicy"] != "Retain" {
+		t.Errorf("data volume deletion policy %v: retiring the instance must keep it", r["DeletionPolicy"])
+	}
+	outputs := synth.json["Outputs"].(map[string]interface{})
+	for _, id := range []string{"WorkerInstanceId", "DataVolumeId"} {
+		if o, _ := outputs[id].(map[string]interface{}); o["Condition"] != "HasDedicatedWorker" {
+			t.Errorf("output %s: %v, want the HasDedicatedWorker condition", id, o)
+		}
+	}
+	if _, ok := outputs["WorkerGroupName"]; !ok {
+		t.Error("no WorkerGroupName output")
+	}
+	if r := resource(t, c.Fleet.WarmPool); r["Condition"] != "UseWarmPool" {
+		t.Errorf("warm pool condition %v, want UseWarmPool", r["Condition"])
+	}
+	params := synth.json["Parameters"].(map[string]interface{})
+	for _, name := range []string{"SpotWorkers", "DedicatedWorker"} {
+		if p, _ := params[name].(map[string]interface{}); p["Default"] != "false" {
+			t.Errorf("parameter %s = %v, want default false", name, p)
 		}
 	}
 }

@@ -109,8 +109,8 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	code := lambdaCode(props) // one asset, both functions
 	c.Orch = newOrchestrator(stack, props, c.Params, c.Storage, c.Worker, doc, code)
 	c.Recon = newReconciler(stack, props, c.Params, c.Storage, c.Worker, doc, code)
-	c.Fleet = newFleet(stack, props, c.Params, c.Network, c.Storage, c.Worker, c.Orch, c.Recon)
 	addOutputs(stack, c)
+	c.Fleet = newFleet(stack, props, c.Params, c.Network, c.Storage, c.Worker, c.Orch, c.Recon)
 	addNagSuppressions(stack, c)
 	return c
 }
