@@ -61,6 +61,7 @@ type Fleet struct {
 	ReadyHook             awsautoscaling.CfnLifecycleHook
 	ScaleOut              awsautoscaling.CfnScalingPolicy
 	BacklogAlarm          awscloudwatch.CfnAlarm
+	Endpoint              awsec2.InterfaceVpcEndpoint
 }
 
 // newFleet defines the workers' group. It reuses the worker's role, image,
@@ -153,6 +154,16 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 	lt.AddPropertyOverride(jsii.String("LaunchTemplateData.TagSpecifications"), []interface{}{
 		map[string]interface{}{"ResourceType": "instance", "Tags": []interface{}{tag(WorkerTagKey, WorkerTagValue), tag("Name", "conveyor-worker")}},
 		map[string]interface{}{"ResourceType": "volume", "Tags": []interface{}{tag(BackupTagKey, BackupTagValue), tag("Name", "conveyor-data")}},
+	})
+
+	// The workers call Auto Scaling (drain done, protection, idle stop)
+	// from isolated subnets: through its interface endpoint.
+	f.Endpoint = net.Vpc.AddInterfaceEndpoint(jsii.String("AutoScalingEndpoint"), &awsec2.InterfaceVpcEndpointOptions{
+		Service:           awsec2.InterfaceVpcEndpointAwsService_AUTOSCALING(),
+		Subnets:           &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_ISOLATED},
+		PrivateDnsEnabled: jsii.Bool(true),
+		SecurityGroups:    &[]awsec2.ISecurityGroup{net.EndpointSecurityGroup},
+		Open:              jsii.Bool(false),
 	})
 
 	var subnets []interface{}

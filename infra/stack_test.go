@@ -282,7 +282,8 @@ func TestNetwork(t *testing.T) {
 			gateway = append(gateway, svc)
 		}
 	}
-	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages"}
+	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages",
+		"com.amazonaws.{Ref:AWS::Region}.autoscaling"} // the workers' Auto Scaling calls (fleet.go)
 	sortStrings := cmp.Transformer("sort", func(in []string) []string { out := append([]string(nil), in...); sortStringSlice(out); return out })
 	if d := cmp.Diff(wantIface, iface, sortStrings); d != "" {
 		t.Errorf("interface endpoints (-want +got):\n%s", d)
