@@ -254,7 +254,7 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 	})
 
 	useSpot(f, lt)
-	grantFleet(stack, f, w, orch, recon)
+	grantFleet(stack, f, w, storage, orch, recon)
 	suppressFleetFindings(stack, f, w, orch, recon)
 	// The functions bring a stopped fleet up by its desired capacity.
 	orch.Function.AddEnvironment(jsii.String(lambda.EnvWorkerGroup), f.GroupName, nil)
@@ -321,7 +321,7 @@ func groupArn(stack awscdk.Stack, f *Fleet) *string {
 }
 
 // grantFleet gives each role the Auto Scaling and SSM calls the fleet adds.
-func grantFleet(stack awscdk.Stack, f *Fleet, w *Worker, orch *Orchestrator, recon *Reconciler) {
+func grantFleet(stack awscdk.Stack, f *Fleet, w *Worker, storage *Storage, orch *Orchestrator, recon *Reconciler) {
 	group := groupArn(stack, f)
 	for _, r := range []awsiam.Role{orch.Role, recon.Role} {
 		// Dispatch by load: the commands still executing on each worker
@@ -339,6 +339,10 @@ func grantFleet(stack awscdk.Stack, f *Fleet, w *Worker, orch *Orchestrator, rec
 		"autoscaling:CompleteLifecycleAction", "autoscaling:SetInstanceProtection", "autoscaling:SetDesiredCapacity",
 	}, group))
 	w.Role.AddToPolicy(statement([]string{"autoscaling:DescribeAutoScalingGroups"}, jsii.String("*")))
+	// A worker whose slot frees up takes a job waiting for one: it lists
+	// the unfinished jobs' markers (active/ only) and reads their records.
+	w.Role.AddToPolicy(conditional([]string{"s3:ListBucket"},
+		map[string]interface{}{"StringEquals": map[string]interface{}{"s3:prefix": ActiveIndexPrefix}}, storage.State.BucketArn()))
 }
 
 // fleetPrelude finds the worker's own data volume (the launch template

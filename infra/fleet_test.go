@@ -28,6 +28,8 @@ func fleetWorkerStatements() []interface{} {
 	return []interface{}{
 		stmt([]string{"autoscaling:CompleteLifecycleAction", "autoscaling:SetDesiredCapacity", "autoscaling:SetInstanceProtection"}, groupArnJSON()),
 		stmt([]string{"autoscaling:DescribeAutoScalingGroups"}, "*"),
+		stmt([]string{"s3:ListBucket"}, arnOf(synth.conveyor.Storage.State),
+			map[string]interface{}{"StringEquals": map[string]interface{}{"s3:prefix": ActiveIndexPrefix}}),
 	}
 }
 

@@ -148,6 +148,8 @@ func (r *Record) HandBack(token string, now time.Time) error {
 	r.Attempt--
 	r.Handbacks++
 	r.Owner, r.Token, r.LeaseUntil, r.StartedAt = "", "", nil, nil
+	// Due at once: not a command on its way, whatever was sent before.
+	r.DispatchedAt = nil
 	r.State = Queued
 	r.Error, r.ExitCode = "", nil
 	if n := len(r.Attempts); n > 0 {
