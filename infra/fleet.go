@@ -351,6 +351,8 @@ func grantFleet(stack awscdk.Stack, f *Fleet, w *Worker, storage *Storage, orch 
 const fleetPrelude = `export CONVEYOR_DATA_VOLUME=""
 for _ in $(seq 1 60); do [ -e /dev/sdf ] && break; sleep 2; done
 CONVEYOR_DATA_VOLUME="$(ebsnvme-id -v /dev/sdf 2>/dev/null | grep -o 'vol-[0-9a-f]*' | head -1)"
+# Without ebsnvme-id: the NVMe serial is the volume ID without its dash.
+[ -n "$CONVEYOR_DATA_VOLUME" ] || CONVEYOR_DATA_VOLUME="$(lsblk -dno SERIAL "$(readlink -f /dev/sdf)" 2>/dev/null | sed 's/^vol/vol-/')"
 export CONVEYOR_DATA_VOLUME`
 
 // fleetUserData is the fleet's part of first boot, after the worker's:
