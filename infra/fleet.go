@@ -371,16 +371,36 @@ func fleetUserData(region, idleStopMinutes *string) []*string {
 }
 
 const fleetScript = `
-# The SSM agent runs one command per job slot (a bigger instance runs more).
+# The SSM agent runs one command per job slot (a bigger instance runs more):
+# set at every boot, before the agent starts, so a resized worker follows.
+cat > /usr/local/sbin/conveyor-agent-limit <<'AGENT_LIMIT'
+#!/bin/sh
 agentcfg=/etc/amazon/ssm/amazon-ssm-agent.json
 [ -f "$agentcfg" ] || cp /etc/amazon/ssm/amazon-ssm-agent.json.template "$agentcfg" 2>/dev/null || echo '{}' > "$agentcfg"
-python3 - "$agentcfg" "$(nproc)" <<'AGENT_CONFIG'
+exec python3 - "$agentcfg" "$(nproc)" <<'AGENT_CONFIG'
 import json, sys
 path, slots = sys.argv[1], int(sys.argv[2])
 cfg = json.load(open(path))
 cfg.setdefault("Mds", {})["CommandWorkersLimit"] = slots
 json.dump(cfg, open(path, "w"), indent=2)
 AGENT_CONFIG
+AGENT_LIMIT
+chmod 0755 /usr/local/sbin/conveyor-agent-limit
+cat > /etc/systemd/system/conveyor-agent-limit.service <<'LIMIT_UNIT'
+[Unit]
+Description=Conveyor: SSM agent concurrent commands = job slots (vCPUs)
+Before=amazon-ssm-agent.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/conveyor-agent-limit
+
+[Install]
+WantedBy=multi-user.target
+LIMIT_UNIT
+systemctl daemon-reload
+systemctl enable conveyor-agent-limit.service
+/usr/local/sbin/conveyor-agent-limit
 systemctl restart amazon-ssm-agent
 
 # Drain before leaving the group; stop when idle.
