@@ -24,7 +24,7 @@ const (
 	// DrainHook is the termination lifecycle hook the workers complete
 	// once drained (conveyor worker watch).
 	DrainHook = fleet.DefaultHook
-	// ReadyHook is the launch lifecycle hook user data completes once the
+	// ReadyHook is the launch lifecycle hook the watch completes once the
 	// worker is set up, so a warm-pool instance is not stopped half way.
 	ReadyHook = "conveyor-ready"
 	// DrainHeartbeatSeconds is how long the group waits for a drain: the
@@ -358,8 +358,8 @@ export CONVEYOR_DATA_VOLUME`
 // fleetUserData is the fleet's part of first boot, after the worker's:
 // the SSM agent runs as many commands at once as the volume has job slots
 // (one per vCPU, the `workers` default; key Mds.CommandWorkersLimit of
-// amazon-ssm-agent.json, default 5), the drain service starts, and the
-// ready hook is completed so the group may use (or stop) the instance.
+// amazon-ssm-agent.json, default 5), and the drain service starts, which
+// completes the ready hook so the group may use (or stop) the instance.
 func fleetUserData(region, idleStopMinutes *string) []*string {
 	r := strings.NewReplacer("@REGION@", *region, "@IDLE@", *idleStopMinutes, "@MOUNT@", VolumeMountPoint, "@CONFIG@", WorkerConfigPath, "@HOOK@", ReadyHook)
 	var lines []*string
@@ -411,7 +411,7 @@ After=network-online.target
 RequiresMountsFor=@MOUNT@
 
 [Service]
-ExecStart=/usr/local/bin/conveyor worker watch --config @CONFIG@ --volume @MOUNT@ --protect --idle-stop @IDLE@m
+ExecStart=/usr/local/bin/conveyor worker watch --config @CONFIG@ --volume @MOUNT@ --protect --idle-stop @IDLE@m --ready-hook @HOOK@
 Restart=always
 RestartSec=5
 
@@ -419,12 +419,10 @@ RestartSec=5
 WantedBy=multi-user.target
 WATCH_UNIT
 systemctl daemon-reload
+# Started last, at every boot: it completes the ready hook (the group
+# runs it at first launch and at every start from the warm pool).
 systemctl enable --now conveyor-watch.service
 
-# Ready: the group may now put this worker in service or stop it warm.
-imds() { curl -sf -H "X-aws-ec2-metadata-token: $(curl -sfX PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60')" "http://169.254.169.254/latest/meta-data/$1"; }
-aws autoscaling complete-lifecycle-action --region '@REGION@' --lifecycle-hook-name '@HOOK@' --lifecycle-action-result CONTINUE \
-  --auto-scaling-group-name "$(imds tags/instance/aws:autoscaling:groupName)" --instance-id "$(imds instance-id)" || true
 `
 
 // suppressFleetFindings records why cdk-nag findings on the fleet do not

@@ -155,9 +155,8 @@ func TestFleetUserData(t *testing.T) {
 		"Before=amazon-ssm-agent.service",
 		"systemctl enable conveyor-agent-limit.service",
 		"systemctl restart amazon-ssm-agent",
-		"ExecStart=/usr/local/bin/conveyor worker watch --config " + WorkerConfigPath + " --volume " + VolumeMountPoint + " --protect --idle-stop {Ref:IdleStopMinutes}m",
+		"ExecStart=/usr/local/bin/conveyor worker watch --config " + WorkerConfigPath + " --volume " + VolumeMountPoint + " --protect --idle-stop {Ref:IdleStopMinutes}m --ready-hook " + ReadyHook,
 		"systemctl enable --now conveyor-watch.service",
-		"--lifecycle-hook-name '" + ReadyHook + "' --lifecycle-action-result CONTINUE",
 	} {
 		if !strings.Contains(script, want) {
 			t.Errorf("fleet user data lacks %q", want)
@@ -166,8 +165,10 @@ func TestFleetUserData(t *testing.T) {
 	if strings.Contains(script, "vol=''") {
 		t.Error("fleet user data waits for an empty volume ID")
 	}
-	if strings.Index(script, "systemctl restart amazon-ssm-agent") > strings.Index(script, "complete-lifecycle-action") {
-		t.Error("the ready hook is completed before the agent is configured")
+	// The watch, which completes the ready hook, starts last.
+	if strings.Index(script, "systemctl restart amazon-ssm-agent") > strings.Index(script, "enable --now conveyor-watch") ||
+		strings.Index(script, "mount '"+VolumeMountPoint+"'") > strings.Index(script, "enable --now conveyor-watch") {
+		t.Error("the watch (and the ready hook) starts before the worker is set up")
 	}
 }
 

@@ -19,6 +19,7 @@ type workerWatchOptions struct {
 	volume       string
 	group        string
 	hook         string
+	readyHook    string
 	protect      bool
 	poll         time.Duration
 	drainTimeout time.Duration
@@ -52,6 +53,7 @@ it runs as the conveyor-watch systemd service.`,
 	f.StringVar(&o.volume, "volume", "", "volume directory (default <data-dir>/volume; env CONVEYOR_VOLUME)")
 	f.StringVar(&o.group, "group", "", "Auto Scaling group name (default: the instance's aws:autoscaling:groupName tag, from IMDS)")
 	f.StringVar(&o.hook, "hook", fleet.DefaultHook, "termination lifecycle hook name")
+	f.StringVar(&o.readyHook, "ready-hook", "", "launch lifecycle hook to complete when the watch starts (the worker is ready)")
 	f.BoolVar(&o.protect, "protect", false, "protect the instance from scale-in while jobs run")
 	f.DurationVar(&o.poll, "poll", fleet.DefaultPoll, "how often to read IMDS")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", fleet.DefaultDrainTimeout, "longest wait for running jobs to hand back")
@@ -88,7 +90,7 @@ func runWorkerWatch(ctx context.Context, o *workerWatchOptions) error {
 	}
 	log := slog.New(slog.NewTextHandler(o.Err, nil))
 	w, err := fleet.New(fleet.Config{
-		Poll: o.poll, DrainTimeout: o.drainTimeout, Hook: o.hook, Group: o.group, Protect: o.protect, IdleStop: o.idleStop,
+		Poll: o.poll, DrainTimeout: o.drainTimeout, Hook: o.hook, ReadyHook: o.readyHook, Group: o.group, Protect: o.protect, IdleStop: o.idleStop,
 	}, fleet.NewIMDS(o.imds), autoscaling.NewFromConfig(ac), vol, fleet.ShipLogs(cn.S3, c.Buckets.State, vol), log)
 	if err != nil {
 		return usageErrorf("%v", err)

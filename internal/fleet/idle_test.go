@@ -92,3 +92,29 @@ func TestBusyWorkerStays(t *testing.T) {
 		t.Errorf("SetDesiredCapacity called %d times with a job running", n)
 	}
 }
+
+// The watch completes the ready hook when it starts: at every boot, since
+// the group runs the launch hook again for a start from the warm pool.
+func TestReadyHookAtStart(t *testing.T) {
+	t.Parallel()
+	f := ssmtest.New(t, ssmtest.Options{
+		Instances: []ssmtest.Instance{{ID: inst, State: "running", Ping: "Online"}},
+		Group:     &ssmtest.Group{Name: "conveyor-workers", Hook: fleet.DefaultHook, ReadyHook: "conveyor-ready", Max: 1, InService: []string{inst}},
+	})
+	vol, err := volume.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := fleet.New(fleet.Config{Poll: time.Second, ReadyHook: "conveyor-ready"}, fleet.NewIMDS(f.IMDS(inst)), f.AutoScaling(), vol, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.Stop()
+	acts := f.LifecycleActions()
+	if len(acts) != 1 || acts[0].Hook != "conveyor-ready" || acts[0].Instance != inst || acts[0].Result != "CONTINUE" {
+		t.Errorf("lifecycle actions %+v, want the ready hook completed for %s", acts, inst)
+	}
+}

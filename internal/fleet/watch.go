@@ -35,6 +35,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Hook is the termination lifecycle hook's name. Default DefaultHook.
 	Hook string
+	// ReadyHook, when set, is the launch lifecycle hook the watcher
+	// completes when it starts: the worker is set up and may serve. The
+	// group runs that hook at every start from its warm pool, not only at
+	// first boot, so the watch (a service started at every boot) is what
+	// completes it.
+	ReadyHook string
 	// Group is the Auto Scaling group's name; "" reads it from IMDS (the
 	// instance tag aws:autoscaling:groupName, with instance metadata tags
 	// on).
@@ -181,6 +187,18 @@ func (w *Watcher) Start(ctx context.Context) error {
 		}
 		w.cfg.Group = g // "" outside a group: Spot notices only
 	}
+	if w.cfg.ReadyHook != "" && w.cfg.Group != "" && w.asg != nil {
+		_, err := w.asg.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
+			AutoScalingGroupName: aws.String(w.cfg.Group), LifecycleHookName: aws.String(w.cfg.ReadyHook),
+			InstanceId: aws.String(w.instance), LifecycleActionResult: aws.String("CONTINUE"),
+		})
+		if err != nil {
+			// None pending: the watch restarted, not the instance.
+			w.log.Info("ready hook not completed", "hook", w.cfg.ReadyHook, "error", err.Error())
+		} else {
+			w.log.Info("ready: lifecycle action completed", "hook", w.cfg.ReadyHook)
+		}
+	}
 	ctx, w.cancel = context.WithCancel(ctx)
 	w.done = make(chan struct{})
 	go func() {
@@ -231,10 +249,13 @@ func (w *Watcher) Tick(ctx context.Context) error {
 		if d.String() == w.drained {
 			return nil
 		}
-		if err := w.drain(ctx, d); err != nil {
+		err := w.drain(ctx, d)
+		// Drained once, whatever the group said: a departure without a
+		// pending action (entering the warm pool) is not drained again.
+		w.drained = d.String()
+		if err != nil {
 			return err
 		}
-		w.drained = d.String()
 		if w.Drained != nil {
 			w.Drained <- d
 		}

@@ -23,9 +23,12 @@ const asgNamespace = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 // ReuseOnScaleIn): scale-out starts a warm instance, scale-in sends one
 // back to the pool, stopped, once its lifecycle hook completes.
 type Group struct {
-	Name     string
-	Hook     string // the termination lifecycle hook's name
-	Min, Max int
+	Name string
+	Hook string // the termination lifecycle hook's name
+	// ReadyHook, when set, is a launch hook: its completion is recorded
+	// (a started instance is ready), nothing else.
+	ReadyHook string
+	Min, Max  int
 	// InService and Warm are instance IDs among Options.Instances: in the
 	// group, and stopped in its warm pool.
 	InService []string
@@ -75,6 +78,10 @@ func (s *Server) serveAutoScaling(w http.ResponseWriter, _ *http.Request, body [
 		s.setDesired(n)
 	case "CompleteLifecycleAction":
 		id := form.Get("InstanceId")
+		if h := form.Get("LifecycleHookName"); g.ReadyHook != "" && h == g.ReadyHook && s.instances[id] != nil {
+			s.lifecycle = append(s.lifecycle, LifecycleAction{name, h, id, form.Get("LifecycleActionResult"), time.Now()})
+			break
+		}
 		inst := s.instances[id]
 		if inst == nil || form.Get("LifecycleHookName") != g.Hook || !strings.Contains(inst.Lifecycle, ":") && inst.Lifecycle != "Terminated" {
 			asgError(w, &Error{400, "ValidationError", "No active Lifecycle Action found with instance ID " + id})
