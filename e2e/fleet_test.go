@@ -118,8 +118,10 @@ func TestFleet(t *testing.T) {
 	t.Parallel()
 	up := startLambdaUp(t)
 	dir := t.TempDir()
+	journal := filepath.Join(dir, "journal")
 	proc := writeScript(t, dir, "proc.sh", `sleep "$(cat "$CONVEYOR_INPUT")"
 echo "done by $CONVEYOR_JOB_ID" > "$CONVEYOR_OUTPUT_DIR/out.txt"
+echo "$CONVEYOR_JOB_ID" >> `+journal+`
 `)
 	cfg := filepath.Join(dir, "conveyor.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("workers: %d\nprocessor:\n  command: [%q]\nworker:\n  lease: 3s\n", fleetSlots, proc)), 0o644); err != nil {
@@ -196,26 +198,32 @@ echo "done by $CONVEYOR_JOB_ID" > "$CONVEYOR_OUTPUT_DIR/out.txt"
 	for i := range fleetJobs {
 		ids = append(ids, submit(fmt.Sprintf("fleet/%03d.txt", i)))
 	}
-	waitDone := func(n int32) {
+	// waitBusy waits until the processor finished n jobs (its journal) and
+	// instance id runs a job.
+	waitBusy := func(n int, id string) {
 		t.Helper()
 		deadline := time.Now().Add(jobTimeout)
-		for agent.done.Load() < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d jobs succeeded, want %d", agent.done.Load(), n)
+		for {
+			b, _ := os.ReadFile(journal)
+			if done := strings.Count(string(b), "\n"); done >= n && agent.runningOn(id) > 0 {
+				return
 			}
-			time.Sleep(20 * time.Millisecond)
+			if time.Now().After(deadline) {
+				t.Fatalf("not %d jobs processed with one running on %s", n, id)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
 	}
 
 	// C is lost mid-job: its jobs' leases lapse and others take them over.
-	waitDone(fleetJobs / 4)
+	waitBusy(fleetJobs/4, fleetC)
 	killedRunning := agent.runningOn(fleetC)
 	fake.Kill(fleetC)
 	agent.kill(fleetC)
 
 	// B is scaled in: it drains (its jobs handed back) before the group
 	// may stop it.
-	waitDone(fleetJobs / 2)
+	waitBusy(fleetJobs/2, fleetB)
 	bRunning := agent.runningOn(fleetB)
 	fake.ScaleIn(fleetB)
 	deadline := time.Now().Add(jobTimeout)

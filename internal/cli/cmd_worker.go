@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/processor"
 	"github.com/conveyorhq/conveyor/internal/volume"
 	"github.com/conveyorhq/conveyor/internal/worker"
@@ -91,12 +92,13 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		return err
 	}
 	defer reg.Done()
-	if err := vol.CheckDraining(); err != nil {
-		return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", o.jobID, err)
-	}
+	draining := vol.CheckDraining()
 	cn, err := connect(ctx, c)
 	if err != nil {
 		return err
+	}
+	if draining != nil {
+		return o.refuse(ctx, cn.Store, o.jobID, draining)
 	}
 	wc := c.workerConfig()
 	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
@@ -106,7 +108,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
-	first := o.runJob(ctx, w, vol, c.Workers, o.jobID)
+	first := o.runJob(ctx, w, cn.Store, vol, c.Workers, o.jobID)
 	outcome := o.workerOutcome(ctx, cn, c, vol, o.jobID, first)
 	if o.pullFor <= 0 || ctx.Err() != nil || errors.Is(first, volume.ErrDraining) {
 		return outcome
@@ -127,7 +129,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 		}
 		skip[next] = true
 		fmt.Fprintf(o.Err, "%s job %s was waiting for a free slot: taking it\n", time.Now().Format("15:04:05"), next)
-		if err := o.workerOutcome(ctx, cn, c, vol, next, o.runJob(ctx, w, vol, c.Workers, next)); err != nil {
+		if err := o.workerOutcome(ctx, cn, c, vol, next, o.runJob(ctx, w, cn.Store, vol, c.Workers, next)); err != nil {
 			fmt.Fprintf(o.Err, "%s job %s: %v\n", time.Now().Format("15:04:05"), next, err)
 		}
 	}
@@ -138,7 +140,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 // per SSM command: the volume's slots bound how many run at once on this
 // machine (workers, default one per CPU). A job waiting out a retry's
 // backoff gives its slot back meanwhile.
-func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, vol *volume.Volume, slots int, id string) error {
+func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, store *jobstore.Store, vol *volume.Volume, slots int, id string) error {
 	for {
 		slot, err := vol.AcquireSlot(ctx, slots)
 		if err != nil {
@@ -146,7 +148,7 @@ func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, vol *vo
 		}
 		if err := vol.CheckDraining(); err != nil {
 			slot.Release()
-			return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", id, err)
+			return o.refuse(ctx, store, id, err)
 		}
 		err = w.Run(ctx, id)
 		slot.Release()
@@ -159,6 +161,24 @@ func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, vol *vo
 			return err
 		}
 	}
+}
+
+// refuse leaves a job this worker will not take, because it is leaving
+// service: still queued, and due at once (no dispatch on its way), so a
+// worker whose slot frees up or the reconciler's next pass sends it
+// elsewhere rather than waiting for this command.
+func (o *workerRunOptions) refuse(ctx context.Context, store *jobstore.Store, id string, cause error) error {
+	_, err := store.Update(ctx, id, func(r *job.Record) error {
+		if r.State != job.Queued || r.DispatchedAt == nil {
+			return jobstore.ErrStop
+		}
+		r.Held(time.Now())
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(o.Err, "%s job %s: could not mark it due: %v\n", time.Now().Format("15:04:05"), id, err)
+	}
+	return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", id, cause)
 }
 
 // workerOutcome turns Run's result into the command's output and exit.

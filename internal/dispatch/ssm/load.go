@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -73,6 +74,9 @@ func (d *Dispatcher) readLoad(ctx context.Context, nodes []node) (*load, error) 
 		if n.ping == types.PingStatusOnline {
 			l.online = append(l.online, n.id)
 		}
+	}
+	if err := d.dropLeaving(ctx, l); err != nil {
+		return nil, err
 	}
 	if len(l.online) == 0 {
 		return l, nil
@@ -159,5 +163,34 @@ func (d *Dispatcher) readInflight(ctx context.Context, l *load) error {
 		}
 		in.NextToken = out.NextToken
 	}
+	return nil
+}
+
+// dropLeaving takes out of l.online the workers the Auto Scaling group is
+// taking out of service (a scale-in waiting on the drain hook): they take
+// no more jobs. Instances outside the group are left as they are.
+func (d *Dispatcher) dropLeaving(ctx context.Context, l *load) error {
+	if d.cfg.AutoScalingGroup == "" || d.asg == nil || len(l.online) == 0 {
+		return nil
+	}
+	out, err := d.asg.DescribeAutoScalingGroups(ctx, &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{d.cfg.AutoScalingGroup}}, d.asgOpts...)
+	if err != nil {
+		return d.explain("autoscaling:DescribeAutoScalingGroups", d.cfg.AutoScalingGroup, err)
+	}
+	leaving := map[string]bool{}
+	for _, g := range out.AutoScalingGroups {
+		for _, inst := range g.Instances {
+			if inst.LifecycleState != "InService" {
+				leaving[aws.ToString(inst.InstanceId)] = true
+			}
+		}
+	}
+	kept := l.online[:0]
+	for _, id := range l.online {
+		if !leaving[id] {
+			kept = append(kept, id)
+		}
+	}
+	l.online = kept
 	return nil
 }

@@ -283,3 +283,32 @@ func TestConcurrentDispatchesKeepToSlots(t *testing.T) {
 		t.Errorf("%d sent, %d full; want 4 and 16", n, full.Load())
 	}
 }
+
+// A worker the group is taking out of service (its drain hook pending)
+// gets no more jobs, though its agent is still online.
+func TestSkipsLeavingWorkers(t *testing.T) {
+	t.Parallel()
+	cfg := tagged(testConfig())
+	cfg.AutoScalingGroup, cfg.LoadTTL = "conveyor-workers", -1
+	f := ssmtest.New(t, ssmtest.Options{
+		Instances: []ssmtest.Instance{
+			{ID: worker1, Tags: workerTag, State: "running", Ping: "Online", VCPUs: 4},
+			{ID: worker2, Tags: workerTag, State: "running", Ping: "Online", VCPUs: 4},
+		},
+		Group: &ssmtest.Group{Name: "conveyor-workers", Hook: "conveyor-drain", Max: 2, InService: []string{worker1, worker2}},
+	})
+	sc, ec := f.Clients()
+	d, err := New(cfg, sc, ec, WithAutoScaling(f.AutoScaling()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ScaleIn(worker2)
+	for i := range 3 {
+		if _, err := d.Dispatch(context.Background(), dispatchtest.ID(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := perInstance(f); got[worker2] != 0 || got[worker1] != 3 {
+		t.Errorf("commands per worker %v, want all on %s while %s leaves", got, worker1, worker2)
+	}
+}
