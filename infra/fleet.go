@@ -118,7 +118,7 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 		}
 	}
 	ud.AddCommands(worker...)
-	ud.AddCommands(fleetUserData(stack.Region(), f.IdleStopMinutes.ValueAsString())...)
+	ud.AddCommands(fleetUserData(f.IdleStopMinutes.ValueAsString())...)
 
 	f.Template = awsec2.NewLaunchTemplate(stack, jsii.String("WorkerTemplate"), &awsec2.LaunchTemplateProps{
 		InstanceType:            awsec2.NewInstanceType(params.InstanceType.ValueAsString()),
@@ -360,8 +360,8 @@ export CONVEYOR_DATA_VOLUME`
 // (one per vCPU, the `workers` default; key Mds.CommandWorkersLimit of
 // amazon-ssm-agent.json, default 5), and the drain service starts, which
 // completes the ready hook so the group may use (or stop) the instance.
-func fleetUserData(region, idleStopMinutes *string) []*string {
-	r := strings.NewReplacer("@REGION@", *region, "@IDLE@", *idleStopMinutes, "@MOUNT@", VolumeMountPoint, "@CONFIG@", WorkerConfigPath, "@HOOK@", ReadyHook)
+func fleetUserData(idleStopMinutes *string) []*string {
+	r := strings.NewReplacer("@IDLE@", *idleStopMinutes, "@MOUNT@", VolumeMountPoint, "@CONFIG@", WorkerConfigPath, "@HOOK@", ReadyHook)
 	var lines []*string
 	for _, l := range strings.Split(strings.TrimSpace(r.Replace(fleetScript)), "\n") {
 		l := l
