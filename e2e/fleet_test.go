@@ -286,7 +286,8 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 		agent.mu.Lock()
 		did := agent.doneBy[id]
 		agent.mu.Unlock()
-		if did < fleetJobs/10 {
+		// C dies a quarter of the way through: a twentieth each is a share.
+		if did < fleetJobs/20 {
 			t.Errorf("%s did %d jobs of %d: the load did not spread", id, did, fleetJobs)
 		}
 	}
