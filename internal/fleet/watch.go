@@ -2,7 +2,6 @@ package fleet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -408,6 +407,3 @@ func (w *Watcher) protect(ctx context.Context, busy bool) error {
 	w.protected = busy
 	return nil
 }
-
-// ErrNotFound is what a Metadata implementation may wrap for a 404.
-var ErrNotFound = errors.New("not found")
