@@ -71,7 +71,8 @@ func lambdaEnv(up *upProc, ssm *ssmtest.Server) []string {
 func newFakeSSM(t *testing.T, up *upProc, agent func(ssmtest.Command) string) *ssmtest.Server {
 	t.Helper()
 	f := ssmtest.New(t, ssmtest.Options{
-		Instances: []ssmtest.Instance{{ID: lambdaInstance, State: "running", Ping: "Online"}},
+		// Slots for every job these tests send at once.
+		Instances: []ssmtest.Instance{{ID: lambdaInstance, State: "running", Ping: "Online", VCPUs: 1000, AgentLimit: 64}},
 		AccessKey: up.Creds.AccessKeyID,
 		Want: &ssmtest.Want{
 			Document: lambdaDocument, ExecutionTimeout: lambdaExecTime,
@@ -81,7 +82,7 @@ func newFakeSSM(t *testing.T, up *upProc, agent func(ssmtest.Command) string) *s
 	})
 	t.Cleanup(func() {
 		for _, r := range f.Requests() {
-			if r.Service == "ec2" {
+			if r.Service == "ec2" && r.Op != "DescribeInstances" { // DescribeInstances reads its slots
 				t.Errorf("unexpected EC2 action %q: the worker is online", r.Op)
 			}
 		}

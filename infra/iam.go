@@ -10,18 +10,20 @@ import (
 // authorization has no resource type (Service Authorization Reference), so
 // no ARN could narrow them. TestNoWildcards fails on any other action on "*".
 var UnscopableActions = map[string]string{
-	"ssm:DescribeInstanceInformation":  "the Lambda checks the worker is online; no resource type",
-	"ec2:DescribeInstances":            "the Lambda reads the worker's state; Describe* has no resource type",
-	"ssmmessages:CreateControlChannel": "SSM agent channel to the service; no resource type",
-	"ssmmessages:CreateDataChannel":    "SSM agent channel to the service; no resource type",
-	"ssmmessages:OpenControlChannel":   "SSM agent channel to the service; no resource type",
-	"ssmmessages:OpenDataChannel":      "SSM agent channel to the service; no resource type",
-	"ec2messages:AcknowledgeMessage":   "SSM agent Run Command delivery; no resource type",
-	"ec2messages:DeleteMessage":        "SSM agent Run Command delivery; no resource type",
-	"ec2messages:FailMessage":          "SSM agent Run Command delivery; no resource type",
-	"ec2messages:GetEndpoint":          "SSM agent Run Command delivery; no resource type",
-	"ec2messages:GetMessages":          "SSM agent Run Command delivery; no resource type",
-	"ec2messages:SendReply":            "SSM agent Run Command delivery; no resource type",
+	"ssm:DescribeInstanceInformation":       "the Lambda checks the worker is online; no resource type",
+	"ec2:DescribeInstances":                 "the Lambda reads the worker's state; Describe* has no resource type",
+	"ssm:ListCommandInvocations":            "the Lambda counts the commands in flight per worker (dispatch by load); no resource type",
+	"autoscaling:DescribeAutoScalingGroups": "the Lambda and the workers read the group's desired capacity; Describe* has no resource type",
+	"ssmmessages:CreateControlChannel":      "SSM agent channel to the service; no resource type",
+	"ssmmessages:CreateDataChannel":         "SSM agent channel to the service; no resource type",
+	"ssmmessages:OpenControlChannel":        "SSM agent channel to the service; no resource type",
+	"ssmmessages:OpenDataChannel":           "SSM agent channel to the service; no resource type",
+	"ec2messages:AcknowledgeMessage":        "SSM agent Run Command delivery; no resource type",
+	"ec2messages:DeleteMessage":             "SSM agent Run Command delivery; no resource type",
+	"ec2messages:FailMessage":               "SSM agent Run Command delivery; no resource type",
+	"ec2messages:GetEndpoint":               "SSM agent Run Command delivery; no resource type",
+	"ec2messages:GetMessages":               "SSM agent Run Command delivery; no resource type",
+	"ec2messages:SendReply":                 "SSM agent Run Command delivery; no resource type",
 }
 
 // AllowedManagedPolicies are the AWS managed policies a role may carry, each

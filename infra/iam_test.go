@@ -67,6 +67,7 @@ func TestOrchestratorPolicy(t *testing.T) {
 		// added by CDK for the on-failure destination
 		stmt([]string{"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"}, arnOf(c.Orch.DLQ)),
 	}
+	want = append(want, fleetDispatchStatements()...)
 	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Orch.Role))); d != "" {
 		t.Errorf("orchestrator policy (-want +got):\n%s", d)
 	}
@@ -97,6 +98,7 @@ func TestReconcilerPolicy(t *testing.T) {
 		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Recon.LogGroup)),
 	}
+	want = append(want, fleetDispatchStatements()...)
 	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Recon.Role))); d != "" {
 		t.Errorf("reconciler policy (-want +got):\n%s", d)
 	}
@@ -131,6 +133,7 @@ func TestWorkerPolicy(t *testing.T) {
 			"ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
 		}, "*"),
 	}
+	want = append(want, fleetWorkerStatements()...)
 	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Worker.Role))); d != "" {
 		t.Errorf("worker policy (-want +got):\n%s", d)
 	}

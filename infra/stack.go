@@ -89,6 +89,7 @@ type Conveyor struct {
 	Orch      *Orchestrator
 	Recon     *Reconciler
 	Snapshots *Snapshots
+	Fleet     *Fleet
 }
 
 // NewConveyorStack defines the whole Conveyor deployment in one stack.
@@ -114,6 +115,7 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	c.Orch = newOrchestrator(stack, props, c.Params, c.Config, c.Storage, c.Worker, doc, code)
 	c.Recon = newReconciler(stack, props, c.Params, c.Config, c.Storage, c.Worker, doc, code)
 	addOutputs(stack, c)
+	c.Fleet = newFleet(stack, props, c.Params, c.Network, c.Storage, c.Worker, c.Orch, c.Recon)
 	addNagSuppressions(stack, c)
 	return c
 }

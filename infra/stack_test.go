@@ -135,6 +135,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_EXECUTION_TIMEOUT": "1h0m0s",
 		"CONVEYOR_INPUT_VERSIONED":   "true",
 		"CONVEYOR_HISTORY_DAYS":      ref("HistoryRetentionDays"),
+		"CONVEYOR_WORKER_GROUP":      *c.Fleet.GroupName,
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
@@ -276,7 +277,8 @@ func TestNetwork(t *testing.T) {
 			gateway = append(gateway, svc)
 		}
 	}
-	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages"}
+	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages",
+		"com.amazonaws.{Ref:AWS::Region}.autoscaling"} // the workers' Auto Scaling calls (fleet.go)
 	sortStrings := cmp.Transformer("sort", func(in []string) []string { out := append([]string(nil), in...); sortStringSlice(out); return out })
 	if d := cmp.Diff(wantIface, iface, sortStrings); d != "" {
 		t.Errorf("interface endpoints (-want +got):\n%s", d)
@@ -330,7 +332,7 @@ func TestWorkerInstance(t *testing.T) {
 	if tg := tags(p); tg[WorkerTagKey] != WorkerTagValue {
 		t.Errorf("instance tags %v lack %s=%s", tg, WorkerTagKey, WorkerTagValue)
 	}
-	profile := resources("AWS::IAM::InstanceProfile")
+	profile := withoutFleetProfile(t, resources("AWS::IAM::InstanceProfile"))
 	if len(profile) != 1 {
 		t.Fatalf("%d instance profiles, want 1", len(profile))
 	}

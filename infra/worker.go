@@ -26,6 +26,9 @@ type Worker struct {
 	// in SendCommand; the agent on the worker writes it).
 	CommandLogs awslogs.LogGroup
 	Binary      awss3assets.Asset
+	// bootValues are what the boot script installs (binary, configuration,
+	// bundle, each with its hash); the fleet's workers boot from the same.
+	bootValues userDataValues
 }
 
 func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *DeployedConfig, net *Network, storage *Storage) *Worker {
@@ -101,6 +104,7 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 	if cfg.BundleAsset != nil {
 		v.BundleURL, v.BundleSHA256, v.BundleArchive = cfg.BundleAsset.S3ObjectUrl(), cfg.BundleSHA256, cfg.BundleArchive
 	}
+	w.bootValues = v
 	w.Instance.UserData().AddCommands(workerUserData(v)...)
 	return w
 }

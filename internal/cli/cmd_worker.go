@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/processor"
 	"github.com/conveyorhq/conveyor/internal/volume"
 	"github.com/conveyorhq/conveyor/internal/worker"
@@ -16,8 +17,9 @@ import (
 
 type workerRunOptions struct {
 	*globals
-	jobID  string
-	volume string
+	jobID   string
+	volume  string
+	pullFor time.Duration
 }
 
 func newWorkerCommand(g *globals) *cobra.Command {
@@ -35,7 +37,9 @@ outcome, retrying with backoff in this process up to the attempt limit. It
 needs only S3 access and the configuration; on EC2 it is what the SSM
 document runs, with the volume at /var/lib/conveyor. Concurrent invocations
 on one volume share its 'workers' job slots (default: one per CPU) and wait
-for a free one.
+for a free one. Once its job is done, it takes jobs that are waiting for a
+free slot (every worker was busy when they were sent, or a leaving worker
+handed them back) for up to --pull-for; the exit code stays its own job's.
 
 Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
 1 it could not run (the message says why), 2 bad job ID or configuration,
@@ -47,7 +51,9 @@ Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
 	}
 	run.Flags().StringVar(&o.jobID, "job", "", "job ID (32 hex digits)")
 	run.Flags().StringVar(&o.volume, "volume", "", "volume directory (default <data-dir>/volume; env CONVEYOR_VOLUME)")
+	run.Flags().DurationVar(&o.pullFor, "pull-for", DefaultPullFor, "after its job, take jobs waiting for a free slot for this long (0: none)")
 	cmd.AddCommand(run, newWorkerPrepareCommand(g))
+	cmd.AddCommand(newWorkerWatchCommand(g))
 	return cmd
 }
 
@@ -114,13 +120,27 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	if note := processor.SandboxNote(proc); note != "" {
 		fmt.Fprintf(o.Err, "%s %s\n", time.Now().Format("15:04:05"), note)
 	}
+	vol, err := volume.Open(c.volumePath())
+	if err != nil {
+		return err
+	}
+	// A worker leaving its fleet takes no job: the job stays queued for
+	// another worker. Registered first, this process is signalled to hand
+	// its job back when a drain starts (`worker watch`), and a drain waits
+	// for it; it checks the drain mark only once registered, so none
+	// slips between the two.
+	reg, err := vol.RegisterRun()
+	if err != nil {
+		return err
+	}
+	defer reg.Done()
+	draining := vol.CheckDraining()
 	cn, err := connect(ctx, c)
 	if err != nil {
 		return err
 	}
-	vol, err := volume.Open(c.volumePath())
-	if err != nil {
-		return err
+	if draining != nil {
+		return o.refuse(ctx, cn.Store, o.jobID, draining)
 	}
 	wc := c.workerConfig()
 	wc.ConfigVersion, wc.ProcessorVersion = vers.Config, vers.Processor
@@ -131,31 +151,83 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
-	// One `worker run` per SSM command: the volume's slots bound how many
-	// run at once on this machine (workers, default one per CPU). A job
-	// waiting out a retry's backoff gives its slot back meanwhile.
+	first := o.runJob(ctx, w, cn.Store, vol, c.Workers, o.jobID)
+	outcome := o.workerOutcome(ctx, cn, c, vol, o.jobID, first)
+	if o.pullFor <= 0 || ctx.Err() != nil || errors.Is(first, volume.ErrDraining) {
+		return outcome
+	}
+	// Its slot free again, the worker takes jobs that found every slot
+	// taken (or were handed back), for a while: they need not wait for the
+	// reconciler's next pass. The command's outcome stays its own job's.
+	deadline := time.Now().Add(o.pullFor)
+	skip := map[string]bool{o.jobID: true}
+	for time.Now().Before(deadline) && ctx.Err() == nil && vol.CheckDraining() == nil {
+		next, err := nextHeld(ctx, cn.Store, skip)
+		if err != nil {
+			fmt.Fprintf(o.Err, "%s look for held jobs: %v\n", time.Now().Format("15:04:05"), err)
+			break
+		}
+		if next == "" {
+			break
+		}
+		skip[next] = true
+		fmt.Fprintf(o.Err, "%s job %s was waiting for a free slot: taking it\n", time.Now().Format("15:04:05"), next)
+		if err := o.workerOutcome(ctx, cn, c, vol, next, o.runJob(ctx, w, cn.Store, vol, c.Workers, next)); err != nil {
+			fmt.Fprintf(o.Err, "%s job %s: %v\n", time.Now().Format("15:04:05"), next, err)
+		}
+	}
+	return outcome
+}
+
+// runJob runs one job in one of the volume's job slots. One `worker run`
+// per SSM command: the volume's slots bound how many run at once on this
+// machine (workers, default one per CPU). A job waiting out a retry's
+// backoff gives its slot back meanwhile.
+func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, store *jobstore.Store, vol *volume.Volume, slots int, id string) error {
 	for {
-		slot, err := vol.AcquireSlot(ctx, c.Workers)
+		slot, err := vol.AcquireSlot(ctx, slots)
 		if err != nil {
 			return err
 		}
-		err = w.Run(ctx, o.jobID)
+		if err := vol.CheckDraining(); err != nil {
+			slot.Release()
+			return o.refuse(ctx, store, id, err)
+		}
+		err = w.Run(ctx, id)
 		slot.Release()
 		var re *worker.RetryError
 		if !errors.As(err, &re) {
-			return o.workerOutcome(ctx, cn, c, vol, err)
+			return err
 		}
-		fmt.Fprintf(o.Err, "%s job %s: next attempt in %s; its job slot is free meanwhile\n", time.Now().Format("15:04:05"), o.jobID, re.After.Round(time.Millisecond))
+		fmt.Fprintf(o.Err, "%s job %s: next attempt in %s; its job slot is free meanwhile\n", time.Now().Format("15:04:05"), id, re.After.Round(time.Millisecond))
 		if err := sleepCtx(ctx, re.After); err != nil {
 			return err
 		}
 	}
 }
 
+// refuse leaves a job this worker will not take, because it is leaving
+// service: still queued, and due at once (no dispatch on its way), so a
+// worker whose slot frees up or the reconciler's next pass sends it
+// elsewhere rather than waiting for this command.
+func (o *workerRunOptions) refuse(ctx context.Context, store *jobstore.Store, id string, cause error) error {
+	_, err := store.Update(ctx, id, func(r *job.Record) error {
+		if r.State != job.Queued || r.DispatchedAt == nil {
+			return jobstore.ErrStop
+		}
+		r.Held(time.Now())
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(o.Err, "%s job %s: could not mark it due: %v\n", time.Now().Format("15:04:05"), id, err)
+	}
+	return fmt.Errorf("job %s not taken: %w; it stays queued for another worker", id, cause)
+}
+
 // workerOutcome turns Run's result into the command's output and exit.
-func (o *workerRunOptions) workerOutcome(ctx context.Context, cn *conn, c FileConfig, vol *volume.Volume, err error) error {
+func (o *workerRunOptions) workerOutcome(ctx context.Context, cn *conn, c FileConfig, vol *volume.Volume, id string, err error) error {
 	if err == nil {
-		rec, _, gerr := cn.Store.Get(ctx, o.jobID)
+		rec, _, gerr := cn.Store.Get(ctx, id)
 		if gerr == nil {
 			fmt.Fprintf(o.Out, "job %s %s: %d output(s) in s3://%s/\n", rec.ID, rec.State, len(rec.Outputs), c.Buckets.Output)
 		}
@@ -163,11 +235,11 @@ func (o *workerRunOptions) workerOutcome(ctx context.Context, cn *conn, c FileCo
 	}
 	if errors.Is(err, worker.ErrSuperseded) {
 		// Not a failure: a newer version of the input has its own job.
-		fmt.Fprintf(o.Out, "job %s superseded: %v\n", o.jobID, err)
+		fmt.Fprintf(o.Out, "job %s superseded: %v\n", id, err)
 		return nil
 	}
 	if errors.Is(err, worker.ErrDead) {
-		return fmt.Errorf("job %s: %w; see its log on the volume: %s", o.jobID, err, mustLog(vol, o.jobID))
+		return fmt.Errorf("job %s: %w; see its log on the volume: %s", id, err, mustLog(vol, id))
 	}
 	return err
 }

@@ -92,6 +92,18 @@ func (r *Record) Dispatched(now time.Time, ref string) {
 	r.UpdatedAt = now.UTC()
 }
 
+// Held takes back the dispatch counted for a job that was not sent after
+// all (every worker's slots were taken): it stays queued, and the
+// reconciler sends it at its next pass instead of waiting as for a
+// command on its way.
+func (r *Record) Held(now time.Time) {
+	r.DispatchedAt = nil
+	if r.Dispatches > 0 {
+		r.Dispatches--
+	}
+	r.UpdatedAt = now.UTC()
+}
+
 // Undelivered ends a job that was dispatched n times without any worker
 // claiming it (the command failed before the claim: the agent or the
 // binary is missing, delivery timed out): retrying the same way cannot
@@ -136,6 +148,8 @@ func (r *Record) HandBack(token string, now time.Time) error {
 	r.Attempt--
 	r.Handbacks++
 	r.Owner, r.Token, r.LeaseUntil, r.StartedAt = "", "", nil, nil
+	// Due at once: not a command on its way, whatever was sent before.
+	r.DispatchedAt = nil
 	r.State = Queued
 	r.Error, r.ExitCode = "", nil
 	if n := len(r.Attempts); n > 0 {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -19,7 +20,7 @@ import (
 // NewFromEnv wires the handler for AWS, once per cold start: the
 // configuration from getenv, the S3, SSM and EC2 clients from the default
 // AWS configuration (the function's role, AWS_REGION, and the
-// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM and _EC2 overrides), the SSM
+// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM, _EC2 and _AUTO_SCALING overrides), the SSM
 // dispatcher (behind FailFast) and the orchestrator, and the role (EnvRole)
 // that says which events it handles. Log lines go to out.
 func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) (*Handler, error) {
@@ -38,7 +39,7 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 	// addresses buckets by path.
 	pathStyle := cfg.S3PathStyle || getenv("AWS_ENDPOINT_URL_S3") != "" || getenv("AWS_ENDPOINT_URL") != ""
 	s3c := s3.NewFromConfig(ac, func(o *s3.Options) { o.UsePathStyle = pathStyle })
-	d, err := ssm.New(cfg.Dispatch, awsssm.NewFromConfig(ac), ec2.NewFromConfig(ac))
+	d, err := ssm.New(cfg.Dispatch, awsssm.NewFromConfig(ac), ec2.NewFromConfig(ac), ssm.WithAutoScaling(autoscaling.NewFromConfig(ac)))
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ const (
 	EnvWorkerInstanceID = "CONVEYOR_WORKER_INSTANCE_ID" // a fixed worker, or:
 	EnvWorkerTagKey     = "CONVEYOR_WORKER_TAG_KEY"     // workers carrying this tag key...
 	EnvWorkerTagValue   = "CONVEYOR_WORKER_TAG_VALUE"   // ...with this value
+	EnvWorkerGroup      = "CONVEYOR_WORKER_GROUP"       // the workers' Auto Scaling group: a stopped fleet is started by raising its desired capacity
 	EnvSSMLogGroup      = "CONVEYOR_SSM_LOG_GROUP"      // CloudWatch Logs group of the command output; empty for none
 	EnvFilterPrefixes   = "CONVEYOR_FILTER_PREFIXES"    // comma-separated; empty accepts every key
 	EnvFilterSuffixes   = "CONVEYOR_FILTER_SUFFIXES"    // comma-separated; empty accepts every key
@@ -96,6 +97,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			InstanceID:       get(EnvWorkerInstanceID),
 			TagKey:           get(EnvWorkerTagKey),
 			TagValue:         get(EnvWorkerTagValue),
+			AutoScalingGroup: get(EnvWorkerGroup),
 			LogGroup:         get(EnvSSMLogGroup),
 			ExecutionTimeout: DefaultExecutionTimeout,
 			StartStopped:     DefaultStartStopped,

@@ -125,3 +125,21 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		})
 	}
 }
+
+// The workers' Auto Scaling group reaches the dispatcher; a name that is
+// not one is refused, naming the variable's field.
+func TestConfigWorkerGroup(t *testing.T) {
+	t.Parallel()
+	env := stackEnv()
+	delete(env, lambda.EnvWorkerInstanceID)
+	env[lambda.EnvWorkerTagKey], env[lambda.EnvWorkerTagValue] = "conveyor:role", "worker"
+	env[lambda.EnvWorkerGroup] = "Conveyor-workers"
+	got, err := lambda.ConfigFromEnv(func(k string) string { return env[k] })
+	if err != nil || got.Dispatch.AutoScalingGroup != "Conveyor-workers" {
+		t.Errorf("AutoScalingGroup %q, %v; want Conveyor-workers", got.Dispatch.AutoScalingGroup, err)
+	}
+	env[lambda.EnvWorkerGroup] = "arn:aws:autoscaling:x"
+	if _, err := lambda.ConfigFromEnv(func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "AutoScalingGroup") {
+		t.Errorf("a group ARN: %v, want an error naming AutoScalingGroup", err)
+	}
+}

@@ -66,6 +66,7 @@ type Response struct {
 	Filtered   int            `json:"filtered"`
 	BadRecords int            `json:"bad_records"`
 	Failed     int            `json:"failed"`
+	Held       int            `json:"held,omitempty"`    // recorded but not sent: every worker's slots were taken (the reconciler sends them)
 	Ignored    string         `json:"ignored,omitempty"` // why a whole event was ignored (s3:TestEvent, a schedule's)
 	Reconciled *Reconciled    `json:"reconciled,omitempty"`
 	Records    []RecordResult `json:"records,omitempty"`
@@ -91,6 +92,7 @@ type RecordResult struct {
 	Bucket  string `json:"bucket,omitempty"`
 	Key     string `json:"key,omitempty"`
 	Error   string `json:"error,omitempty"`
+	Held    bool   `json:"held,omitempty"`
 }
 
 // Handle processes one invocation's event, as the handler's Role says.
@@ -149,6 +151,9 @@ func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, 
 		case OutcomeFailed:
 			resp.Failed++
 		}
+		if rr.Held {
+			resp.Held++
+		}
 		resp.Records = append(resp.Records, rr)
 	}
 	if err != nil {
@@ -164,13 +169,16 @@ func (h *Handler) record(ctx context.Context, r orchestrator.Result) RecordResul
 		h.log.WarnContext(ctx, "record skipped", "outcome", OutcomeBadRecord, "index", bad.Index, "error", bad.Err.Error())
 		return RecordResult{Outcome: OutcomeBadRecord, Error: r.Err.Error()}
 	}
-	rr := RecordResult{Outcome: string(r.Outcome), JobID: r.JobID, Bucket: r.Object.Bucket, Key: r.Object.Key}
+	rr := RecordResult{Outcome: string(r.Outcome), JobID: r.JobID, Bucket: r.Object.Bucket, Key: r.Object.Key, Held: r.Held}
 	attrs := []any{
 		"outcome", "", "job_id", r.JobID, "bucket", r.Object.Bucket, "key", r.Object.Key,
 		"size", r.Object.Size, "etag", r.Object.ETag, "event", r.Object.EventName,
 	}
 	if r.Object.VersionID != "" {
 		attrs = append(attrs, "version_id", r.Object.VersionID)
+	}
+	if r.Held {
+		attrs = append(attrs, "held", true)
 	}
 	if r.Err != nil {
 		rr.Outcome, rr.Error = OutcomeFailed, r.Err.Error()

@@ -11,12 +11,16 @@ import (
 // an alarm can watch for failures (Sum >= 1) and, with missing data
 // treated as breaching, for passes that stopped running.
 const (
-	MetricNamespace     = "Conveyor"
-	MetricDimension     = "Function"
-	MetricFailed        = "ReconcileFailed"     // Count: 1 when the pass failed
-	MetricDuration      = "ReconcileDuration"   // Milliseconds the pass took
-	MetricObjects       = "ReconcileObjects"    // Count of input objects seen
-	MetricDispatched    = "ReconcileDispatched" // Count of jobs dispatched (missing + unfinished)
+	MetricNamespace  = "Conveyor"
+	MetricDimension  = "Function"
+	MetricFailed     = "ReconcileFailed"     // Count: 1 when the pass failed
+	MetricDuration   = "ReconcileDuration"   // Milliseconds the pass took
+	MetricObjects    = "ReconcileObjects"    // Count of input objects seen
+	MetricDispatched = "ReconcileDispatched" // Count of jobs dispatched (missing + unfinished)
+	// MetricBacklog is the unfinished jobs (queued, running, retrying) the
+	// pass counted: what the workers' Auto Scaling group scales on, and
+	// what stops them when it stays at zero.
+	MetricBacklog       = "Backlog"
 	reconcileLogMessage = "reconciled"
 )
 
@@ -45,6 +49,7 @@ func metricLine(now time.Time, function string, took time.Duration, rc *Reconcil
 					{MetricDuration, "Milliseconds"},
 					{MetricObjects, "Count"},
 					{MetricDispatched, "Count"},
+					{MetricBacklog, "Count"},
 				},
 			}},
 		},
@@ -53,6 +58,8 @@ func metricLine(now time.Time, function string, took time.Duration, rc *Reconcil
 		MetricDuration:   took.Milliseconds(),
 		MetricObjects:    rc.Objects,
 		MetricDispatched: rc.Missing + rc.Unfinished,
+		MetricBacklog:    rc.Backlog,
+		"held":           rc.Held,
 		// What slog's JSON handler writes for the other log lines.
 		"time":       now.UTC().Format(time.RFC3339Nano),
 		"level":      level,

@@ -20,6 +20,8 @@ type Reconciled struct {
 	Missing    int `json:"missing"`    // objects without a job: submitted
 	Unfinished int `json:"unfinished"` // unfinished jobs dispatched again
 	Superseded int `json:"superseded"` // older versions recorded superseded
+	Backlog    int `json:"backlog"`    // unfinished jobs: active markers read
+	Held       int `json:"held"`       // due jobs not sent: every worker's slots were taken
 	// Limited says the pass stopped at its deadline; the next one resumes.
 	Limited bool     `json:"limited,omitempty"`
 	Errors  []string `json:"errors,omitempty"`
@@ -46,7 +48,8 @@ func (h *Handler) HandleScheduled(ctx context.Context, event json.RawMessage) (R
 	took := time.Since(start)
 	limited := rep.Limited || errors.Is(pctx.Err(), context.DeadlineExceeded)
 
-	rc := &Reconciled{Objects: rep.Objects, Missing: rep.Missing, Unfinished: rep.Unfinished, Superseded: rep.Superseded, Limited: limited}
+	rc := &Reconciled{Objects: rep.Objects, Missing: rep.Missing, Unfinished: rep.Unfinished, Superseded: rep.Superseded, Limited: limited,
+		Backlog: rep.Active, Held: rep.Held}
 	var failures []error
 	for _, e := range append(rep.Errors, err) {
 		// Work cut off by the budget is not a failure: it is resumed.

@@ -104,7 +104,7 @@ func TestReconcilerRefusesOtherEvents(t *testing.T) {
 }
 
 // A failed pass writes one embedded-metric-format line: the "_aws"
-// directive declares the four metrics in namespace Conveyor with the
+// directive declares the five metrics in namespace Conveyor with the
 // Function dimension, and the line carries their values, the dimension and
 // the first error. The invocation fails too.
 func TestReconcileFailedMetricLine(t *testing.T) {
@@ -112,14 +112,14 @@ func TestReconcileFailedMetricLine(t *testing.T) {
 	h, b := reconciler(t)
 	before := time.Now().UnixMilli()
 	h.Pass = func(ctx context.Context) (orchestrator.Report, error) {
-		return orchestrator.Report{Objects: 7, Missing: 2, Unfinished: 1, Superseded: 1,
+		return orchestrator.Report{Objects: 7, Missing: 2, Unfinished: 1, Superseded: 1, Active: 4, Held: 1,
 			Errors: []error{errors.New("get job 01: AccessDenied"), errors.New("dispatch job 02: throttled")}}, nil
 	}
 	resp, err := h.Handle(context.Background(), json.RawMessage(scheduledEvent))
 	if err == nil || !strings.Contains(err.Error(), "2 error(s), first: get job 01: AccessDenied") {
 		t.Errorf("error %v, want the failure counted and the first named", err)
 	}
-	want := &lambda.Reconciled{Objects: 7, Missing: 2, Unfinished: 1, Superseded: 1, Errors: []string{"get job 01: AccessDenied", "dispatch job 02: throttled"}}
+	want := &lambda.Reconciled{Objects: 7, Missing: 2, Unfinished: 1, Superseded: 1, Backlog: 4, Held: 1, Errors: []string{"get job 01: AccessDenied", "dispatch job 02: throttled"}}
 	if d := cmp.Diff(want, resp.Reconciled); d != "" {
 		t.Errorf("response (-want +got):\n%s", d)
 	}
@@ -141,6 +141,7 @@ func TestReconcileFailedMetricLine(t *testing.T) {
 			map[string]any{"Name": "ReconcileDuration", "Unit": "Milliseconds"},
 			map[string]any{"Name": "ReconcileObjects", "Unit": "Count"},
 			map[string]any{"Name": "ReconcileDispatched", "Unit": "Count"},
+			map[string]any{"Name": "Backlog", "Unit": "Count"},
 		},
 	}}
 	if d := cmp.Diff(wantDirective, aws["CloudWatchMetrics"]); d != "" {
@@ -154,7 +155,7 @@ func TestReconcileFailedMetricLine(t *testing.T) {
 	if line["Function"] != "Conveyor-Reconciler-AbC123" {
 		t.Errorf("Function = %v, want the function's name", line["Function"])
 	}
-	for name, want := range map[string]float64{"ReconcileFailed": 1, "ReconcileObjects": 7, "ReconcileDispatched": 3} {
+	for name, want := range map[string]float64{"ReconcileFailed": 1, "ReconcileObjects": 7, "ReconcileDispatched": 3, "Backlog": 4} {
 		if line[name] != want {
 			t.Errorf("%s = %v, want %v", name, line[name], want)
 		}

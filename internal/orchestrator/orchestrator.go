@@ -83,7 +83,11 @@ type Result struct {
 	Object  s3event.ObjectCreated
 	JobID   string
 	Outcome Outcome
-	Err     error
+	// Held says the job was not sent because every worker's slots were
+	// taken (dispatch.ErrFull): it is recorded, queued, and sent again by
+	// the reconciler. Not an error.
+	Held bool
+	Err  error
 }
 
 // HandleEvent parses a notification document and submits every object in
@@ -197,7 +201,10 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 	} else {
 		err2 = o.Dispatch(ctx, rec.ID)
 	}
-	if err2 != nil {
+	switch {
+	case errors.Is(err2, dispatch.ErrFull):
+		res.Held = true
+	case err2 != nil:
 		res.Err = err2
 	}
 	return res
@@ -225,6 +232,18 @@ func (o *Orchestrator) RecordSuperseded(ctx context.Context, oc s3event.ObjectCr
 // command ID) when there is one.
 func (o *Orchestrator) send(ctx context.Context, id string) error {
 	ref, err := o.dispatcher.Dispatch(ctx, id)
+	if errors.Is(err, dispatch.ErrFull) {
+		// Not sent: take back the dispatch counted at creation, so the
+		// reconciler's next pass sends it rather than waiting for it.
+		_, uerr := o.store.Update(ctx, id, func(r *job.Record) error {
+			if r.State != job.Queued || r.CommandID != "" {
+				return jobstore.ErrStop
+			}
+			r.Held(o.now())
+			return nil
+		})
+		return errors.Join(fmt.Errorf("dispatch job %s: %w", id, err), uerr)
+	}
 	if err != nil {
 		return fmt.Errorf("dispatch job %s: %w", id, err)
 	}
@@ -241,7 +260,8 @@ func (o *Orchestrator) send(ctx context.Context, id string) error {
 
 // Dispatch hands an existing job to the dispatcher again and records it:
 // when, how often since a worker last claimed it, and the delivery's
-// reference (the SSM command ID) when there is one.
+// reference (the SSM command ID) when there is one. When every worker's
+// slots are taken the error wraps dispatch.ErrFull and nothing is recorded.
 func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 	ref, err := o.dispatcher.Dispatch(ctx, id)
 	if err != nil {

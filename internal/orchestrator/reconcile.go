@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/conveyorhq/conveyor/internal/dispatch"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 )
@@ -36,6 +37,7 @@ type Report struct {
 	Active          int  // active markers read (unfinished jobs)
 	Unfinished      int  // unfinished jobs dispatched again
 	NotDue          int  // unfinished jobs left alone: retry not due, dispatched recently, lease live or in hand
+	Held            int  // unfinished jobs due but not sent: every worker's slots were taken (they stay queued)
 	Undelivered     int  // jobs that ended dead: dispatched too often, never claimed
 	Repaired        int  // index markers fixed (finished jobs still marked active, markers without a record)
 	Objects         int  // input object versions swept
@@ -334,7 +336,10 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 		}
 		return
 	}
-	if err := o.Dispatch(p.ctx, rec.ID); err != nil {
+	if err := o.Dispatch(p.ctx, rec.ID); errors.Is(err, dispatch.ErrFull) {
+		p.count(func(rep *Report) { rep.Held++ })
+		return
+	} else if err != nil {
 		p.fail(err)
 		return
 	}

@@ -15,6 +15,8 @@ const (
 	DefaultMaxAttempts      = 5
 	DefaultBackoffBase      = 200 * time.Millisecond
 	DefaultBackoffMax       = 5 * time.Second
+	DefaultLoadTTL          = 2 * time.Second
+	DefaultSlots            = 1
 )
 
 // Bounds enforced by Validate. The execution timeout travels as the
@@ -61,6 +63,22 @@ type Config struct {
 	// means do not wait.
 	WaitOnline time.Duration
 
+	// AutoScalingGroup, when set, is the Auto Scaling group the workers
+	// belong to: with StartStopped, a worker is brought up by raising the
+	// group's desired capacity to one (the group takes it from its warm
+	// pool) rather than by starting an instance the group manages. It
+	// needs the Auto Scaling client.
+	AutoScalingGroup string
+
+	// LoadTTL is how long one reading of the workers' load (their slots
+	// and the commands in flight on each) serves later dispatches, which
+	// count their own sends on it. Zero means DefaultLoadTTL, negative
+	// reads it for every dispatch.
+	LoadTTL time.Duration
+	// DefaultSlots is the slots of a worker whose instance says nothing
+	// (no SlotsTagKey tag, no CPU options). Zero means DefaultSlots.
+	DefaultSlots int
+
 	// Throttle bounds the retries of every AWS call.
 	Throttle Throttle
 }
@@ -77,6 +95,9 @@ type Throttle struct {
 // instanceIDPattern accepts EC2 instances and hybrid managed nodes.
 var instanceIDPattern = regexp.MustCompile(`^m?i-[0-9a-f]{8,17}$`)
 
+// asgNamePattern accepts Auto Scaling group names (not ARNs).
+var asgNamePattern = regexp.MustCompile(`^[^:]{1,255}$`)
+
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	if c.ExecutionTimeout == 0 {
@@ -87,6 +108,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.WaitOnline == 0 {
 		c.WaitOnline = DefaultWaitOnline
+	}
+	if c.LoadTTL == 0 {
+		c.LoadTTL = DefaultLoadTTL
+	}
+	if c.DefaultSlots == 0 {
+		c.DefaultSlots = DefaultSlots
 	}
 	if c.Throttle.MaxAttempts == 0 {
 		c.Throttle.MaxAttempts = DefaultMaxAttempts
@@ -124,6 +151,12 @@ func (c Config) Validate() error {
 	}
 	if c.DeliveryTimeout < MinDeliveryTimeout || c.DeliveryTimeout > MaxDeliveryTimeout {
 		bad("DeliveryTimeout must be between %s and %s (got %s)", MinDeliveryTimeout, MaxDeliveryTimeout, c.DeliveryTimeout)
+	}
+	if c.DefaultSlots < 1 {
+		bad("DefaultSlots must be at least 1 (got %d)", c.DefaultSlots)
+	}
+	if c.AutoScalingGroup != "" && !asgNamePattern.MatchString(c.AutoScalingGroup) {
+		bad("AutoScalingGroup %q is not an Auto Scaling group name (1 to 255 characters, no colon)", c.AutoScalingGroup)
 	}
 	if c.Throttle.MaxAttempts < 1 {
 		bad("Throttle.MaxAttempts must be at least 1 (got %d)", c.Throttle.MaxAttempts)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 
@@ -27,14 +28,15 @@ func Example() {
 		ExecutionTimeout: 2 * time.Hour,
 		LogGroup:         "/conveyor/commands",
 		StartStopped:     true,
-	}, awsssm.NewFromConfig(awsCfg), ec2.NewFromConfig(awsCfg))
+		AutoScalingGroup: "Conveyor-workers", // a stopped fleet is brought up by its desired capacity
+	}, awsssm.NewFromConfig(awsCfg), ec2.NewFromConfig(awsCfg), ssm.WithAutoScaling(autoscaling.NewFromConfig(awsCfg)))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer d.Close()
 	commandID, err := d.Dispatch(ctx, "0123456789abcdef0123456789abcdef")
 	if err != nil {
-		log.Print(err) // errors.Is(err, dispatch.ErrUnavailable): retry later
+		log.Print(err) // errors.Is(err, dispatch.ErrFull): held, queued; dispatch.ErrUnavailable: retry later
 		return
 	}
 	log.Printf("job sent as command %s", commandID)

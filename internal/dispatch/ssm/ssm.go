@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
@@ -30,16 +32,33 @@ type Dispatcher struct {
 	cfg    Config
 	ssm    *ssm.Client
 	ec2    *ec2.Client
+	asg    *autoscaling.Client
 	closed atomic.Bool
 
 	ssmOpts []func(*ssm.Options)
 	ec2Opts []func(*ec2.Options)
+	asgOpts []func(*autoscaling.Options)
+
+	// sendMu makes choosing a worker and sending to it one step, so two
+	// dispatches never take the same free slot (a command is in SSM's
+	// listings only once accepted).
+	sendMu sync.Mutex
+	mu     sync.Mutex // guards load
+	load   *load      // the last reading of the workers' load; nil before one
 }
 
-// New returns a Dispatcher for cfg (defaults applied). The EC2 client is
-// needed only with StartStopped and may be nil otherwise. Both clients'
-// retryers are replaced, per call, by cfg.Throttle.
-func New(cfg Config, ssmClient *ssm.Client, ec2Client *ec2.Client) (*Dispatcher, error) {
+// Option is an optional part of a Dispatcher.
+type Option func(*Dispatcher)
+
+// WithAutoScaling gives the dispatcher the Auto Scaling client that
+// Config.AutoScalingGroup needs.
+func WithAutoScaling(c *autoscaling.Client) Option { return func(d *Dispatcher) { d.asg = c } }
+
+// New returns a Dispatcher for cfg (defaults applied). The EC2 client
+// reads the workers' slots (without it every worker has DefaultSlots) and
+// is needed with StartStopped. All clients' retryers are replaced, per
+// call, by cfg.Throttle.
+func New(cfg Config, ssmClient *ssm.Client, ec2Client *ec2.Client, opts ...Option) (*Dispatcher, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ssm dispatcher config: %w", err)
@@ -51,7 +70,7 @@ func New(cfg Config, ssmClient *ssm.Client, ec2Client *ec2.Client) (*Dispatcher,
 		return nil, errors.New("ssm dispatcher: StartStopped needs an EC2 client")
 	}
 	r := newRetryer(cfg.Throttle)
-	return &Dispatcher{
+	d := &Dispatcher{
 		cfg: cfg,
 		ssm: ssmClient,
 		ec2: ec2Client,
@@ -59,18 +78,28 @@ func New(cfg Config, ssmClient *ssm.Client, ec2Client *ec2.Client) (*Dispatcher,
 		// with its own attempt count.
 		ssmOpts: []func(*ssm.Options){func(o *ssm.Options) { o.Retryer = r; o.RetryMaxAttempts = 0 }},
 		ec2Opts: []func(*ec2.Options){func(o *ec2.Options) { o.Retryer = r; o.RetryMaxAttempts = 0 }},
-	}, nil
+		asgOpts: []func(*autoscaling.Options){func(o *autoscaling.Options) { o.Retryer = r; o.RetryMaxAttempts = 0 }},
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	if cfg.AutoScalingGroup != "" && cfg.StartStopped && d.asg == nil {
+		return nil, errors.New("ssm dispatcher: AutoScalingGroup with StartStopped needs an Auto Scaling client (WithAutoScaling)")
+	}
+	return d, nil
 }
 
 // Name returns "ssm".
 func (d *Dispatcher) Name() string { return "ssm" }
 
-// Dispatch sends jobID to one online worker and returns the SSM command
-// ID. It returns dispatch.ErrInvalidJobID for a malformed ID (no AWS call
-// is made), dispatch.ErrClosed after Close, and an error wrapping
-// dispatch.ErrUnavailable when no worker is online now: none matches, the
-// chosen one is starting, SSM rejected the instance, or SSM kept
-// throttling; the caller retries later. Other errors are configuration or
+// Dispatch sends jobID to the online worker with the most free job slots
+// and returns the SSM command ID. It returns dispatch.ErrInvalidJobID for
+// a malformed ID (no AWS call is made), dispatch.ErrClosed after Close,
+// an error wrapping dispatch.ErrFull when workers are online but all their
+// slots are taken (nothing is sent: the job stays queued), and an error
+// wrapping dispatch.ErrUnavailable when no worker is online now: none
+// matches, the chosen one is starting, SSM rejected the instance, or SSM
+// kept throttling; the caller retries later. Other errors are configuration or
 // permission problems and say what to fix.
 func (d *Dispatcher) Dispatch(ctx context.Context, jobID string) (string, error) {
 	if d.closed.Load() {
@@ -79,12 +108,15 @@ func (d *Dispatcher) Dispatch(ctx context.Context, jobID string) (string, error)
 	if err := job.CheckID(jobID); err != nil {
 		return "", fmt.Errorf("%w: %w", dispatch.ErrInvalidJobID, err)
 	}
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
 	target, err := d.pickTarget(ctx, jobID)
 	if err != nil {
 		return "", fmt.Errorf("dispatch job %s: %w", jobID, err)
 	}
 	ref, err := d.send(ctx, jobID, target)
 	if err != nil {
+		d.unsent(target)
 		return "", fmt.Errorf("dispatch job %s: %w", jobID, err)
 	}
 	return ref, nil

@@ -33,14 +33,11 @@ type node struct {
 }
 
 // pickTarget returns the instance to send jobID to, starting a stopped
-// worker when configured to.
+// worker when configured to, and counts the send on the load.
 func (d *Dispatcher) pickTarget(ctx context.Context, jobID string) (string, error) {
-	nodes, err := d.managedNodes(ctx)
-	if err != nil {
-		return "", err
-	}
-	if id := choose(nodes, jobID); id != "" {
-		return id, nil
+	id, nodes, err := d.chooseOnline(ctx, jobID, false)
+	if id != "" || err != nil {
+		return id, err
 	}
 	if !d.cfg.StartStopped {
 		return "", d.noneOnline(nodes)
@@ -55,20 +52,44 @@ func (d *Dispatcher) pickTarget(ctx context.Context, jobID string) (string, erro
 	return d.waitOnline(ctx, jobID, starting)
 }
 
-// choose picks one online node for jobID. The choice depends only on the
-// job ID and the online set, so it is deterministic, spreads jobs over
-// the workers, and sends a redelivered job to the same worker.
-func choose(nodes []node, jobID string) string {
-	var online []string
-	for _, n := range nodes {
-		if n.ping == types.PingStatusOnline {
-			online = append(online, n.id)
+// chooseOnline picks the online worker with the most free slots and counts
+// one more command on it. It returns "" and the nodes when none is online,
+// and an error wrapping dispatch.ErrFull when all their slots are taken.
+// fresh forces a new reading of the load.
+func (d *Dispatcher) chooseOnline(ctx context.Context, jobID string, fresh bool) (string, []node, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l := d.load
+	if fresh || l == nil || d.cfg.LoadTTL < 0 || time.Since(l.at) >= d.cfg.LoadTTL {
+		nodes, err := d.managedNodes(ctx)
+		if err != nil {
+			return "", nil, err
 		}
+		if l, err = d.readLoad(ctx, nodes); err != nil {
+			return "", nil, err
+		}
+		d.load = l
 	}
-	if len(online) == 0 {
-		return ""
+	if len(l.online) == 0 {
+		d.load = nil // nothing to keep: the next dispatch asks again
+		return "", l.nodes, nil
 	}
-	return online[spread(jobID, len(online))]
+	id := chooseByLoad(l, jobID)
+	if id == "" {
+		return "", l.nodes, fullError(l)
+	}
+	l.inflight[id]++
+	return id, l.nodes, nil
+}
+
+// unsent takes back the command counted on id by chooseOnline: SSM
+// refused it.
+func (d *Dispatcher) unsent(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.load != nil && d.load.inflight[id] > 0 {
+		d.load.inflight[id]--
+	}
 }
 
 // spread maps a job ID onto one of n choices.
@@ -129,6 +150,9 @@ func (d *Dispatcher) noneOnline(nodes []node) error {
 // workers that are: those already pending, else one stopped worker it
 // starts, else those running in EC2 whose agent has not checked in yet.
 func (d *Dispatcher) startWorker(ctx context.Context, jobID string) ([]string, error) {
+	if d.cfg.AutoScalingGroup != "" {
+		return d.raiseCapacity(ctx)
+	}
 	byState, err := d.ec2States(ctx)
 	if err != nil {
 		return nil, err
@@ -197,12 +221,9 @@ func (d *Dispatcher) waitOnline(ctx context.Context, jobID string, starting []st
 			return "", fmt.Errorf("wait for worker %s to come online: %w", strings.Join(starting, ", "), ctx.Err())
 		case <-t.C:
 		}
-		nodes, err := d.managedNodes(ctx)
-		if err != nil {
-			return "", err
-		}
-		if id := choose(nodes, jobID); id != "" {
-			return id, nil
+		id, _, err := d.chooseOnline(ctx, jobID, true)
+		if id != "" || err != nil {
+			return id, err
 		}
 	}
 	return "", fmt.Errorf("%w: worker %s is starting and not yet online in SSM after %s; the event will be retried (if it stays offline, check its SSM agent and instance profile)",

@@ -1,6 +1,7 @@
 package ssmtest
 
 import (
+	"cmp"
 	"encoding/xml"
 	"io"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // EC2, query protocol with XML answers.
@@ -97,10 +99,15 @@ func (s *Server) describeInstances(w http.ResponseWriter, form url.Values) {
 		Key   string `xml:"key"`
 		Value string `xml:"value"`
 	}
+	type cpu struct {
+		CoreCount      int `xml:"coreCount"`
+		ThreadsPerCore int `xml:"threadsPerCore"`
+	}
 	type instance struct {
 		InstanceID string   `xml:"instanceId"`
 		State      ec2State `xml:"instanceState"`
 		Tags       []tag    `xml:"tagSet>item"`
+		CPU        cpu      `xml:"cpuOptions"`
 	}
 	type reservation struct {
 		ReservationID string     `xml:"reservationId"`
@@ -141,7 +148,7 @@ func (s *Server) describeInstances(w http.ResponseWriter, form url.Values) {
 		if !match {
 			continue
 		}
-		x := instance{InstanceID: id, State: stateOf(inst.State)}
+		x := instance{InstanceID: id, State: stateOf(inst.State), CPU: cpu{cmp.Or(inst.VCPUs, 2), 1}}
 		for k, v := range inst.Tags {
 			x.Tags = append(x.Tags, tag{k, v})
 		}
@@ -174,7 +181,7 @@ func (s *Server) startInstances(w http.ResponseWriter, form url.Values) {
 		}
 		prev := inst.State
 		if prev == "stopped" {
-			inst.State = "pending"
+			s.start(id)
 		}
 		changes = append(changes, change{id, stateOf(inst.State), stateOf(prev)})
 	}
@@ -184,4 +191,20 @@ func (s *Server) startInstances(w http.ResponseWriter, form url.Values) {
 		RequestID string   `xml:"requestId"`
 		Instances []change `xml:"instancesSet>item"`
 	}{Xmlns: ec2Namespace, RequestID: "00000000-0000-4000-8000-000000000005", Instances: changes})
+}
+
+// start makes a stopped instance pending; it comes online after its
+// OnlineAfter answers or its StartLatency. s.mu is held.
+func (s *Server) start(id string) {
+	inst := s.instances[id]
+	inst.State = "pending"
+	if inst.StartLatency > 0 {
+		time.AfterFunc(inst.StartLatency, func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if inst.State == "pending" {
+				s.online(id)
+			}
+		})
+	}
 }

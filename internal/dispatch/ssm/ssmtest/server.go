@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
@@ -47,8 +48,13 @@ type Options struct {
 	Fault Fault
 	// Agent, when set, plays the SSM agent: it runs each accepted
 	// command, after SendCommand returned, and returns the command's final
-	// status ("Success", "Failed"). Server.Wait waits for it.
+	// status ("Success", "Failed"). Server.Wait waits for it. As the real
+	// agent, it runs a command only while its instance is Online, and at
+	// most the instance's AgentLimit commands at once; the others stay
+	// Pending. Without Agent, commands stay Pending.
 	Agent func(Command) (status string)
+	// Group, when set, is an Auto Scaling group of some of Instances.
+	Group *Group
 }
 
 // Instance is one EC2 instance and its SSM registration.
@@ -62,8 +68,26 @@ type Instance struct {
 	Ping string
 	// OnlineAfter counts the DescribeInstanceInformation answers, once
 	// StartInstances made the instance pending, until it is running and
-	// Online; 0 or less is never.
+	// Online; 0 or less is never (unless StartLatency is set).
 	OnlineAfter int
+	// StartLatency, when set, is how long a started instance takes to be
+	// running and Online, in real time.
+	StartLatency time.Duration
+	// VCPUs is what DescribeInstances reports as its CPU options (cores,
+	// one thread each); 0 is 2.
+	VCPUs int
+	// AgentLimit is the SSM agent's CommandWorkersLimit: how many
+	// commands it runs at once; 0 is the agent's default, 5.
+	AgentLimit int
+	// Lifecycle is the target lifecycle state IMDS reports under
+	// autoscaling/target-lifecycle-state ("InService", "Warmed:Stopped",
+	// "Terminated"); the group sets it.
+	Lifecycle string
+	// SpotAction is the body of IMDS spot/instance-action, "" when no
+	// interruption is notified.
+	SpotAction string
+	// Protected is the instance's scale-in protection.
+	Protected bool
 }
 
 // Want is what every SendCommand must carry.
@@ -89,13 +113,20 @@ type Command struct {
 	// not configured; CloudWatch tells whether the output is enabled.
 	LogGroup   string
 	CloudWatch bool
-	// Status is Pending, then what Options.Agent returned.
+	// Status is Pending, InProgress while the agent runs it, then what
+	// Options.Agent returned, or TimedOut when it was not delivered
+	// within TimeoutSeconds (see Server.Advance).
 	Status string
+	// Sent is when SSM accepted it, on the server's clock.
+	Sent time.Time
+	// Busy is how many of the instance's commands were still executing
+	// (pending or in progress) when SSM accepted this one.
+	Busy int
 }
 
 // Request is one request as received, with its decoded parameters.
 type Request struct {
-	Service string // "ssm" or "ec2"
+	Service string // "ssm", "ec2" or "autoscaling"
 	Op      string // "SendCommand", "DescribeInstances"...
 	// JSON is an SSM request's body; Form an EC2 request's parameters.
 	JSON map[string]any
@@ -124,6 +155,13 @@ type Server struct {
 	calls     map[string]int
 	requests  []Request
 	commands  []Command
+	clock     time.Duration  // added to time.Now by Advance
+	running   map[string]int // commands the agent runs now, per instance
+	peak      map[string]int // the most it ran at once, per instance
+	group     *Group
+	lifecycle []LifecycleAction
+	imds      map[string]*httptest.Server
+	closed    bool
 }
 
 // New starts a fake; it is closed when the test ends, after its agents.
@@ -135,6 +173,9 @@ func New(t testing.TB, opts Options) *Server {
 		pageSize:  opts.PageSize,
 		instances: map[string]*Instance{},
 		calls:     map[string]int{},
+		running:   map[string]int{},
+		peak:      map[string]int{},
+		imds:      map[string]*httptest.Server{},
 	}
 	if s.pageSize <= 0 {
 		s.pageSize = DefaultPageSize
@@ -146,21 +187,60 @@ func New(t testing.TB, opts Options) *Server {
 		inst.Tags = maps.Clone(inst.Tags)
 		s.instances[inst.ID] = &inst
 	}
+	if g := opts.Group; g != nil {
+		g := *g
+		g.Warm, g.InService = slices.Clone(g.Warm), slices.Clone(g.InService)
+		g.Desired = len(g.InService)
+		s.group = &g
+		for _, id := range append(slices.Clone(g.Warm), g.InService...) {
+			if s.instances[id] == nil {
+				t.Fatalf("ssmtest: group instance %s is not among Instances", id)
+			}
+		}
+		for _, id := range g.InService {
+			s.instances[id].Lifecycle = "InService"
+		}
+		for _, id := range g.Warm {
+			s.instances[id].Lifecycle = "Warmed:Stopped"
+		}
+	}
 	s.cond = sync.NewCond(&s.mu)
 	s.srv = httptest.NewServer(s)
 	s.URL = s.srv.URL
 	t.Cleanup(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
 		s.agents.Wait()
 		s.srv.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, m := range s.imds {
+			m.Close()
+		}
 	})
 	return s
 }
+
+// now is the server's clock: real time plus what Advance added.
+func (s *Server) now() time.Time { return time.Now().Add(s.clock) }
 
 func cmpOr(v, def string) string {
 	if v == "" {
 		return def
 	}
 	return v
+}
+
+// AutoScaling returns an Auto Scaling client pointed at the fake, signed
+// as Clients signs.
+func (s *Server) AutoScaling() *autoscaling.Client {
+	creds := credentials.NewStaticCredentialsProvider(DefaultAccessKey, "secret", "")
+	return autoscaling.New(autoscaling.Options{Region: DefaultRegion, BaseEndpoint: aws.String(s.URL), Credentials: creds,
+		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = 3
+			o.Backoff = retry.BackoffDelayerFunc(func(int, error) (time.Duration, error) { return 0, nil })
+		}), RetryMaxAttempts: 3})
 }
 
 // Clients returns SDK clients pointed at the fake, signed with
@@ -257,16 +337,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.t.Errorf("%s %s: AWS JSON and query protocols POST to /", r.Method, r.URL.Path)
 	}
 	service := "ec2"
-	if r.Header.Get("X-Amz-Target") != "" {
+	switch auth := r.Header.Get("Authorization"); {
+	case r.Header.Get("X-Amz-Target") != "":
 		service = "ssm"
+	case strings.Contains(auth, "/autoscaling/aws4_request"):
+		service = "autoscaling"
 	}
 	if auth := r.Header.Get("Authorization"); !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential="+s.accessKey+"/") ||
 		!strings.Contains(auth, "/"+s.region+"/"+service+"/aws4_request") {
 		s.t.Errorf("request not signed with SigV4 by %s for %s in %s: %q", s.accessKey, service, s.region, auth)
 	}
-	if service == "ssm" {
+	switch service {
+	case "ssm":
 		s.serveSSM(w, r, body)
-	} else {
+	case "autoscaling":
+		s.serveAutoScaling(w, r, body)
+	default:
 		s.serveEC2(w, r, body)
 	}
 }

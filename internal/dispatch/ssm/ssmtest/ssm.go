@@ -39,6 +39,8 @@ func (s *Server) serveSSM(w http.ResponseWriter, r *http.Request, body []byte) {
 		s.describeInstanceInformation(w, body)
 	case "SendCommand":
 		s.sendCommand(w, body)
+	case "ListCommandInvocations":
+		s.listCommandInvocations(w, body)
 	default:
 		s.t.Errorf("unexpected SSM operation %s", op)
 		ssmError(w, &Error{400, "UnknownOperationException", op})
@@ -117,7 +119,7 @@ func (s *Server) describeInstanceInformation(w http.ResponseWriter, body []byte)
 		if inst.State == "pending" && inst.OnlineAfter > 0 {
 			inst.OnlineAfter--
 			if inst.OnlineAfter == 0 {
-				inst.State, inst.Ping = "running", "Online"
+				s.online(id)
 			}
 		}
 		out.InstanceInformationList = append(out.InstanceInformationList, info{
@@ -158,7 +160,10 @@ func (s *Server) sendCommand(w http.ResponseWriter, body []byte) {
 		return
 	}
 	id := in.InstanceIds[0]
-	if inst := s.instances[id]; inst == nil || inst.Ping != "Online" {
+	// SSM accepts a command for a registered instance that is running,
+	// pending, stopping or stopped: it is delivered when the agent comes
+	// back, or times out.
+	if inst := s.instances[id]; inst == nil || inst.Ping == "" || inst.State == "terminated" || inst.State == "shutting-down" {
 		ssmError(w, InvalidInstanceID(id))
 		return
 	}
@@ -166,7 +171,7 @@ func (s *Server) sendCommand(w http.ResponseWriter, body []byte) {
 	c := Command{
 		ID: fmt.Sprintf("%08x-0000-4000-8000-%012x", n, n), Instance: id,
 		Document: in.DocumentName, InstanceIDs: in.InstanceIds, Targets: in.Targets,
-		Parameters: in.Parameters, Comment: in.Comment, Status: "Pending",
+		Parameters: in.Parameters, Comment: in.Comment, Status: "Pending", Sent: s.now(),
 	}
 	if v := in.Parameters["JobId"]; len(v) == 1 {
 		c.JobID = v[0]
@@ -177,19 +182,14 @@ func (s *Server) sendCommand(w http.ResponseWriter, body []byte) {
 	if cw := in.CloudWatchOutputConfig; cw != nil {
 		c.LogGroup, c.CloudWatch = cw.CloudWatchLogGroupName, cw.CloudWatchOutputEnabled
 	}
+	for _, o := range s.commands {
+		if o.Instance == id && executing(o.Status) {
+			c.Busy++
+		}
+	}
 	s.commands = append(s.commands, c)
 	s.cond.Broadcast()
-	if s.agent != nil {
-		// The SSM agent runs the command once SendCommand has returned.
-		s.agents.Add(1)
-		go func(i int) {
-			defer s.agents.Done()
-			status := s.agent(c)
-			s.mu.Lock()
-			s.commands[i].Status = status
-			s.mu.Unlock()
-		}(n - 1)
-	}
+	s.pump(id)
 	ssmReply(w, map[string]any{"Command": map[string]any{
 		"CommandId":         c.ID,
 		"DocumentName":      in.DocumentName,
