@@ -55,6 +55,19 @@ type Orchestrator struct {
 	store      *jobstore.Store
 	dispatcher dispatch.Dispatcher
 	now        func() time.Time
+	// OnChange, if set, is called with a record after this orchestrator
+	// or its reconciler changed its state: a job created (queued), an
+	// older version recorded superseded, a job ended dead because its
+	// deliveries never reached a worker. Dispatch counts are no change. It
+	// must return quickly and must not keep or modify the record. Set it
+	// before use.
+	OnChange func(*job.Record)
+}
+
+func (o *Orchestrator) changed(r *job.Record) {
+	if o.OnChange != nil && r != nil {
+		o.OnChange(r)
+	}
 }
 
 // New returns an orchestrator. The S3 client is used to HEAD objects whose
@@ -190,6 +203,7 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 		return res
 	default:
 		res.Outcome = Created
+		o.changed(rec)
 	}
 	var err2 error
 	if res.Outcome == Created {
@@ -214,9 +228,14 @@ func (o *Orchestrator) RecordSuperseded(ctx context.Context, oc s3event.ObjectCr
 	if err := rec.Supersede(now, "a newer version was uploaded before this one's event was handled"); err != nil {
 		return err
 	}
-	if err := o.store.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
+	err := o.store.Create(ctx, rec)
+	switch {
+	case errors.Is(err, jobstore.ErrExists):
+		return nil
+	case err != nil:
 		return err
 	}
+	o.changed(rec)
 	return nil
 }
 

@@ -321,15 +321,20 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 		notDue() // dispatched recently: its command may be on its way
 		return
 	case r.MaxUndelivered > 0 && rec.Dispatches >= r.MaxUndelivered:
-		_, err := o.store.Update(p.ctx, rec.ID, func(x *job.Record) error {
+		ended := false
+		got, err := o.store.Update(p.ctx, rec.ID, func(x *job.Record) error {
+			ended = false
 			if x.State.Terminal() || x.State == job.Running || x.Dispatches < r.MaxUndelivered {
 				return jobstore.ErrStop // claimed or changed meanwhile
 			}
+			ended = true
 			return x.Undelivered(now)
 		})
-		if err != nil {
+		switch {
+		case err != nil:
 			p.fail(err)
-		} else {
+		case ended:
+			o.changed(got)
 			p.count(func(rep *Report) { rep.Undelivered++ })
 		}
 		return
