@@ -131,6 +131,12 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
+	obs, err := c.newObservers(ctx, o.Err) // observe.go: job events
+	if err != nil {
+		return err
+	}
+	defer obs.close()
+	w.OnChange = obs.changed
 	// One `worker run` per SSM command: the volume's slots bound how many
 	// run at once on this machine (workers, default one per CPU). A job
 	// waiting out a retry's backoff gives its slot back meanwhile.

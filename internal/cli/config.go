@@ -106,6 +106,12 @@ type FileConfig struct {
 		} `yaml:"retention"`
 	} `yaml:"snapshot"`
 
+	// Events puts every job state change this process makes on an
+	// EventBridge bus (see internal/jobevents); off unless Bus is set.
+	// Credentials and region come as for s3.aws.
+	Events struct {
+		Bus string `yaml:"bus" env:"CONVEYOR_EVENTS_BUS"` // "default", a bus name or ARN
+	} `yaml:"events"`
 	Dashboard struct {
 		// Addr is where `conveyor up` serves the web page; "off" turns it
 		// off. A non-loopback address requires Token (generated and
@@ -321,6 +327,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_KEEP_WITHIN", dur("CONVEYOR_SNAPSHOT_KEEP_WITHIN", &c.Snapshot.Retention.KeepWithin)},
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WEEKLY", num("CONVEYOR_SNAPSHOT_KEEP_WEEKLY", &c.Snapshot.Retention.KeepWeekly)},
+		{"CONVEYOR_EVENTS_BUS", str(&c.Events.Bus)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}

@@ -4,117 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/google/go-cmp/cmp"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/conveyorhq/conveyor/internal/dispatch/ssm/ssmtest"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobevents"
 )
-
-// putEntry is one PutEvents entry as the wire carries it.
-type putEntry struct {
-	Source       string
-	DetailType   string
-	Detail       string
-	Resources    []string
-	Time         json.RawMessage
-	EventBusName string
-}
-
-// fakeBus speaks EventBridge's JSON 1.1 protocol for PutEvents.
-type fakeBus struct {
-	t      *testing.T
-	srv    *httptest.Server
-	mu     sync.Mutex
-	got    []putEntry
-	calls  int
-	refuse func(putEntry) bool // entries it reports as failed
-	down   bool                // every call fails with a 500
-}
-
-func newFakeBus(t *testing.T) *fakeBus {
-	b := &fakeBus{t: t}
-	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
-	t.Cleanup(b.srv.Close)
-	return b
-}
-
-func (b *fakeBus) serve(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	switch {
-	case r.Method != http.MethodPost || r.URL.Path != "/":
-		b.t.Errorf("request %s %s: want POST /", r.Method, r.URL.Path)
-	case r.Header.Get("X-Amz-Target") != "AWSEvents.PutEvents":
-		b.t.Errorf("X-Amz-Target %q: want AWSEvents.PutEvents", r.Header.Get("X-Amz-Target"))
-	case r.Header.Get("Content-Type") != "application/x-amz-json-1.1":
-		b.t.Errorf("Content-Type %q: want application/x-amz-json-1.1", r.Header.Get("Content-Type"))
-	case !strings.Contains(r.Header.Get("Authorization"), "/us-east-1/events/aws4_request"):
-		b.t.Errorf("Authorization %q: want SigV4 for events in us-east-1", r.Header.Get("Authorization"))
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.calls++
-	if b.down {
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		w.WriteHeader(http.StatusBadRequest)
-		io.WriteString(w, `{"__type":"AccessDeniedException","message":"not authorized to perform events:PutEvents"}`)
-		return
-	}
-	var in struct{ Entries []putEntry }
-	if err := json.Unmarshal(body, &in); err != nil {
-		b.t.Errorf("PutEvents body: %v", err)
-	}
-	if len(in.Entries) < 1 || len(in.Entries) > 10 {
-		b.t.Errorf("PutEvents with %d entries: want 1 to 10", len(in.Entries))
-	}
-	type result struct {
-		EventId      string `json:",omitempty"`
-		ErrorCode    string `json:",omitempty"`
-		ErrorMessage string `json:",omitempty"`
-	}
-	out := struct {
-		FailedEntryCount int
-		Entries          []result
-	}{}
-	for i, e := range in.Entries {
-		if b.refuse != nil && b.refuse(e) {
-			out.FailedEntryCount++
-			out.Entries = append(out.Entries, result{ErrorCode: "InternalFailure", ErrorMessage: "try again"})
-			continue
-		}
-		b.got = append(b.got, e)
-		out.Entries = append(out.Entries, result{EventId: strings.Repeat("e", i+1)})
-	}
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	json.NewEncoder(w).Encode(out)
-}
-
-func (b *fakeBus) entries() []putEntry {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]putEntry(nil), b.got...)
-}
-
-func (b *fakeBus) client() *eventbridge.Client {
-	return eventbridge.New(eventbridge.Options{
-		Region:           "us-east-1",
-		BaseEndpoint:     aws.String(b.srv.URL),
-		Credentials:      credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-		RetryMaxAttempts: 1,
-	})
-}
 
 // schema compiles the checked-in JSON Schema of the detail.
 func schema(t *testing.T) *jsonschema.Schema {
@@ -182,15 +84,15 @@ func life(t *testing.T) []*job.Record {
 
 func TestEmitterPublishesStateChangesToEventBridge(t *testing.T) {
 	t.Parallel()
-	bus := newFakeBus(t)
-	e := jobevents.NewEmitter(&jobevents.EventBridge{Client: bus.client()}, "output", t.Logf)
+	bus := ssmtest.NewEventBus(t)
+	e := jobevents.NewEmitter(&jobevents.EventBridge{Client: bus.Client()}, "output", t.Logf)
 	for _, r := range life(t) {
 		e.Changed(r)
 	}
 	if err := e.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	got := bus.entries()
+	got := bus.Entries()
 	var states []string
 	s := schema(t)
 	for _, en := range got {
@@ -236,11 +138,11 @@ func TestEmitterPublishesStateChangesToEventBridge(t *testing.T) {
 
 func TestEmitterIsBestEffort(t *testing.T) {
 	t.Parallel()
-	bus := newFakeBus(t)
-	bus.down = true
+	bus := ssmtest.NewEventBus(t)
+	bus.Deny(true)
 	var logged []string
 	var mu sync.Mutex
-	e := jobevents.NewEmitter(&jobevents.EventBridge{Client: bus.client(), Bus: "ops"}, "", func(f string, a ...any) {
+	e := jobevents.NewEmitter(&jobevents.EventBridge{Client: bus.Client(), Bus: "ops"}, "", func(f string, a ...any) {
 		mu.Lock()
 		defer mu.Unlock()
 		logged = append(logged, f)
@@ -255,15 +157,13 @@ func TestEmitterIsBestEffort(t *testing.T) {
 	}
 
 	// A refused entry counts as failed too; the others go through.
-	bus.mu.Lock()
-	bus.down = false
-	bus.refuse = func(p putEntry) bool { return strings.Contains(p.Detail, `"state":"running"`) }
-	bus.mu.Unlock()
+	bus.Deny(false)
+	bus.Refuse(func(p ssmtest.PutEntry) bool { return strings.Contains(p.Detail, `"state":"running"`) })
 	for _, r := range recs[1:] {
 		e.Changed(r)
 	}
 	e.Flush(context.Background())
-	if n := len(bus.entries()); n != 2 {
+	if n := len(bus.Entries()); n != 2 {
 		t.Errorf("%d entries accepted: want 2 (retrying, succeeded)", n)
 	}
 	if e.Failed() != 5 {

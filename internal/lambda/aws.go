@@ -8,10 +8,12 @@ import (
 
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/conveyorhq/conveyor/internal/dispatch/ssm"
+	"github.com/conveyorhq/conveyor/internal/jobevents"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 )
@@ -19,7 +21,8 @@ import (
 // NewFromEnv wires the handler for AWS, once per cold start: the
 // configuration from getenv, the S3, SSM and EC2 clients from the default
 // AWS configuration (the function's role, AWS_REGION, and the
-// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM and _EC2 overrides), the SSM
+// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM, _EC2 and _EVENTBRIDGE
+// overrides), the job events' emitter when EnvEventBus is set, the SSM
 // dispatcher (behind FailFast) and the orchestrator, and the role (EnvRole)
 // that says which events it handles. Log lines go to out.
 func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) (*Handler, error) {
@@ -47,6 +50,11 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	h := New(o, out)
+	if cfg.EventBus != "" {
+		h.Events = jobevents.NewEmitter(&jobevents.EventBridge{Client: eventbridge.NewFromConfig(ac), Bus: cfg.EventBus}, cfg.OutputBucket,
+			func(format string, args ...any) { h.log.WarnContext(ctx, fmt.Sprintf(format, args...)) })
+		o.OnChange = h.Events.Changed
+	}
 	h.Role = cfg.Role
 	h.Reconciler.Versioned = cfg.InputVersioned
 	h.Reconciler.MaxAge = time.Duration(cfg.HistoryDays) * 24 * time.Hour

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/conveyorhq/conveyor/internal/jobevents"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 	"github.com/conveyorhq/conveyor/internal/s3event"
 )
@@ -44,6 +45,26 @@ type Handler struct {
 	// Function names the function in metrics (the "Function" dimension);
 	// NewFromEnv sets AWS_LAMBDA_FUNCTION_NAME.
 	Function string
+	// Events, if set, publishes the state changes the orchestrator makes
+	// (its OnChange); every invocation flushes it before returning, since
+	// Lambda freezes the environment in between.
+	Events *jobevents.Emitter
+}
+
+// eventsFlushTimeout bounds the wait for an invocation's job events.
+const eventsFlushTimeout = 3 * time.Second
+
+// flushEvents waits for the invocation's job events, at best effort: a
+// bus that does not answer costs at most eventsFlushTimeout.
+func (h *Handler) flushEvents(ctx context.Context) {
+	if h.Events == nil {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), eventsFlushTimeout)
+	defer cancel()
+	if err := h.Events.Flush(fctx); err != nil {
+		h.log.WarnContext(ctx, "job events not all published before the invocation ended", "error", err.Error())
+	}
 }
 
 // New returns an orchestrator-role handler that submits events to o and
@@ -110,6 +131,7 @@ type RecordResult struct {
 // destination; and when the document has no shape it knows, so that
 // misrouted event lands there too.
 func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, error) {
+	defer h.flushEvents(ctx)
 	if h.Role == RoleReconciler {
 		return h.HandleScheduled(ctx, event)
 	}

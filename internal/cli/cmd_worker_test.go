@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/conveyorhq/conveyor/internal/dispatch/ssm/ssmtest"
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobevents"
+	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
+)
+
+// workerStack is a worker's view of a stack: the shared test S3 server
+// with buckets of the test's own, reached through s3.endpoint as the EC2
+// worker reaches Amazon S3, and a fresh volume.
+type workerStack struct {
+	srv                  *s3test.Server
+	input, output, state string
+	store                *jobstore.Store
+	env                  map[string]string
+}
+
+func newWorkerStack(t *testing.T) *workerStack {
+	t.Helper()
+	srv := s3test.Start(t)
+	ws := &workerStack{srv: srv, input: srv.Bucket(t, "in"), output: srv.Bucket(t, "out"), state: srv.Bucket(t, "state")}
+	ws.store = jobstore.New(srv.Client, ws.state)
+	ws.env = map[string]string{
+		"CONVEYOR_S3_ENDPOINT":          srv.Endpoint,
+		"CONVEYOR_S3_ACCESS_KEY_ID":     s3test.AccessKey,
+		"CONVEYOR_S3_SECRET_ACCESS_KEY": s3test.SecretKey,
+		"CONVEYOR_INPUT_BUCKET":         ws.input,
+		"CONVEYOR_OUTPUT_BUCKET":        ws.output,
+		"CONVEYOR_STATE_BUCKET":         ws.state,
+		"CONVEYOR_VOLUME":               filepath.Join(t.TempDir(), "volume"),
+		"CONVEYOR_DATA_DIR":             t.TempDir(),
+		"CONVEYOR_PROCESSOR":            "report",
+		"CONVEYOR_PROCESSOR_SANDBOX":    "off",
+	}
+	return ws
+}
+
+func (ws *workerStack) getenv(k string) string { return ws.env[k] }
+
+// submit uploads key and creates its job's record, as the orchestrator
+// would; it returns the job ID.
+func (ws *workerStack) submit(t *testing.T, key, body string) string {
+	t.Helper()
+	ctx := context.Background()
+	out, err := ws.srv.Client.PutObject(ctx, &s3.PutObjectInput{Bucket: &ws.input, Key: aws.String(key), Body: strings.NewReader(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := job.New(ws.input, key, aws.ToString(out.VersionId), strings.Trim(aws.ToString(out.ETag), `"`), int64(len(body)), 2, time.Now())
+	if err := ws.store.Create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec.ID
+}
+
+// TestWorkerRunPublishesJobEvents: with events.bus set, `worker run` puts
+// the job's state changes on the bus, and a bus that refuses them costs
+// the job nothing.
+func TestWorkerRunPublishesJobEvents(t *testing.T) {
+	bus := ssmtest.NewEventBus(t)
+	t.Setenv("AWS_ENDPOINT_URL_EVENTBRIDGE", bus.URL)
+	t.Setenv("AWS_ACCESS_KEY_ID", ssmtest.DefaultAccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	ws := newWorkerStack(t)
+	ws.env["CONVEYOR_EVENTS_BUS"] = "default"
+
+	id := ws.submit(t, "docs/a.txt", "hello\n")
+	if _, errOut, code := runArgs(t, ws.getenv, "worker", "run", "--job", id); code != 0 {
+		t.Fatalf("worker run: exit %d: %s", code, errOut)
+	}
+	var states []string
+	for _, e := range bus.Entries() {
+		var d jobevents.Detail
+		json.Unmarshal([]byte(e.Detail), &d)
+		if d.JobID != id || e.EventBusName != "default" {
+			t.Errorf("event for job %s on bus %q: want %s on default", d.JobID, e.EventBusName, id)
+		}
+		if d.State == "succeeded" && (d.OutputBucket != ws.output || d.OutputCount == 0) {
+			t.Errorf("succeeded event: output bucket %q, %d outputs: want %s and some", d.OutputBucket, d.OutputCount, ws.output)
+		}
+		states = append(states, d.State)
+	}
+	if strings.Join(states, ",") != "running,succeeded" {
+		t.Errorf("events %v: want running, succeeded", states)
+	}
+
+	bus.Deny(true)
+	id = ws.submit(t, "docs/b.txt", "hello again\n")
+	_, errOut, code := runArgs(t, ws.getenv, "worker", "run", "--job", id)
+	if code != 0 || !strings.Contains(errOut, "not published") {
+		t.Errorf("worker run with a refusing bus: exit %d, stderr %q: want 0 and a note", code, errOut)
+	}
+}
