@@ -245,7 +245,7 @@ func (o *Orchestrator) RecordSuperseded(ctx context.Context, oc s3event.ObjectCr
 func (o *Orchestrator) send(ctx context.Context, id string) error {
 	ref, err := o.dispatcher.Dispatch(ctx, id)
 	if err != nil {
-		return fmt.Errorf("dispatch job %s: %w", id, err)
+		return dispatchError{fmt.Errorf("dispatch job %s: %w", id, err)}
 	}
 	if ref == "" {
 		return nil
@@ -264,7 +264,7 @@ func (o *Orchestrator) send(ctx context.Context, id string) error {
 func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 	ref, err := o.dispatcher.Dispatch(ctx, id)
 	if err != nil {
-		return fmt.Errorf("dispatch job %s: %w", id, err)
+		return dispatchError{fmt.Errorf("dispatch job %s: %w", id, err)}
 	}
 	_, err = o.store.Update(ctx, id, func(r *job.Record) error {
 		if r.State.Terminal() || r.State == job.Running && ref == "" {
@@ -274,6 +274,19 @@ func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 		return nil
 	})
 	return err
+}
+
+// dispatchError marks an error of the dispatcher (the job is recorded).
+type dispatchError struct{ error }
+
+func (e dispatchError) Unwrap() error { return e.error }
+
+// IsDispatchFailure reports whether err (a Result's, or one of Reconcile's)
+// is a dispatch that failed, the job being recorded: what the
+// DispatchFailed metric counts.
+func IsDispatchFailure(err error) bool {
+	var de dispatchError
+	return errors.As(err, &de)
 }
 
 // nilIfEmpty also drops "null", the version of an object stored before

@@ -49,6 +49,11 @@ type Report struct {
 	Errors          []error
 	Duration        time.Duration
 	ActiveCursorEnd bool // the active markers were read to their end
+	// DispatchFailed counts dispatches that failed (also in Errors).
+	DispatchFailed int
+	// OldestUnfinished is when the oldest unfinished job this pass read
+	// (this orchestrator's) was created; zero when none.
+	OldestUnfinished time.Time
 }
 
 // Reconciler finds what events and crashes left behind, at a cost that
@@ -303,6 +308,11 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 	case rec.Dispatcher != "" && rec.Dispatcher != o.dispatcher.Name():
 		return // another orchestrator's job (a Lambda sharing the state bucket)
 	}
+	p.count(func(rep *Report) {
+		if rep.OldestUnfinished.IsZero() || rec.CreatedAt.Before(rep.OldestUnfinished) {
+			rep.OldestUnfinished = rec.CreatedAt
+		}
+	})
 	now := r.now()
 	notDue := func() { p.count(func(rep *Report) { rep.NotDue++ }) }
 	switch {
@@ -341,6 +351,7 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 	}
 	if err := o.Dispatch(p.ctx, rec.ID); err != nil {
 		p.fail(err)
+		p.count(func(rep *Report) { rep.DispatchFailed++ })
 		return
 	}
 	p.count(func(rep *Report) { rep.Unfinished++ })
