@@ -131,7 +131,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
-	obs, err := c.newObservers(ctx, o.Err) // observe.go: job events
+	obs, err := c.newObservers(ctx, o.Out, o.Err) // observe.go: job events and metrics
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,10 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/conveyorhq/conveyor/internal/dispatch/ssm/ssmtest"
+	"github.com/conveyorhq/conveyor/internal/emf"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobevents"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
@@ -102,5 +104,41 @@ func TestWorkerRunPublishesJobEvents(t *testing.T) {
 	_, errOut, code := runArgs(t, ws.getenv, "worker", "run", "--job", id)
 	if code != 0 || !strings.Contains(errOut, "not published") {
 		t.Errorf("worker run with a refusing bus: exit %d, stderr %q: want 0 and a note", code, errOut)
+	}
+}
+
+// TestWorkerRunPrintsEMF: with metrics.emf, `worker run` prints its job
+// metrics on stdout as lines CloudWatch Logs turns into metrics; the
+// other lines stay as they were.
+func TestWorkerRunPrintsEMF(t *testing.T) {
+	t.Parallel()
+	ws := newWorkerStack(t)
+	ws.env["CONVEYOR_METRICS_EMF"] = "true"
+	id := ws.submit(t, "m.txt", "metrics\n")
+	out, errOut, code := runArgs(t, ws.getenv, "worker", "run", "--job", id)
+	if code != 0 {
+		t.Fatalf("worker run: exit %d: %s", code, errOut)
+	}
+	got := map[string]string{}
+	plain := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(l, "{") {
+			plain++
+			continue
+		}
+		data, err := emf.Extract([]byte(l))
+		if err != nil {
+			t.Fatalf("stdout line CloudWatch would refuse: %v\n%s", err, l)
+		}
+		for _, d := range data {
+			if d.Namespace != "Conveyor" || d.Dimensions["StateBucket"] != ws.state || len(d.Dimensions) != 1 {
+				t.Errorf("%s: namespace %s, dimensions %v", d.Name, d.Namespace, d.Dimensions)
+			}
+			got[d.Name] = d.Unit
+		}
+	}
+	want := map[string]string{"QueueAge": "Milliseconds", "AttemptDuration": "Milliseconds", "JobsSucceeded": "Count"}
+	if diff := cmp.Diff(want, got); diff != "" || plain != 1 {
+		t.Errorf("metrics on stdout (-want +got):\n%s\n%d other line(s), want 1:\n%s", diff, plain, out)
 	}
 }

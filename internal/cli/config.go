@@ -112,6 +112,12 @@ type FileConfig struct {
 	Events struct {
 		Bus string `yaml:"bus" env:"CONVEYOR_EVENTS_BUS"` // "default", a bus name or ARN
 	} `yaml:"events"`
+	// Metrics writes job metrics in CloudWatch embedded metric format,
+	// one JSON line each, to the standard output of `worker run` (SSM Run
+	// Command sends it to CloudWatch Logs, which extracts them).
+	Metrics struct {
+		EMF bool `yaml:"emf" env:"CONVEYOR_METRICS_EMF"`
+	} `yaml:"metrics"`
 	Dashboard struct {
 		// Addr is where `conveyor up` serves the web page; "off" turns it
 		// off. A non-loopback address requires Token (generated and
@@ -328,6 +334,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WEEKLY", num("CONVEYOR_SNAPSHOT_KEEP_WEEKLY", &c.Snapshot.Retention.KeepWeekly)},
 		{"CONVEYOR_EVENTS_BUS", str(&c.Events.Bus)},
+		{"CONVEYOR_METRICS_EMF", boolean("CONVEYOR_METRICS_EMF", &c.Metrics.EMF)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}

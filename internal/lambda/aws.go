@@ -13,7 +13,9 @@ import (
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/conveyorhq/conveyor/internal/dispatch/ssm"
+	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobevents"
+	"github.com/conveyorhq/conveyor/internal/jobmetrics"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 )
@@ -22,7 +24,8 @@ import (
 // configuration from getenv, the S3, SSM and EC2 clients from the default
 // AWS configuration (the function's role, AWS_REGION, and the
 // AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM, _EC2 and _EVENTBRIDGE
-// overrides), the job events' emitter when EnvEventBus is set, the SSM
+// overrides), the job metrics (to out) and the job events' emitter when
+// EnvEventBus is set, the SSM
 // dispatcher (behind FailFast) and the orchestrator, and the role (EnvRole)
 // that says which events it handles. Log lines go to out.
 func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) (*Handler, error) {
@@ -50,10 +53,14 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	h := New(o, out)
+	h.Metrics = jobmetrics.New(out, cfg.StateBucket)
 	if cfg.EventBus != "" {
 		h.Events = jobevents.NewEmitter(&jobevents.EventBridge{Client: eventbridge.NewFromConfig(ac), Bus: cfg.EventBus}, cfg.OutputBucket,
 			func(format string, args ...any) { h.log.WarnContext(ctx, fmt.Sprintf(format, args...)) })
-		o.OnChange = h.Events.Changed
+	}
+	o.OnChange = func(r *job.Record) {
+		h.Events.Changed(r)
+		h.Metrics.Changed(r)
 	}
 	h.Role = cfg.Role
 	h.Reconciler.Versioned = cfg.InputVersioned

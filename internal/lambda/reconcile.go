@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/conveyorhq/conveyor/internal/emf"
+	"github.com/conveyorhq/conveyor/internal/jobmetrics"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 )
 
@@ -57,6 +59,16 @@ func (h *Handler) HandleScheduled(ctx context.Context, event json.RawMessage) (R
 		rc.Errors = append(rc.Errors, e.Error())
 	}
 	h.writeLine(metricLine(time.Now(), h.function(), took, rc))
+	// The job metrics of the pass, beside the reconciler's own.
+	oldest := 0.0
+	if !rep.OldestUnfinished.IsZero() {
+		oldest = float64(time.Since(rep.OldestUnfinished).Milliseconds())
+	}
+	h.metrics([]emf.Metric{
+		{Name: jobmetrics.Backlog, Unit: emf.Count, Value: float64(rep.Active)},
+		{Name: jobmetrics.OldestUnfinishedAge, Unit: emf.Milliseconds, Value: oldest},
+		{Name: jobmetrics.DispatchFailed, Unit: emf.Count, Value: float64(rep.DispatchFailed)},
+	}, "reconcile backlog")
 	resp := Response{Reconciled: rc}
 	if len(failures) > 0 {
 		return resp, fmt.Errorf("reconcile: %d error(s), first: %w", len(failures), failures[0])
