@@ -124,6 +124,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	}
 	wc := c.workerConfig()
 	wc.ConfigVersion, wc.ProcessorVersion = vers.Config, vers.Processor
+	wc.LogBucket = c.Buckets.State // the client reads the log there (conveyor logs)
 	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
 	if err != nil {
 		return usageErrorf("%v", err)

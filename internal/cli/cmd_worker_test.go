@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -140,5 +141,49 @@ func TestWorkerRunPrintsEMF(t *testing.T) {
 	want := map[string]string{"QueueAge": "Milliseconds", "AttemptDuration": "Milliseconds", "JobsSucceeded": "Count"}
 	if diff := cmp.Diff(want, got); diff != "" || plain != 1 {
 		t.Errorf("metrics on stdout (-want +got):\n%s\n%d other line(s), want 1:\n%s", diff, plain, out)
+	}
+}
+
+// TestLogsReadsTheCopyInTheStateBucket: `worker run` uploads the job's
+// log to s3://<state>/logs/<job>.log when each attempt ends, and `conveyor
+// logs` on another machine (no such volume there) prints that copy, with
+// -f too once the job is over.
+func TestLogsReadsTheCopyInTheStateBucket(t *testing.T) {
+	t.Parallel()
+	ws := newWorkerStack(t)
+	ws.env["CONVEYOR_PROCESSOR_COMMAND"] = "/bin/false"
+	ws.env["CONVEYOR_RETRY_BACKOFF"] = "10ms"
+	ws.env["CONVEYOR_RETRY_MAX_BACKOFF"] = "20ms"
+	id := ws.submit(t, "fails.txt", "x")
+	if _, errOut, code := runArgs(t, ws.getenv, "worker", "run", "--job", id); code != ExitJobDead {
+		t.Fatalf("worker run: exit %d, want %d (dead): %s", code, ExitJobDead, errOut)
+	}
+	obj, err := ws.srv.Client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &ws.state, Key: aws.String("logs/" + id + ".log")})
+	if err != nil {
+		t.Fatalf("the log is not in the state bucket: %v", err)
+	}
+	obj.Body.Close()
+
+	// Another machine: same buckets, no volume of its own.
+	client := map[string]string{}
+	for k, v := range ws.env {
+		client[k] = v
+	}
+	client["CONVEYOR_VOLUME"] = filepath.Join(t.TempDir(), "not-here")
+	getenv := func(k string) string { return client[k] }
+	for _, args := range [][]string{{"logs", id}, {"logs", id, "-f"}} {
+		out, errOut, code := runArgs(t, getenv, args...)
+		if code != 0 || strings.Count(out, "=== conveyor: job "+id+" attempt") != 2 || !strings.Contains(out, "attempt 2 failed") {
+			t.Errorf("%v: exit %d, stderr %q, want both attempts of the log:\n%s", args, code, errOut, out)
+		}
+	}
+	if _, err := os.Stat(client["CONVEYOR_VOLUME"]); err == nil {
+		t.Error("conveyor logs created a volume on the client")
+	}
+
+	// A job that never ran has no log anywhere: said, not waited for.
+	id = ws.submit(t, "never.txt", "y")
+	if _, errOut, code := runArgs(t, getenv, "logs", id); code != ExitFailure || !strings.Contains(errOut, "has no log yet") {
+		t.Errorf("logs of a job that never ran: exit %d, %q", code, errOut)
 	}
 }

@@ -248,6 +248,8 @@ const recordTimeout = 30 * time.Second
 // claimed is the record as this attempt last wrote it, with its ETag: when
 // nobody wrote since (the common case), the outcome is one write, no read.
 func (w *Worker) record(ctx context.Context, claimed *job.Record, etag, token string, res attemptResult, runErr error) error {
+	// The log first: who sees the outcome finds the whole log beside it.
+	w.uploadLog(ctx, claimed, res.log)
 	now := w.now()
 	var after time.Duration
 	var sup *supersededError
