@@ -20,6 +20,9 @@ import (
 // and the most used ones by flags.
 type FileConfig struct {
 	DataDir string `yaml:"data_dir" env:"CONVEYOR_DATA_DIR"`
+	// Stack is an AWS stack (infra/) whose outputs name the buckets the
+	// client commands use, on Amazon S3.
+	Stack string `yaml:"stack" env:"CONVEYOR_STACK"`
 
 	S3 struct {
 		Addr            string `yaml:"addr" env:"CONVEYOR_S3_ADDR"`
@@ -126,6 +129,9 @@ type FileConfig struct {
 		Token string `yaml:"token" env:"CONVEYOR_DASHBOARD_TOKEN"`
 	} `yaml:"dashboard"`
 
+	// getenv is how the configuration was read (AWS endpoint overrides
+	// of --stack); nil is os.Getenv's absence: nothing set.
+	getenv func(string) string
 	// source is the configuration file read, absolute; "" when none was.
 	// The processor's sandbox hides it (it may hold credentials).
 	source string
@@ -193,6 +199,7 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	if err := applyEnv(&c, getenv); err != nil {
 		return c, err
 	}
+	c.getenv = getenv
 	return c, nil
 }
 
@@ -281,6 +288,7 @@ func envFields(c *FileConfig) []envField {
 	}
 	return []envField{
 		{"CONVEYOR_DATA_DIR", str(&c.DataDir)},
+		{"CONVEYOR_STACK", str(&c.Stack)},
 		{"CONVEYOR_S3_ADDR", str(&c.S3.Addr)},
 		{"CONVEYOR_S3_ENDPOINT", str(&c.S3.Endpoint)},
 		{"CONVEYOR_S3_AWS", boolean("CONVEYOR_S3_AWS", &c.S3.AWS)},
