@@ -138,6 +138,9 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	}
 	defer obs.close()
 	w.OnChange = obs.changed
+	if w.LogSink, err = c.logSink(ctx); err != nil {
+		return err
+	}
 	// One `worker run` per SSM command: the volume's slots bound how many
 	// run at once on this machine (workers, default one per CPU). A job
 	// waiting out a retry's backoff gives its slot back meanwhile.

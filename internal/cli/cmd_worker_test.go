@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -185,5 +186,30 @@ func TestLogsReadsTheCopyInTheStateBucket(t *testing.T) {
 	id = ws.submit(t, "never.txt", "y")
 	if _, errOut, code := runArgs(t, getenv, "logs", id); code != ExitFailure || !strings.Contains(errOut, "has no log yet") {
 		t.Errorf("logs of a job that never ran: exit %d, %q", code, errOut)
+	}
+}
+
+// TestWorkerRunSendsAttemptLogsToCloudWatch: with logs.group set, each
+// attempt's part of the job log lands in the stream <job>/<attempt>.
+func TestWorkerRunSendsAttemptLogsToCloudWatch(t *testing.T) {
+	logs := ssmtest.NewLogs(t, "/conveyor/jobs")
+	t.Setenv("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", logs.URL)
+	t.Setenv("AWS_ACCESS_KEY_ID", ssmtest.DefaultAccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	ws := newWorkerStack(t)
+	ws.env["CONVEYOR_LOGS_GROUP"] = "/conveyor/jobs"
+	ws.env["CONVEYOR_PROCESSOR_COMMAND"] = "/bin/false"
+	ws.env["CONVEYOR_RETRY_BACKOFF"], ws.env["CONVEYOR_RETRY_MAX_BACKOFF"] = "10ms", "20ms"
+	id := ws.submit(t, "cw.txt", "x")
+	if _, errOut, code := runArgs(t, ws.getenv, "worker", "run", "--job", id); code != ExitJobDead {
+		t.Fatalf("worker run: exit %d: %s", code, errOut)
+	}
+	for attempt := 1; attempt <= 2; attempt++ {
+		msgs := logs.Messages("/conveyor/jobs", fmt.Sprintf("%s/%d", id, attempt))
+		text := strings.Join(msgs, "\n")
+		if !strings.HasPrefix(text, fmt.Sprintf("=== conveyor: job %s attempt %d/2", id, attempt)) ||
+			!strings.Contains(text, fmt.Sprintf("attempt %d failed", attempt)) || strings.Count(text, "=== conveyor: job") != 1 {
+			t.Errorf("stream of attempt %d: want that attempt's part of the log, alone:\n%s", attempt, text)
+		}
 	}
 }

@@ -115,6 +115,12 @@ type FileConfig struct {
 	Events struct {
 		Bus string `yaml:"bus" env:"CONVEYOR_EVENTS_BUS"` // "default", a bus name or ARN
 	} `yaml:"events"`
+	// Logs sends each attempt's part of a job's log to a CloudWatch Logs
+	// group (a stream per attempt, "<job>/<attempt>"); off unless Group is
+	// set. Credentials and region come as for s3.aws.
+	Logs struct {
+		Group string `yaml:"group" env:"CONVEYOR_LOGS_GROUP"`
+	} `yaml:"logs"`
 	// Metrics writes job metrics in CloudWatch embedded metric format,
 	// one JSON line each, to the standard output of `worker run` (SSM Run
 	// Command sends it to CloudWatch Logs, which extracts them).
@@ -342,6 +348,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WEEKLY", num("CONVEYOR_SNAPSHOT_KEEP_WEEKLY", &c.Snapshot.Retention.KeepWeekly)},
 		{"CONVEYOR_EVENTS_BUS", str(&c.Events.Bus)},
+		{"CONVEYOR_LOGS_GROUP", str(&c.Logs.Group)},
 		{"CONVEYOR_METRICS_EMF", boolean("CONVEYOR_METRICS_EMF", &c.Metrics.EMF)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"io"
 	"os"
 	"strconv"
 
@@ -11,6 +12,34 @@ import (
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 )
+
+// LogSink receives each attempt's part of a job's log when the attempt
+// ends: CloudWatch Logs on AWS (internal/cwlogs).
+type LogSink interface {
+	// PutAttemptLog stores log, the part of job id's log that attempt
+	// wrote. The worker logs an error; the attempt's outcome stands.
+	PutAttemptLog(ctx context.Context, id string, attempt int, log io.Reader) error
+}
+
+// sinkLog hands the attempt's part of the log to Worker.LogSink, if set.
+func (w *Worker) sinkLog(ctx context.Context, rec *job.Record, path string, from int64) {
+	if w.LogSink == nil || path == "" {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		w.logf("job %s: send the attempt's log: %v", rec.ID, err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		w.logf("job %s: send the attempt's log: %v", rec.ID, err)
+		return
+	}
+	if err := w.LogSink.PutAttemptLog(ctx, rec.ID, rec.Attempt, f); err != nil {
+		w.logf("job %s: send attempt %d's log: %v", rec.ID, rec.Attempt, err)
+	}
+}
 
 // uploadLog copies the job's log from the volume to
 // s3://<Config.LogBucket>/logs/<id>.log, when LogBucket is set: the whole
