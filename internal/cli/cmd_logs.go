@@ -61,11 +61,13 @@ func runLogs(ctx context.Context, o *logsOptions, arg string) error {
 	var offset int64 // of the copy in the state bucket, printed so far
 	for {
 		f, err := os.Open(path)
-		if err == nil && offset == 0 {
+		switch {
+		case err == nil && offset == 0:
 			defer f.Close()
 			return followLocal(ctx, o, cn, rec, f)
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
+		case err == nil:
+			f.Close() // the copy is being printed already: keep to it
+		case !errors.Is(err, os.ErrNotExist):
 			return err
 		}
 		n, found, err := copyFrom(ctx, cn, key, offset, o.Out)
