@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -15,7 +16,6 @@ import (
 
 	ssmdoc "github.com/conveyorhq/conveyor/deploy/ssm"
 	"github.com/conveyorhq/conveyor/internal/job"
-	"syscall"
 )
 
 // document is the part of an SSM Command document this test reads.
