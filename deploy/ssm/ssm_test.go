@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -15,7 +16,6 @@ import (
 
 	ssmdoc "github.com/conveyorhq/conveyor/deploy/ssm"
 	"github.com/conveyorhq/conveyor/internal/job"
-	"syscall"
 )
 
 // document is the part of an SSM Command document this test reads.
@@ -42,6 +42,7 @@ type parameter struct {
 }
 
 const (
+	volume    = "/var/lib/conveyor" // the data volume's mount point, in the document
 	validID   = "0123456789abcdef0123456789abcdef"
 	conveyor  = "/usr/local/bin/conveyor"
 	jobRefPat = `\{\{\s*JobId\s*\}\}`
@@ -175,8 +176,15 @@ func shells(t *testing.T) []string {
 }
 
 // prepare writes the rendered script with conveyor replaced by a stub
-// that records that it ran and prints its arguments one per line.
+// that records that it ran and prints its arguments one per line, and the
+// data volume by /proc: a mount point on every Linux, not on the root
+// filesystem (mount_test.go tests the volume's check with others).
 func prepare(t *testing.T, scriptText string) (dir, scriptPath, ranMarker string) {
+	return prepareVolume(t, scriptText, "/proc")
+}
+
+// prepareVolume is prepare with the data volume at vol.
+func prepareVolume(t *testing.T, scriptText, vol string) (dir, scriptPath, ranMarker string) {
 	dir = t.TempDir()
 	stub := filepath.Join(dir, "conveyor-stub")
 	ranMarker = filepath.Join(dir, "stub-ran")
@@ -189,6 +197,7 @@ func prepare(t *testing.T, scriptText string) (dir, scriptPath, ranMarker string
 		t.Fatal(err)
 	}
 	scriptPath = filepath.Join(dir, "_script.sh")
+	scriptText = strings.ReplaceAll(scriptText, "vol="+volume+"\n", "vol="+vol+"\n")
 	if err := os.WriteFile(scriptPath, []byte(strings.ReplaceAll(scriptText, conveyor, stub)), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +226,7 @@ func TestScriptRunsTheWorker(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: script failed: %v\n%s", sh, err, stderr)
 		}
-		want := []string{"worker", "run", "--job", validID, "--config", "/etc/conveyor/conveyor.yaml", "--volume", "/var/lib/conveyor"}
+		want := []string{"worker", "run", "--job", validID, "--config", "/etc/conveyor/conveyor.yaml", "--volume", "/proc"}
 		if diff := cmp.Diff(want, strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")); diff != "" {
 			t.Errorf("%s: conveyor argv (-want +got):\n%s", sh, diff)
 		}

@@ -51,6 +51,7 @@ var awsIgnored = map[string]string{
 	"retention": "finished history expires by the state bucket's lifecycle rules (parameter HistoryRetentionDays)",
 	"dashboard": "there is no dashboard on AWS; use `conveyor jobs` with s3.aws",
 	"snapshot":  "the data volume is snapshotted by the stack's DLM policy (parameters SnapshotTime, SnapshotRetain)",
+	"stack":     "it tells client commands which stack's buckets to use",
 }
 
 // LoadConfigForAWS reads conveyor.yaml at path ("" for the defaults) as

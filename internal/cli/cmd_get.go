@@ -41,7 +41,7 @@ current one). Files keep their names under the input key.`,
 }
 
 func runGet(ctx context.Context, o *getOptions, arg string) error {
-	c, cn, rec, err := o.job(ctx, arg)
+	_, cn, rec, err := o.job(ctx, arg)
 	if err != nil {
 		return err
 	}
@@ -57,7 +57,7 @@ func runGet(ctx context.Context, o *getOptions, arg string) error {
 		if err != nil {
 			return err
 		}
-		n, err := download(ctx, cn.S3, c.Buckets.Output, out.Key, rec, dst)
+		n, err := download(ctx, cn.S3, cn.cfg.Buckets.Output, out.Key, rec, dst)
 		if err != nil {
 			return err
 		}

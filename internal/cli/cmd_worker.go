@@ -144,12 +144,22 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	}
 	wc := c.workerConfig()
 	wc.ConfigVersion, wc.ProcessorVersion = vers.Config, vers.Processor
+	wc.LogBucket = c.Buckets.State // the client reads the log there (conveyor logs)
 	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
 	if err != nil {
 		return usageErrorf("%v", err)
 	}
 	w.Logf = func(format string, args ...any) {
 		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	obs, err := c.newObservers(ctx, o.Out, o.Err) // observe.go: job events and metrics
+	if err != nil {
+		return err
+	}
+	defer obs.close()
+	w.OnChange = obs.changed
+	if w.LogSink, err = c.logSink(ctx); err != nil {
+		return err
 	}
 	first := o.runJob(ctx, w, cn.Store, vol, c.Workers, o.jobID)
 	outcome := o.workerOutcome(ctx, cn, c, vol, o.jobID, first)

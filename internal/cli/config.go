@@ -20,6 +20,9 @@ import (
 // and the most used ones by flags.
 type FileConfig struct {
 	DataDir string `yaml:"data_dir" env:"CONVEYOR_DATA_DIR"`
+	// Stack is an AWS stack (infra/) whose outputs name the buckets the
+	// client commands use, on Amazon S3.
+	Stack string `yaml:"stack" env:"CONVEYOR_STACK"`
 
 	S3 struct {
 		Addr            string `yaml:"addr" env:"CONVEYOR_S3_ADDR"`
@@ -106,6 +109,24 @@ type FileConfig struct {
 		} `yaml:"retention"`
 	} `yaml:"snapshot"`
 
+	// Events puts every job state change this process makes on an
+	// EventBridge bus (see internal/jobevents); off unless Bus is set.
+	// Credentials and region come as for s3.aws.
+	Events struct {
+		Bus string `yaml:"bus" env:"CONVEYOR_EVENTS_BUS"` // "default", a bus name or ARN
+	} `yaml:"events"`
+	// Logs sends each attempt's part of a job's log to a CloudWatch Logs
+	// group (a stream per attempt, "<job>/<attempt>"); off unless Group is
+	// set. Credentials and region come as for s3.aws.
+	Logs struct {
+		Group string `yaml:"group" env:"CONVEYOR_LOGS_GROUP"`
+	} `yaml:"logs"`
+	// Metrics writes job metrics in CloudWatch embedded metric format,
+	// one JSON line each, to the standard output of `worker run` (SSM Run
+	// Command sends it to CloudWatch Logs, which extracts them).
+	Metrics struct {
+		EMF bool `yaml:"emf" env:"CONVEYOR_METRICS_EMF"`
+	} `yaml:"metrics"`
 	Dashboard struct {
 		// Addr is where `conveyor up` serves the web page; "off" turns it
 		// off. A non-loopback address requires Token (generated and
@@ -114,6 +135,9 @@ type FileConfig struct {
 		Token string `yaml:"token" env:"CONVEYOR_DASHBOARD_TOKEN"`
 	} `yaml:"dashboard"`
 
+	// getenv is how the configuration was read (AWS endpoint overrides
+	// of --stack); nil is os.Getenv's absence: nothing set.
+	getenv func(string) string
 	// source is the configuration file read, absolute; "" when none was.
 	// The processor's sandbox hides it (it may hold credentials).
 	source string
@@ -181,6 +205,7 @@ func loadConfig(path string, getenv func(string) string) (FileConfig, error) {
 	if err := applyEnv(&c, getenv); err != nil {
 		return c, err
 	}
+	c.getenv = getenv
 	return c, nil
 }
 
@@ -269,6 +294,7 @@ func envFields(c *FileConfig) []envField {
 	}
 	return []envField{
 		{"CONVEYOR_DATA_DIR", str(&c.DataDir)},
+		{"CONVEYOR_STACK", str(&c.Stack)},
 		{"CONVEYOR_S3_ADDR", str(&c.S3.Addr)},
 		{"CONVEYOR_S3_ENDPOINT", str(&c.S3.Endpoint)},
 		{"CONVEYOR_S3_AWS", boolean("CONVEYOR_S3_AWS", &c.S3.AWS)},
@@ -321,6 +347,9 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_KEEP_WITHIN", dur("CONVEYOR_SNAPSHOT_KEEP_WITHIN", &c.Snapshot.Retention.KeepWithin)},
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WEEKLY", num("CONVEYOR_SNAPSHOT_KEEP_WEEKLY", &c.Snapshot.Retention.KeepWeekly)},
+		{"CONVEYOR_EVENTS_BUS", str(&c.Events.Bus)},
+		{"CONVEYOR_LOGS_GROUP", str(&c.Logs.Group)},
+		{"CONVEYOR_METRICS_EMF", boolean("CONVEYOR_METRICS_EMF", &c.Metrics.EMF)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}

@@ -104,11 +104,28 @@ type conn struct {
 	Files string
 }
 
-// connect reaches the store: Amazon S3 when s3.aws is set, another S3 when
+// awsOptions are the credentials s3.access_key_id configures, if any.
+func awsOptions(c FileConfig) []func(*awsconfig.LoadOptions) error {
+	if c.S3.AccessKeyID == "" {
+		return nil
+	}
+	return []func(*awsconfig.LoadOptions) error{awsconfig.WithCredentialsProvider(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		return aws.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey, Source: "conveyor config"}, nil
+	}))}
+}
+
+// connect reaches the store: the buckets of an AWS stack with --stack
+// (stack.go), Amazon S3 when s3.aws is set, another S3 when
 // s3.endpoint is (credentials from the usual AWS chain unless configured:
 // the instance role on EC2), otherwise the `conveyor up` running on the
 // data dir.
 func connect(ctx context.Context, c FileConfig) (*conn, error) {
+	if c.Stack != "" {
+		var err error
+		if c, err = useStack(ctx, c, c.getenv); err != nil { // stack.go
+			return nil, err
+		}
+	}
 	if c.S3.Endpoint != "" || c.S3.AWS {
 		client, err := awsClient(ctx, c)
 		if err != nil {
@@ -136,13 +153,7 @@ func connect(ctx context.Context, c FileConfig) (*conn, error) {
 }
 
 func awsClient(ctx context.Context, c FileConfig) (*s3.Client, error) {
-	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(c.S3.Region)}
-	if c.S3.AccessKeyID != "" {
-		opts = append(opts, awsconfig.WithCredentialsProvider(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: c.S3.AccessKeyID, SecretAccessKey: c.S3.SecretAccessKey, Source: "conveyor config"}, nil
-		})))
-	}
-	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	ac, err := awsconfig.LoadDefaultConfig(ctx, append(awsOptions(c), awsconfig.WithRegion(c.S3.Region))...)
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}

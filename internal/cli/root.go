@@ -27,6 +27,7 @@ const (
 type globals struct {
 	configPath string
 	dataDir    string
+	stack      string
 	Out, Err   io.Writer
 	getenv     func(string) string
 }
@@ -101,6 +102,7 @@ Exit codes:
 	}
 	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default ./conveyor.yaml if present; env CONVEYOR_CONFIG)")
 	root.PersistentFlags().StringVarP(&g.dataDir, "data-dir", "d", "", "data directory (default ./"+DefaultDataDir+"; env CONVEYOR_DATA_DIR)")
+	root.PersistentFlags().StringVar(&g.stack, "stack", "", "an AWS stack whose outputs name the buckets (jobs, logs, get, retry, put against AWS; env CONVEYOR_STACK)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErrorf("%v; see '%s --help'", err, c.CommandPath())
 	})
@@ -111,6 +113,7 @@ Exit codes:
 		newGetCommand(g),
 		newJobsCommand(g),
 		newLogsCommand(g),
+		newRetryCommand(g),
 		newWorkerCommand(g),
 		newSnapshotCommand(g),
 		newVersionCommand(g),
@@ -126,6 +129,9 @@ func (g *globals) config() (FileConfig, error) {
 	}
 	if g.dataDir != "" {
 		c.DataDir = g.dataDir
+	}
+	if g.stack != "" {
+		c.Stack = g.stack
 	}
 	if err := absDataDir(&c); err != nil {
 		return c, err

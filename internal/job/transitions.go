@@ -231,6 +231,10 @@ func (r *Record) Retry(now time.Time, budget int) error {
 	r.FinishedAt = nil
 	r.NextAttemptAt = nil
 	r.Owner, r.Token = "", ""
+	// Delivery starts afresh: a job that ended dead because its commands
+	// never reached a worker must not end so again at once, and the next
+	// reconcile pass sends it.
+	r.Dispatches, r.DispatchedAt = 0, nil
 	r.UpdatedAt = now.UTC()
 	return nil
 }

@@ -9,10 +9,14 @@ import (
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	awsssm "github.com/aws/aws-sdk-go-v2/service/ssm"
 
 	"github.com/conveyorhq/conveyor/internal/dispatch/ssm"
+	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/jobevents"
+	"github.com/conveyorhq/conveyor/internal/jobmetrics"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 )
@@ -20,7 +24,9 @@ import (
 // NewFromEnv wires the handler for AWS, once per cold start: the
 // configuration from getenv, the S3, SSM and EC2 clients from the default
 // AWS configuration (the function's role, AWS_REGION, and the
-// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM, _EC2 and _AUTO_SCALING overrides), the SSM
+// AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, _SSM, _EC2, _AUTO_SCALING and
+// _EVENTBRIDGE overrides), the job metrics (to out) and the job events'
+// emitter when EnvEventBus is set, the SSM
 // dispatcher (behind FailFast) and the orchestrator, and the role (EnvRole)
 // that says which events it handles. Log lines go to out.
 func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) (*Handler, error) {
@@ -48,6 +54,15 @@ func NewFromEnv(ctx context.Context, getenv func(string) string, out io.Writer) 
 		return nil, fmt.Errorf("configuration: %w", err)
 	}
 	h := New(o, out)
+	h.Metrics = jobmetrics.New(out, cfg.StateBucket)
+	if cfg.EventBus != "" {
+		h.Events = jobevents.NewEmitter(&jobevents.EventBridge{Client: eventbridge.NewFromConfig(ac), Bus: cfg.EventBus}, cfg.OutputBucket,
+			func(format string, args ...any) { h.log.WarnContext(ctx, fmt.Sprintf(format, args...)) })
+	}
+	o.OnChange = func(r *job.Record) {
+		h.Events.Changed(r)
+		h.Metrics.Changed(r)
+	}
 	h.Role = cfg.Role
 	h.Reconciler.Versioned = cfg.InputVersioned
 	h.Reconciler.MaxAge = time.Duration(cfg.HistoryDays) * 24 * time.Hour

@@ -30,6 +30,7 @@ const (
 	EnvInputVersioned   = "CONVEYOR_INPUT_VERSIONED"    // true: the input bucket is versioned (the reconciler lists versions)
 	EnvRole             = "CONVEYOR_LAMBDA_ROLE"        // orchestrator (default) or reconciler: which handler the bootstrap runs
 	EnvHistoryDays      = "CONVEYOR_HISTORY_DAYS"       // days finished records are kept (the lifecycle rule); older inputs are never taken for lost events
+	EnvEventBus         = "CONVEYOR_EVENT_BUS"          // EventBridge bus (name or ARN, "default") for job state change events; empty: none
 )
 
 // Role is which of the stack's two functions a bootstrap is: the same
@@ -69,6 +70,9 @@ type Config struct {
 	// sweep never submits an input version older than that, whose record
 	// may have expired.
 	HistoryDays int
+	// EventBus is the EventBridge bus job state changes are put on
+	// (jobevents); "" puts none.
+	EventBus string
 }
 
 // ConfigFromEnv reads the configuration with getenv (os.Getenv in the
@@ -105,6 +109,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		OutputBucket: required(EnvOutputBucket, "the bucket the worker writes results to"),
 		StateBucket:  required(EnvStateBucket, "the bucket that holds the job records"),
 		S3PathStyle:  get(EnvS3PathStyle) == "1",
+		EventBus:     get(EnvEventBus),
 		Role:         RoleOrchestrator,
 	}
 	switch r := Role(get(EnvRole)); r {

@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
+	"github.com/conveyorhq/conveyor/internal/emf"
+	"github.com/conveyorhq/conveyor/internal/jobevents"
+	"github.com/conveyorhq/conveyor/internal/jobmetrics"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 	"github.com/conveyorhq/conveyor/internal/s3event"
 )
@@ -44,6 +48,43 @@ type Handler struct {
 	// Function names the function in metrics (the "Function" dimension);
 	// NewFromEnv sets AWS_LAMBDA_FUNCTION_NAME.
 	Function string
+	// Events, if set, publishes the state changes the orchestrator makes
+	// (its OnChange); every invocation flushes it before returning, since
+	// Lambda freezes the environment in between.
+	Events *jobevents.Emitter
+	// Metrics, if set, writes job metrics in embedded metric format to
+	// the log: the orchestrator's changes (its OnChange), each
+	// invocation's failed dispatches and failed events, and each
+	// reconcile pass's backlog.
+	Metrics *jobmetrics.Writer
+
+	eventsFailed atomic.Int64 // Events.Failed() as last reported
+}
+
+// eventsFlushTimeout bounds the wait for an invocation's job events.
+const eventsFlushTimeout = 3 * time.Second
+
+// flushEvents waits for the invocation's job events, at best effort: a
+// bus that does not answer costs at most eventsFlushTimeout.
+func (h *Handler) flushEvents(ctx context.Context) {
+	if h.Events == nil {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), eventsFlushTimeout)
+	defer cancel()
+	if err := h.Events.Flush(fctx); err != nil {
+		h.log.WarnContext(ctx, "job events not all published before the invocation ended", "error", err.Error())
+	}
+	if failed := h.Events.Failed(); failed > h.eventsFailed.Load() {
+		h.metrics([]emf.Metric{{Name: jobmetrics.EventsFailed, Unit: emf.Count, Value: float64(failed - h.eventsFailed.Swap(failed))}}, "job events not published")
+	}
+}
+
+// metrics writes one line of job metrics, if Metrics is set.
+func (h *Handler) metrics(ms []emf.Metric, msg string) {
+	if err := h.Metrics.Write(ms, map[string]any{"msg": msg, "function": h.function()}); err != nil {
+		h.log.Error("metrics", "error", err.Error())
+	}
 }
 
 // New returns an orchestrator-role handler that submits events to o and
@@ -112,6 +153,7 @@ type RecordResult struct {
 // destination; and when the document has no shape it knows, so that
 // misrouted event lands there too.
 func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, error) {
+	defer h.flushEvents(ctx)
 	if h.Role == RoleReconciler {
 		return h.HandleScheduled(ctx, event)
 	}
@@ -156,6 +198,13 @@ func (h *Handler) Handle(ctx context.Context, event json.RawMessage) (Response, 
 		}
 		resp.Records = append(resp.Records, rr)
 	}
+	dispatchFailed := 0
+	for _, r := range results {
+		if orchestrator.IsDispatchFailure(r.Err) {
+			dispatchFailed++
+		}
+	}
+	h.metrics([]emf.Metric{{Name: jobmetrics.DispatchFailed, Unit: emf.Count, Value: float64(dispatchFailed)}}, "invocation")
 	if err != nil {
 		return resp, fmt.Errorf("%d of %d record(s) failed, the event will be retried: %w", resp.Failed, len(results), err)
 	}

@@ -4,9 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
+	"github.com/conveyorhq/conveyor/internal/emf"
+	"github.com/conveyorhq/conveyor/internal/jobmetrics"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 )
 
@@ -29,12 +30,15 @@ type Reconciled struct {
 
 // HandleScheduled runs one reconciliation for an EventBridge schedule's
 // event, within the invocation's deadline less Margin, and writes one
-// embedded-metric-format line for it (see metricLine). It returns an error
-// for any other event, and when the pass failed: a part of it that did not
-// succeed, not counting work left undone because the deadline came (the
-// next pass resumes it), so the failure also shows in the function's
-// Errors metric. The reconciler function is not retried: the next
-// scheduled pass is the retry.
+// embedded-metric-format line for it (see metricLine) and one of job
+// metrics (backlog). It returns an error only for an event that is not a
+// schedule's (a misrouted event). A pass that failed (a part of it that
+// did not succeed, not counting work left undone because the deadline
+// came) is not an error of the invocation: it is reported by the line's
+// ReconcileFailed metric and its error field, and the next scheduled pass
+// resumes it. So a failed pass never reaches a retry, an on-failure
+// destination or a dead-letter queue, where it would bury the object
+// events that really were lost.
 func (h *Handler) HandleScheduled(ctx context.Context, event json.RawMessage) (Response, error) {
 	if !isScheduled(event) {
 		h.log.ErrorContext(ctx, "event refused", "reason", "not a scheduled event", "bytes", len(event))
@@ -60,11 +64,20 @@ func (h *Handler) HandleScheduled(ctx context.Context, event json.RawMessage) (R
 		rc.Errors = append(rc.Errors, e.Error())
 	}
 	h.writeLine(metricLine(time.Now(), h.function(), took, rc))
-	resp := Response{Reconciled: rc}
-	if len(failures) > 0 {
-		return resp, fmt.Errorf("reconcile: %d error(s), first: %w", len(failures), failures[0])
+	// The job metrics of the pass, beside the reconciler's own.
+	oldest := 0.0
+	if !rep.OldestUnfinished.IsZero() {
+		oldest = float64(time.Since(rep.OldestUnfinished).Milliseconds())
 	}
-	return resp, nil
+	h.metrics([]emf.Metric{
+		{Name: jobmetrics.Backlog, Unit: emf.Count, Value: float64(rep.Active)},
+		{Name: jobmetrics.OldestUnfinishedAge, Unit: emf.Milliseconds, Value: oldest},
+		{Name: jobmetrics.DispatchFailed, Unit: emf.Count, Value: float64(rep.DispatchFailed)},
+	}, "reconcile backlog")
+	if len(failures) > 0 {
+		h.log.ErrorContext(ctx, "reconcile pass failed; the next pass resumes", "errors", len(failures), "error", failures[0].Error())
+	}
+	return Response{Reconciled: rc}, nil
 }
 
 // budget returns ctx with the deadline the pass must stop at: the

@@ -55,6 +55,19 @@ type Orchestrator struct {
 	store      *jobstore.Store
 	dispatcher dispatch.Dispatcher
 	now        func() time.Time
+	// OnChange, if set, is called with a record after this orchestrator
+	// or its reconciler changed its state: a job created (queued), an
+	// older version recorded superseded, a job ended dead because its
+	// deliveries never reached a worker. Dispatch counts are no change. It
+	// must return quickly and must not keep or modify the record. Set it
+	// before use.
+	OnChange func(*job.Record)
+}
+
+func (o *Orchestrator) changed(r *job.Record) {
+	if o.OnChange != nil && r != nil {
+		o.OnChange(r)
+	}
 }
 
 // New returns an orchestrator. The S3 client is used to HEAD objects whose
@@ -194,6 +207,7 @@ func (o *Orchestrator) Submit(ctx context.Context, oc s3event.ObjectCreated) Res
 		return res
 	default:
 		res.Outcome = Created
+		o.changed(rec)
 	}
 	var err2 error
 	if res.Outcome == Created {
@@ -221,9 +235,14 @@ func (o *Orchestrator) RecordSuperseded(ctx context.Context, oc s3event.ObjectCr
 	if err := rec.Supersede(now, "a newer version was uploaded before this one's event was handled"); err != nil {
 		return err
 	}
-	if err := o.store.Create(ctx, rec); err != nil && !errors.Is(err, jobstore.ErrExists) {
+	err := o.store.Create(ctx, rec)
+	switch {
+	case errors.Is(err, jobstore.ErrExists):
+		return nil
+	case err != nil:
 		return err
 	}
+	o.changed(rec)
 	return nil
 }
 
@@ -245,7 +264,7 @@ func (o *Orchestrator) send(ctx context.Context, id string) error {
 		return errors.Join(fmt.Errorf("dispatch job %s: %w", id, err), uerr)
 	}
 	if err != nil {
-		return fmt.Errorf("dispatch job %s: %w", id, err)
+		return dispatchError{fmt.Errorf("dispatch job %s: %w", id, err)}
 	}
 	if ref == "" {
 		return nil
@@ -265,7 +284,7 @@ func (o *Orchestrator) send(ctx context.Context, id string) error {
 func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 	ref, err := o.dispatcher.Dispatch(ctx, id)
 	if err != nil {
-		return fmt.Errorf("dispatch job %s: %w", id, err)
+		return dispatchError{fmt.Errorf("dispatch job %s: %w", id, err)}
 	}
 	_, err = o.store.Update(ctx, id, func(r *job.Record) error {
 		if r.State.Terminal() || r.State == job.Running && ref == "" {
@@ -275,6 +294,19 @@ func (o *Orchestrator) Dispatch(ctx context.Context, id string) error {
 		return nil
 	})
 	return err
+}
+
+// dispatchError marks an error of the dispatcher (the job is recorded).
+type dispatchError struct{ error }
+
+func (e dispatchError) Unwrap() error { return e.error }
+
+// IsDispatchFailure reports whether err (a Result's, or one of Reconcile's)
+// is a dispatch that failed, the job being recorded: what the
+// DispatchFailed metric counts.
+func IsDispatchFailure(err error) bool {
+	var de dispatchError
+	return errors.As(err, &de)
 }
 
 // nilIfEmpty also drops "null", the version of an object stored before

@@ -51,6 +51,11 @@ type Report struct {
 	Errors          []error
 	Duration        time.Duration
 	ActiveCursorEnd bool // the active markers were read to their end
+	// DispatchFailed counts dispatches that failed (also in Errors).
+	DispatchFailed int
+	// OldestUnfinished is when the oldest unfinished job this pass read
+	// (this orchestrator's) was created; zero when none.
+	OldestUnfinished time.Time
 }
 
 // Reconciler finds what events and crashes left behind, at a cost that
@@ -305,6 +310,11 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 	case rec.Dispatcher != "" && rec.Dispatcher != o.dispatcher.Name():
 		return // another orchestrator's job (a Lambda sharing the state bucket)
 	}
+	p.count(func(rep *Report) {
+		if rep.OldestUnfinished.IsZero() || rec.CreatedAt.Before(rep.OldestUnfinished) {
+			rep.OldestUnfinished = rec.CreatedAt
+		}
+	})
 	now := r.now()
 	notDue := func() { p.count(func(rep *Report) { rep.NotDue++ }) }
 	switch {
@@ -323,15 +333,20 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 		notDue() // dispatched recently: its command may be on its way
 		return
 	case r.MaxUndelivered > 0 && rec.Dispatches >= r.MaxUndelivered:
-		_, err := o.store.Update(p.ctx, rec.ID, func(x *job.Record) error {
+		ended := false
+		got, err := o.store.Update(p.ctx, rec.ID, func(x *job.Record) error {
+			ended = false
 			if x.State.Terminal() || x.State == job.Running || x.Dispatches < r.MaxUndelivered {
 				return jobstore.ErrStop // claimed or changed meanwhile
 			}
+			ended = true
 			return x.Undelivered(now)
 		})
-		if err != nil {
+		switch {
+		case err != nil:
 			p.fail(err)
-		} else {
+		case ended:
+			o.changed(got)
 			p.count(func(rep *Report) { rep.Undelivered++ })
 		}
 		return
@@ -341,6 +356,7 @@ func (p *pass) unfinished(e jobstore.ActiveEntry) {
 		return
 	} else if err != nil {
 		p.fail(err)
+		p.count(func(rep *Report) { rep.DispatchFailed++ })
 		return
 	}
 	p.count(func(rep *Report) { rep.Unfinished++ })

@@ -248,6 +248,9 @@ func (p *pass) sweep(st *reconcileState) {
 			res := p.r.o.Submit(p.ctx, c.oc)
 			if res.Err != nil {
 				p.fail(res.Err)
+				if IsDispatchFailure(res.Err) {
+					p.count(func(rep *Report) { rep.DispatchFailed++ })
+				}
 			} else {
 				p.count(func(rep *Report) { rep.Missing++ })
 			}

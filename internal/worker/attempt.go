@@ -24,6 +24,7 @@ const freshJob = 2 * time.Second
 type attemptResult struct {
 	workDir string
 	log     string
+	logFrom int64 // where this attempt's part of the log starts
 	size    int64 // -1 when the input was not fetched
 	sha256  string
 	outputs []job.Output
@@ -45,6 +46,9 @@ func (w *Worker) attempt(ctx context.Context, rec *job.Record, l *lease, lock *v
 		return res, fmt.Errorf("open job log: %w", err)
 	}
 	defer logf.Close()
+	if fi, err := logf.Stat(); err == nil {
+		res.logFrom = fi.Size()
+	}
 	fmt.Fprintf(logf, "=== conveyor: job %s attempt %d/%d on %s at %s\n", rec.ID, rec.Attempt, rec.MaxAttempts, rec.Owner, time.Now().UTC().Format(time.RFC3339))
 	defer func() {
 		var sup *supersededError

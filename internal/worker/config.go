@@ -48,6 +48,10 @@ type Config struct {
 	// which configuration and which processor produced its outcome.
 	ConfigVersion    string
 	ProcessorVersion string
+	// LogBucket, if set, receives a copy of the job's log when each
+	// attempt ends, at jobstore.LogKey (`worker run` sets the state
+	// bucket: its volume is on another machine than the client's).
+	LogBucket string
 }
 
 // WithDefaults fills in unset fields.

@@ -67,6 +67,10 @@ type Worker struct {
 	// (claim, heartbeat, outcome). It must return quickly and must not keep
 	// or modify the record.
 	OnChange func(*job.Record)
+	// LogSink, if set, receives each attempt's part of the job's log
+	// when the attempt ends (before its outcome is recorded). Set it
+	// before Run.
+	LogSink LogSink
 }
 
 // New returns a Worker. client reaches both the input and output buckets.
@@ -241,6 +245,9 @@ func (w *Worker) handBack(rec *job.Record, token string, cause error) error {
 // handBackTimeout bounds the record write of a graceful stop.
 const handBackTimeout = 5 * time.Second
 
+// logCopyTimeout bounds the copies of an attempt's log (S3, LogSink).
+const logCopyTimeout = 15 * time.Second
+
 // recordTimeout bounds a claim or an outcome write.
 const recordTimeout = 30 * time.Second
 
@@ -248,6 +255,13 @@ const recordTimeout = 30 * time.Second
 // claimed is the record as this attempt last wrote it, with its ETag: when
 // nobody wrote since (the common case), the outcome is one write, no read.
 func (w *Worker) record(ctx context.Context, claimed *job.Record, etag, token string, res attemptResult, runErr error) error {
+	// The log first: who sees the outcome finds the whole log beside it.
+	// Its copies have a bound of their own, so that a store that does not
+	// answer cannot take the outcome's time (the lease runs meanwhile).
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), logCopyTimeout)
+	w.uploadLog(lctx, claimed, res.log)
+	w.sinkLog(lctx, claimed, res.log, res.logFrom)
+	lcancel()
 	now := w.now()
 	var after time.Duration
 	var sup *supersededError
