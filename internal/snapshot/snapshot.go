@@ -16,6 +16,10 @@ var (
 	// ErrCorrupt: an object read back does not match its hash, or is
 	// missing. The error's text names the object.
 	ErrCorrupt = errors.New("snapshot repository is damaged")
+	// ErrLockLost: the operation's lock could not be refreshed in time,
+	// or was removed by another process that judged it stale; the
+	// operation stopped before writing anything that depended on it.
+	ErrLockLost = errors.New("snapshot repository lock lost")
 )
 
 // Snapshot describes one snapshot.

@@ -39,6 +39,11 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		return snapshot.Snapshot{}, err
 	}
 	defer lk.release()
+	// Everything below runs under the lock's context: a lost lock
+	// cancels the uploads, and is checked before the index and the
+	// snapshot object, which a prune that took the lock as stale could
+	// have made point at deleted packs.
+	ctx = lk.ctx
 
 	started := time.Now().UTC()
 	x, err := r.loadIndex(ctx)
@@ -76,6 +81,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	entries, err := c.run(ctx, prev)
 	if err != nil {
 		c.pk.finish()
+		if lerr := lk.check(); lerr != nil {
+			return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", lerr)
+		}
 		return snapshot.Snapshot{}, err
 	}
 	st := snapshot.Stats{FilesRead: int(c.filesRead.Load())}
@@ -101,6 +109,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		}
 	}
 	packs, err := c.pk.finish()
+	if err := lk.check(); err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
+	}
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
@@ -110,6 +121,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	st.BytesAdded = c.pk.bytesAdded()
 	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st}
 	body, _ := json.MarshalIndent(s, "", "  ")
+	if err := lk.check(); err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
+	}
 	if err := r.put(ctx, "snapshots/"+s.ID, body, true); err != nil {
 		return snapshot.Snapshot{}, err
 	}

@@ -5,7 +5,7 @@
 //	packs/<hash>        several MiB of blobs (zstd or raw) and their table
 //	index/<hash>        which blob lives in which pack, at which offset
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats
-//	locks/<id>          who is working on the repository
+//	locks/<nonce>       who is working on the repository (see lock.go)
 //
 // Blobs are file chunks cut by FastCDC and the snapshot's tree (the list of
 // entries with mode, mtime, size, inode and chunk list), each addressed by

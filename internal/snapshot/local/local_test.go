@@ -357,11 +357,9 @@ func TestLocks(t *testing.T) {
 	}
 	excl.release()
 
-	// A lock whose process is gone is stale and removed.
-	dead := &repoLock{r: r, name: "locks/dead", info: lockInfo{Exclusive: true, Op: "prune", Host: hostname(), PID: deadPID(t), Created: time.Now(), Refreshed: time.Now()}}
-	if err := dead.write(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// A lock whose process is gone (on this kernel boot and PID
+	// namespace) is stale and removed.
+	putLock(t, r, "locks/dead", lockInfo{Exclusive: true, Op: "prune", Host: hostname(), PID: deadPID(t), Machine: machineID(), Created: time.Now(), Refreshed: time.Now()})
 	var logged []string
 	r.cfg.Logf = func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }
 	l, err := r.lock(ctx, "create", false)

@@ -28,9 +28,12 @@ const repackBelow = 0.75
 // Prune applies the policy (the empty policy removes no snapshot), then
 // deletes the packs no remaining snapshot references, rewriting those that
 // are mostly unreferenced. It holds the repository's exclusive lock, so no
-// snapshot is being taken meanwhile. The order keeps every step safe to
-// interrupt: snapshot objects, new packs, the new index, old index
-// objects, old packs.
+// snapshot is being taken meanwhile, and works under the lock's context:
+// a lost lock stops it before its next write. Packs that no index names
+// are deleted only once older than PruneMargin by the store's clock (a
+// snapshot whose lock was wrongly taken as stale may still be writing
+// them). The order keeps every step safe to interrupt: snapshot objects,
+// new packs, the new index, old index objects, old packs.
 func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, error) {
 	var rep PruneReport
 	lk, err := r.lock(ctx, "prune", true)
@@ -38,6 +41,7 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 		return rep, err
 	}
 	defer lk.release()
+	ctx = lk.ctx
 	list, err := r.List(ctx)
 	if err != nil {
 		return rep, err
@@ -63,6 +67,9 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 		}
 	}
 	for _, s := range rep.Removed {
+		if err := lk.check(); err != nil {
+			return rep, err
+		}
 		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
 			return rep, err
 		}
@@ -79,7 +86,7 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 			continue
 		}
 		size[id] = o.Size
-		if _, ok := x.packs[id]; !ok {
+		if _, ok := x.packs[id]; !ok && lk.now.Sub(o.Modified) > r.cfg.PruneMargin {
 			del = append(del, id) // left by an interrupted run
 		}
 	}
@@ -141,8 +148,14 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 	rep.PacksRepacked = len(repack)
 	// Only rewrite the index when something changes.
 	if len(del) > 0 || len(newPacks) > 0 {
+		if err := lk.check(); err != nil {
+			return rep, err
+		}
 		name, err := r.writeIndex(ctx, append(keep, newPacks...))
 		if err != nil {
+			return rep, err
+		}
+		if err := lk.check(); err != nil {
 			return rep, err
 		}
 		for _, f := range x.files {
@@ -152,6 +165,9 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 				}
 			}
 		}
+	}
+	if err := lk.check(); err != nil {
+		return rep, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads * 2)

@@ -27,6 +27,13 @@ import (
 // restore leaves the volume as it was. The caller makes sure nothing uses
 // the volume.
 func (r *Repo) Restore(ctx context.Context, id string, opts snapshot.RestoreOptions) error {
+	// A shared lock: no prune deletes what is being read.
+	lk, err := r.lock(ctx, "restore", false)
+	if err != nil {
+		return err
+	}
+	defer lk.release()
+	ctx = lk.ctx
 	s, err := r.Find(ctx, id)
 	if err != nil {
 		return err

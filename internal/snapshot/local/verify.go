@@ -29,6 +29,13 @@ type VerifyReport struct {
 // found; the report lists them all.
 func (r *Repo) Verify(ctx context.Context, id string, progress func(snapshot.Progress)) (VerifyReport, error) {
 	var rep VerifyReport
+	// A shared lock: a prune deleting meanwhile would read as damage.
+	lk, err := r.lock(ctx, "verify", false)
+	if err != nil {
+		return rep, err
+	}
+	defer lk.release()
+	ctx = lk.ctx
 	x, err := r.loadIndex(ctx)
 	if err != nil {
 		return rep, err
