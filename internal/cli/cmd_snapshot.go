@@ -44,7 +44,8 @@ where). With a running 'conveyor up' the commands go through its S3 server;
 without one they open the data dir themselves (and keep 'conveyor up' from
 starting meanwhile). 'conveyor up' takes snapshots on its own when
 snapshot.every or snapshot.daily is set (off by default), applying the
-retention policy (snapshot.retention) after each.
+retention policy (snapshot.retention) after each, and pruning once a day
+(snapshot.prune_every) or once 10 snapshots were removed.
 
 A snapshot is crash-consistent, like an EBS snapshot. --quiesce asks the
 running 'conveyor up' (through the unix socket <data-dir>/control.sock,
@@ -56,7 +57,9 @@ command dies.`,
   conveyor snapshot restore latest --to /srv/clone/volume
   conveyor snapshot restore 20261126T030000Z-1a2b3c4d --in-place   # with conveyor up stopped
   conveyor snapshot verify
-  conveyor snapshot prune --keep-last 7`,
+  conveyor snapshot prune --keep-last 7
+  conveyor snapshot delete 20261126T030000Z-1a2b3c4d
+  conveyor snapshot repair`,
 	}
 	cmd.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	cmd.PersistentFlags().BoolVar(&o.noProgress, "no-progress", false, "print no progress on stderr")
@@ -116,7 +119,7 @@ being taken it fails with a message, and can be run again.`,
 	f.DurationVar(&o.policy.KeepWithin, "keep-within", 0, "keep the snapshots taken within this duration of the newest")
 	f.IntVar(&o.policy.KeepDaily, "keep-daily", 0, "keep the newest snapshot of each of the N newest days")
 	f.IntVar(&o.policy.KeepWeekly, "keep-weekly", 0, "keep the newest snapshot of each of the N newest weeks")
-	cmd.AddCommand(create, list, restore, verify, prune)
+	cmd.AddCommand(create, list, restore, verify, prune, newSnapshotDeleteCommand(o), newSnapshotRepairCommand(o))
 	return cmd
 }
 

@@ -49,22 +49,32 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 	rep.Kept, rep.Removed, rep.Reasons = snapshot.Apply(list, policy)
 	x, err := r.loadIndex(ctx)
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' to rebuild the index from the packs", err)
 	}
 	// What the kept snapshots reference; read before deleting anything.
+	// A blob they use that no index names would be taken for garbage
+	// (its pack unindexed): prune refuses, and repair rebuilds the index.
 	used := map[ID]bool{}
+	var unindexed []string
 	for _, s := range rep.Kept {
 		t, err := r.loadTree(ctx, x, s)
 		if err != nil {
-			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot verify'", err)
+			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' (it rebuilds the index and names what is lost), or 'conveyor snapshot delete %s'", err, s.ID)
 		}
 		tid, _ := parseID(s.Tree)
 		used[tid] = true
 		for _, e := range t.Entries {
 			for _, c := range e.Chunks {
 				used[c] = true
+				if _, ok := x.lookup(c); !ok && len(unindexed) < 5 {
+					unindexed = append(unindexed, fmt.Sprintf("%s of %s in snapshot %s", c, e.Path, s.ID))
+				}
 			}
 		}
+	}
+	if len(unindexed) > 0 {
+		return rep, fmt.Errorf("%w: prune stops, nothing deleted: blobs that kept snapshots use are in no index (%s); run 'conveyor snapshot repair' to rebuild the index from the packs, then prune again",
+			errCorrupt, strings.Join(unindexed, "; "))
 	}
 	for _, s := range rep.Removed {
 		if err := lk.check(); err != nil {
@@ -188,4 +198,24 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 		}
 	}
 	return rep, nil
+}
+
+// Forget applies the policy by removing the snapshot objects it does not
+// keep, and nothing else: their data stays until a prune. It is cheap
+// (no pack is read), so a schedule can apply retention at every run and
+// prune less often. It takes no lock: removing a snapshot object never
+// makes stored data unsafe to read, and a prune running meanwhile only
+// keeps more than it could.
+func (r *Repo) Forget(ctx context.Context, policy snapshot.Policy) (removed []snapshot.Snapshot, err error) {
+	list, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, removed, _ = snapshot.Apply(list, policy)
+	for _, s := range removed {
+		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+			return nil, err
+		}
+	}
+	return removed, nil
 }
