@@ -104,6 +104,11 @@ type FileConfig struct {
 			KeepDaily  int           `yaml:"keep_daily" env:"CONVEYOR_SNAPSHOT_KEEP_DAILY"`
 			KeepWeekly int           `yaml:"keep_weekly" env:"CONVEYOR_SNAPSHOT_KEEP_WEEKLY"`
 		} `yaml:"retention"`
+
+		// PruneEvery: a scheduled run applies retention every time, and
+		// prunes (reads and rewrites packs) only this often, or once
+		// pruneAfterForgotten snapshots were removed; default 24h.
+		PruneEvery time.Duration `yaml:"prune_every" env:"CONVEYOR_SNAPSHOT_PRUNE_EVERY"`
 	} `yaml:"snapshot"`
 
 	Dashboard struct {
