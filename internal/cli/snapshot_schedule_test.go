@@ -82,4 +82,3 @@ func TestSnapshotRuns(t *testing.T) {
 		t.Fatalf("panel schedule %q does not show the failure", st)
 	}
 }
-
