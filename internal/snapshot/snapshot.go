@@ -60,8 +60,12 @@ type RestoreOptions struct {
 	Target string
 	// InPlace replaces the volume's content: files absent from the
 	// snapshot are removed. The caller checks that nothing uses it.
-	InPlace  bool
-	Progress func(Progress)
+	InPlace bool
+	// IgnoreOwner restores as the running user even as root: no file
+	// gets its snapshot owner, and setuid and setgid are dropped where
+	// the owner (group) differs, as for a restore by an ordinary user.
+	IgnoreOwner bool
+	Progress    func(Progress)
 }
 
 // Progress is the work done so far by a long operation.

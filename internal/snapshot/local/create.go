@@ -93,10 +93,12 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 			st.Files++
 			st.Bytes += e.Size
 		case typeDir:
-			st.Dirs++
+			if e.Path != "." {
+				st.Dirs++
+			}
 		}
 	}
-	tb, err := json.Marshal(tree{Version: 1, Entries: entries})
+	tb, err := json.Marshal(tree{Version: treeVersion, Entries: entries})
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
@@ -191,12 +193,10 @@ type chunk struct {
 // size, mtime and inode as in the parent, chunks all indexed) are not read.
 func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, error) {
 	var entries []entry
+	links := map[[2]uint64]string{} // (device, inode) -> first path of a file with several links
 	err := filepath.WalkDir(c.src, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return fmt.Errorf("walk %s: %w", p, err)
-		}
-		if p == c.src {
-			return nil
 		}
 		info, err := d.Info()
 		if errors.Is(err, fs.ErrNotExist) {
@@ -207,12 +207,24 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		}
 		rel, _ := filepath.Rel(c.src, p)
 		e := entry{Path: filepath.ToSlash(rel), Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			e.Inode = st.Ino
+		st, _ := info.Sys().(*syscall.Stat_t)
+		if st != nil {
+			e.Inode, e.UID, e.GID = st.Ino, st.Uid, st.Gid
 		}
 		switch {
 		case info.Mode().IsRegular():
 			e.Type, e.Size = typeFile, info.Size()
+			if st != nil && st.Nlink > 1 {
+				k := [2]uint64{uint64(st.Dev), st.Ino}
+				if first, ok := links[k]; ok {
+					e.Type, e.Target, e.Size = typeHardlink, first, 0
+					break
+				}
+				links[k] = e.Path
+			}
+			if st != nil && st.Blocks*512 < st.Size {
+				e.Sparse = hasHoles(p, e.Size)
+			}
 			c.total.Add(e.Size)
 		case info.IsDir():
 			e.Type = typeDir
@@ -221,9 +233,21 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 			if e.Target, err = os.Readlink(p); err != nil {
 				return err
 			}
+		case info.Mode()&fs.ModeNamedPipe != 0:
+			e.Type = typeFIFO
+		case info.Mode()&fs.ModeDevice != 0 && st != nil:
+			e.Type, e.Rdev = typeBlock, uint64(st.Rdev)
+			if info.Mode()&fs.ModeCharDevice != 0 {
+				e.Type = typeChar
+			}
 		default:
-			c.r.cfg.Logf("snapshot: skipping %s: not a file, directory or symlink", p)
+			c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
 			return nil
+		}
+		if e.Type != typeSymlink && e.Type != typeHardlink {
+			if e.Xattrs, err = readXattrs(p); err != nil {
+				return err
+			}
 		}
 		entries = append(entries, e)
 		return nil

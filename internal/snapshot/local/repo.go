@@ -141,6 +141,8 @@ type Repo struct {
 	// written, before the other locks are read.
 	onLockLost    func(op string)
 	onLockWritten func(op string)
+	// For tests: called before each rename of an in-place restore.
+	onSwap func(from, to string) error
 }
 
 // Open opens the repository at cfg.Bucket/cfg.Prefix, creating it when the
