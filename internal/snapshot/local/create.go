@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -206,6 +207,9 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 			return err
 		}
 		rel, _ := filepath.Rel(c.src, p)
+		if d.IsDir() && !strings.Contains(rel, "/") && (strings.HasPrefix(rel, stagingPrefix) || strings.HasPrefix(rel, asidePrefix)) {
+			return filepath.SkipDir // what an interrupted in-place restore left
+		}
 		e := entry{Path: filepath.ToSlash(rel), Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
 		st, _ := info.Sys().(*syscall.Stat_t)
 		if st != nil {

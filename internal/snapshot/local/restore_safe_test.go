@@ -19,15 +19,22 @@ import (
 // damaged repository could hold; files get the content "evil".
 func craft(t *testing.T, r *Repo, entries []entry) string {
 	t.Helper()
+	did := hashOf([]byte("evil"))
+	for i := range entries {
+		if entries[i].Type == typeFile {
+			entries[i].Size, entries[i].Chunks = 4, []ID{did}
+		}
+	}
+	return craftTree(t, r, &tree{Version: treeVersion, Entries: entries})
+}
+
+// craftTree stores a snapshot of the tree tr (its files' chunks "evil").
+func craftTree(t *testing.T, r *Repo, tr *tree) string {
+	t.Helper()
 	ctx := context.Background()
 	data := []byte("evil")
 	did := hashOf(data)
-	for i := range entries {
-		if entries[i].Type == typeFile {
-			entries[i].Size, entries[i].Chunks = int64(len(data)), []ID{did}
-		}
-	}
-	tb, _ := json.Marshal(tree{Version: treeVersion, Entries: entries})
+	tb, _ := json.Marshal(tr)
 	tid := hashOf(tb)
 	pk := newPacker(ctx, r)
 	pk.add(did, blobData, data, false, len(data))
