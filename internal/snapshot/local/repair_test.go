@@ -101,20 +101,19 @@ func TestRepairNamesLostFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	x, _ := r.loadIndex(ctx)
-	tid, _ := parseID(s.Tree)
-	treeLoc, _ := x.lookup(tid)
 	var victim ID
 	var first blobEntry
 	for p, es := range x.packs {
-		if p != treeLoc.Pack && len(es) > 1 {
-			victim, first = p, es[0]
-			break
+		for _, e := range es {
+			if len(es) > 1 && e.Type == blobData && first.Length == 0 {
+				victim, first = p, e
+			}
 		}
 	}
 	if first.Length == 0 {
-		t.Fatal("no data pack with two blobs")
+		t.Fatal("no pack with two blobs")
 	}
-	// Damage the first blob only: the others are salvaged.
+	// Damage one data blob only: the others are salvaged.
 	flipByte(t, b, r.key("packs/"+victim.String()), int(first.Offset))
 	var want []string
 	tr, _ := r.loadTree(ctx, x, s)
