@@ -103,6 +103,10 @@ type FileConfig struct {
 			KeepWithin time.Duration `yaml:"keep_within" env:"CONVEYOR_SNAPSHOT_KEEP_WITHIN"`
 			KeepDaily  int           `yaml:"keep_daily" env:"CONVEYOR_SNAPSHOT_KEEP_DAILY"`
 			KeepWeekly int           `yaml:"keep_weekly" env:"CONVEYOR_SNAPSHOT_KEEP_WEEKLY"`
+
+			KeepHourly  int `yaml:"keep_hourly" env:"CONVEYOR_SNAPSHOT_KEEP_HOURLY"`
+			KeepMonthly int `yaml:"keep_monthly" env:"CONVEYOR_SNAPSHOT_KEEP_MONTHLY"`
+			KeepYearly  int `yaml:"keep_yearly" env:"CONVEYOR_SNAPSHOT_KEEP_YEARLY"`
 		} `yaml:"retention"`
 
 		// PruneEvery: a scheduled run applies retention every time, and

@@ -85,11 +85,13 @@ func (s *snapshotPanel) Retention() string {
 	if p.KeepWithin > 0 {
 		parts = append(parts, "all within "+p.KeepWithin.String())
 	}
-	if p.KeepDaily > 0 {
-		parts = append(parts, fmt.Sprintf("%d daily", p.KeepDaily))
-	}
-	if p.KeepWeekly > 0 {
-		parts = append(parts, fmt.Sprintf("%d weekly", p.KeepWeekly))
+	for _, b := range []struct {
+		n    int
+		name string
+	}{{p.KeepHourly, "hourly"}, {p.KeepDaily, "daily"}, {p.KeepWeekly, "weekly"}, {p.KeepMonthly, "monthly"}, {p.KeepYearly, "yearly"}} {
+		if b.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", b.n, b.name))
+		}
 	}
 	if len(parts) == 0 {
 		return "keep everything"

@@ -19,6 +19,7 @@ type PruneReport struct {
 	PacksRepacked   int                 `json:"packs_repacked"`
 	BytesFreed      int64               `json:"bytes_freed"`
 	RepositoryBytes int64               `json:"repository_bytes"`
+	DryRun          bool                `json:"dry_run,omitempty"` // nothing was deleted: what would go
 }
 
 // repackBelow: a pack whose referenced bytes fall under this fraction of
@@ -35,8 +36,20 @@ const repackBelow = 0.75
 // them). The order keeps every step safe to interrupt: snapshot objects,
 // new packs, the new index, old index objects, old packs.
 func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, error) {
+	return r.PruneWith(ctx, policy, PruneOptions{})
+}
+
+// PruneOptions tune one prune.
+type PruneOptions struct {
+	// DryRun plans and reports what would go, and writes nothing; it
+	// takes a shared lock only.
+	DryRun bool
+}
+
+// PruneWith is Prune with options.
+func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts PruneOptions) (PruneReport, error) {
 	var rep PruneReport
-	lk, err := r.lock(ctx, "prune", true)
+	lk, err := r.lock(ctx, "prune", !opts.DryRun)
 	if err != nil {
 		return rep, err
 	}
@@ -76,14 +89,6 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 		return rep, fmt.Errorf("%w: prune stops, nothing deleted: blobs that kept snapshots use are in no index (%s); run 'conveyor snapshot repair' to rebuild the index from the packs, then prune again",
 			errCorrupt, strings.Join(unindexed, "; "))
 	}
-	for _, s := range rep.Removed {
-		if err := lk.check(); err != nil {
-			return rep, err
-		}
-		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
-			return rep, err
-		}
-	}
 	stored, err := r.list(ctx, "packs/")
 	if err != nil {
 		return rep, err
@@ -117,6 +122,36 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 			repack = append(repack, sealedPack{ID: p, Entries: es})
 		default:
 			keep = append(keep, sealedPack{ID: p, Entries: es})
+		}
+	}
+	if opts.DryRun {
+		// What would go: whole packs, and the unused part of those
+		// that would be rewritten.
+		rep.PacksDeleted, rep.PacksRepacked = len(del), len(repack)
+		for _, p := range del {
+			rep.BytesFreed += size[p]
+		}
+		for _, sp := range repack {
+			for _, e := range sp.Entries {
+				if used[e.ID] {
+					rep.RepositoryBytes += int64(e.Length)
+				} else {
+					rep.BytesFreed += int64(e.Length)
+				}
+			}
+		}
+		for _, sp := range keep {
+			rep.RepositoryBytes += size[sp.ID]
+		}
+		rep.DryRun = true
+		return rep, nil
+	}
+	for _, s := range rep.Removed {
+		if err := lk.check(); err != nil {
+			return rep, err
+		}
+		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+			return rep, err
 		}
 	}
 	// Repack: copy the referenced blobs into new packs.
