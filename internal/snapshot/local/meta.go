@@ -133,12 +133,32 @@ func (o owners) mode(t *tree, e *entry) uint32 {
 	return m
 }
 
-// fchown gives fd its owner and group, when owners are restored.
-func (o owners) fchown(fd int, e *entry) error {
+// chown gives e its owner and group through fd (or, for a symlink, name
+// in the directory fd), when owners are restored. It reports whether the
+// owner was restored: a kernel that refuses (an ID not mapped in a user
+// namespace, say) is warned about, and the caller then drops set-ID bits
+// as for an ordinary user.
+func (o owners) chown(fd int, name string, e *entry, warn func(string, ...any)) (bool, error) {
 	if !o.restore {
-		return nil
+		return false, nil
 	}
-	return unix.Fchown(fd, int(e.UID), int(e.GID))
+	var err error
+	if name != "" {
+		err = unix.Fchownat(fd, name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW)
+	} else {
+		err = unix.Fchown(fd, int(e.UID), int(e.GID))
+	}
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+		warn("snapshot: restore %s: owner %d:%d not restored (%v); set-ID bits dropped", e.Path, e.UID, e.GID, err)
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// modeAs is mode for an entry whose owner was (owned) or was not restored.
+func (o owners) modeAs(t *tree, e *entry, owned bool) uint32 {
+	o.restore = owned
+	return o.mode(t, e)
 }
 
 // setXattrs sets e's extended attributes on fd; those the restorer may
