@@ -83,7 +83,7 @@ func (r *Repo) fenceAfter() time.Duration {
 func (r *Repo) lock(ctx context.Context, op string, exclusive bool) (*repoLock, error) {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
-	now := time.Now().UTC()
+	now := r.wallClock().UTC()
 	l := &repoLock{r: r, info: lockInfo{Exclusive: exclusive, Op: op, Nonce: hex.EncodeToString(nonce), Host: hostname(), PID: os.Getpid(), Machine: machineID(), Created: now, Refreshed: now}}
 	l.name = "locks/" + l.info.Nonce
 	sent := time.Now()
@@ -185,7 +185,7 @@ func (l *repoLock) lose(err error) {
 func (l *repoLock) refresh(ctx context.Context) error {
 	// Only the keeper writes info and etag; mu guards readers.
 	l.mu.Lock()
-	l.info.Refreshed = time.Now().UTC()
+	l.info.Refreshed = l.r.wallClock().UTC()
 	body, _ := json.Marshal(l.info)
 	etag := l.etag
 	l.mu.Unlock()
@@ -212,6 +212,15 @@ func (l *repoLock) release() {
 		l.mu.Unlock()
 		l.r.delIf(ctx, l.name, etag)
 	})
+}
+
+// wallClock is this machine's clock, which locks only record (for a
+// person reading them): nothing is decided by it.
+func (r *Repo) wallClock() time.Time {
+	if r.clock != nil {
+		return r.clock()
+	}
+	return time.Now()
 }
 
 // checkLocks removes stale locks and returns ErrLocked when a live one

@@ -203,15 +203,18 @@ func TestTwoPrunesRace(t *testing.T) {
 	}
 }
 
-// Staleness follows the store's clock, whatever the writers' clocks say:
-// a lock written just now by a process whose clock is ten hours behind is
-// live; one not rewritten for longer than the stale time is stale though
-// its content, from a clock ten hours ahead, claims a refresh in the
-// future.
+// Staleness follows the store's clock, whatever the machines' clocks say.
+// The judging process's clock is ten hours ahead; a live lock held by a
+// process whose clock is ten hours behind is live; one not rewritten for
+// longer than the stale time is stale though its content, from a clock
+// ten hours ahead, claims a refresh in the future.
 func TestStaleByStoreClock(t *testing.T) {
 	t.Parallel()
 	_, b := setup(t)
 	r, _ := openFast(t, b, 2*time.Second, 500*time.Millisecond)
+	r.clock = func() time.Time { return time.Now().Add(10 * time.Hour) }
+	holder, _ := openFast(t, b, 2*time.Second, 500*time.Millisecond)
+	holder.clock = func() time.Time { return time.Now().Add(-10 * time.Hour) }
 	ctx := context.Background()
 	ahead := time.Now().Add(10 * time.Hour)
 	putLock(t, r, "locks/ahead", lockInfo{Exclusive: true, Op: "prune", Nonce: "ahead", Host: "elsewhere", PID: 1, Created: ahead, Refreshed: ahead})
@@ -220,19 +223,22 @@ func TestStaleByStoreClock(t *testing.T) {
 		t.Fatalf("beside a fresh lock: %v, want ErrLocked", err)
 	}
 	time.Sleep(2*time.Second + 2*staleSlack) // the store's clock passes the stale time
-	behind := time.Now().Add(-10 * time.Hour)
-	putLock(t, r, "locks/behind", lockInfo{Exclusive: false, Op: "create", Nonce: "behind", Host: "elsewhere", PID: 1, Created: behind, Refreshed: behind})
-	l, err := r.lock(ctx, "create", false)
+	held, err := holder.lock(ctx, "create", false)
 	if err != nil {
 		t.Fatalf("beside a stale exclusive lock: %v, want it removed", err)
 	}
-	l.release()
+	defer held.release()
 	if _, err := r.stat(ctx, "locks/ahead"); !errors.Is(err, errNoKey) {
 		t.Errorf("the stale lock is still there: %v", err)
 	}
-	// The lock behind is live: a prune must not proceed beside it.
+	// The lock from the slow clock is refreshed and live, well past the
+	// stale time: a prune must not proceed beside it.
+	time.Sleep(2*time.Second + 2*staleSlack)
 	if _, err := r.lock(ctx, "prune", true); !errors.Is(err, snapshot.ErrLocked) || !strings.Contains(err.Error(), "create") {
-		t.Fatalf("prune beside a fresh lock from a slow clock: %v, want ErrLocked", err)
+		t.Fatalf("prune beside a live lock from a slow clock: %v, want ErrLocked", err)
+	}
+	if err := held.check(); err != nil {
+		t.Fatalf("the holder lost its lock: %v", err)
 	}
 }
 

@@ -51,6 +51,7 @@ func TestRestoreMetadataRoundTrip(t *testing.T) {
 	must(t, os.Link(p("dir/a"), p("b-link")))
 	must(t, unix.Setxattr(p("dir/a"), "user.note", []byte("kept"), 0))
 	must(t, unix.Setxattr(p("dir/a"), "trusted.t", []byte("root only"), 0))
+	must(t, unix.Setxattr(p("dir/a"), "security.conveyor", []byte("root too"), 0))
 	// Sparse: 64 KiB of data, a 32 MiB hole, 4 KiB of data.
 	f, err := os.Create(p("sparse"))
 	must(t, err)
@@ -106,7 +107,7 @@ func TestRestoreMetadataRoundTrip(t *testing.T) {
 	if a.Ino != l.Ino || a.Nlink != 2 {
 		t.Errorf("hard link: inodes %d, %d, %d links; want one inode, 2 links", a.Ino, l.Ino, a.Nlink)
 	}
-	for name, want := range map[string]string{"user.note": "kept", "trusted.t": "root only"} {
+	for name, want := range map[string]string{"user.note": "kept", "trusted.t": "root only", "security.conveyor": "root too"} {
 		buf := make([]byte, 64)
 		n, err := unix.Getxattr(q("dir/a"), name, buf)
 		if err != nil || string(buf[:n]) != want {
