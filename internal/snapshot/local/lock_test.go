@@ -290,3 +290,40 @@ func TestPruneKeepsYoungUnindexedPacks(t *testing.T) {
 		t.Fatalf("prune: %+v %v, want the pack deleted", rep, err)
 	}
 }
+
+// A prune whose lock is lost between its plan and its first write
+// deletes nothing.
+func TestPruneFencedBeforeDeleting(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t)
+	r, fl := openFast(t, b, 2*time.Second, 500*time.Millisecond)
+	ctx := context.Background()
+	rng := rand.New(rand.NewSource(8))
+	for i := 0; i < 2; i++ {
+		writeFile(t, filepath.Join(b.src, "data.bin"), randBytes(rng, 2<<20), 0o644, time.Unix(int64(1e9+i), 0))
+		if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	packs, _ := r.list(ctx, "packs/")
+	idx, _ := r.list(ctx, "index/")
+	lost := make(chan struct{})
+	r.onLockLost = func(string) { close(lost) }
+	r.onPrunePlanned = func() {
+		fl.failLockWrites()
+		<-lost
+	}
+	if _, err := r.Prune(ctx, snapshot.Policy{KeepLast: 1}); !errors.Is(err, snapshot.ErrLockLost) {
+		t.Fatalf("prune: %v, want ErrLockLost", err)
+	}
+	fl.fail.Store(nil)
+	if after, _ := r.list(ctx, "packs/"); len(after) != len(packs) {
+		t.Errorf("packs %d -> %d", len(packs), len(after))
+	}
+	if after, _ := r.list(ctx, "index/"); len(after) != len(idx) {
+		t.Errorf("index objects %d -> %d", len(idx), len(after))
+	}
+	if list, _ := r.List(ctx); len(list) != 2 {
+		t.Errorf("%d snapshots left, want 2", len(list))
+	}
+}

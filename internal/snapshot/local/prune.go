@@ -124,6 +124,9 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			keep = append(keep, sealedPack{ID: p, Entries: es})
 		}
 	}
+	if r.onPrunePlanned != nil {
+		r.onPrunePlanned()
+	}
 	if opts.DryRun {
 		// What would go: whole packs, and the unused part of those
 		// that would be rewritten.

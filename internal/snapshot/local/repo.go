@@ -143,6 +143,8 @@ type Repo struct {
 	onLockWritten func(op string)
 	// For tests: called before each rename of an in-place restore.
 	onSwap func(from, to string) error
+	// For tests: called once prune has planned, before it writes.
+	onPrunePlanned func()
 	// For tests: the wall clock (default time.Now), skewed at will.
 	clock func() time.Time
 }
