@@ -111,6 +111,14 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	// name new (O_EXCL, mkdirat, symlinkat...) in a directory reached
 	// without following a symlink; files get their data next, and their
 	// metadata through their own descriptor once complete.
+	w := &fileWriter{t: t, root: root, show: show, own: own, warn: warn, files: make([]openFile, len(t.Entries)), maxOpen: int64(r.maxOpen)}
+	if w.maxOpen <= 0 {
+		w.maxOpen = maxOpenFiles
+	}
+	for i := range t.Entries {
+		w.files[i].left = len(t.Entries[i].Chunks)
+	}
+	defer w.closeAll()
 	dirs := dirCache{root: root, fd: -1}
 	defer dirs.close()
 	for i := range t.Entries {
@@ -122,8 +130,19 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", show(e), err)
 		}
-		if err := createEntry(pfd, base, t, e, own, &dirs, warn); err != nil {
+		fd, err := createEntry(pfd, base, t, e, own, &dirs, warn)
+		if err != nil {
 			return fmt.Errorf("restore %s: %w", show(e), beneathError(err))
+		}
+		if fd >= 0 {
+			// A file awaiting its data: kept open for its first chunk
+			// while there are few enough.
+			if w.open.Load() < w.maxOpen {
+				w.files[i].fd, w.files[i].isOpen = fd, true
+				w.open.Add(1)
+			} else if err := unix.Close(fd); err != nil {
+				return fmt.Errorf("restore %s: %w", show(e), err)
+			}
 		}
 	}
 	dirs.close()
@@ -153,14 +172,6 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		}
 		return string(packs[i][:]) < string(packs[j][:])
 	})
-	w := &fileWriter{t: t, root: root, show: show, own: own, warn: warn, files: make([]openFile, len(t.Entries)), maxOpen: int64(r.maxOpen)}
-	if w.maxOpen <= 0 {
-		w.maxOpen = maxOpenFiles
-	}
-	for i := range t.Entries {
-		w.files[i].left = len(t.Entries[i].Chunks)
-	}
-	defer w.closeAll()
 	var errMu sync.Mutex
 	var problems []error
 	g, gctx := errgroup.WithContext(ctx)
@@ -210,20 +221,32 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	return nil
 }
 
-// createEntry creates e as base in the directory pfd.
-func createEntry(pfd int, base string, t *tree, e *entry, own owners, dirs *dirCache, warn func(string, ...any)) error {
+// createEntry creates e as base in the directory pfd. For a file that
+// has data to come, it returns its open descriptor, else -1.
+func createEntry(pfd int, base string, t *tree, e *entry, own owners, dirs *dirCache, warn func(string, ...any)) (int, error) {
+	err := createOther(pfd, base, t, e, own, dirs, warn)
+	if err != errIsFile {
+		return -1, err
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, err
+	}
+	if len(e.Chunks) == 0 {
+		return -1, finishFile(fd, t, e, 0, own, warn)
+	}
+	return fd, nil
+}
+
+var errIsFile = errors.New("a regular file")
+
+// createOther creates what is not a regular file (errIsFile for one).
+func createOther(pfd int, base string, t *tree, e *entry, own owners, dirs *dirCache, warn func(string, ...any)) error {
 	switch e.Type {
 	case typeDir:
 		return unix.Mkdirat(pfd, base, 0o700)
 	case typeFile:
-		fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return err
-		}
-		if len(e.Chunks) == 0 {
-			return finishFile(fd, t, e, 0, own, warn)
-		}
-		return unix.Close(fd)
+		return errIsFile
 	case typeHardlink:
 		// The first name was created earlier, in a directory of the tree
 		// (checkTree): reach it the same way.
