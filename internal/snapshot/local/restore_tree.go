@@ -107,10 +107,12 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		}
 		total += e.Size
 	}
-	// Everything is created first, in tree order (parents first), each
-	// name new (O_EXCL, mkdirat, symlinkat...) in a directory reached
-	// without following a symlink; files get their data next, and their
-	// metadata through their own descriptor once complete.
+	// Directories, symlinks, special and empty files are created first,
+	// in tree order (parents first); files with data are created by their
+	// first write, hard links once those are complete. Each name is new
+	// (mkdirat, O_EXCL, symlinkat...), in a directory reached without
+	// following a symlink, and a file gets its metadata through its own
+	// descriptor once complete.
 	w := &fileWriter{t: t, root: root, show: show, own: own, warn: warn, files: make([]openFile, len(t.Entries)), maxOpen: int64(r.maxOpen)}
 	if w.maxOpen <= 0 {
 		w.maxOpen = maxOpenFiles
@@ -130,19 +132,11 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", show(e), err)
 		}
-		fd, err := createEntry(pfd, base, t, e, own, &dirs, warn)
-		if err != nil {
-			return fmt.Errorf("restore %s: %w", show(e), beneathError(err))
+		if e.Type == typeHardlink || (e.Type == typeFile && len(e.Chunks) > 0) {
+			continue // files with data come with it, links after them
 		}
-		if fd >= 0 {
-			// A file awaiting its data: kept open for its first chunk
-			// while there are few enough.
-			if w.open.Load() < w.maxOpen {
-				w.files[i].fd, w.files[i].isOpen = fd, true
-				w.open.Add(1)
-			} else if err := unix.Close(fd); err != nil {
-				return fmt.Errorf("restore %s: %w", show(e), err)
-			}
+		if err := createEntry(pfd, base, t, e, own, &dirs, warn); err != nil {
+			return fmt.Errorf("restore %s: %w", show(e), beneathError(err))
 		}
 	}
 	dirs.close()
@@ -200,6 +194,21 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %d object(s) could not be restored:\n%w", errCorrupt, len(problems), errors.Join(problems...))
 	}
+	// Hard links once their file is complete: they share its inode.
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		if e.Type != typeHardlink {
+			continue
+		}
+		pfd, base, err := dirs.parent(e.Path)
+		if err == nil {
+			err = createEntry(pfd, base, t, e, own, &dirs, warn)
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", show(e), beneathError(err))
+		}
+	}
+	dirs.close()
 	// Directories last, the root included: creating an entry in a
 	// directory changes its mtime, and a read-only one could not have
 	// been written into.
@@ -221,21 +230,18 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	return nil
 }
 
-// createEntry creates e as base in the directory pfd. For a file that
-// has data to come, it returns its open descriptor, else -1.
-func createEntry(pfd int, base string, t *tree, e *entry, own owners, dirs *dirCache, warn func(string, ...any)) (int, error) {
+// createEntry creates e as base in the directory pfd; a file, empty (one
+// with data is created by its first write).
+func createEntry(pfd int, base string, t *tree, e *entry, own owners, dirs *dirCache, warn func(string, ...any)) error {
 	err := createOther(pfd, base, t, e, own, dirs, warn)
 	if err != errIsFile {
-		return -1, err
+		return err
 	}
 	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return -1, err
+		return err
 	}
-	if len(e.Chunks) == 0 {
-		return -1, finishFile(fd, t, e, 0, own, warn)
-	}
-	return fd, nil
+	return finishFile(fd, t, e, 0, own, warn)
 }
 
 var errIsFile = errors.New("a regular file")

@@ -88,6 +88,7 @@ type openFile struct {
 	mu      sync.Mutex
 	fd      int // valid while isOpen
 	isOpen  bool
+	created bool  // the file exists: later opens do not create it
 	users   int   // writes in progress
 	left    int   // chunks not yet written
 	written int64 // bytes written
@@ -113,12 +114,18 @@ func (w *fileWriter) write(i int, data []byte, off int64) error {
 	e := &w.t.Entries[i]
 	of.mu.Lock()
 	if !of.isOpen {
-		fd, err := openBeneath(w.root, e.Path, unix.O_WRONLY, 0)
+		// Created by its first write (so that files are created in
+		// parallel, by the pack workers), and new: O_EXCL.
+		flags, mode := unix.O_WRONLY, uint32(0) // openat2 takes a mode only to create
+		if !of.created {
+			flags, mode = flags|unix.O_CREAT|unix.O_EXCL, 0o600
+		}
+		fd, err := openBeneath(w.root, e.Path, flags, mode)
 		if err != nil {
 			of.mu.Unlock()
 			return fmt.Errorf("restore %s: %w", w.show(e), beneathError(err))
 		}
-		of.fd, of.isOpen = fd, true
+		of.fd, of.isOpen, of.created = fd, true, true
 		w.open.Add(1)
 	}
 	of.users++
