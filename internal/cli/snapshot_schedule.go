@@ -126,6 +126,9 @@ func pruneDue(last, now time.Time, forgotten int, every time.Duration) bool {
 
 // status is one line for the dashboard: how the last run went.
 func (sr *snapshotRuns) status() string {
+	if sr == nil {
+		return ""
+	}
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
 	switch {
