@@ -207,3 +207,37 @@ func TestPruneDeletesDamagedUnneededPack(t *testing.T) {
 }
 
 func removeFile(p string) error { return os.Remove(p) }
+
+// A missing pack: repair names it and the files it held.
+func TestRepairNamesMissingPack(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	writeFile(t, filepath.Join(b.src, "a.bin"), randBytes(rand.New(rand.NewSource(6)), 3<<20), 0o644, time.Unix(1e9, 0))
+	writeFile(t, filepath.Join(b.src, "small"), []byte("small"), 0o644, time.Unix(1e9, 0))
+	s, err := r.Create(ctx, snapshot.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, _ := r.loadIndex(ctx)
+	tid, _ := parseID(s.Tree)
+	treeLoc, _ := x.lookup(tid)
+	var gone ID
+	for p := range x.packs {
+		if p != treeLoc.Pack {
+			gone = p
+			break
+		}
+	}
+	want := filesIn(t, r, s, gone)
+	if err := r.del(ctx, "packs/"+gone.String()); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := r.Repair(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.MissingPacks) != 1 || !strings.Contains(rep.MissingPacks[0], gone.String()) || !slices.Equal(rep.Incomplete[s.ID], want) {
+		t.Fatalf("repair: missing %v, incomplete %v; want %s and %v\n%s", rep.MissingPacks, rep.Incomplete, gone, want, rep)
+	}
+}
