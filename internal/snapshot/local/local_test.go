@@ -146,6 +146,16 @@ func readTree(t *testing.T, root string) map[string]fileInfo {
 func restoreAndCompare(t *testing.T, r *Repo, id, src string) {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "restored")
+	// Read-only directories come back read-only: make them writable for
+	// the temp dir's removal (which root needs not, an ordinary user does).
+	t.Cleanup(func() {
+		filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o700)
+			}
+			return nil
+		})
+	})
 	if err := r.Restore(context.Background(), id, snapshot.RestoreOptions{Target: dst}); err != nil {
 		t.Fatalf("restore %s: %v", id, err)
 	}
