@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -31,6 +32,8 @@ type snapshotOptions struct {
 	inPlace        bool
 	policy         snapshot.Policy
 	noProgress     bool
+	dryRun         bool
+	readSubset     string
 }
 
 func newSnapshotCommand(g *globals) *cobra.Command {
@@ -44,7 +47,8 @@ where). With a running 'conveyor up' the commands go through its S3 server;
 without one they open the data dir themselves (and keep 'conveyor up' from
 starting meanwhile). 'conveyor up' takes snapshots on its own when
 snapshot.every or snapshot.daily is set (off by default), applying the
-retention policy (snapshot.retention) after each.
+retention policy (snapshot.retention) after each, and pruning once a day
+(snapshot.prune_every) or once 10 snapshots were removed.
 
 A snapshot is crash-consistent, like an EBS snapshot. --quiesce asks the
 running 'conveyor up' (through the unix socket <data-dir>/control.sock,
@@ -56,7 +60,9 @@ command dies.`,
   conveyor snapshot restore latest --to /srv/clone/volume
   conveyor snapshot restore 20261126T030000Z-1a2b3c4d --in-place   # with conveyor up stopped
   conveyor snapshot verify
-  conveyor snapshot prune --keep-last 7`,
+  conveyor snapshot prune --keep-last 7
+  conveyor snapshot delete 20261126T030000Z-1a2b3c4d
+  conveyor snapshot repair`,
 	}
 	cmd.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	cmd.PersistentFlags().BoolVar(&o.noProgress, "no-progress", false, "print no progress on stderr")
@@ -92,7 +98,13 @@ checked; a missing or damaged object is named.`,
 	verify := &cobra.Command{
 		Use:   "verify [ID]",
 		Short: "Read back every object (or one snapshot's) and check every hash",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Read back every pack (or those of one snapshot) and check every blob's hash,
+that every file's chunks are indexed and every pack is there. With
+--read-data-subset only part of the packs is read (the index, the trees and
+the presence of every pack are still checked): n/m reads the n-th of m
+groups, so that m runs, say one a night, read everything once; 5% or 0.05
+reads that share, chosen at random.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := ""
 			if len(args) == 1 {
@@ -101,6 +113,7 @@ checked; a missing or damaged object is named.`,
 			return runSnapshotVerify(cmd.Context(), o, id)
 		},
 	}
+	verify.Flags().StringVar(&o.readSubset, "read-data-subset", "", "read only this part of the packs: n/m, a percentage (5%) or a fraction (0.05)")
 	prune := &cobra.Command{
 		Use:   "prune",
 		Short: "Apply the retention policy and delete data no snapshot references",
@@ -114,9 +127,13 @@ being taken it fails with a message, and can be run again.`,
 	f := prune.Flags()
 	f.IntVar(&o.policy.KeepLast, "keep-last", 0, "keep the N newest snapshots")
 	f.DurationVar(&o.policy.KeepWithin, "keep-within", 0, "keep the snapshots taken within this duration of the newest")
+	f.IntVar(&o.policy.KeepHourly, "keep-hourly", 0, "keep the newest snapshot of each of the N newest hours")
 	f.IntVar(&o.policy.KeepDaily, "keep-daily", 0, "keep the newest snapshot of each of the N newest days")
 	f.IntVar(&o.policy.KeepWeekly, "keep-weekly", 0, "keep the newest snapshot of each of the N newest weeks")
-	cmd.AddCommand(create, list, restore, verify, prune)
+	f.IntVar(&o.policy.KeepMonthly, "keep-monthly", 0, "keep the newest snapshot of each of the N newest months")
+	f.IntVar(&o.policy.KeepYearly, "keep-yearly", 0, "keep the newest snapshot of each of the N newest years")
+	f.BoolVar(&o.dryRun, "dry-run", false, "print what would be removed and freed; delete nothing")
+	cmd.AddCommand(create, list, restore, verify, prune, newSnapshotDeleteCommand(o), newSnapshotRepairCommand(o))
 	return cmd
 }
 
@@ -397,7 +414,7 @@ func runSnapshotVerify(ctx context.Context, o *snapshotOptions, id string) error
 	}
 	defer r.close()
 	prog, done := o.progress("verify")
-	rep, err := r.Verify(ctx, id, prog)
+	rep, err := r.VerifyWith(ctx, id, snaplocal.VerifyOptions{Progress: prog, Subset: o.readSubset})
 	done()
 	if o.output == "json" && (err == nil || errors.Is(err, snapshot.ErrCorrupt)) {
 		if rep.Problems == nil {
@@ -412,6 +429,9 @@ func runSnapshotVerify(ctx context.Context, o *snapshotOptions, id string) error
 	}
 	if o.output == "table" {
 		fmt.Fprintf(o.Out, "verified %d snapshot(s): %d packs, %d blobs, %s read, no problem\n", rep.Snapshots, rep.Packs, rep.Blobs, humanBytes(rep.Bytes))
+		if rep.PacksNotRead > 0 {
+			fmt.Fprintf(o.Out, "(%d pack(s) outside the subset were checked present, not read)\n", rep.PacksNotRead)
+		}
 	}
 	return nil
 }
@@ -429,18 +449,29 @@ func runSnapshotPrune(ctx context.Context, o *snapshotOptions, cmd *cobra.Comman
 	}
 	defer r.close()
 	policy := r.cfg.snapshotPolicy()
-	for _, n := range []string{"keep-last", "keep-within", "keep-daily", "keep-weekly"} {
+	for _, n := range []string{"keep-last", "keep-within", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly"} {
 		if cmd.Flags().Changed(n) {
 			policy = o.policy
 			break
 		}
 	}
-	rep, err := r.Prune(ctx, policy)
+	rep, err := r.PruneWith(ctx, policy, snaplocal.PruneOptions{DryRun: o.dryRun})
 	if err != nil {
 		return err
 	}
 	if o.output == "json" {
 		return o.printJSON(rep)
+	}
+	if o.dryRun {
+		for _, s := range rep.Removed {
+			fmt.Fprintf(o.Out, "would remove %s (%s)\n", s.ID, s.Time.Local().Format("2006-01-02 15:04:05"))
+		}
+		for _, s := range rep.Kept {
+			fmt.Fprintf(o.Out, "would keep   %s (%s): %s\n", s.ID, s.Time.Local().Format("2006-01-02 15:04:05"), strings.Join(rep.Reasons[s.ID], ", "))
+		}
+		fmt.Fprintf(o.Out, "dry run: would keep %d snapshot(s), remove %d; delete %d pack(s), rewrite %d, free about %s; repository then about %s\n",
+			len(rep.Kept), len(rep.Removed), rep.PacksDeleted, rep.PacksRepacked, humanBytes(rep.BytesFreed), humanBytes(rep.RepositoryBytes))
+		return nil
 	}
 	fmt.Fprintf(o.Out, "kept %d snapshot(s), removed %d; deleted %d pack(s), rewrote %d, freed %s; repository now %s\n",
 		len(rep.Kept), len(rep.Removed), rep.PacksDeleted, rep.PacksRepacked, humanBytes(rep.BytesFreed), humanBytes(rep.RepositoryBytes))

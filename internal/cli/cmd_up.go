@@ -93,7 +93,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if pc.Dashboard != nil && !dashboard.IsLoopback(pc.Dashboard.Addr) {
 		fmt.Fprintf(o.Err, "conveyor: warning: the dashboard listens on %s, reachable from other machines; it requires the token in the URL printed below, but traffic is plain HTTP\n", pc.Dashboard.Addr)
 	}
-	panel := &snapshotPanel{cfg: c}
+	panel := &snapshotPanel{cfg: c, runs: newSnapshotRuns(c)}
 	pc.Snapshots = panel
 	p, err := local.Start(ctx, pc)
 	if err != nil {
@@ -101,7 +101,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	defer p.Stop()
 	panel.pipe.Store(p)
-	stopSnapshots, err := startSnapshotSchedule(ctx, o.globals, c, p)
+	stopSnapshots, err := startSnapshotSchedule(ctx, o.globals, c, p, panel.runs)
 	if err != nil {
 		return err
 	}

@@ -106,7 +106,16 @@ type FileConfig struct {
 			KeepWithin time.Duration `yaml:"keep_within" env:"CONVEYOR_SNAPSHOT_KEEP_WITHIN"`
 			KeepDaily  int           `yaml:"keep_daily" env:"CONVEYOR_SNAPSHOT_KEEP_DAILY"`
 			KeepWeekly int           `yaml:"keep_weekly" env:"CONVEYOR_SNAPSHOT_KEEP_WEEKLY"`
+
+			KeepHourly  int `yaml:"keep_hourly" env:"CONVEYOR_SNAPSHOT_KEEP_HOURLY"`
+			KeepMonthly int `yaml:"keep_monthly" env:"CONVEYOR_SNAPSHOT_KEEP_MONTHLY"`
+			KeepYearly  int `yaml:"keep_yearly" env:"CONVEYOR_SNAPSHOT_KEEP_YEARLY"`
 		} `yaml:"retention"`
+
+		// PruneEvery: a scheduled run applies retention every time, and
+		// prunes (reads and rewrites packs) only this often, or once
+		// pruneAfterForgotten snapshots were removed; default 24h.
+		PruneEvery time.Duration `yaml:"prune_every" env:"CONVEYOR_SNAPSHOT_PRUNE_EVERY"`
 	} `yaml:"snapshot"`
 
 	// Events puts every job state change this process makes on an

@@ -18,6 +18,8 @@ import (
 type snapshotPanel struct {
 	cfg  FileConfig
 	pipe atomic.Pointer[local.Pipeline]
+	// runs is shared with the schedule: how the last run went.
+	runs *snapshotRuns
 }
 
 var _ dashboard.Snapshots = (*snapshotPanel)(nil)
@@ -56,16 +58,21 @@ func (s *snapshotPanel) Create(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return scheduledSnapshot(ctx, r, s.cfg, s.pipe.Load(), func(string, ...any) {})
+	return s.runs.run(ctx, r, s.pipe.Load(), func(string, ...any) {})
 }
 
-// Schedule implements dashboard.Snapshots.
+// Schedule implements dashboard.Snapshots. It ends with how the last run
+// went, so that a failing schedule shows on the panel.
 func (s *snapshotPanel) Schedule() string {
 	sched := s.cfg.snapshotSchedule()
-	if sched.Off() {
-		return "off (set snapshot.every or snapshot.daily)"
+	text := "off (set snapshot.every or snapshot.daily)"
+	if !sched.Off() {
+		text = "every " + scheduleText(sched)
 	}
-	return "every " + scheduleText(sched)
+	if st := s.runs.status(); st != "" {
+		text += "; " + st
+	}
+	return text
 }
 
 // Retention implements dashboard.Snapshots.
@@ -78,11 +85,13 @@ func (s *snapshotPanel) Retention() string {
 	if p.KeepWithin > 0 {
 		parts = append(parts, "all within "+p.KeepWithin.String())
 	}
-	if p.KeepDaily > 0 {
-		parts = append(parts, fmt.Sprintf("%d daily", p.KeepDaily))
-	}
-	if p.KeepWeekly > 0 {
-		parts = append(parts, fmt.Sprintf("%d weekly", p.KeepWeekly))
+	for _, b := range []struct {
+		n    int
+		name string
+	}{{p.KeepHourly, "hourly"}, {p.KeepDaily, "daily"}, {p.KeepWeekly, "weekly"}, {p.KeepMonthly, "monthly"}, {p.KeepYearly, "yearly"}} {
+		if b.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", b.n, b.name))
+		}
 	}
 	if len(parts) == 0 {
 		return "keep everything"

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/conveyorhq/conveyor/internal/local"
@@ -31,7 +32,7 @@ func (c FileConfig) snapshotSchedule() snapshot.Schedule {
 
 func (c FileConfig) snapshotPolicy() snapshot.Policy {
 	r := c.Snapshot.Retention
-	return snapshot.Policy{KeepLast: r.KeepLast, KeepWithin: r.KeepWithin, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly}
+	return snapshot.Policy{KeepLast: r.KeepLast, KeepWithin: r.KeepWithin, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly}
 }
 
 func (c FileConfig) snapshotBucket() string {
@@ -46,9 +47,10 @@ func (c FileConfig) snapshotRepoConfig() snaplocal.Config {
 }
 
 // startSnapshotSchedule runs the configured snapshot schedule inside
-// `conveyor up`: a snapshot (quiesced when snapshot.quiesce is set), then
-// the retention policy, at each due time. Off when no schedule is set.
-func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *local.Pipeline) (stop func(), err error) {
+// `conveyor up`: at each due time a snapshot (quiesced when
+// snapshot.quiesce is set) and the retention policy, and a prune when due
+// (see snapshotRuns). Off when no schedule is set.
+func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *local.Pipeline, runs *snapshotRuns) (stop func(), err error) {
 	sched := c.snapshotSchedule()
 	if sched.Off() {
 		return func() {}, nil
@@ -65,11 +67,11 @@ func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *loc
 			if err != nil {
 				return err
 			}
-			return scheduledSnapshot(ctx, r, c, p, logf)
+			return runs.run(ctx, r, p, logf)
 		},
 		OnRun: func(_ time.Time, err error) {
 			if err != nil {
-				logf("scheduled snapshot: %v", err)
+				logf("scheduled snapshot FAILED: %v (the dashboard's snapshot panel shows it until a run succeeds)", err)
 			}
 		},
 	}
@@ -88,9 +90,73 @@ func scheduleText(s snapshot.Schedule) string {
 	return "day at " + s.Daily
 }
 
-func scheduledSnapshot(ctx context.Context, r *snaplocal.Repo, c FileConfig, p *local.Pipeline, logf func(string, ...any)) error {
+// Defaults of the scheduled prune.
+const (
+	defaultPruneEvery = 24 * time.Hour
+	// pruneAfterForgotten: a scheduled run prunes once retention has
+	// removed this many snapshots since the last prune.
+	pruneAfterForgotten = 10
+)
+
+// snapshotRuns runs scheduled snapshots (and the dashboard's "snapshot
+// now"): a snapshot, then retention (Forget, cheap) every time, and a
+// prune only when pruneDue says so. It remembers how the last run went,
+// for the dashboard's snapshot panel.
+type snapshotRuns struct {
+	cfg FileConfig
+	now func() time.Time
+
+	mu        sync.Mutex
+	lastPrune time.Time // the start of the process counts as one
+	forgotten int       // snapshots removed since the last prune
+	lastAt    time.Time
+	lastErr   error
+	lastID    string
+}
+
+func newSnapshotRuns(c FileConfig) *snapshotRuns {
+	return &snapshotRuns{cfg: c, now: time.Now, lastPrune: time.Now()}
+}
+
+// pruneDue: prune once every period, or sooner when retention has
+// removed many snapshots since the last prune.
+func pruneDue(last, now time.Time, forgotten int, every time.Duration) bool {
+	return now.Sub(last) >= every || forgotten >= pruneAfterForgotten
+}
+
+// status is one line for the dashboard: how the last run went.
+func (sr *snapshotRuns) status() string {
+	if sr == nil {
+		return ""
+	}
+	sr.mu.Lock()
+	defer sr.mu.Unlock()
+	switch {
+	case sr.lastAt.IsZero():
+		return ""
+	case sr.lastErr != nil:
+		return fmt.Sprintf("last run at %s FAILED: %v", sr.lastAt.Format("2006-01-02 15:04"), sr.lastErr)
+	default:
+		return fmt.Sprintf("last run at %s: snapshot %s", sr.lastAt.Format("2006-01-02 15:04"), sr.lastID)
+	}
+}
+
+func (sr *snapshotRuns) run(ctx context.Context, r *snaplocal.Repo, p *local.Pipeline, logf func(string, ...any)) error {
+	at := sr.now()
+	id, err := sr.runOnce(ctx, r, p, logf)
+	sr.mu.Lock()
+	sr.lastAt, sr.lastErr = at, err
+	if id != "" {
+		sr.lastID = id
+	}
+	sr.mu.Unlock()
+	return err
+}
+
+func (sr *snapshotRuns) runOnce(ctx context.Context, r *snaplocal.Repo, p *local.Pipeline, logf func(string, ...any)) (string, error) {
+	c := sr.cfg
 	create := func() (snapshot.Snapshot, error) {
-		if c.Snapshot.Quiesce {
+		if c.Snapshot.Quiesce && p != nil {
 			resume, err := p.Quiesce(ctx, 5*time.Minute)
 			if err != nil {
 				return snapshot.Snapshot{}, fmt.Errorf("quiesce: %w", err)
@@ -101,15 +167,34 @@ func scheduledSnapshot(ctx context.Context, r *snaplocal.Repo, c FileConfig, p *
 	}
 	s, err := create()
 	if err != nil {
-		return err
+		return "", err
 	}
 	logf("snapshot %s: %d files, %s, %s added", s.ID, s.Stats.Files, humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded))
+	removed, err := r.Forget(ctx, c.snapshotPolicy())
+	if err != nil {
+		return s.ID, fmt.Errorf("retention after snapshot %s: %w", s.ID, err)
+	}
+	if len(removed) > 0 {
+		logf("retention removed %d snapshot(s)", len(removed))
+	}
+	every := c.Snapshot.PruneEvery
+	if every <= 0 {
+		every = defaultPruneEvery
+	}
+	sr.mu.Lock()
+	sr.forgotten += len(removed)
+	due := pruneDue(sr.lastPrune, sr.now(), sr.forgotten, every)
+	sr.mu.Unlock()
+	if !due {
+		return s.ID, nil
+	}
 	rep, err := r.Prune(ctx, c.snapshotPolicy())
 	if err != nil {
-		return fmt.Errorf("retention after snapshot %s: %w", s.ID, err)
+		return s.ID, fmt.Errorf("prune after snapshot %s: %w", s.ID, err)
 	}
-	if len(rep.Removed) > 0 {
-		logf("retention removed %d snapshot(s), freed %s", len(rep.Removed), humanBytes(rep.BytesFreed))
-	}
-	return nil
+	sr.mu.Lock()
+	sr.lastPrune, sr.forgotten = sr.now(), 0
+	sr.mu.Unlock()
+	logf("prune: deleted %d pack(s), freed %s; repository now %s", rep.PacksDeleted, humanBytes(rep.BytesFreed), humanBytes(rep.RepositoryBytes))
+	return s.ID, nil
 }

@@ -15,12 +15,19 @@ type Policy struct {
 	// newest one (not before now: Apply stays pure and a stopped machine
 	// does not expire everything when it comes back).
 	KeepWithin time.Duration `json:"keep_within,omitempty" yaml:"keep_within"`
+	// KeepHourly keeps the newest snapshot of each of the N newest
+	// hours that have one (UTC).
+	KeepHourly int `json:"keep_hourly,omitempty" yaml:"keep_hourly"`
 	// KeepDaily keeps the newest snapshot of each of the N newest days
 	// that have one (days in UTC).
 	KeepDaily int `json:"keep_daily,omitempty" yaml:"keep_daily"`
 	// KeepWeekly keeps the newest snapshot of each of the N newest ISO
 	// weeks that have one.
 	KeepWeekly int `json:"keep_weekly,omitempty" yaml:"keep_weekly"`
+	// KeepMonthly and KeepYearly keep the newest snapshot of each of the
+	// N newest months (years) that have one (UTC).
+	KeepMonthly int `json:"keep_monthly,omitempty" yaml:"keep_monthly"`
+	KeepYearly  int `json:"keep_yearly,omitempty" yaml:"keep_yearly"`
 }
 
 // Empty reports whether the policy has no rule (and so keeps everything).
@@ -37,6 +44,12 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("retention keep_daily must be 0 or more, got %d", p.KeepDaily)
 	case p.KeepWeekly < 0:
 		return fmt.Errorf("retention keep_weekly must be 0 or more, got %d", p.KeepWeekly)
+	case p.KeepHourly < 0:
+		return fmt.Errorf("retention keep_hourly must be 0 or more, got %d", p.KeepHourly)
+	case p.KeepMonthly < 0:
+		return fmt.Errorf("retention keep_monthly must be 0 or more, got %d", p.KeepMonthly)
+	case p.KeepYearly < 0:
+		return fmt.Errorf("retention keep_yearly must be 0 or more, got %d", p.KeepYearly)
 	}
 	return nil
 }
@@ -58,8 +71,21 @@ func Apply(snapshots []Snapshot, p Policy) (keep, remove []Snapshot, reasons map
 	if len(list) > 0 {
 		newest = list[0].Time
 	}
-	days := map[string]bool{}
-	weeks := map[string]bool{}
+	// One bucket rule per period: the newest snapshot of each of the N
+	// newest periods that have one.
+	type bucket struct {
+		n    int
+		name string
+		key  func(time.Time) string
+		seen map[string]bool
+	}
+	buckets := []*bucket{
+		{p.KeepHourly, "hourly", func(t time.Time) string { return t.Format("2006-01-02T15") }, map[string]bool{}},
+		{p.KeepDaily, "daily", func(t time.Time) string { return t.Format("2006-01-02") }, map[string]bool{}},
+		{p.KeepWeekly, "weekly", func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprintf("%d-W%02d", y, w) }, map[string]bool{}},
+		{p.KeepMonthly, "monthly", func(t time.Time) string { return t.Format("2006-01") }, map[string]bool{}},
+		{p.KeepYearly, "yearly", func(t time.Time) string { return t.Format("2006") }, map[string]bool{}},
+	}
 	for i, s := range list {
 		var why []string
 		if i < p.KeepLast {
@@ -69,16 +95,11 @@ func Apply(snapshots []Snapshot, p Policy) (keep, remove []Snapshot, reasons map
 			why = append(why, "within "+p.KeepWithin.String())
 		}
 		t := s.Time.UTC()
-		day := t.Format("2006-01-02")
-		if p.KeepDaily > 0 && !days[day] && len(days) < p.KeepDaily {
-			days[day] = true
-			why = append(why, "daily "+day)
-		}
-		y, w := t.ISOWeek()
-		week := fmt.Sprintf("%d-W%02d", y, w)
-		if p.KeepWeekly > 0 && !weeks[week] && len(weeks) < p.KeepWeekly {
-			weeks[week] = true
-			why = append(why, "weekly "+week)
+		for _, b := range buckets {
+			if k := b.key(t); b.n > 0 && !b.seen[k] && len(b.seen) < b.n {
+				b.seen[k] = true
+				why = append(why, b.name+" "+k)
+			}
 		}
 		if len(why) > 0 {
 			keep = append(keep, s)

@@ -44,6 +44,11 @@ func TestApply(t *testing.T) {
 		{name: "weekly 2", in: month, policy: Policy{KeepWeekly: 2}, keep: []string{"20T15", "15T15"}},
 		{name: "rules add up", in: month, policy: Policy{KeepLast: 1, KeepDaily: 2, KeepWeekly: 3}, keep: []string{"20T15", "19T15", "15T15", "08T15"},
 			reasons: map[string][]string{"20T15": {"last", "daily 2026-11-20", "weekly 2026-W47"}, "19T15": {"daily 2026-11-19"}, "15T15": {"weekly 2026-W46"}, "08T15": {"weekly 2026-W45"}}},
+		{name: "hourly 3", in: month, policy: Policy{KeepHourly: 3}, keep: []string{"20T15", "20T03", "19T15"},
+			reasons: map[string][]string{"20T15": {"hourly 2026-11-20T15"}, "20T03": {"hourly 2026-11-20T03"}, "19T15": {"hourly 2026-11-19T15"}}},
+		{name: "monthly and yearly", in: append([]Snapshot{{ID: "2025", Time: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)}, {ID: "oct", Time: time.Date(2026, 10, 9, 0, 0, 0, 0, time.UTC)}}, month...),
+			policy: Policy{KeepMonthly: 2, KeepYearly: 2}, keep: []string{"20T15", "oct", "2025"},
+			reasons: map[string][]string{"20T15": {"monthly 2026-11", "yearly 2026"}, "oct": {"monthly 2026-10"}, "2025": {"yearly 2025"}}},
 		{name: "unsorted input", in: []Snapshot{day(3, 3), day(1, 3), day(2, 3)}, policy: Policy{KeepLast: 1}, keep: []string{"03T03"}},
 	}
 	for _, tc := range tests {
@@ -71,7 +76,7 @@ func TestApply(t *testing.T) {
 
 func TestPolicyValidate(t *testing.T) {
 	t.Parallel()
-	for _, p := range []Policy{{KeepLast: -1}, {KeepWithin: -time.Hour}, {KeepDaily: -2}, {KeepWeekly: -1}} {
+	for _, p := range []Policy{{KeepLast: -1}, {KeepWithin: -time.Hour}, {KeepDaily: -2}, {KeepWeekly: -1}, {KeepHourly: -1}, {KeepMonthly: -1}, {KeepYearly: -1}} {
 		if err := p.Validate(); err == nil {
 			t.Errorf("%+v: no error", p)
 		}

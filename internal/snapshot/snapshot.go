@@ -16,6 +16,10 @@ var (
 	// ErrCorrupt: an object read back does not match its hash, or is
 	// missing. The error's text names the object.
 	ErrCorrupt = errors.New("snapshot repository is damaged")
+	// ErrLockLost: the operation's lock could not be refreshed in time,
+	// or was removed by another process that judged it stale; the
+	// operation stopped before writing anything that depended on it.
+	ErrLockLost = errors.New("snapshot repository lock lost")
 )
 
 // Snapshot describes one snapshot.
@@ -56,8 +60,12 @@ type RestoreOptions struct {
 	Target string
 	// InPlace replaces the volume's content: files absent from the
 	// snapshot are removed. The caller checks that nothing uses it.
-	InPlace  bool
-	Progress func(Progress)
+	InPlace bool
+	// IgnoreOwner restores as the running user even as root: no file
+	// gets its snapshot owner, and setuid and setgid are dropped where
+	// the owner (group) differs, as for a restore by an ordinary user.
+	IgnoreOwner bool
+	Progress    func(Progress)
 }
 
 // Progress is the work done so far by a long operation.

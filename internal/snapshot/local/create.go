@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	fastcdc "github.com/jotfs/fastcdc-go"
@@ -39,6 +38,11 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		return snapshot.Snapshot{}, err
 	}
 	defer lk.release()
+	// Everything below runs under the lock's context: a lost lock
+	// cancels the uploads, and is checked before the index and the
+	// snapshot object, which a prune that took the lock as stale could
+	// have made point at deleted packs.
+	ctx = lk.ctx
 
 	started := time.Now().UTC()
 	x, err := r.loadIndex(ctx)
@@ -76,6 +80,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	entries, err := c.run(ctx, prev)
 	if err != nil {
 		c.pk.finish()
+		if lerr := lk.check(); lerr != nil {
+			return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", lerr)
+		}
 		return snapshot.Snapshot{}, err
 	}
 	st := snapshot.Stats{FilesRead: int(c.filesRead.Load())}
@@ -85,10 +92,12 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 			st.Files++
 			st.Bytes += e.Size
 		case typeDir:
-			st.Dirs++
+			if e.Path != "." {
+				st.Dirs++
+			}
 		}
 	}
-	tb, err := json.Marshal(tree{Version: 1, Entries: entries})
+	tb, err := json.Marshal(tree{Version: treeVersion, Entries: entries})
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
@@ -101,6 +110,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		}
 	}
 	packs, err := c.pk.finish()
+	if err := lk.check(); err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
+	}
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
@@ -110,6 +122,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	st.BytesAdded = c.pk.bytesAdded()
 	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st}
 	body, _ := json.MarshalIndent(s, "", "  ")
+	if err := lk.check(); err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
+	}
 	if err := r.put(ctx, "snapshots/"+s.ID, body, true); err != nil {
 		return snapshot.Snapshot{}, err
 	}
@@ -176,44 +191,7 @@ type chunk struct {
 // run walks the source and stores every new chunk. Unchanged files (same
 // size, mtime and inode as in the parent, chunks all indexed) are not read.
 func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, error) {
-	var entries []entry
-	err := filepath.WalkDir(c.src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("walk %s: %w", p, err)
-		}
-		if p == c.src {
-			return nil
-		}
-		info, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed while we walk
-		}
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(c.src, p)
-		e := entry{Path: filepath.ToSlash(rel), Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
-		if st, ok := info.Sys().(*syscall.Stat_t); ok {
-			e.Inode = st.Ino
-		}
-		switch {
-		case info.Mode().IsRegular():
-			e.Type, e.Size = typeFile, info.Size()
-			c.total.Add(e.Size)
-		case info.IsDir():
-			e.Type = typeDir
-		case info.Mode()&fs.ModeSymlink != 0:
-			e.Type = typeSymlink
-			if e.Target, err = os.Readlink(p); err != nil {
-				return err
-			}
-		default:
-			c.r.cfg.Logf("snapshot: skipping %s: not a file, directory or symlink", p)
-			return nil
-		}
-		entries = append(entries, e)
-		return nil
-	})
+	entries, err := c.walk()
 	if err != nil {
 		return nil, err
 	}

@@ -146,6 +146,16 @@ func readTree(t *testing.T, root string) map[string]fileInfo {
 func restoreAndCompare(t *testing.T, r *Repo, id, src string) {
 	t.Helper()
 	dst := filepath.Join(t.TempDir(), "restored")
+	// Read-only directories come back read-only: make them writable for
+	// the temp dir's removal (which root needs not, an ordinary user does).
+	t.Cleanup(func() {
+		filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o700)
+			}
+			return nil
+		})
+	})
 	if err := r.Restore(context.Background(), id, snapshot.RestoreOptions{Target: dst}); err != nil {
 		t.Fatalf("restore %s: %v", id, err)
 	}
@@ -357,11 +367,9 @@ func TestLocks(t *testing.T) {
 	}
 	excl.release()
 
-	// A lock whose process is gone is stale and removed.
-	dead := &repoLock{r: r, name: "locks/dead", info: lockInfo{Exclusive: true, Op: "prune", Host: hostname(), PID: deadPID(t), Created: time.Now(), Refreshed: time.Now()}}
-	if err := dead.write(ctx); err != nil {
-		t.Fatal(err)
-	}
+	// A lock whose process is gone (on this kernel boot and PID
+	// namespace) is stale and removed.
+	putLock(t, r, "locks/dead", lockInfo{Exclusive: true, Op: "prune", Host: hostname(), PID: deadPID(t), Machine: machineID(), Created: time.Now(), Refreshed: time.Now()})
 	var logged []string
 	r.cfg.Logf = func(f string, a ...any) { logged = append(logged, fmt.Sprintf(f, a...)) }
 	l, err := r.lock(ctx, "create", false)

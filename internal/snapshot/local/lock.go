@@ -2,6 +2,8 @@ package local
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,87 +16,216 @@ import (
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
 
-// lockInfo is the content of a locks/<id> object.
+// lockInfo is the content of a locks/<nonce> object. The times in it are
+// the writer's clock and only informative: staleness is judged from the
+// object's LastModified, as the store reports it.
 type lockInfo struct {
-	Exclusive bool      `json:"exclusive"`
-	Op        string    `json:"op"`
-	Host      string    `json:"host"`
-	PID       int       `json:"pid"`
+	Exclusive bool   `json:"exclusive"`
+	Op        string `json:"op"`
+	Nonce     string `json:"nonce"`
+	Host      string `json:"host"`
+	PID       int    `json:"pid"`
+	// Machine names the kernel boot and PID namespace of PID: another
+	// process with the same Machine can tell whether PID still runs.
+	Machine   string    `json:"machine,omitempty"`
 	Created   time.Time `json:"created"`
 	Refreshed time.Time `json:"refreshed"`
 }
 
-// repoLock is a held lock, refreshed in the background until release.
+// staleSlack covers the one-second resolution of LastModified in HTTP
+// dates: a lock is stale only when its age exceeds StaleLock by more.
+const staleSlack = time.Second
+
+// repoLock is a held lock. A keeper goroutine refreshes it with a
+// conditional write (If-Match on the ETag of the lock's last write); when
+// the lock is found gone or changed, or no refresh has succeeded for
+// fenceAfter, the keeper cancels ctx. Whoever holds the lock does its
+// work under ctx and calls check before each write that depends on the
+// lock (an index, a snapshot, a deletion): a process that was paused or
+// cut off past the stale time stops instead of writing.
 type repoLock struct {
 	r    *Repo
 	name string
 	info lockInfo
+	// now is the store's time when the lock was taken: the LastModified
+	// of its first write.
+	now time.Time
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+
+	mu       sync.Mutex
+	etag     string
+	lastSent time.Time // start of the last successful write
+	lost     sync.Once
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
 }
 
-// lock takes a shared (create) or exclusive (prune) lock. Create may run
-// beside another create, never beside a prune: prune must not delete what
-// a snapshot being taken is about to reference. Both parties write their
-// lock, then look for conflicting ones: if they race, both see each other
-// and back off, so at worst both fail, never both proceed.
+// fenceAfter is how long after the start of its last successful refresh
+// a lock holder stops trusting its lock. Another process judges the lock
+// stale StaleLock after that write landed, measured by the store's clock;
+// stopping LockRefresh/2 earlier (by the holder's monotonic clock, which
+// no wall-clock skew affects) leaves that much for a write in flight.
+func (r *Repo) fenceAfter() time.Duration {
+	return r.cfg.StaleLock - r.cfg.LockRefresh/2
+}
+
+// lock takes a shared (create, restore, verify) or exclusive (prune,
+// repair) lock. It writes its own lock first, with If-None-Match under a
+// fresh random name, then reads every other lock: an exclusive lock
+// conflicts with any live lock, a shared one with a live exclusive one.
+// Two parties that race both see each other and back off, so at worst
+// both fail, never both proceed. The returned lock's ctx is derived from
+// ctx; the caller releases the lock.
 func (r *Repo) lock(ctx context.Context, op string, exclusive bool) (*repoLock, error) {
-	if err := r.checkLocks(ctx, "", exclusive); err != nil {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	now := r.wallClock().UTC()
+	l := &repoLock{r: r, info: lockInfo{Exclusive: exclusive, Op: op, Nonce: hex.EncodeToString(nonce), Host: hostname(), PID: os.Getpid(), Machine: machineID(), Created: now, Refreshed: now}}
+	l.name = "locks/" + l.info.Nonce
+	sent := time.Now()
+	body, _ := json.Marshal(l.info)
+	etag, err := r.putETag(ctx, l.name, body, "*")
+	if err != nil {
+		return nil, fmt.Errorf("take the repository lock: %w", err)
+	}
+	l.etag, l.lastSent = etag, sent
+	if r.onLockWritten != nil {
+		r.onLockWritten(op)
+	}
+	// The store's own time: our lock's LastModified, just written.
+	st, err := r.stat(ctx, l.name)
+	if err != nil {
+		r.delIf(context.WithoutCancel(ctx), l.name, etag)
+		return nil, fmt.Errorf("take the repository lock: %w", err)
+	}
+	l.now = st.Modified
+	if err := r.checkLocks(ctx, l.name, exclusive, st.Modified); err != nil {
+		r.delIf(context.WithoutCancel(ctx), l.name, etag)
 		return nil, err
 	}
-	now := time.Now().UTC()
-	l := &repoLock{r: r, name: "locks/" + newID(), info: lockInfo{Exclusive: exclusive, Op: op, Host: hostname(), PID: os.Getpid(), Created: now, Refreshed: now}}
-	if err := l.write(ctx); err != nil {
-		return nil, err
-	}
-	if err := r.checkLocks(ctx, l.name, exclusive); err != nil {
-		r.del(context.WithoutCancel(ctx), l.name)
-		return nil, err
-	}
+	l.ctx, l.cancel = context.WithCancelCause(ctx)
 	l.stop, l.done = make(chan struct{}), make(chan struct{})
-	go l.refresh()
+	go l.keep(sent)
 	return l, nil
 }
 
-func (l *repoLock) write(ctx context.Context) error {
-	b, _ := json.Marshal(l.info)
-	return l.r.put(ctx, l.name, b, false)
+// check returns nil while the lock is held, else why it is not (an error
+// wrapping snapshot.ErrLockLost, or the caller's own cancellation). It
+// measures the time since the last refresh itself, so that a process
+// resuming from a pause stops here even before its keeper has run.
+func (l *repoLock) check() error {
+	l.mu.Lock()
+	since := time.Since(l.lastSent)
+	l.mu.Unlock()
+	if fence := l.r.fenceAfter(); since > fence {
+		l.lose(fmt.Errorf("%w: %s not refreshed for %s (others may take it as stale after %s)", snapshot.ErrLockLost, l.r.key(l.name), since.Round(time.Millisecond), l.r.cfg.StaleLock))
+	}
+	if l.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(l.ctx)
 }
 
-func (l *repoLock) refresh() {
+// keep refreshes the lock every LockRefresh until release, and cancels
+// l.ctx when the lock is lost or fenceAfter passes without a refresh.
+func (l *repoLock) keep(lastSent time.Time) {
 	defer close(l.done)
+	fence := l.r.fenceAfter()
+	deadline := time.NewTimer(fence - time.Since(lastSent))
+	defer deadline.Stop()
 	t := time.NewTicker(l.r.cfg.LockRefresh)
 	defer t.Stop()
 	for {
 		select {
 		case <-l.stop:
 			return
+		case <-deadline.C:
+			l.lose(fmt.Errorf("%w: %s not refreshed for %s (others may take it as stale after %s)", snapshot.ErrLockLost, l.r.key(l.name), fence, l.r.cfg.StaleLock))
+			return
 		case <-t.C:
-			l.info.Refreshed = time.Now().UTC()
-			ctx, cancel := context.WithTimeout(context.Background(), l.r.cfg.LockRefresh)
-			if err := l.write(ctx); err != nil {
-				l.r.cfg.Logf("snapshot: refresh lock %s: %v", l.r.key(l.name), err)
-			}
+			sent := time.Now()
+			// No refresh may land after the fence: others could
+			// have judged the lock stale by then.
+			ctx, cancel := context.WithDeadline(context.Background(), lastSent.Add(fence))
+			err := l.refresh(ctx)
 			cancel()
+			switch {
+			case errors.Is(err, errExists), errors.Is(err, errNoKey):
+				l.lose(fmt.Errorf("%w: %s was removed or replaced by another process, which took it as stale", snapshot.ErrLockLost, l.r.key(l.name)))
+				return
+			case err != nil:
+				l.r.cfg.Logf("snapshot: refresh lock %s: %v (the operation stops if no refresh succeeds within %s of the last)", l.r.key(l.name), err, fence)
+			default:
+				lastSent = sent
+				l.mu.Lock()
+				l.lastSent = sent
+				l.mu.Unlock()
+				deadline.Reset(fence - time.Since(sent))
+			}
 		}
 	}
 }
 
-// release stops the refresh and removes the lock.
+func (l *repoLock) lose(err error) {
+	l.lost.Do(func() {
+		l.r.cfg.Logf("snapshot: %v; stopping %s", err, l.info.Op)
+		l.cancel(err)
+		if l.r.onLockLost != nil {
+			l.r.onLockLost(l.info.Op)
+		}
+	})
+}
+
+// refresh rewrites the lock only if it is still the one written last: a
+// lock that another process removed is never silently recreated.
+func (l *repoLock) refresh(ctx context.Context) error {
+	// Only the keeper writes info and etag; mu guards readers.
+	l.mu.Lock()
+	l.info.Refreshed = l.r.wallClock().UTC()
+	body, _ := json.Marshal(l.info)
+	etag := l.etag
+	l.mu.Unlock()
+	etag, err := l.r.putIfMatch(ctx, l.name, body, etag)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.etag = etag
+	l.mu.Unlock()
+	return nil
+}
+
+// release stops the keeper and removes the lock, if it is still ours.
 func (l *repoLock) release() {
 	l.once.Do(func() {
 		close(l.stop)
 		<-l.done
+		l.cancel(errors.New("lock released"))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		l.r.del(ctx, l.name)
+		l.mu.Lock()
+		etag := l.etag
+		l.mu.Unlock()
+		l.r.delIf(ctx, l.name, etag)
 	})
 }
 
+// wallClock is this machine's clock, which locks only record (for a
+// person reading them): nothing is decided by it.
+func (r *Repo) wallClock() time.Time {
+	if r.clock != nil {
+		return r.clock()
+	}
+	return time.Now()
+}
+
 // checkLocks removes stale locks and returns ErrLocked when a live one
-// conflicts. own is the caller's lock, ignored.
-func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool) error {
+// conflicts. own is the caller's lock, ignored; now is the store's time.
+func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool, now time.Time) error {
 	objs, err := r.list(ctx, "locks/")
 	if err != nil {
 		return err
@@ -103,6 +234,8 @@ func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool) error
 		if o.Name == own {
 			continue
 		}
+		age := now.Sub(o.Modified)
+		var li lockInfo
 		b, err := r.get(ctx, o.Name)
 		if errors.Is(err, errNoKey) {
 			continue
@@ -110,36 +243,47 @@ func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool) error
 		if err != nil {
 			return err
 		}
-		var li lockInfo
-		if err := json.Unmarshal(b, &li); err != nil {
-			r.cfg.Logf("snapshot: removing unreadable lock %s", r.key(o.Name))
-			r.del(ctx, o.Name)
-			continue
+		readable := json.Unmarshal(b, &li) == nil
+		why := ""
+		switch {
+		case age > r.cfg.StaleLock+staleSlack:
+			why = fmt.Sprintf("not refreshed for %s by the store's clock", age.Round(time.Second))
+		case readable && li.Machine != "" && li.Machine == machineID() && li.PID > 0 && !processAlive(li.PID):
+			why = "its process is gone"
 		}
-		if why := r.stale(li); why != "" {
-			r.cfg.Logf("snapshot: removing stale lock %s of %s (pid %d on %s, since %s): %s", r.key(o.Name), li.Op, li.PID, li.Host, li.Created.Format(time.RFC3339), why)
-			if err := r.del(ctx, o.Name); err != nil {
+		if why != "" {
+			r.cfg.Logf("snapshot: removing stale lock %s of %s (pid %d on %s): %s", r.key(o.Name), li.Op, li.PID, li.Host, why)
+			// Only the version judged: a lock refreshed meanwhile stays.
+			if err := r.delIf(ctx, o.Name, o.ETag); err != nil && !errors.Is(err, errExists) {
 				return err
 			}
 			continue
 		}
+		if !readable {
+			// Not ours to judge until it is stale: it may be a newer
+			// conveyor's lock.
+			li.Exclusive, li.Op = true, "unknown"
+		}
 		if exclusive || li.Exclusive {
-			return fmt.Errorf("%w: %s by pid %d on %s since %s (%s); wait for it to finish, or remove %s if that process is gone",
-				snapshot.ErrLocked, li.Op, li.PID, li.Host, li.Created.Format(time.RFC3339), r.key(o.Name), r.key(o.Name))
+			return fmt.Errorf("%w: %s by pid %d on %s, refreshed %s ago (%s); wait for it to finish (a lock not refreshed for %s is stale and removed)",
+				snapshot.ErrLocked, li.Op, li.PID, li.Host, age.Round(time.Second), r.key(o.Name), r.cfg.StaleLock)
 		}
 	}
 	return nil
 }
 
-// stale says why a lock is stale, or "".
-func (r *Repo) stale(li lockInfo) string {
-	if age := time.Since(li.Refreshed); age > r.cfg.StaleLock {
-		return fmt.Sprintf("not refreshed for %s", age.Round(time.Second))
+// machineID names this kernel boot and PID namespace, "" when unknown:
+// two processes with the same machineID see the same PIDs.
+func machineID() string {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
 	}
-	if li.Host == hostname() && li.PID > 0 && !processAlive(li.PID) {
-		return "its process is gone"
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
 	}
-	return ""
+	return strings.TrimSpace(string(boot)) + "/" + ns
 }
 
 func processAlive(pid int) bool {

@@ -19,6 +19,7 @@ type PruneReport struct {
 	PacksRepacked   int                 `json:"packs_repacked"`
 	BytesFreed      int64               `json:"bytes_freed"`
 	RepositoryBytes int64               `json:"repository_bytes"`
+	DryRun          bool                `json:"dry_run,omitempty"` // nothing was deleted: what would go
 }
 
 // repackBelow: a pack whose referenced bytes fall under this fraction of
@@ -28,16 +29,32 @@ const repackBelow = 0.75
 // Prune applies the policy (the empty policy removes no snapshot), then
 // deletes the packs no remaining snapshot references, rewriting those that
 // are mostly unreferenced. It holds the repository's exclusive lock, so no
-// snapshot is being taken meanwhile. The order keeps every step safe to
-// interrupt: snapshot objects, new packs, the new index, old index
-// objects, old packs.
+// snapshot is being taken meanwhile, and works under the lock's context:
+// a lost lock stops it before its next write. Packs that no index names
+// are deleted only once older than PruneMargin by the store's clock (a
+// snapshot whose lock was wrongly taken as stale may still be writing
+// them). The order keeps every step safe to interrupt: snapshot objects,
+// new packs, the new index, old index objects, old packs.
 func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, error) {
+	return r.PruneWith(ctx, policy, PruneOptions{})
+}
+
+// PruneOptions tune one prune.
+type PruneOptions struct {
+	// DryRun plans and reports what would go, and writes nothing; it
+	// takes a shared lock only.
+	DryRun bool
+}
+
+// PruneWith is Prune with options.
+func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts PruneOptions) (PruneReport, error) {
 	var rep PruneReport
-	lk, err := r.lock(ctx, "prune", true)
+	lk, err := r.lock(ctx, "prune", !opts.DryRun)
 	if err != nil {
 		return rep, err
 	}
 	defer lk.release()
+	ctx = lk.ctx
 	list, err := r.List(ctx)
 	if err != nil {
 		return rep, err
@@ -45,27 +62,32 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 	rep.Kept, rep.Removed, rep.Reasons = snapshot.Apply(list, policy)
 	x, err := r.loadIndex(ctx)
 	if err != nil {
-		return rep, err
+		return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' to rebuild the index from the packs", err)
 	}
 	// What the kept snapshots reference; read before deleting anything.
+	// A blob they use that no index names would be taken for garbage
+	// (its pack unindexed): prune refuses, and repair rebuilds the index.
 	used := map[ID]bool{}
+	var unindexed []string
 	for _, s := range rep.Kept {
 		t, err := r.loadTree(ctx, x, s)
 		if err != nil {
-			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot verify'", err)
+			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' (it rebuilds the index and names what is lost), or 'conveyor snapshot delete %s'", err, s.ID)
 		}
 		tid, _ := parseID(s.Tree)
 		used[tid] = true
 		for _, e := range t.Entries {
 			for _, c := range e.Chunks {
 				used[c] = true
+				if _, ok := x.lookup(c); !ok && len(unindexed) < 5 {
+					unindexed = append(unindexed, fmt.Sprintf("%s of %s in snapshot %s", c, e.Path, s.ID))
+				}
 			}
 		}
 	}
-	for _, s := range rep.Removed {
-		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
-			return rep, err
-		}
+	if len(unindexed) > 0 {
+		return rep, fmt.Errorf("%w: prune stops, nothing deleted: blobs that kept snapshots use are in no index (%s); run 'conveyor snapshot repair' to rebuild the index from the packs, then prune again",
+			errCorrupt, strings.Join(unindexed, "; "))
 	}
 	stored, err := r.list(ctx, "packs/")
 	if err != nil {
@@ -79,7 +101,7 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 			continue
 		}
 		size[id] = o.Size
-		if _, ok := x.packs[id]; !ok {
+		if _, ok := x.packs[id]; !ok && lk.now.Sub(o.Modified) > r.cfg.PruneMargin {
 			del = append(del, id) // left by an interrupted run
 		}
 	}
@@ -100,6 +122,39 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 			repack = append(repack, sealedPack{ID: p, Entries: es})
 		default:
 			keep = append(keep, sealedPack{ID: p, Entries: es})
+		}
+	}
+	if r.onPrunePlanned != nil {
+		r.onPrunePlanned()
+	}
+	if opts.DryRun {
+		// What would go: whole packs, and the unused part of those
+		// that would be rewritten.
+		rep.PacksDeleted, rep.PacksRepacked = len(del), len(repack)
+		for _, p := range del {
+			rep.BytesFreed += size[p]
+		}
+		for _, sp := range repack {
+			for _, e := range sp.Entries {
+				if used[e.ID] {
+					rep.RepositoryBytes += int64(e.Length)
+				} else {
+					rep.BytesFreed += int64(e.Length)
+				}
+			}
+		}
+		for _, sp := range keep {
+			rep.RepositoryBytes += size[sp.ID]
+		}
+		rep.DryRun = true
+		return rep, nil
+	}
+	for _, s := range rep.Removed {
+		if err := lk.check(); err != nil {
+			return rep, err
+		}
+		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+			return rep, err
 		}
 	}
 	// Repack: copy the referenced blobs into new packs.
@@ -141,8 +196,14 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 	rep.PacksRepacked = len(repack)
 	// Only rewrite the index when something changes.
 	if len(del) > 0 || len(newPacks) > 0 {
+		if err := lk.check(); err != nil {
+			return rep, err
+		}
 		name, err := r.writeIndex(ctx, append(keep, newPacks...))
 		if err != nil {
+			return rep, err
+		}
+		if err := lk.check(); err != nil {
 			return rep, err
 		}
 		for _, f := range x.files {
@@ -152,6 +213,9 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 				}
 			}
 		}
+	}
+	if err := lk.check(); err != nil {
+		return rep, err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads * 2)
@@ -172,4 +236,24 @@ func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, 
 		}
 	}
 	return rep, nil
+}
+
+// Forget applies the policy by removing the snapshot objects it does not
+// keep, and nothing else: their data stays until a prune. It is cheap
+// (no pack is read), so a schedule can apply retention at every run and
+// prune less often. It takes no lock: removing a snapshot object never
+// makes stored data unsafe to read, and a prune running meanwhile only
+// keeps more than it could.
+func (r *Repo) Forget(ctx context.Context, policy snapshot.Policy) (removed []snapshot.Snapshot, err error) {
+	list, err := r.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, removed, _ = snapshot.Apply(list, policy)
+	for _, s := range removed {
+		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+			return nil, err
+		}
+	}
+	return removed, nil
 }

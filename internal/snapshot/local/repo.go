@@ -31,6 +31,7 @@ const (
 	DefaultUploads     = 4
 	DefaultStaleLock   = 5 * time.Minute
 	DefaultLockRefresh = time.Minute
+	DefaultPruneMargin = time.Hour
 )
 
 // Config configures a repository.
@@ -46,8 +47,14 @@ type Config struct {
 	// PackSize is the size at which a pack is sealed; default 8 MiB.
 	PackSize int
 	// StaleLock is how long a lock lives without a refresh; default 5m.
+	// An operation whose lock has not been refreshed for StaleLock -
+	// LockRefresh/2 stops before its next write.
 	StaleLock   time.Duration
 	LockRefresh time.Duration
+	// PruneMargin: prune keeps packs that no index names (an interrupted
+	// or running snapshot's) until they are this old, by the store's
+	// clock; default 1h.
+	PruneMargin time.Duration
 	// Logf receives notable events (stale locks removed). Default: nothing.
 	Logf func(format string, args ...any)
 }
@@ -77,6 +84,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.LockRefresh <= 0 {
 		c.LockRefresh = DefaultLockRefresh
+	}
+	if c.PruneMargin <= 0 {
+		c.PruneMargin = DefaultPruneMargin
 	}
 	if c.Logf == nil {
 		c.Logf = func(string, ...any) {}
@@ -127,6 +137,16 @@ type Repo struct {
 	// how many restored files may stay open (0: maxOpenFiles).
 	onChunk func(path string, from int64)
 	maxOpen int
+	// For tests: called when a held lock is lost, and after a lock is
+	// written, before the other locks are read.
+	onLockLost    func(op string)
+	onLockWritten func(op string)
+	// For tests: called before each rename of an in-place restore.
+	onSwap func(from, to string) error
+	// For tests: called once prune has planned, before it writes.
+	onPrunePlanned func()
+	// For tests: the wall clock (default time.Now), skewed at will.
+	clock func() time.Time
 }
 
 // Open opens the repository at cfg.Bucket/cfg.Prefix, creating it when the
@@ -204,18 +224,55 @@ var (
 )
 
 func (r *Repo) put(ctx context.Context, name string, body []byte, ifNoneMatch bool) error {
-	in := &s3.PutObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name)), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}
+	var cond string
 	if ifNoneMatch {
-		in.IfNoneMatch = aws.String("*")
+		cond = "*"
 	}
-	_, err := r.s3.PutObject(ctx, in)
-	if apiCode(err) == "PreconditionFailed" || apiCode(err) == "ConditionalRequestConflict" {
-		return errExists
+	_, err := r.putETag(ctx, name, body, cond)
+	return err
+}
+
+// putETag writes an object, with If-None-Match when ifNoneMatch is set,
+// and returns its ETag. errExists: the condition failed.
+func (r *Repo) putETag(ctx context.Context, name string, body []byte, ifNoneMatch string) (string, error) {
+	in := &s3.PutObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name)), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body)))}
+	if ifNoneMatch != "" {
+		in.IfNoneMatch = aws.String(ifNoneMatch)
+	}
+	return r.doPut(ctx, name, in)
+}
+
+// putIfMatch rewrites an object only while its ETag is etag. errExists:
+// it changed; errNoKey: it is gone.
+func (r *Repo) putIfMatch(ctx context.Context, name string, body []byte, etag string) (string, error) {
+	in := &s3.PutObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name)), Body: bytes.NewReader(body), ContentLength: aws.Int64(int64(len(body))), IfMatch: aws.String(etag)}
+	return r.doPut(ctx, name, in)
+}
+
+func (r *Repo) doPut(ctx context.Context, name string, in *s3.PutObjectInput) (string, error) {
+	out, err := r.s3.PutObject(ctx, in)
+	switch c := apiCode(err); c {
+	case "PreconditionFailed", "ConditionalRequestConflict":
+		return "", errExists
+	case "NoSuchKey", "NotFound":
+		return "", fmt.Errorf("%w: %s", errNoKey, r.key(name))
 	}
 	if err != nil {
-		return fmt.Errorf("write %s: %w", r.key(name), err)
+		return "", fmt.Errorf("write %s: %w", r.key(name), err)
 	}
-	return nil
+	return aws.ToString(out.ETag), nil
+}
+
+// stat returns an object's LastModified (the store's clock) and ETag.
+func (r *Repo) stat(ctx context.Context, name string) (object, error) {
+	out, err := r.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name))})
+	if c := apiCode(err); c == "NoSuchKey" || c == "NotFound" {
+		return object{}, fmt.Errorf("%w: %s", errNoKey, r.key(name))
+	}
+	if err != nil {
+		return object{}, fmt.Errorf("read %s: %w", r.key(name), err)
+	}
+	return object{Name: name, Size: aws.ToInt64(out.ContentLength), Modified: aws.ToTime(out.LastModified), ETag: aws.ToString(out.ETag)}, nil
 }
 
 func (r *Repo) get(ctx context.Context, name string) ([]byte, error) {
@@ -249,6 +306,26 @@ func (r *Repo) getRange(ctx context.Context, name string, off, length int64) ([]
 	return buf.Bytes(), nil
 }
 
+// delIf deletes an object only while its ETag is etag (any version when
+// etag is ""). errExists: it changed meanwhile.
+func (r *Repo) delIf(ctx context.Context, name, etag string) error {
+	in := &s3.DeleteObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name))}
+	if etag != "" {
+		in.IfMatch = aws.String(etag)
+	}
+	_, err := r.s3.DeleteObject(ctx, in)
+	switch c := apiCode(err); c {
+	case "PreconditionFailed", "ConditionalRequestConflict":
+		return errExists
+	case "NoSuchKey", "NotFound":
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", r.key(name), err)
+	}
+	return nil
+}
+
 func (r *Repo) del(ctx context.Context, name string) error {
 	_, err := r.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name))})
 	if err != nil {
@@ -259,8 +336,10 @@ func (r *Repo) del(ctx context.Context, name string) error {
 
 // object is a listed object.
 type object struct {
-	Name string // relative to the prefix
-	Size int64
+	Name     string // relative to the prefix
+	Size     int64
+	Modified time.Time // LastModified, by the store's clock
+	ETag     string
 }
 
 // list returns the objects under dir ("packs/", ...), in key order.
@@ -273,7 +352,7 @@ func (r *Repo) list(ctx context.Context, dir string) ([]object, error) {
 			return nil, fmt.Errorf("list %s: %w", r.key(dir), err)
 		}
 		for _, o := range page.Contents {
-			out = append(out, object{Name: strings.TrimPrefix(aws.ToString(o.Key), r.cfg.Prefix), Size: aws.ToInt64(o.Size)})
+			out = append(out, object{Name: strings.TrimPrefix(aws.ToString(o.Key), r.cfg.Prefix), Size: aws.ToInt64(o.Size), Modified: aws.ToTime(o.LastModified), ETag: aws.ToString(o.ETag)})
 		}
 	}
 	return out, nil

@@ -25,15 +25,20 @@ func (id *ID) UnmarshalText(b []byte) error {
 	return err
 }
 
-// Entry types.
+// Entry types. Version 1 trees hold the first three only.
 const (
-	typeFile    = "f"
-	typeDir     = "d"
-	typeSymlink = "l"
+	typeFile     = "f"
+	typeDir      = "d"
+	typeSymlink  = "l"
+	typeHardlink = "h" // another name of an earlier file entry (Target)
+	typeFIFO     = "p"
+	typeChar     = "c" // character device (Rdev)
+	typeBlock    = "b" // block device (Rdev)
 )
 
-// entry is one file, directory or symlink of a snapshot. Path is relative
-// to the source, slash-separated.
+// entry is one file, directory, link or special file of a snapshot. Path
+// is relative to the source, slash-separated; "." is the source itself
+// (version 2).
 type entry struct {
 	Path   string `json:"p"`
 	Type   string `json:"t"`
@@ -41,9 +46,23 @@ type entry struct {
 	MTime  int64  `json:"mt"` // Unix nanoseconds
 	Size   int64  `json:"s,omitempty"`
 	Inode  uint64 `json:"i,omitempty"`
-	Target string `json:"l,omitempty"`
+	Target string `json:"l,omitempty"` // symlink target, or a hard link's first path
 	Chunks []ID   `json:"c,omitempty"`
+	// Version 2: owner and group (0 when omitted), device number,
+	// extended attributes (user.*, and security.* and trusted.* when
+	// taken as root), and whether the file has holes.
+	UID    uint32            `json:"u,omitempty"`
+	GID    uint32            `json:"g,omitempty"`
+	Rdev   uint64            `json:"r,omitempty"`
+	Xattrs map[string][]byte `json:"x,omitempty"`
+	Sparse bool              `json:"sp,omitempty"`
 }
+
+// treeVersion is written by Create. Version 2 adds the root entry ".",
+// owners, xattrs, hard links, holes, FIFOs and devices; a version 1 tree
+// (no owner recorded) restores as before, owned by the restorer, with
+// setuid and setgid dropped.
+const treeVersion = 2
 
 // tree is the content of a tree blob: every entry, sorted by path.
 type tree struct {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +24,55 @@ type VerifyReport struct {
 	Blobs     int      `json:"blobs"`
 	Bytes     int64    `json:"bytes"`
 	Problems  []string `json:"problems"` // each names the object
+	// PacksNotRead: packs outside the subset read; only their presence
+	// was checked.
+	PacksNotRead int `json:"packs_not_read,omitempty"`
+}
+
+// VerifyOptions tune one Verify.
+type VerifyOptions struct {
+	Progress func(snapshot.Progress)
+	// Subset, when set, reads only part of the packs, as restic's
+	// --read-data-subset: "n/m" reads the n-th of m groups (a pack is in
+	// group 1 + its hash's first byte mod m, so m runs read each pack
+	// once), "x%" or a fraction "0.x" reads that share of them, chosen at
+	// random. The index, every tree, and the presence of every pack are
+	// checked whatever the subset.
+	Subset string
+}
+
+// parseSubset returns whether a pack is in the subset s, for n packs.
+func parseSubset(s string, n int) (func(ID) bool, error) {
+	if a, b, ok := strings.Cut(s, "/"); ok {
+		i, err1 := strconv.Atoi(a)
+		m, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || m < 1 || m > 256 || i < 1 || i > m {
+			return nil, fmt.Errorf("read-data-subset %q: n/m needs 1 <= n <= m <= 256", s)
+		}
+		return func(p ID) bool { return int(p[0])%m == i-1 }, nil
+	}
+	f, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if strings.HasSuffix(s, "%") {
+		f /= 100
+	}
+	if err != nil || f <= 0 || f > 1 {
+		return nil, fmt.Errorf("read-data-subset %q: give n/m, a percentage (5%%) or a fraction (0.05) above 0 and at most 1", s)
+	}
+	k := int(math.Ceil(f * float64(n)))
+	pick := map[int]bool{}
+	for _, i := range rand.Perm(n)[:k] {
+		pick[i] = true
+	}
+	// Packs are numbered in the order they are asked about.
+	seen := map[ID]int{}
+	return func(p ID) bool {
+		i, ok := seen[p]
+		if !ok {
+			i = len(seen)
+			seen[p] = i
+		}
+		return pick[i]
+	}, nil
 }
 
 // Verify reads back every pack that the snapshot id references (every
@@ -28,7 +80,20 @@ type VerifyReport struct {
 // every file is indexed. The error wraps ErrCorrupt when a problem is
 // found; the report lists them all.
 func (r *Repo) Verify(ctx context.Context, id string, progress func(snapshot.Progress)) (VerifyReport, error) {
+	return r.VerifyWith(ctx, id, VerifyOptions{Progress: progress})
+}
+
+// VerifyWith is Verify with options: a subset of the packs to read.
+func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (VerifyReport, error) {
+	progress := opts.Progress
 	var rep VerifyReport
+	// A shared lock: a prune deleting meanwhile would read as damage.
+	lk, err := r.lock(ctx, "verify", false)
+	if err != nil {
+		return rep, err
+	}
+	defer lk.release()
+	ctx = lk.ctx
 	x, err := r.loadIndex(ctx)
 	if err != nil {
 		return rep, err
@@ -87,6 +152,35 @@ func (r *Repo) Verify(ctx context.Context, id string, progress func(snapshot.Pro
 			for _, e := range es {
 				check[p][e.ID] = true
 			}
+		}
+	}
+	if opts.Subset != "" {
+		in, err := parseSubset(opts.Subset, len(check))
+		if err != nil {
+			return rep, err
+		}
+		stored, err := r.list(ctx, "packs/")
+		if err != nil {
+			return rep, err
+		}
+		present := map[string]bool{}
+		for _, o := range stored {
+			present[o.Name] = true
+		}
+		ids := make([]ID, 0, len(check))
+		for p := range check {
+			ids = append(ids, p)
+		}
+		sort.Slice(ids, func(i, j int) bool { return string(ids[i][:]) < string(ids[j][:]) })
+		for _, p := range ids {
+			if in(p) {
+				continue
+			}
+			if !present["packs/"+p.String()] {
+				problem("%s is missing (%d blob(s))", r.key("packs/"+p.String()), len(check[p]))
+			}
+			delete(check, p)
+			rep.PacksNotRead++
 		}
 	}
 	var done atomic.Int64

@@ -1,0 +1,232 @@
+package local
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Metadata beyond mode and mtime: owners, extended attributes, holes,
+// and the rule for setuid and setgid when the owner cannot be restored.
+
+// xattrPrefixes are the namespaces a snapshot keeps. user.* is restored
+// by anyone, the others only by root (trusted.* is readable by root only).
+var xattrPrefixes = []string{"user.", "security.", "trusted."}
+
+// readXattrs returns the extended attributes of p (not following a
+// symlink), nil when there are none or the filesystem has none.
+func readXattrs(p string) (map[string][]byte, error) {
+	buf := make([]byte, 1024)
+	var n int
+	var err error
+	for {
+		n, err = unix.Llistxattr(p, buf)
+		if errors.Is(err, unix.ERANGE) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		break
+	}
+	switch {
+	case errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.ENOENT):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("list extended attributes of %s: %w", p, err)
+	case n == 0:
+		return nil, nil
+	}
+	var out map[string][]byte
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
+		if !keptXattr(name) {
+			continue
+		}
+		val := make([]byte, 256)
+		for {
+			m, err := unix.Lgetxattr(p, name, val)
+			if errors.Is(err, unix.ERANGE) {
+				val = make([]byte, 2*len(val))
+				continue
+			}
+			if errors.Is(err, unix.ENODATA) || errors.Is(err, unix.ENOENT) {
+				break // removed meanwhile
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read extended attribute %s of %s: %w", name, p, err)
+			}
+			if out == nil {
+				out = map[string][]byte{}
+			}
+			out[name] = bytes.Clone(val[:m])
+			break
+		}
+	}
+	return out, nil
+}
+
+func keptXattr(name string) bool {
+	for _, p := range xattrPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasHoles reports whether the file at p has a hole before its end
+// (SEEK_HOLE), which its restore keeps.
+func hasHoles(p string, size int64) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE)
+	return err == nil && off < size
+}
+
+// owners says how a restore treats owners: restored (as root, for a
+// version 2 tree) or not, and who restores.
+type owners struct {
+	restore  bool
+	uid, gid uint32
+	groups   map[uint32]bool
+	root     bool // privileged: devices, security.* and trusted.* xattrs
+}
+
+func newOwners(t *tree, ignore bool) owners {
+	o := owners{uid: uint32(os.Geteuid()), gid: uint32(os.Getegid()), groups: map[uint32]bool{}}
+	o.root = o.uid == 0
+	o.restore = o.root && t.Version >= 2 && !ignore
+	gs, _ := os.Getgroups()
+	for _, g := range gs {
+		o.groups[uint32(g)] = true
+	}
+	o.groups[o.gid] = true
+	return o
+}
+
+// mode is the chmod argument for e: setuid is dropped unless the file
+// ends up owned by its owner in the snapshot, setgid unless by its group
+// (or, restored by its user, a group the restorer is in), so that a
+// restore never makes a file set-ID to someone else. A version 1 tree
+// recorded no owner: its set-ID bits are dropped from everything but
+// directories (where setgid only passes the group on).
+func (o owners) mode(t *tree, e *entry) uint32 {
+	m := unixMode(e.Mode)
+	if o.restore {
+		return m
+	}
+	if e.Type == typeDir && t.Version < 2 {
+		return m &^ unix.S_ISUID
+	}
+	if t.Version < 2 || e.UID != o.uid {
+		m &^= unix.S_ISUID
+	}
+	if t.Version < 2 || (e.GID != o.gid && !(e.Type == typeDir || o.groups[e.GID])) {
+		m &^= unix.S_ISGID
+	}
+	return m
+}
+
+// chown gives e its owner and group through fd (or, for a symlink, name
+// in the directory fd), when owners are restored. It reports whether the
+// owner was restored: a kernel that refuses (an ID not mapped in a user
+// namespace, say) is warned about, and the caller then drops set-ID bits
+// as for an ordinary user.
+func (o owners) chown(fd int, name string, e *entry, warn func(string, ...any)) (bool, error) {
+	if !o.restore {
+		return false, nil
+	}
+	var err error
+	if name != "" {
+		err = unix.Fchownat(fd, name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW)
+	} else {
+		err = unix.Fchown(fd, int(e.UID), int(e.GID))
+	}
+	if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EINVAL) {
+		warn("snapshot: restore %s: owner %d:%d not restored (%v); set-ID bits dropped", e.Path, e.UID, e.GID, err)
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// modeAs is mode for an entry whose owner was (owned) or was not restored.
+func (o owners) modeAs(t *tree, e *entry, owned bool) uint32 {
+	o.restore = owned
+	return o.mode(t, e)
+}
+
+// setXattrs sets e's extended attributes on fd; those the restorer may
+// not set (not root) are skipped, and a filesystem without them is
+// reported once through warn.
+func (o owners) setXattrs(fd int, e *entry, warn func(string, ...any)) error {
+	names := make([]string, 0, len(e.Xattrs))
+	for n := range e.Xattrs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		if !keptXattr(n) || (!strings.HasPrefix(n, "user.") && !o.root) {
+			continue
+		}
+		err := unix.Fsetxattr(fd, n, e.Xattrs[n], 0)
+		if errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EPERM) {
+			warn("snapshot: restore %s: extended attribute %s not set: %v", e.Path, n, err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("set extended attribute %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// writeSparse writes data at off, leaving holes where whole 4 KiB blocks
+// of the file are zero.
+func writeSparse(fd int, data []byte, off int64) error {
+	const blk = 4096
+	for len(data) > 0 {
+		// Up to the next block boundary of the file.
+		n := blk - int(off%blk)
+		if n > len(data) {
+			n = len(data)
+		}
+		if !allZero(data[:n]) {
+			// Gather a run of non-zero blocks into one write.
+			end := n
+			for end < len(data) {
+				m := min(blk, len(data)-end)
+				if allZero(data[end : end+m]) {
+					break
+				}
+				end += m
+			}
+			if err := pwriteAll(fd, data[:end], off); err != nil {
+				return err
+			}
+			n = end
+		}
+		data, off = data[n:], off+int64(n)
+	}
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
