@@ -20,6 +20,7 @@ import (
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
+	"github.com/conveyorhq/conveyor/internal/volume"
 )
 
 const (
@@ -217,9 +218,17 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 
 	// C is lost mid-job: its jobs' leases lapse and others take them over.
 	waitBusy(fleetJobs/4, fleetC)
-	killedRunning := agent.runningOn(fleetC)
+	// A worker run on C may be between jobs (starting, or looking for
+	// held ones): C is killed once a record says it holds a job, and what
+	// it held is read from the records again after the kill.
+	for deadline := time.Now().Add(jobTimeout); heldBy(t, up, ids, agent.volumes[fleetC]) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("C never held a job")
+		}
+	}
 	fake.Kill(fleetC)
 	agent.kill(fleetC)
+	killedRunning := heldBy(t, up, ids, agent.volumes[fleetC])
 
 	// B is scaled in: it drains (its jobs handed back) before the group
 	// may stop it.
@@ -312,4 +321,24 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 	if g := fake.GroupState(); g.Desired != 1 {
 		t.Errorf("group after the late upload: %+v, want desired 1", g)
 	}
+}
+
+// heldBy counts the jobs whose record is running under the volume in dir.
+func heldBy(t *testing.T, up *upProc, ids []string, dir string) int {
+	t.Helper()
+	vol, err := volume.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, id := range ids {
+		r, err := record(context.Background(), up.S3, id)
+		if err != nil {
+			continue // not created yet
+		}
+		if r.State == job.Running && job.VolumeOf(r.Owner) == vol.ID() {
+			n++
+		}
+	}
+	return n
 }
