@@ -55,6 +55,11 @@ func instancesArn() map[string]interface{} {
 	return join("arn:", ref("AWS::Partition"), ":ec2:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":instance/*")
 }
 
+// defaultBusArn is arn:<partition>:events:<region>:<account>:event-bus/default.
+func defaultBusArn() map[string]interface{} {
+	return join("arn:", ref("AWS::Partition"), ":events:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":event-bus/default")
+}
+
 // plain round-trips v through JSON so Go literals compare with the template.
 func plain(t *testing.T, v interface{}) interface{} {
 	t.Helper()

@@ -64,6 +64,7 @@ func TestOrchestratorPolicy(t *testing.T) {
 		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Orch.LogGroup)),
+		stmt([]string{"events:PutEvents"}, defaultBusArn()),
 		// added by CDK for the on-failure destination
 		stmt([]string{"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"}, arnOf(c.Orch.DLQ)),
 	}
@@ -97,6 +98,7 @@ func TestReconcilerPolicy(t *testing.T) {
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Recon.LogGroup)),
+		stmt([]string{"events:PutEvents"}, defaultBusArn()),
 	}
 	want = append(want, fleetDispatchStatements()...)
 	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Recon.Role))); d != "" {
@@ -124,6 +126,8 @@ func TestWorkerPolicy(t *testing.T) {
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
 		// the binary, the configuration and the bundle assets, and no other
 		stmt([]string{"s3:GetObject"}, []interface{}{asset(c.Worker.Binary.S3ObjectKey()), asset(c.Config.ConfigAsset.S3ObjectKey()), asset(c.Config.BundleAsset.S3ObjectKey())}),
+		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Worker.JobLogs)),
+		stmt([]string{"events:PutEvents"}, defaultBusArn()),
 		stmt([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}, arnOf(c.Worker.CommandLogs)),
 		stmt([]string{"ssm:UpdateInstanceInformation"}, instancesArn()),
 		stmt([]string{

@@ -128,6 +128,7 @@ func addOutputs(stack awscdk.Stack, c *Conveyor) {
 	out("InputBucketName", "Upload files here to process them", c.Storage.Input.BucketName())
 	out("OutputBucketName", "Processed results, under <input key>/", c.Storage.Output.BucketName())
 	out("StateBucketName", "Job records (jobs/), the job index (active/, done/), job logs (logs/)", c.Storage.State.BucketName())
+	out("JobLogGroupName", "CloudWatch Logs group of job logs (a stream per attempt: <job>/<attempt>)", c.Worker.JobLogs.LogGroupName())
 	out("LogBucketName", "S3 server access logs and VPC flow logs", c.Storage.Logs.BucketName())
 	out("WorkerInstanceId", "The EC2 worker (SSM managed, no inbound access)", c.Worker.Instance.InstanceId())
 	out("DataVolumeId", "The worker's data volume (RETAIN, snapshotted daily by DLM)", c.Worker.DataVolume.VolumeId())

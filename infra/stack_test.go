@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/conveyorhq/conveyor/internal/bundle"
+	"github.com/conveyorhq/conveyor/internal/cli"
 	"github.com/conveyorhq/conveyor/internal/lambda"
 )
 
@@ -136,6 +137,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_INPUT_VERSIONED":   "true",
 		"CONVEYOR_HISTORY_DAYS":      ref("HistoryRetentionDays"),
 		"CONVEYOR_WORKER_GROUP":      *c.Fleet.GroupName,
+		"CONVEYOR_EVENT_BUS":         "default",
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
@@ -143,7 +145,7 @@ func TestOrchestratorFunction(t *testing.T) {
 	if p["Timeout"] != float64(30) {
 		t.Errorf("Timeout = %v, want 30", p["Timeout"])
 	}
-	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Recon.LogGroup, c.Worker.CommandLogs} {
+	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Recon.LogGroup, c.Worker.CommandLogs, c.Worker.JobLogs} {
 		if got := props(t, lg)["RetentionInDays"]; got != float64(30) {
 			t.Errorf("log group %s retention = %v, want 30", logicalID(lg), got)
 		}
@@ -278,7 +280,9 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages",
-		"com.amazonaws.{Ref:AWS::Region}.autoscaling"} // the workers' Auto Scaling calls (fleet.go)
+		"com.amazonaws.{Ref:AWS::Region}.autoscaling", // the workers' Auto Scaling calls (fleet.go)
+		"com.amazonaws.{Ref:AWS::Region}.logs",        // command output (EMF metrics) and job logs
+		"com.amazonaws.{Ref:AWS::Region}.events"}      // job events
 	sortStrings := cmp.Transformer("sort", func(in []string) []string { out := append([]string(nil), in...); sortStringSlice(out); return out })
 	if d := cmp.Diff(wantIface, iface, sortStrings); d != "" {
 		t.Errorf("interface endpoints (-want +got):\n%s", d)
@@ -400,6 +404,9 @@ func TestUserData(t *testing.T) {
 			"buckets: {input: {Ref:" + logicalID(c.Storage.Input) + "}, output: {Ref:" + logicalID(c.Storage.Output) + "}, state: {Ref:" + logicalID(c.Storage.State) + "}}\n" +
 			"volume: /var/lib/conveyor\n" +
 			"data_dir: /opt/conveyor\n" +
+			"events: {bus: default}\n" +
+			"metrics: {emf: true}\n" +
+			"logs: {group: {Ref:" + logicalID(c.Worker.JobLogs) + "}}\n" +
 			"CONVEYOR_CONFIG\n" +
 			"cat '/etc/conveyor/conveyor.deployed.yaml'\n" +
 			"} > '/etc/conveyor/conveyor.yaml.new'\n" +
@@ -585,6 +592,7 @@ func TestOutputs(t *testing.T) {
 		"DataVolumeId":             ref(logicalID(c.Worker.DataVolume)),
 		"OrchestratorFunctionName": ref(logicalID(c.Orch.Function)),
 		"ReconcilerFunctionName":   ref(logicalID(c.Recon.Function)),
+		"JobLogGroupName":          ref(logicalID(c.Worker.JobLogs)),
 		"SampleUploadCommand":      join("aws s3 cp ./report.csv s3://", ref(logicalID(c.Storage.Input)), "/"),
 	} {
 		o, ok := outputs[name].(map[string]interface{})
@@ -629,8 +637,8 @@ func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the Lambda refuses the stack's environment %v: %v", env, err)
 			}
-			if cfg.Role != tc.role || !cfg.InputVersioned {
-				t.Errorf("role %q, versioned %v; want %q, true", cfg.Role, cfg.InputVersioned, tc.role)
+			if cfg.Role != tc.role || !cfg.InputVersioned || cfg.EventBus != "default" {
+				t.Errorf("role %q, versioned %v, event bus %q; want %q, true, default", cfg.Role, cfg.InputVersioned, cfg.EventBus, tc.role)
 			}
 			// The deployed conveyor.yaml's filters and retry limit.
 			o := cfg.Orchestrator
@@ -681,6 +689,17 @@ func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 	cfg := filepath.Join(dir, "conveyor.yaml")
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// The worker's loader reads the stack's own settings where the Go side
+	// looks for them: job events on the default bus, EMF metrics on
+	// stdout, job logs to the stack's group.
+	loaded, err := cli.LoadWorkerConfig(cfg)
+	if err != nil {
+		t.Fatalf("the worker's loader refuses the stack's configuration: %v\n%s", err, body)
+	}
+	if loaded.Events.Bus != "default" || !loaded.Metrics.EMF || loaded.Logs.Group != strings.ToLower(logicalID(c.Worker.JobLogs))+"-1a2b3c" {
+		t.Errorf("events.bus %q, metrics.emf %v, logs.group %q; want default, true, the job log group (%s)",
+			loaded.Events.Bus, loaded.Metrics.EMF, loaded.Logs.Group, logicalID(c.Worker.JobLogs))
 	}
 	bin := filepath.Join(dir, "conveyor")
 	if out, err := exec.Command("go", "-C", "..", "build", "-o", bin, "./cmd/conveyor").CombinedOutput(); err != nil {

@@ -5,10 +5,10 @@ import "strings"
 // userDataValues are the deploy-time values (CDK tokens) and the hashes
 // the script embeds. The Bundle fields are empty without a bundle.
 type userDataValues struct {
-	Region, AssetURL, ConfigURL, InputBucket, OutputBucket, StateBucket, VolumeID *string
-	BinarySHA256, ConfigSHA256                                                    string
-	BundleURL                                                                     *string
-	BundleSHA256, BundleArchive                                                   string
+	Region, AssetURL, ConfigURL, InputBucket, OutputBucket, StateBucket, VolumeID, JobLogGroup *string
+	BinarySHA256, ConfigSHA256                                                                 string
+	BundleURL                                                                                  *string
+	BundleSHA256, BundleArchive                                                                string
 }
 
 // workerUserData is the worker's boot script: it installs the binary, the
@@ -38,6 +38,8 @@ func workerUserData(v userDataValues) []*string {
 		"@OUTPUT@", *v.OutputBucket,
 		"@STATE@", *v.StateBucket,
 		"@VOLUME_ID@", *v.VolumeID,
+		"@JOB_LOGS@", *v.JobLogGroup,
+		"@EVENT_BUS@", EventBus,
 		"@MOUNT@", VolumeMountPoint,
 		"@MACHINE@", WorkerMachineDir,
 		"@BUNDLES@", WorkerBundleDir,
@@ -105,7 +107,9 @@ install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor
 # The worker's configuration: the stack's own settings, then the worker's
 # part of the deployed conveyor.yaml. s3.aws makes the CLI use Amazon S3
 # with the instance role's credentials (SSM Run Command reads no profile or
-# /etc/environment, so this lives in the file).
+# /etc/environment, so this lives in the file). Job events go to the
+# default EventBridge bus, job metrics (EMF) to stdout, which SSM sends to
+# the command log group, and job logs to the stack's job log group.
 fetch '@CONFIG_URL@' '@CONFIG_SHA@' '@CONFIG_PART@'
 {
 cat <<'CONVEYOR_CONFIG'
@@ -113,6 +117,9 @@ s3: {aws: true, region: @REGION@}
 buckets: {input: @INPUT@, output: @OUTPUT@, state: @STATE@}
 volume: @MOUNT@
 data_dir: @MACHINE@
+events: {bus: @EVENT_BUS@}
+metrics: {emf: true}
+logs: {group: @JOB_LOGS@}
 CONVEYOR_CONFIG
 cat '@CONFIG_PART@'
 } > '@CONFIG@.new'

@@ -25,7 +25,11 @@ type Worker struct {
 	// CommandLogs receives the output of SSM commands (the Lambda names it
 	// in SendCommand; the agent on the worker writes it).
 	CommandLogs awslogs.LogGroup
-	Binary      awss3assets.Asset
+	// JobLogs receives each attempt's part of a job's log (logs.group;
+	// stream <job>/<attempt>), as the state bucket's logs/ receives the
+	// whole log when an attempt ends.
+	JobLogs awslogs.LogGroup
+	Binary  awss3assets.Asset
 	// bootValues are what the boot script installs (binary, configuration,
 	// bundle, each with its hash); the fleet's workers boot from the same.
 	bootValues userDataValues
@@ -36,6 +40,12 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 	w.Binary = awss3assets.NewAsset(stack, jsii.String("WorkerBinary"), &awss3assets.AssetProps{Path: jsii.String(props.WorkerBinary)})
 	w.CommandLogs = awslogs.NewLogGroup(stack, jsii.String("CommandLogs"), &awslogs.LogGroupProps{
 		Retention:     awslogs.RetentionDays_ONE_MONTH,
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
+	w.JobLogs = awslogs.NewLogGroup(stack, jsii.String("JobLogs"), &awslogs.LogGroupProps{
+		Retention: awslogs.RetentionDays_ONE_MONTH,
+		// The whole log of every attempt is also in the state bucket
+		// (logs/, 90 days): the group is for following and searching.
 		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 	})
 	w.Role = awsiam.NewRole(stack, jsii.String("WorkerRole"), &awsiam.RoleProps{
@@ -100,6 +110,7 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 		OutputBucket: storage.Output.BucketName(),
 		StateBucket:  storage.State.BucketName(),
 		VolumeID:     w.DataVolume.VolumeId(),
+		JobLogGroup:  w.JobLogs.LogGroupName(),
 	}
 	if cfg.BundleAsset != nil {
 		v.BundleURL, v.BundleSHA256, v.BundleArchive = cfg.BundleAsset.S3ObjectUrl(), cfg.BundleSHA256, cfg.BundleArchive
@@ -145,6 +156,11 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, cfg *DeployedConfig, storage
 		assets = append(assets, cfg.BundleAsset.Bucket().ArnForObjects(cfg.BundleAsset.S3ObjectKey()))
 	}
 	add(statement([]string{"s3:GetObject"}, assets...))
+	// worker run sends job logs to the job log group: a stream per
+	// attempt (the group exists: no CreateLogGroup).
+	add(statement([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, w.JobLogs.LogGroupArn()))
+	// worker run puts job events (events.bus) on the default bus only.
+	add(statement([]string{"events:PutEvents"}, eventBusArn(stack)))
 	// The SSM agent streams command output to the command log group
 	// (CreateLogGroup is called even when the group exists).
 	add(statement([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"},
