@@ -90,6 +90,7 @@ type Conveyor struct {
 	Recon     *Reconciler
 	Snapshots *Snapshots
 	Fleet     *Fleet
+	Alarms    *Alarms
 }
 
 // NewConveyorStack defines the whole Conveyor deployment in one stack.
@@ -116,6 +117,7 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	c.Recon = newReconciler(stack, props, c.Params, c.Config, c.Storage, c.Worker, doc, code)
 	addOutputs(stack, c)
 	c.Fleet = newFleet(stack, props, c.Params, c.Network, c.Storage, c.Worker, c.Orch, c.Recon)
+	c.Alarms = newAlarms(stack, c.Storage, c.Orch, c.Recon, c.Fleet)
 	addNagSuppressions(stack, c)
 	return c
 }
