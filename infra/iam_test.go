@@ -124,6 +124,13 @@ func TestWorkerPolicy(t *testing.T) {
 		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
+		// the release manifest and the update association (release.go)
+		stmt([]string{"ssm:GetParameter"}, join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":parameter", ref(logicalID(c.Worker.Release.Parameter)))),
+		stmt([]string{"ssm:ListInstanceAssociations", "ssm:PutComplianceItems", "ssm:UpdateInstanceAssociationStatus"}, instancesArn()),
+		stmt([]string{"ssm:DescribeAssociation"}, []interface{}{
+			join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":association/", getAtt(logicalID(c.Worker.Release.Association), "AssociationId")),
+			updateDocArn(c), instancesArn()}),
+		stmt([]string{"ssm:DescribeDocument", "ssm:GetDocument"}, updateDocArn(c)),
 		// the binary, the configuration and the bundle assets, and no other
 		stmt([]string{"s3:GetObject"}, []interface{}{asset(c.Worker.Binary.S3ObjectKey()), asset(c.Config.ConfigAsset.S3ObjectKey()), asset(c.Config.BundleAsset.S3ObjectKey())}),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Worker.JobLogs)),
@@ -144,6 +151,11 @@ func TestWorkerPolicy(t *testing.T) {
 	if r := props(t, c.Worker.Role); r["ManagedPolicyArns"] != nil || r["Policies"] != nil {
 		t.Errorf("worker role has other policies: %v %v", r["ManagedPolicyArns"], r["Policies"])
 	}
+}
+
+// updateDocArn is the ARN of the update document.
+func updateDocArn(c *Conveyor) map[string]interface{} {
+	return join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":document/", ref(logicalID(c.Worker.Release.Document)))
 }
 
 // policyDocuments returns every identity policy document in the template:

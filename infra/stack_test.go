@@ -383,22 +383,22 @@ func TestUserData(t *testing.T) {
 	c := synth.conveyor
 	script := flatten(props(t, c.Worker.Instance)["UserData"])
 	vol := "{Ref:" + logicalID(c.Worker.DataVolume) + "}"
-	assetURL := func(key *string) string {
-		return "'{Sub:s3://cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}/" + *key + "}'"
-	}
 	for _, want := range []string{
 		"#!/bin/bash\nset -euo pipefail",
-		// every later boot runs the current user data (a deploy stops and
-		// starts the instance; cloud-init runs user data once per instance)
+		// every later boot runs the current user data (a worker started
+		// after a deploy installs the current release)
 		"cat > /var/lib/cloud/scripts/per-boot/conveyor-user-data <<'CONVEYOR_PER_BOOT'",
 		"http://169.254.169.254/latest/user-data\nexec bash /run/conveyor-user-data\nCONVEYOR_PER_BOOT\n",
-		// each asset installed only with the hash the stack was built with
+		// the release from its SSM parameter, not from user data
+		"cat > /usr/local/sbin/conveyor-install <<'CONVEYOR_INSTALL'\n#!/bin/bash\n",
+		"release=\"$(aws ssm get-parameter --name '/conveyor/Conveyor/release' --region '{Ref:AWS::Region}' --query Parameter.Value --output text)\"",
+		// each asset installed only with the hash the release names
 		"if ! echo \"$2  $3.new\" | sha256sum -c --status; then",
-		// the binary, by hash
-		"fetch " + assetURL(c.Worker.Binary.S3ObjectKey()) + " '" + fileSHA256(synth.props.WorkerBinary) + "' /usr/local/bin/conveyor.asset\n" +
-			"install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor",
-		// the worker's part of conveyor.yaml, by hash, after the stack's settings
-		"fetch " + assetURL(c.Config.ConfigAsset.S3ObjectKey()) + " '" + c.Config.ConfigSHA256 + "' '/etc/conveyor/conveyor.deployed.yaml'",
+		"    binary) stage \"$url\" \"$sha\" /usr/local/bin/conveyor.asset ;;\n" +
+			"    config) stage \"$url\" \"$sha\" '/etc/conveyor/conveyor.deployed.yaml' ;;\n" +
+			"    bundle) stage \"$url\" \"$sha\" \"$archive\" ;;",
+		"install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor",
+		// the worker's part of conveyor.yaml after the stack's settings
 		"cat <<'CONVEYOR_CONFIG'\n" +
 			"s3: {aws: true, region: {Ref:AWS::Region}}\n" +
 			"buckets: {input: {Ref:" + logicalID(c.Storage.Input) + "}, output: {Ref:" + logicalID(c.Storage.Output) + "}, state: {Ref:" + logicalID(c.Storage.State) + "}}\n" +
@@ -411,8 +411,10 @@ func TestUserData(t *testing.T) {
 			"cat '/etc/conveyor/conveyor.deployed.yaml'\n" +
 			"} > '/etc/conveyor/conveyor.yaml.new'\n" +
 			"mv -f '/etc/conveyor/conveyor.yaml.new' '/etc/conveyor/conveyor.yaml'",
-		// the bundle, by hash, where the configuration names it
-		"fetch " + assetURL(c.Config.BundleAsset.S3ObjectKey()) + " '" + c.Config.BundleSHA256 + "' '/opt/conveyor/bundles/" + c.Config.BundleSHA256 + ".zip'",
+		// an update drains first: the watch stopped, the mark, the wait
+		"systemctl stop conveyor-watch.service; fi\n  echo \"$(date -u +%Y-%m-%dT%H:%M:%SZ) update to a new release\" > '/var/lib/conveyor/draining'",
+		"deadline=$(( $(date +%s) + 900 ))",
+		"/usr/local/sbin/conveyor-install\n",
 		// the processor sandbox installed where it is missing
 		"command -v bwrap >/dev/null 2>&1 || dnf install -y -q bubblewrap ||",
 		// the NVMe device by the volume ID's serial
@@ -421,7 +423,7 @@ func TestUserData(t *testing.T) {
 		"if ! blkid -o value -s TYPE \"$dev\" >/dev/null 2>&1; then\n  mkfs.xfs -L conveyor-data \"$dev\"",
 		"/var/lib/conveyor xfs defaults,nofail,x-systemd.device-timeout=30s 0 2\" >> /etc/fstab",
 		"mount '/var/lib/conveyor'",
-		// the processor set up before the first job
+		// the processor set up before the next job
 		"/usr/local/bin/conveyor worker prepare --config '/etc/conveyor/conveyor.yaml'",
 	} {
 		if !strings.Contains(script, want) {
@@ -557,8 +559,8 @@ func TestSnapshotPolicy(t *testing.T) {
 func TestSSMDocument(t *testing.T) {
 	docs := resources("AWS::SSM::Document")
 	r, ok := docs["RunJobDocument"]
-	if !ok || len(docs) != 1 {
-		t.Fatalf("SSM documents %v, want one RunJobDocument", docs)
+	if _, update := docs[logicalID(synth.conveyor.Worker.Release.Document)]; !ok || !update || len(docs) != 2 {
+		t.Fatalf("SSM documents %v, want RunJobDocument and the update document", docs)
 	}
 	p := r["Properties"].(map[string]interface{})
 	if p["DocumentType"] != "Command" || p["DocumentFormat"] != "YAML" {

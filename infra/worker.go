@@ -30,6 +30,8 @@ type Worker struct {
 	// whole log when an attempt ends.
 	JobLogs awslogs.LogGroup
 	Binary  awss3assets.Asset
+	// Release is what the deploy ships to the workers (release.go).
+	Release *Release
 	// bootValues are what the boot script installs (binary, configuration,
 	// bundle, each with its hash); the fleet's workers boot from the same.
 	bootValues userDataValues
@@ -52,6 +54,14 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ec2.amazonaws.com"), nil),
 		Description: jsii.String("Conveyor worker: read input, write output and job records, SSM agent"),
 	})
+	files := []releaseFile{
+		{kind: "binary", url: w.Binary.S3ObjectUrl(), sha256: fileSHA256(props.WorkerBinary)},
+		{kind: "config", url: cfg.ConfigAsset.S3ObjectUrl(), sha256: cfg.ConfigSHA256},
+	}
+	if cfg.BundleAsset != nil {
+		files = append(files, releaseFile{kind: "bundle", url: cfg.BundleAsset.S3ObjectUrl(), sha256: cfg.BundleSHA256, dest: cfg.BundleArchive})
+	}
+	w.Release = newRelease(stack, files)
 	addWorkerPolicy(stack, w, cfg, storage)
 
 	az := net.WorkerSubnet.AvailabilityZone()
@@ -75,8 +85,9 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 				DeleteOnTermination: jsii.Bool(true),
 			}),
 		}},
-		// A user-data change stops and starts the instance; it must not
-		// replace it (the data volume stays attached to this one).
+		// User data does not change with a release (release.go); were it
+		// to change, the instance is stopped and started, not replaced
+		// (the data volume stays attached to this one).
 		UserDataCausesReplacement:       jsii.Bool(false),
 		PropagateTagsToVolumeOnCreation: jsii.Bool(false),
 	})
@@ -101,19 +112,13 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 	})
 
 	v := userDataValues{
-		Region:       stack.Region(),
-		AssetURL:     w.Binary.S3ObjectUrl(),
-		BinarySHA256: fileSHA256(props.WorkerBinary),
-		ConfigURL:    cfg.ConfigAsset.S3ObjectUrl(),
-		ConfigSHA256: cfg.ConfigSHA256,
-		InputBucket:  storage.Input.BucketName(),
-		OutputBucket: storage.Output.BucketName(),
-		StateBucket:  storage.State.BucketName(),
-		VolumeID:     w.DataVolume.VolumeId(),
-		JobLogGroup:  w.JobLogs.LogGroupName(),
-	}
-	if cfg.BundleAsset != nil {
-		v.BundleURL, v.BundleSHA256, v.BundleArchive = cfg.BundleAsset.S3ObjectUrl(), cfg.BundleSHA256, cfg.BundleArchive
+		Region:           stack.Region(),
+		InputBucket:      storage.Input.BucketName(),
+		OutputBucket:     storage.Output.BucketName(),
+		StateBucket:      storage.State.BucketName(),
+		VolumeID:         w.DataVolume.VolumeId(),
+		JobLogGroup:      w.JobLogs.LogGroupName(),
+		ReleaseParameter: jsii.String(w.Release.Name),
 	}
 	w.bootValues = v
 	w.Instance.UserData().AddCommands(workerUserData(v)...)
@@ -148,9 +153,11 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, cfg *DeployedConfig, storage
 	add(statement([]string{"s3:PutObject", "s3:DeleteObject"}, objects(storage.State.BucketArn(), ActiveIndexPrefix), objects(storage.State.BucketArn(), DoneIndexPrefix)))
 	// Upload job logs next to the records.
 	add(statement([]string{"s3:PutObject"}, objects(storage.State.BucketArn(), JobLogPrefix)))
-	// User data downloads the worker binary: this asset object only, not
-	// the whole CDK asset bucket.
-	// So do the worker's configuration and the processor bundle.
+	// The release manifest and the update association (release.go).
+	grantRelease(stack, w.Role, w.Release)
+	// The boot script and the update download the worker binary, the
+	// worker's configuration and the processor bundle the manifest names:
+	// these asset objects only, not the whole CDK asset bucket.
 	assets := []*string{w.Binary.Bucket().ArnForObjects(w.Binary.S3ObjectKey()), cfg.ConfigAsset.Bucket().ArnForObjects(cfg.ConfigAsset.S3ObjectKey())}
 	if cfg.BundleAsset != nil {
 		assets = append(assets, cfg.BundleAsset.Bucket().ArnForObjects(cfg.BundleAsset.S3ObjectKey()))
