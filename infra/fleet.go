@@ -118,7 +118,7 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 
 	f.Template = awsec2.NewLaunchTemplate(stack, jsii.String("WorkerTemplate"), &awsec2.LaunchTemplateProps{
 		InstanceType:            awsec2.NewInstanceType(params.InstanceType.ValueAsString()),
-		MachineImage:            awsec2.MachineImage_FromSsmParameter(jsii.String(WorkerImageParameter), &awsec2.SsmParameterImageOptions{Os: awsec2.OperatingSystemType_LINUX}),
+		MachineImage:            &pinnedImage{id: params.WorkerImage.ValueAsString()},
 		Role:                    w.Role,
 		SecurityGroup:           net.WorkerSecurityGroup,
 		UserData:                ud,

@@ -17,9 +17,11 @@ type Parameters struct {
 	// HistoryRetentionDays is how long finished job records and done/
 	// markers stay in the state bucket (lifecycle expiration).
 	HistoryRetentionDays awscdk.CfnParameter
+	// WorkerImage is the workers' pinned AMI (image.go).
+	WorkerImage awscdk.CfnParameter
 }
 
-func newParameters(stack awscdk.Stack) *Parameters {
+func newParameters(stack awscdk.Stack, props StackProps) *Parameters {
 	param := func(id string, p *awscdk.CfnParameterProps) awscdk.CfnParameter {
 		return awscdk.NewCfnParameter(stack, jsii.String(id), p)
 	}
@@ -55,5 +57,6 @@ func newParameters(stack awscdk.Stack) *Parameters {
 			MaxValue:    jsii.Number(36500),
 		}),
 	}
+	p.WorkerImage = newImageParameter(stack, props.WorkerImageID)
 	return p
 }

@@ -107,7 +107,7 @@ func newRelease(stack awscdk.Stack, files []releaseFile) *Release {
 		MaxConcurrency: jsii.String("50%"),
 		MaxErrors:      jsii.String("100%"),
 	})
-	r.Association.AddDependency(r.Parameter.Node().DefaultChild().(awscdk.CfnResource))
+	r.Association.AddResourceDependency(r.Parameter.Node().DefaultChild().(awscdk.CfnResource), jsii.String("the update installs the release the parameter holds"))
 	return r
 }
 

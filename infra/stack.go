@@ -52,6 +52,9 @@ type StackProps struct {
 	// ConfigPath is the conveyor.yaml deployed (the CDK context value
 	// "config"); "" deploys the defaults. See DeployedConfig.
 	ConfigPath string
+	// WorkerImageID is the pinned AMI, WorkerImageId's default (the CDK
+	// context value "workerImageId", in cdk.json); "" for no default.
+	WorkerImageID string
 }
 
 // WithDefaults returns p with every zero field set to its default.
@@ -105,7 +108,7 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
 
 	c := &Conveyor{Stack: stack}
-	c.Params = newParameters(stack)
+	c.Params = newParameters(stack, props)
 	c.Storage = newStorage(stack, c.Params)
 	c.Network = newNetwork(stack, c.Storage)
 	doc := newSSMDocument(stack, props.SSMDocumentPath)
@@ -131,6 +134,7 @@ func addOutputs(stack awscdk.Stack, c *Conveyor) {
 	out("OutputBucketName", "Processed results, under <input key>/", c.Storage.Output.BucketName())
 	out("StateBucketName", "Job records (jobs/), the job index (active/, done/), job logs (logs/)", c.Storage.State.BucketName())
 	out("JobLogGroupName", "CloudWatch Logs group of job logs (a stream per attempt: <job>/<attempt>)", c.Worker.JobLogs.LogGroupName())
+	out("ReleaseParameterName", "The workers' release (binary, configuration, bundle, each with its SHA-256); the update association installs it", jsii.String(c.Worker.Release.Name))
 	out("LogBucketName", "S3 server access logs and VPC flow logs", c.Storage.Logs.BucketName())
 	out("WorkerInstanceId", "The EC2 worker (SSM managed, no inbound access)", c.Worker.Instance.InstanceId())
 	out("DataVolumeId", "The worker's data volume (RETAIN, snapshotted daily by DLM)", c.Worker.DataVolume.VolumeId())

@@ -232,9 +232,27 @@ func TestParameters(t *testing.T) {
 			t.Errorf("parameter %s: the filters come from the deployed conveyor.yaml", gone)
 		}
 	}
-	img := params[logicalIDOfImageParam(t)].(map[string]interface{})
-	if img["Default"] != WorkerImageParameter || img["Type"] != "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>" {
-		t.Errorf("AMI parameter = %v, want the public AL2023 arm64 SSM parameter resolved at deploy time", img)
+	// The AMI is pinned: a parameter of the image ID itself (not an SSM
+	// parameter CloudFormation resolves again at every deploy), defaulting
+	// to the AMI cdk.json pins, for the instance and the launch template.
+	if id := logicalIDOfImageParam(t); id != "WorkerImageId" {
+		t.Errorf("the instance's ImageId refers to %q, want the WorkerImageId parameter", id)
+	}
+	img := params["WorkerImageId"].(map[string]interface{})
+	if img["Default"] != fixtureImageID || img["Type"] != "AWS::EC2::Image::Id" {
+		t.Errorf("WorkerImageId = %v, want an AWS::EC2::Image::Id defaulting to the pinned %s", img, fixtureImageID)
+	}
+	lt := props(t, synth.conveyor.Fleet.Template)["LaunchTemplateData"].(map[string]interface{})
+	if !cmp.Equal(lt["ImageId"], plain(t, ref("WorkerImageId"))) {
+		t.Errorf("launch template ImageId %v, want the WorkerImageId parameter", lt["ImageId"])
+	}
+	for name, p := range params {
+		if name == "BootstrapVersion" { // CDK's own, not the AMI
+			continue
+		}
+		if strings.Contains(fmt.Sprint(p.(map[string]interface{})["Type"]), "AWS::SSM::Parameter::Value") {
+			t.Errorf("parameter %s is resolved from SSM at every deploy: %v", name, p)
+		}
 	}
 }
 
@@ -595,6 +613,7 @@ func TestOutputs(t *testing.T) {
 		"OrchestratorFunctionName": ref(logicalID(c.Orch.Function)),
 		"ReconcilerFunctionName":   ref(logicalID(c.Recon.Function)),
 		"JobLogGroupName":          ref(logicalID(c.Worker.JobLogs)),
+		"ReleaseParameterName":     "/conveyor/Conveyor/release",
 		"SampleUploadCommand":      join("aws s3 cp ./report.csv s3://", ref(logicalID(c.Storage.Input)), "/"),
 	} {
 		o, ok := outputs[name].(map[string]interface{})
