@@ -141,15 +141,16 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 			})},
 		},
 	})
-	tag := func(k, v string) map[string]interface{} { return map[string]interface{}{"Key": k, "Value": v} }
+	tag := func(k, v interface{}) map[string]interface{} { return map[string]interface{}{"Key": k, "Value": v} }
 	lt := f.Template.Node().DefaultChild().(awsec2.CfnLaunchTemplate)
 	// Launch-time tags: the worker tag (dispatch, IAM conditions) on the
-	// instance; Backup=True on its volumes, which puts the data volume
+	// instance; the backup tag (BackupTagKey=BackupTagValue, default
+	// Backup=True) on its volumes, which puts the data volume
 	// under the DLM policy (the root volume is snapshotted too: a few
 	// cents a month, and no volume escapes the policy).
 	lt.AddPropertyOverride(jsii.String("LaunchTemplateData.TagSpecifications"), []interface{}{
 		map[string]interface{}{"ResourceType": "instance", "Tags": []interface{}{tag(WorkerTagKey, WorkerTagValue), tag("Name", "conveyor-worker")}},
-		map[string]interface{}{"ResourceType": "volume", "Tags": []interface{}{tag(BackupTagKey, BackupTagValue), tag("Name", "conveyor-data")}},
+		map[string]interface{}{"ResourceType": "volume", "Tags": []interface{}{tag(params.BackupTagKey.ValueAsString(), params.BackupTagValue.ValueAsString()), tag("Name", "conveyor-data")}},
 	})
 
 	// The workers call Auto Scaling (drain done, protection, idle stop)

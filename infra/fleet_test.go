@@ -134,7 +134,7 @@ func TestFleetLaunchTemplate(t *testing.T) {
 	dlm := props(t, c.Snapshots.Policy)["PolicyDetails"].(map[string]interface{})
 	for _, tt := range dlm["TargetTags"].([]interface{}) {
 		m := tt.(map[string]interface{})
-		if byType["volume"][m["Key"].(string)] != m["Value"] {
+		if byType["volume"][flatten(m["Key"])] != flatten(m["Value"]) {
 			t.Errorf("volume tags %v lack the DLM target tag %v", byType["volume"], m)
 		}
 	}

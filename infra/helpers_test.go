@@ -109,13 +109,14 @@ func flatten(v interface{}) string {
 	return fmt.Sprint(v)
 }
 
-// tags returns a resource's Tags as key -> value.
+// tags returns a resource's Tags as key -> value, intrinsics flattened.
 func tags(p map[string]interface{}) map[string]string {
 	out := map[string]string{}
 	list, _ := p["Tags"].([]interface{})
 	for _, t := range list {
 		m := t.(map[string]interface{})
-		out[m["Key"].(string)] = fmt.Sprint(m["Value"])
+		// A parameter's Ref shows as {Ref:Name} (flatten).
+		out[flatten(m["Key"])] = flatten(m["Value"])
 	}
 	return out
 }

@@ -217,6 +217,8 @@ func TestParameters(t *testing.T) {
 	for name, def := range map[string]interface{}{
 		"InstanceType": "t4g.small", "SnapshotTime": "03:00", "SnapshotRetain": float64(7),
 		"HistoryRetentionDays": float64(30),
+		// DLM's target tag: the seed's Backup=True unless changed.
+		"BackupTagKey": "Backup", "BackupTagValue": "True",
 	} {
 		p, ok := params[name].(map[string]interface{})
 		if !ok {
@@ -389,8 +391,9 @@ func TestDataVolume(t *testing.T) {
 	if d := cmp.Diff(props(t, c.Worker.Instance)["AvailabilityZone"], p["AvailabilityZone"]); d != "" {
 		t.Errorf("volume and instance AZs differ (-instance +volume):\n%s", d)
 	}
-	if tg := tags(p); tg[BackupTagKey] != BackupTagValue {
-		t.Errorf("volume tags %v lack %s=%s", tg, BackupTagKey, BackupTagValue)
+	// The backup tag, as the parameters name it (default Backup=True).
+	if tg := tags(p); tg["{Ref:BackupTagKey}"] != "{Ref:BackupTagValue}" {
+		t.Errorf("volume tags %v lack BackupTagKey=BackupTagValue", tg)
 	}
 	synth.template.HasResourceProperties(jsii.String("AWS::EC2::VolumeAttachment"), map[string]interface{}{
 		"Device": DataVolumeDevice, "InstanceId": ref(logicalID(c.Worker.Instance)), "VolumeId": ref(logicalID(c.Worker.DataVolume)),
@@ -545,7 +548,7 @@ func TestSnapshotPolicy(t *testing.T) {
 		"PolicyDetails": map[string]interface{}{
 			"PolicyType":    "EBS_SNAPSHOT_MANAGEMENT",
 			"ResourceTypes": []interface{}{"VOLUME"},
-			"TargetTags":    []interface{}{map[string]interface{}{"Key": "Backup", "Value": "True"}},
+			"TargetTags":    []interface{}{map[string]interface{}{"Key": ref("BackupTagKey"), "Value": ref("BackupTagValue")}},
 			"Schedules": []interface{}{map[string]interface{}{
 				"Name":       "daily",
 				"CreateRule": map[string]interface{}{"Interval": 24, "IntervalUnit": "HOURS", "Times": []interface{}{ref("SnapshotTime")}},

@@ -111,7 +111,7 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 		// and the instance (restore a snapshot to get it back otherwise).
 		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 	})
-	awscdk.Tags_Of(w.DataVolume).Add(jsii.String(BackupTagKey), jsii.String(BackupTagValue), nil)
+	awscdk.Tags_Of(w.DataVolume).Add(params.BackupTagKey.ValueAsString(), params.BackupTagValue.ValueAsString(), nil)
 	awscdk.Tags_Of(w.DataVolume).Add(jsii.String("Name"), jsii.String("conveyor-data"), nil)
 	awsec2.NewCfnVolumeAttachment(stack, jsii.String("DataVolumeAttachment"), &awsec2.CfnVolumeAttachmentProps{
 		InstanceId: w.Instance.InstanceId(),
