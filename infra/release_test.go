@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -145,5 +147,140 @@ func TestNewBinaryReplacesNothing(t *testing.T) {
 		if ud(before, id) == nil || !cmp.Equal(ud(before, id), ud(after, id)) {
 			t.Errorf("%s: user data differs (or is missing) with a new binary", id)
 		}
+	}
+}
+
+// conveyor-install as the update runs it, on a directory standing for the
+// machine, with fake aws and systemctl commands: it installs a release at
+// boot; an update finds nothing to do when the release is installed; an
+// update with a new binary drains first (watch stopped, the mark while the
+// running job finishes), installs, then returns the worker to service; a
+// file whose hash is not the release's is never installed.
+func TestInstallScript(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("no bash")
+	}
+	script := flatten(props(t, synth.conveyor.Worker.Instance)["UserData"])
+	_, rest, _ := strings.Cut(script, "<<'CONVEYOR_INSTALL'\n")
+	install, _, _ := strings.Cut(rest, "\nCONVEYOR_INSTALL\n")
+	dir := t.TempDir()
+	root := func(p string) string { return filepath.Join(dir, "root", p) }
+	install = regexp.MustCompile(`\{Ref:([\w:]+)\}`).ReplaceAllStringFunc(install, func(m string) string {
+		return strings.ToLower(strings.NewReplacer(":", "-").Replace(strings.Trim(m, "{}")[4:]))
+	})
+	install = strings.NewReplacer(
+		"/usr/local/bin/", root("usr/local/bin")+"/",
+		"/etc/conveyor", root("etc/conveyor"),
+		VolumeMountPoint, root("var/lib/conveyor"),
+		WorkerMachineDir, root("opt/conveyor"),
+	).Replace(install)
+	for _, d := range []string{"usr/local/bin", "etc/conveyor", "var/lib/conveyor/runs", "opt/conveyor/bundles"} {
+		if err := os.MkdirAll(root(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	installer := filepath.Join(dir, "conveyor-install")
+	must(t, os.WriteFile(installer, []byte(install), 0o755))
+
+	// Fakes: aws reads the release from $RELEASE and copies assets from
+	// local paths; systemctl logs its calls (the watch is active).
+	fake := filepath.Join(dir, "fakebin")
+	log := filepath.Join(dir, "calls.log")
+	must(t, writeFile(filepath.Join(fake, "aws"), `#!/bin/bash
+case "$1 $2" in
+  "ssm get-parameter") cat "$RELEASE" ;;
+  "s3 cp") cp "$3" "$4" ;;
+  *) echo "fake aws: $*" >&2; exit 2 ;;
+esac
+`, 0o755))
+	must(t, writeFile(filepath.Join(fake, "systemctl"), `#!/bin/bash
+echo "systemctl $*" >> "$CALLS"
+[ "$1" = is-active ] && exit 0
+exit 0
+`, 0o755))
+	// The worker binary: prepare notes whether the mark is there and
+	// whether the running job has ended.
+	binary := func(version string) string {
+		return `#!/bin/bash
+echo "conveyor ` + version + ` $1 $2 draining=$([ -e '` + root("var/lib/conveyor/draining") + `' ] && echo yes || echo no) job=$(cat '` + filepath.Join(dir, "job") + `' 2>/dev/null)" >> "$CALLS"
+`
+	}
+	asset := func(name, content string) (string, string) {
+		p := filepath.Join(dir, "assets", name)
+		must(t, writeFile(p, content, 0o644))
+		return p, fileSHA256(p)
+	}
+	archive := root("opt/conveyor/bundles/b.zip")
+	release := func(bin string, badSHA bool) string {
+		b, bs := asset("bin-"+bin, binary(bin))
+		c, cs := asset("config", "processor: {bundle: "+archive+"}\n")
+		z, zs := asset("bundle", "zip bytes")
+		if badSHA {
+			bs = strings.Repeat("0", 64)
+		}
+		p := filepath.Join(dir, "release-"+bin)
+		must(t, os.WriteFile(p, []byte("binary "+b+" "+bs+" \nconfig "+c+" "+cs+" \nbundle "+z+" "+zs+" "+archive+"\n"), 0o644))
+		return p
+	}
+	run := func(rel string, args ...string) (string, error) {
+		os.Remove(log)
+		cmd := exec.Command("bash", append([]string{installer}, args...)...)
+		cmd.Env = append(os.Environ(), "PATH="+fake+":"+os.Getenv("PATH"), "RELEASE="+rel, "CALLS="+log)
+		out, err := cmd.CombinedOutput()
+		calls, _ := os.ReadFile(log)
+		return string(out) + string(calls), err
+	}
+
+	// At boot: everything installed, the configuration written, prepared.
+	v1 := release("v1", false)
+	out, err := run(v1)
+	if err != nil || !strings.Contains(out, "conveyor v1 worker prepare draining=no") || strings.Contains(out, "systemctl stop") {
+		t.Fatalf("boot install: %v\n%s", err, out)
+	}
+	cfg, _ := os.ReadFile(root("etc/conveyor/conveyor.yaml"))
+	if !strings.HasPrefix(string(cfg), "s3: {aws: true, region: aws--region}\n") || !strings.HasSuffix(string(cfg), "processor: {bundle: "+archive+"}\n") {
+		t.Errorf("configuration written:\n%s", cfg)
+	}
+	if b, _ := os.ReadFile(archive); string(b) != "zip bytes" {
+		t.Errorf("bundle archive %q", b)
+	}
+
+	// An update with the release installed: nothing to do, no drain.
+	if out, err := run(v1, "--drain"); err != nil || !strings.Contains(out, "the current release is installed") || strings.Contains(out, "systemctl stop") {
+		t.Errorf("update with nothing new: %v\n%s", err, out)
+	}
+
+	// An update with a new binary while a job runs: drained, the job
+	// finished before the install, back in service after.
+	job := exec.Command("bash", "-c", "sleep 3; echo finished > "+filepath.Join(dir, "job"))
+	must(t, job.Start())
+	must(t, os.WriteFile(root("var/lib/conveyor/runs/"+strconv.Itoa(job.Process.Pid)), []byte("holder"), 0o644))
+	go job.Wait()
+	out, err = run(release("v2", false), "--drain")
+	if err != nil {
+		t.Fatalf("update: %v\n%s", err, out)
+	}
+	stop, prep, start := strings.Index(out, "systemctl stop conveyor-watch"), strings.Index(out, "conveyor v2 worker prepare draining=yes job=finished"), strings.Index(out, "systemctl start conveyor-watch")
+	if stop < 0 || prep < stop || start < prep {
+		t.Errorf("update: want the watch stopped, the release installed while drained after the job ended, the watch started again:\n%s", out)
+	}
+	if _, err := os.Stat(root("var/lib/conveyor/draining")); err == nil {
+		t.Error("the draining mark is left after the update")
+	}
+
+	// A binary whose hash is not the release's is not installed.
+	out, err = run(release("v3", true), "--drain")
+	if err == nil || !strings.Contains(out, "does not have SHA-256") {
+		t.Errorf("bad hash: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(root("usr/local/bin/conveyor")); !strings.Contains(string(b), "conveyor v2") {
+		t.Errorf("the installed binary changed on a bad hash:\n%s", b)
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }
