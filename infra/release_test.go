@@ -46,8 +46,9 @@ func TestRelease(t *testing.T) {
 	}), ap); d != "" {
 		t.Errorf("update association (-want +got):\n%s", d)
 	}
-	if !strings.Contains(flatten(a["DependsOn"]), logicalID(r.Parameter)) {
-		t.Errorf("the association does not wait for the parameter: DependsOn %v", a["DependsOn"])
+	policy := logicalID(c.Worker.AssetsPolicy)
+	if deps := flatten(a["DependsOn"]); !strings.Contains(deps, logicalID(r.Parameter)) || !strings.Contains(deps, policy) {
+		t.Errorf("the association does not wait for the parameter and the worker's policy (%s): DependsOn %v", policy, a["DependsOn"])
 	}
 	doc := flatten(props(t, r.Document)["Content"])
 	for _, w := range []string{`"allowedPattern":"^[0-9a-f]{64}$"`, `"exec /usr/local/sbin/conveyor-install --drain"`, `"timeoutSeconds":3600`} {

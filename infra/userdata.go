@@ -133,7 +133,13 @@ release="$(aws ssm get-parameter --name '@RELEASE@' --region '@REGION@' --query 
 changed=()
 stage() {
   if [ -f "$3" ] && echo "$2  $3" | sha256sum -c --status; then return 0; fi
-  aws s3 cp "$1" "$3.new" --region '@REGION@' --only-show-errors
+  # A few tries: the role's new permissions may take seconds to apply.
+  local try
+  for try in 1 2 3; do
+    aws s3 cp "$1" "$3.new" --region '@REGION@' --only-show-errors && break
+    [ "$try" -lt 3 ] || return 1
+    sleep 10
+  done
   if ! echo "$2  $3.new" | sha256sum -c --status; then
     echo "conveyor-install: $1 does not have SHA-256 $2; not installed" >&2
     rm -f "$3.new"

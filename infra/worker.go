@@ -33,6 +33,8 @@ type Worker struct {
 	Binary  awss3assets.Asset
 	// Release is what the deploy ships to the workers (release.go).
 	Release *Release
+	// AssetsPolicy lets the role read the release's asset objects.
+	AssetsPolicy awsiam.Policy
 	// bootValues are what the boot script installs (binary, configuration,
 	// bundle, each with its hash); the fleet's workers boot from the same.
 	bootValues userDataValues
@@ -165,12 +167,19 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, cfg *DeployedConfig, storage
 	grantRelease(stack, w.Role, w.Release)
 	// The boot script and the update download the worker binary, the
 	// worker's configuration and the processor bundle the manifest names:
-	// these asset objects only, not the whole CDK asset bucket.
+	// these asset objects only, not the whole CDK asset bucket. In a
+	// policy of their own, which the update association waits for (the
+	// default policy names the association: it cannot wait for that one).
 	assets := []*string{w.Binary.Bucket().ArnForObjects(w.Binary.S3ObjectKey()), cfg.ConfigAsset.Bucket().ArnForObjects(cfg.ConfigAsset.S3ObjectKey())}
 	if cfg.BundleAsset != nil {
 		assets = append(assets, cfg.BundleAsset.Bucket().ArnForObjects(cfg.BundleAsset.S3ObjectKey()))
 	}
-	add(statement([]string{"s3:GetObject"}, assets...))
+	w.AssetsPolicy = awsiam.NewPolicy(stack, jsii.String("WorkerAssetsPolicy"), &awsiam.PolicyProps{
+		Roles:      &[]awsiam.IRole{w.Role},
+		Statements: &[]awsiam.PolicyStatement{statement([]string{"s3:GetObject"}, assets...)},
+	})
+	w.Release.Association.AddResourceDependency(w.AssetsPolicy.Node().DefaultChild().(awscdk.CfnResource),
+		jsii.String("the update reads the release's assets with the worker role"))
 	// worker run sends job logs to the job log group: a stream per
 	// attempt (the group exists: no CreateLogGroup).
 	add(statement([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, w.JobLogs.LogGroupArn()))
