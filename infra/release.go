@@ -85,6 +85,8 @@ func newRelease(stack awscdk.Stack, files []releaseFile) *Release {
 					"timeoutSeconds": UpdateTimeoutSeconds,
 					"runCommand": []interface{}{
 						"set -eu",
+						"# A worker coming online runs this while its boot script may still run: wait for it.",
+						"cloud-init status --wait >/dev/null 2>&1 || true",
 						"if [ ! -x /usr/local/sbin/conveyor-install ]; then",
 						"  echo 'conveyor: this worker booted from user data older than updates in place: reboot it once (it installs the current release at boot)' >&2",
 						"  exit 1",

@@ -51,7 +51,7 @@ func TestRelease(t *testing.T) {
 		t.Errorf("the association does not wait for the parameter and the worker's policy (%s): DependsOn %v", policy, a["DependsOn"])
 	}
 	doc := flatten(props(t, r.Document)["Content"])
-	for _, w := range []string{`"allowedPattern":"^[0-9a-f]{64}$"`, `"exec /usr/local/sbin/conveyor-install --drain"`, `"timeoutSeconds":3600`} {
+	for _, w := range []string{`"allowedPattern":"^[0-9a-f]{64}$"`, `"cloud-init status --wait `, `"exec /usr/local/sbin/conveyor-install --drain"`, `"timeoutSeconds":3600`} {
 		if !strings.Contains(doc, w) {
 			t.Errorf("update document lacks %s: %s", w, doc)
 		}
@@ -174,6 +174,7 @@ func TestInstallScript(t *testing.T) {
 		"/etc/conveyor", root("etc/conveyor"),
 		VolumeMountPoint, root("var/lib/conveyor"),
 		WorkerMachineDir, root("opt/conveyor"),
+		"/run/conveyor-install.lock", root("conveyor-install.lock"),
 	).Replace(install)
 	for _, d := range []string{"usr/local/bin", "etc/conveyor", "var/lib/conveyor/runs", "opt/conveyor/bundles"} {
 		if err := os.MkdirAll(root(d), 0o755); err != nil {

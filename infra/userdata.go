@@ -125,6 +125,9 @@ install -d -m 0750 '@MOUNT@/work' '@MOUNT@/logs'
 // back), installs, and returns it to service.
 const installScript = `#!/bin/bash
 set -euo pipefail
+# One install at a time (a boot and an update may meet).
+exec 9>/run/conveyor-install.lock
+flock 9
 drain=false; [ "${1:-}" = --drain ] && drain=true
 release="$(aws ssm get-parameter --name '@RELEASE@' --region '@REGION@' --query Parameter.Value --output text)"
 
