@@ -88,7 +88,7 @@ func newRelease(stack awscdk.Stack, files []releaseFile) *Release {
 						"# A worker coming online runs this while its boot script may still run: wait for it.",
 						"cloud-init status --wait >/dev/null 2>&1 || true",
 						"if [ ! -x /usr/local/sbin/conveyor-install ]; then",
-						"  echo 'conveyor: this worker booted from user data older than updates in place: reboot it once (it installs the current release at boot)' >&2",
+						"  echo 'conveyor: this worker was launched from a boot script older than updates in place: replace it (aws autoscaling start-instance-refresh --auto-scaling-group-name <stack>-workers); a new worker installs the current release at boot' >&2",
 						"  exit 1",
 						"fi",
 						"exec /usr/local/sbin/conveyor-install --drain",
