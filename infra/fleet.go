@@ -102,9 +102,10 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 
 	ud := awsec2.UserData_ForLinux(nil)
 	ud.AddCommands(jsii.String(fleetPrelude))
-	// The same boot script as the standalone worker's (binary, deployed
-	// configuration and bundle, each checked by hash), but each worker has
-	// its own volume, which the prelude finds.
+	// The same boot script as the standalone worker's (the release the
+	// parameter names: binary, deployed configuration and bundle, each
+	// checked by hash), but each worker has its own volume, which the
+	// prelude finds.
 	boot := w.bootValues
 	boot.VolumeID = jsii.String("")
 	worker := workerUserData(boot)

@@ -35,8 +35,8 @@ type Worker struct {
 	Release *Release
 	// AssetsPolicy lets the role read the release's asset objects.
 	AssetsPolicy awsiam.Policy
-	// bootValues are what the boot script installs (binary, configuration,
-	// bundle, each with its hash); the fleet's workers boot from the same.
+	// bootValues are what the boot script embeds (the release parameter's
+	// name, the buckets, the volume); the fleet's workers boot from the same.
 	bootValues userDataValues
 }
 
