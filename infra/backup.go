@@ -7,7 +7,9 @@ import (
 	"github.com/aws/jsii-runtime-go"
 )
 
-// The tag that puts a volume under the snapshot policy.
+// The defaults of the tag that puts a volume under the snapshot policy
+// (parameters BackupTagKey and BackupTagValue). DLM snapshots every volume
+// so tagged in the account and region, not only Conveyor's.
 const (
 	BackupTagKey   = "Backup"
 	BackupTagValue = "True"
@@ -33,13 +35,13 @@ func newSnapshotPolicy(stack awscdk.Stack, params *Parameters) *Snapshots {
 		},
 	})
 	policy := awsdlm.NewCfnLifecyclePolicy(stack, jsii.String("SnapshotPolicy"), &awsdlm.CfnLifecyclePolicyProps{
-		Description:      jsii.String("Conveyor daily snapshots of volumes tagged Backup True"),
+		Description:      jsii.String("Conveyor daily snapshots of volumes carrying its backup tag"),
 		State:            jsii.String("ENABLED"),
 		ExecutionRoleArn: role.RoleArn(),
 		PolicyDetails: &awsdlm.CfnLifecyclePolicy_PolicyDetailsProperty{
 			PolicyType:    jsii.String("EBS_SNAPSHOT_MANAGEMENT"),
 			ResourceTypes: jsii.Strings("VOLUME"),
-			TargetTags:    &[]interface{}{&awscdk.CfnTag{Key: jsii.String(BackupTagKey), Value: jsii.String(BackupTagValue)}},
+			TargetTags:    &[]interface{}{&awscdk.CfnTag{Key: params.BackupTagKey.ValueAsString(), Value: params.BackupTagValue.ValueAsString()}},
 			Schedules: &[]interface{}{&awsdlm.CfnLifecyclePolicy_ScheduleProperty{
 				Name: jsii.String("daily"),
 				CreateRule: &awsdlm.CfnLifecyclePolicy_CreateRuleProperty{

@@ -102,9 +102,10 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 
 	ud := awsec2.UserData_ForLinux(nil)
 	ud.AddCommands(jsii.String(fleetPrelude))
-	// The same boot script as the standalone worker's (binary, deployed
-	// configuration and bundle, each checked by hash), but each worker has
-	// its own volume, which the prelude finds.
+	// The same boot script as the standalone worker's (the release the
+	// parameter names: binary, deployed configuration and bundle, each
+	// checked by hash), but each worker has its own volume, which the
+	// prelude finds.
 	boot := w.bootValues
 	boot.VolumeID = jsii.String("")
 	worker := workerUserData(boot)
@@ -118,7 +119,7 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 
 	f.Template = awsec2.NewLaunchTemplate(stack, jsii.String("WorkerTemplate"), &awsec2.LaunchTemplateProps{
 		InstanceType:            awsec2.NewInstanceType(params.InstanceType.ValueAsString()),
-		MachineImage:            awsec2.MachineImage_FromSsmParameter(jsii.String(WorkerImageParameter), &awsec2.SsmParameterImageOptions{Os: awsec2.OperatingSystemType_LINUX}),
+		MachineImage:            &pinnedImage{id: params.WorkerImage.ValueAsString()},
 		Role:                    w.Role,
 		SecurityGroup:           net.WorkerSecurityGroup,
 		UserData:                ud,
@@ -141,15 +142,16 @@ func newFleet(stack awscdk.Stack, props StackProps, params *Parameters, net *Net
 			})},
 		},
 	})
-	tag := func(k, v string) map[string]interface{} { return map[string]interface{}{"Key": k, "Value": v} }
+	tag := func(k, v interface{}) map[string]interface{} { return map[string]interface{}{"Key": k, "Value": v} }
 	lt := f.Template.Node().DefaultChild().(awsec2.CfnLaunchTemplate)
 	// Launch-time tags: the worker tag (dispatch, IAM conditions) on the
-	// instance; Backup=True on its volumes, which puts the data volume
+	// instance; the backup tag (BackupTagKey=BackupTagValue, default
+	// Backup=True) on its volumes, which puts the data volume
 	// under the DLM policy (the root volume is snapshotted too: a few
 	// cents a month, and no volume escapes the policy).
 	lt.AddPropertyOverride(jsii.String("LaunchTemplateData.TagSpecifications"), []interface{}{
 		map[string]interface{}{"ResourceType": "instance", "Tags": []interface{}{tag(WorkerTagKey, WorkerTagValue), tag("Name", "conveyor-worker")}},
-		map[string]interface{}{"ResourceType": "volume", "Tags": []interface{}{tag(BackupTagKey, BackupTagValue), tag("Name", "conveyor-data")}},
+		map[string]interface{}{"ResourceType": "volume", "Tags": []interface{}{tag(params.BackupTagKey.ValueAsString(), params.BackupTagValue.ValueAsString()), tag("Name", "conveyor-data")}},
 	})
 
 	// The workers call Auto Scaling (drain done, protection, idle stop)

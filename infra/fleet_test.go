@@ -134,7 +134,7 @@ func TestFleetLaunchTemplate(t *testing.T) {
 	dlm := props(t, c.Snapshots.Policy)["PolicyDetails"].(map[string]interface{})
 	for _, tt := range dlm["TargetTags"].([]interface{}) {
 		m := tt.(map[string]interface{})
-		if byType["volume"][m["Key"].(string)] != m["Value"] {
+		if byType["volume"][flatten(m["Key"])] != flatten(m["Value"]) {
 			t.Errorf("volume tags %v lack the DLM target tag %v", byType["volume"], m)
 		}
 	}
@@ -165,18 +165,14 @@ func TestFleetUserData(t *testing.T) {
 	if strings.Contains(script, "vol=''") {
 		t.Error("fleet user data waits for an empty volume ID")
 	}
-	// The same deployed binary, configuration and bundle as the standalone
-	// worker's boot script, each fetched and checked by its hash.
-	c := synth.conveyor
+	// The same release as the standalone worker's boot script: read from
+	// the one parameter, each file checked by its hash.
 	for _, want := range []string{
-		"' '" + fileSHA256(synth.props.WorkerBinary) + "' /usr/local/bin/conveyor.asset",
-		"' '" + c.Config.ConfigSHA256 + "' '" + WorkerConfigPartPath + "'",
-		"' '" + c.Config.BundleSHA256 + "' '/opt/conveyor/bundles/" + c.Config.BundleSHA256 + ".zip'",
+		"aws ssm get-parameter --name '" + synth.conveyor.Worker.Release.Name + "'",
+		"sha256sum -c --status",
+		"\n/usr/local/sbin/conveyor-install\n",
 		"/usr/local/bin/conveyor worker prepare --config '" + WorkerConfigPath + "'",
 	} {
-		if c.Config.BundleSHA256 == "" {
-			t.Fatal("setup: the test stack deploys no bundle")
-		}
 		if !strings.Contains(script, want) {
 			t.Errorf("fleet user data lacks %q", want)
 		}

@@ -55,6 +55,11 @@ func instancesArn() map[string]interface{} {
 	return join("arn:", ref("AWS::Partition"), ":ec2:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":instance/*")
 }
 
+// defaultBusArn is arn:<partition>:events:<region>:<account>:event-bus/default.
+func defaultBusArn() map[string]interface{} {
+	return join("arn:", ref("AWS::Partition"), ":events:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":event-bus/default")
+}
+
 // plain round-trips v through JSON so Go literals compare with the template.
 func plain(t *testing.T, v interface{}) interface{} {
 	t.Helper()
@@ -104,13 +109,14 @@ func flatten(v interface{}) string {
 	return fmt.Sprint(v)
 }
 
-// tags returns a resource's Tags as key -> value.
+// tags returns a resource's Tags as key -> value, intrinsics flattened.
 func tags(p map[string]interface{}) map[string]string {
 	out := map[string]string{}
 	list, _ := p["Tags"].([]interface{})
 	for _, t := range list {
 		m := t.(map[string]interface{})
-		out[m["Key"].(string)] = fmt.Sprint(m["Value"])
+		// A parameter's Ref shows as {Ref:Name} (flatten).
+		out[flatten(m["Key"])] = flatten(m["Value"])
 	}
 	return out
 }

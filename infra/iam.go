@@ -61,3 +61,14 @@ func workerInstancesArn(stack awscdk.Stack) *string {
 func objects(bucketArn *string, prefix string) *string {
 	return awscdk.Fn_Join(jsii.String(""), &[]*string{bucketArn, jsii.String("/" + prefix + "*")})
 }
+
+// EventBus is the EventBridge bus the functions and the workers put job
+// events on (CONVEYOR_EVENT_BUS, events.bus): the account's default bus,
+// where AWS services put theirs and users' rules match them.
+const EventBus = "default"
+
+// eventBusArn is the ARN of the default bus in the stack's account and
+// region: PutEvents is authorized against the bus.
+func eventBusArn(stack awscdk.Stack) *string {
+	return stack.FormatArn(&awscdk.ArnComponents{Service: jsii.String("events"), Resource: jsii.String("event-bus"), ResourceName: jsii.String(EventBus)})
+}

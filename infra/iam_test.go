@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"testing"
 
@@ -29,23 +30,29 @@ func normalized(t *testing.T, statements interface{}) []interface{} {
 		m["Resource"] = asList(m["Resource"])
 		out = append(out, m)
 	}
+	// In no particular order: a role's statements may come from two
+	// policies.
+	sort.Slice(out, func(i, j int) bool { return fmt.Sprint(out[i]) < fmt.Sprint(out[j]) })
 	return out
 }
 
-// policyOf returns the statements of the role's default policy.
+// policyOf returns the statements of the role's policies: its default
+// policy, and for the worker the release's assets (WorkerAssetsPolicy).
 func policyOf(t *testing.T, role constructs.IConstruct) []interface{} {
 	t.Helper()
 	var found []interface{}
-	for id, p := range resources("AWS::IAM::Policy") {
+	n := 0
+	for _, p := range resources("AWS::IAM::Policy") {
 		props := p["Properties"].(map[string]interface{})
 		for _, r := range props["Roles"].([]interface{}) {
 			if cmp.Equal(r, plain(t, ref(logicalID(role)))) {
-				if found != nil {
-					t.Fatalf("role %s has more than one policy (%s)", logicalID(role), id)
-				}
-				found = props["PolicyDocument"].(map[string]interface{})["Statement"].([]interface{})
+				n++
+				found = append(found, props["PolicyDocument"].(map[string]interface{})["Statement"].([]interface{})...)
 			}
 		}
+	}
+	if n > 2 || (n == 2 && role != constructs.IConstruct(synth.conveyor.Worker.Role)) {
+		t.Fatalf("role %s has %d policies", logicalID(role), n)
 	}
 	return found
 }
@@ -64,6 +71,7 @@ func TestOrchestratorPolicy(t *testing.T) {
 		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Orch.LogGroup)),
+		stmt([]string{"events:PutEvents"}, defaultBusArn()),
 		// added by CDK for the on-failure destination
 		stmt([]string{"sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"}, arnOf(c.Orch.DLQ)),
 	}
@@ -97,6 +105,7 @@ func TestReconcilerPolicy(t *testing.T) {
 		stmt([]string{"s3:GetObject", "s3:GetObjectVersion"}, join(arnOf(s.Input), "/*")),
 		stmt([]string{"s3:ListBucket", "s3:ListBucketVersions"}, arnOf(s.Input)),
 		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Recon.LogGroup)),
+		stmt([]string{"events:PutEvents"}, defaultBusArn()),
 	}
 	want = append(want, fleetDispatchStatements()...)
 	if d := cmp.Diff(normalized(t, want), normalized(t, policyOf(t, c.Recon.Role))); d != "" {
@@ -122,8 +131,17 @@ func TestWorkerPolicy(t *testing.T) {
 		stmt([]string{"s3:PutObjectTagging"}, join(arnOf(s.State), "/jobs/*")),
 		stmt([]string{"s3:DeleteObject", "s3:PutObject"}, []interface{}{join(arnOf(s.State), "/active/*"), join(arnOf(s.State), "/done/*")}),
 		stmt([]string{"s3:PutObject"}, join(arnOf(s.State), "/logs/*")),
+		// the release manifest and the update association (release.go)
+		stmt([]string{"ssm:GetParameter"}, join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":parameter", ref(logicalID(c.Worker.Release.Parameter)))),
+		stmt([]string{"ssm:ListInstanceAssociations", "ssm:PutComplianceItems", "ssm:UpdateInstanceAssociationStatus"}, instancesArn()),
+		stmt([]string{"ssm:DescribeAssociation"}, []interface{}{
+			join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":association/", getAtt(logicalID(c.Worker.Release.Association), "AssociationId")),
+			updateDocArn(c), instancesArn()}),
+		stmt([]string{"ssm:DescribeDocument", "ssm:GetDocument"}, updateDocArn(c)),
 		// the binary, the configuration and the bundle assets, and no other
 		stmt([]string{"s3:GetObject"}, []interface{}{asset(c.Worker.Binary.S3ObjectKey()), asset(c.Config.ConfigAsset.S3ObjectKey()), asset(c.Config.BundleAsset.S3ObjectKey())}),
+		stmt([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, arnOf(c.Worker.JobLogs)),
+		stmt([]string{"events:PutEvents"}, defaultBusArn()),
 		stmt([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"}, arnOf(c.Worker.CommandLogs)),
 		stmt([]string{"ssm:UpdateInstanceInformation"}, instancesArn()),
 		stmt([]string{
@@ -140,6 +158,11 @@ func TestWorkerPolicy(t *testing.T) {
 	if r := props(t, c.Worker.Role); r["ManagedPolicyArns"] != nil || r["Policies"] != nil {
 		t.Errorf("worker role has other policies: %v %v", r["ManagedPolicyArns"], r["Policies"])
 	}
+}
+
+// updateDocArn is the ARN of the update document.
+func updateDocArn(c *Conveyor) map[string]interface{} {
+	return join("arn:", ref("AWS::Partition"), ":ssm:", ref("AWS::Region"), ":", ref("AWS::AccountId"), ":document/", ref(logicalID(c.Worker.Release.Document)))
 }
 
 // policyDocuments returns every identity policy document in the template:

@@ -46,6 +46,9 @@ func lambdaEnvironment(role lambda.Role, props StackProps, params *Parameters, c
 		// The lifecycle rule's days: a sweep never takes an input older
 		// than the history kept for one whose event was lost.
 		lambda.EnvHistoryDays: params.HistoryRetentionDays.ValueAsString(),
+		// Job state changes (created, superseded, dead undelivered) go
+		// to the default bus, at best effort.
+		lambda.EnvEventBus: jsii.String(EventBus),
 	}
 	// retry.max_attempts of the deployed conveyor.yaml, when it sets it:
 	// new job records carry it.

@@ -25,6 +25,12 @@ func run() int {
 	if v, ok := app.Node().TryGetContext(jsii.String(ConfigContextKey)).(string); ok {
 		props.ConfigPath = v
 	}
+	if v, ok := app.Node().TryGetContext(jsii.String(ImageContextKey)).(string); ok {
+		props.WorkerImageID = v
+	}
+	if props.WorkerImageID == "" {
+		fmt.Fprintln(os.Stderr, "conveyor infra: warning: no pinned worker AMI in cdk.json (workerImageId): run `make upgrade-ami` once, or deploy with --parameters WorkerImageId=ami-...")
+	}
 	if err := checkInputs(props); err != nil {
 		fmt.Fprintln(os.Stderr, "conveyor infra:", err)
 		return 1

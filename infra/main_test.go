@@ -101,6 +101,9 @@ mainSteps:
         - /usr/local/bin/conveyor worker --job "$SSM_JobId"
 `
 
+// fixtureImageID stands for the AMI cdk.json pins.
+const fixtureImageID = "ami-0123456789abcdef0"
+
 // exampleBundle is the bundle the fixture configuration deploys.
 const exampleBundle = "../examples/pdftotext"
 
@@ -122,6 +125,8 @@ retry: {max_attempts: 4, backoff: 5s}
 // outputs when present, small placeholders in dir otherwise.
 func fixtureProps(dir string) (StackProps, error) {
 	p := StackProps{}.WithDefaults()
+	// The pinned AMI, as cdk.json would give it.
+	p.WorkerImageID = fixtureImageID
 	if _, err := os.Stat(filepath.Join(p.LambdaAssetDir, "bootstrap")); err != nil {
 		p.LambdaAssetDir = filepath.Join(dir, "lambda")
 		if err := writeFile(filepath.Join(p.LambdaAssetDir, "bootstrap"), "#!/bin/sh\necho placeholder\n", 0o755); err != nil {

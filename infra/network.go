@@ -20,7 +20,11 @@ type Network struct {
 }
 
 // interfaceEndpoints are what the SSM agent needs to receive Run Command
-// (ec2messages, ssmmessages) and to register (ssm).
+// (ec2messages, ssmmessages) and to register (ssm); CloudWatch Logs, where
+// the agent sends command output (and with it the workers' EMF metrics)
+// and worker run sends job logs; and EventBridge, where worker run puts
+// job events. Without an endpoint a call from the isolated subnets
+// reaches nothing: the command output never arrived before the Logs one.
 var interfaceEndpoints = []struct {
 	id  string
 	svc awsec2.InterfaceVpcEndpointAwsService
@@ -28,6 +32,8 @@ var interfaceEndpoints = []struct {
 	{"SsmEndpoint", awsec2.InterfaceVpcEndpointAwsService_SSM()},
 	{"SsmMessagesEndpoint", awsec2.InterfaceVpcEndpointAwsService_SSM_MESSAGES()},
 	{"Ec2MessagesEndpoint", awsec2.InterfaceVpcEndpointAwsService_EC2_MESSAGES()},
+	{"LogsEndpoint", awsec2.InterfaceVpcEndpointAwsService_CLOUDWATCH_LOGS()},
+	{"EventsEndpoint", awsec2.InterfaceVpcEndpointAwsService_EVENTBRIDGE()},
 }
 
 func newNetwork(stack awscdk.Stack, storage *Storage) *Network {

@@ -94,6 +94,8 @@ func addOrchestratorPolicy(stack awscdk.Stack, o *Orchestrator, storage *Storage
 	add(statement([]string{"s3:GetObject", "s3:GetObjectVersion"}, objects(storage.Input.BucketArn(), "")))
 	// Write its own logs, to its own log group.
 	add(statement([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, o.LogGroup.LogGroupArn()))
+	// Put job events (CONVEYOR_EVENT_BUS) on the default bus only.
+	add(statement([]string{"events:PutEvents"}, eventBusArn(stack)))
 }
 
 // documentArn is the ARN of Conveyor's SSM document.

@@ -17,9 +17,15 @@ type Parameters struct {
 	// HistoryRetentionDays is how long finished job records and done/
 	// markers stay in the state bucket (lifecycle expiration).
 	HistoryRetentionDays awscdk.CfnParameter
+	// BackupTagKey=BackupTagValue is the tag the DLM policy snapshots:
+	// the workers' volumes carry it, and so does any volume of the account
+	// and region tagged so, which is snapshotted too.
+	BackupTagKey, BackupTagValue awscdk.CfnParameter
+	// WorkerImage is the workers' pinned AMI (image.go).
+	WorkerImage awscdk.CfnParameter
 }
 
-func newParameters(stack awscdk.Stack) *Parameters {
+func newParameters(stack awscdk.Stack, props StackProps) *Parameters {
 	param := func(id string, p *awscdk.CfnParameterProps) awscdk.CfnParameter {
 		return awscdk.NewCfnParameter(stack, jsii.String(id), p)
 	}
@@ -55,5 +61,21 @@ func newParameters(stack awscdk.Stack) *Parameters {
 			MaxValue:    jsii.Number(36500),
 		}),
 	}
+	p.BackupTagKey = param("BackupTagKey", &awscdk.CfnParameterProps{
+		Type:        jsii.String("String"),
+		Default:     jsii.String(BackupTagKey),
+		Description: jsii.String("Tag key of the volumes the daily DLM snapshots take: the workers' volumes carry it. Any volume in this account and region with this tag and value is snapshotted too"),
+		// EC2 tag keys: 1-127 characters, not starting with aws:.
+		AllowedPattern:        jsii.String(`^(?!aws:).{1,127}$`),
+		ConstraintDescription: jsii.String("a tag key of 1 to 127 characters, not starting with aws:"),
+	})
+	p.BackupTagValue = param("BackupTagValue", &awscdk.CfnParameterProps{
+		Type:                  jsii.String("String"),
+		Default:               jsii.String(BackupTagValue),
+		Description:           jsii.String("Tag value of the volumes the daily DLM snapshots take (with BackupTagKey)"),
+		AllowedPattern:        jsii.String(`^.{0,255}$`),
+		ConstraintDescription: jsii.String("a tag value of up to 255 characters"),
+	})
+	p.WorkerImage = newImageParameter(stack, props.WorkerImageID)
 	return p
 }

@@ -115,4 +115,6 @@ func addReconcilerPolicy(stack awscdk.Stack, r *Reconciler, storage *Storage, do
 	add(statement([]string{"s3:ListBucket", "s3:ListBucketVersions"}, storage.Input.BucketArn()))
 	// Write its own logs (and so its metrics), to its own log group.
 	add(statement([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, r.LogGroup.LogGroupArn()))
+	// Put job events (CONVEYOR_EVENT_BUS) on the default bus only.
+	add(statement([]string{"events:PutEvents"}, eventBusArn(stack)))
 }

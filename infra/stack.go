@@ -52,6 +52,9 @@ type StackProps struct {
 	// ConfigPath is the conveyor.yaml deployed (the CDK context value
 	// "config"); "" deploys the defaults. See DeployedConfig.
 	ConfigPath string
+	// WorkerImageID is the pinned AMI, WorkerImageId's default (the CDK
+	// context value "workerImageId", in cdk.json); "" for no default.
+	WorkerImageID string
 }
 
 // WithDefaults returns p with every zero field set to its default.
@@ -90,6 +93,7 @@ type Conveyor struct {
 	Recon     *Reconciler
 	Snapshots *Snapshots
 	Fleet     *Fleet
+	Alarms    *Alarms
 }
 
 // NewConveyorStack defines the whole Conveyor deployment in one stack.
@@ -104,7 +108,7 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	stack := awscdk.NewStack(scope, jsii.String(id), &sp)
 
 	c := &Conveyor{Stack: stack}
-	c.Params = newParameters(stack)
+	c.Params = newParameters(stack, props)
 	c.Storage = newStorage(stack, c.Params)
 	c.Network = newNetwork(stack, c.Storage)
 	doc := newSSMDocument(stack, props.SSMDocumentPath)
@@ -116,6 +120,7 @@ func NewConveyorStack(scope constructs.Construct, id string, props StackProps) *
 	c.Recon = newReconciler(stack, props, c.Params, c.Config, c.Storage, c.Worker, doc, code)
 	addOutputs(stack, c)
 	c.Fleet = newFleet(stack, props, c.Params, c.Network, c.Storage, c.Worker, c.Orch, c.Recon)
+	c.Alarms = newAlarms(stack, c.Storage, c.Orch, c.Recon, c.Fleet)
 	addNagSuppressions(stack, c)
 	return c
 }
@@ -128,6 +133,8 @@ func addOutputs(stack awscdk.Stack, c *Conveyor) {
 	out("InputBucketName", "Upload files here to process them", c.Storage.Input.BucketName())
 	out("OutputBucketName", "Processed results, under <input key>/", c.Storage.Output.BucketName())
 	out("StateBucketName", "Job records (jobs/), the job index (active/, done/), job logs (logs/)", c.Storage.State.BucketName())
+	out("JobLogGroupName", "CloudWatch Logs group of job logs (a stream per attempt: <job>/<attempt>)", c.Worker.JobLogs.LogGroupName())
+	out("ReleaseParameterName", "The workers' release (binary, configuration, bundle, each with its SHA-256); the update association installs it", jsii.String(c.Worker.Release.Name))
 	out("LogBucketName", "S3 server access logs and VPC flow logs", c.Storage.Logs.BucketName())
 	out("WorkerInstanceId", "The EC2 worker (SSM managed, no inbound access)", c.Worker.Instance.InstanceId())
 	out("DataVolumeId", "The worker's data volume (RETAIN, snapshotted daily by DLM)", c.Worker.DataVolume.VolumeId())

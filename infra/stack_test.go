@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/conveyorhq/conveyor/internal/bundle"
+	"github.com/conveyorhq/conveyor/internal/cli"
 	"github.com/conveyorhq/conveyor/internal/lambda"
 )
 
@@ -136,6 +137,7 @@ func TestOrchestratorFunction(t *testing.T) {
 		"CONVEYOR_INPUT_VERSIONED":   "true",
 		"CONVEYOR_HISTORY_DAYS":      ref("HistoryRetentionDays"),
 		"CONVEYOR_WORKER_GROUP":      *c.Fleet.GroupName,
+		"CONVEYOR_EVENT_BUS":         "default",
 	}
 	if d := cmp.Diff(plain(t, env), p["Environment"].(map[string]interface{})["Variables"]); d != "" {
 		t.Errorf("environment (-want +got):\n%s", d)
@@ -143,7 +145,7 @@ func TestOrchestratorFunction(t *testing.T) {
 	if p["Timeout"] != float64(30) {
 		t.Errorf("Timeout = %v, want 30", p["Timeout"])
 	}
-	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Recon.LogGroup, c.Worker.CommandLogs} {
+	for _, lg := range []constructs.IConstruct{c.Orch.LogGroup, c.Recon.LogGroup, c.Worker.CommandLogs, c.Worker.JobLogs} {
 		if got := props(t, lg)["RetentionInDays"]; got != float64(30) {
 			t.Errorf("log group %s retention = %v, want 30", logicalID(lg), got)
 		}
@@ -215,6 +217,8 @@ func TestParameters(t *testing.T) {
 	for name, def := range map[string]interface{}{
 		"InstanceType": "t4g.small", "SnapshotTime": "03:00", "SnapshotRetain": float64(7),
 		"HistoryRetentionDays": float64(30),
+		// DLM's target tag: the seed's Backup=True unless changed.
+		"BackupTagKey": "Backup", "BackupTagValue": "True",
 	} {
 		p, ok := params[name].(map[string]interface{})
 		if !ok {
@@ -230,9 +234,27 @@ func TestParameters(t *testing.T) {
 			t.Errorf("parameter %s: the filters come from the deployed conveyor.yaml", gone)
 		}
 	}
-	img := params[logicalIDOfImageParam(t)].(map[string]interface{})
-	if img["Default"] != WorkerImageParameter || img["Type"] != "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>" {
-		t.Errorf("AMI parameter = %v, want the public AL2023 arm64 SSM parameter resolved at deploy time", img)
+	// The AMI is pinned: a parameter of the image ID itself (not an SSM
+	// parameter CloudFormation resolves again at every deploy), defaulting
+	// to the AMI cdk.json pins, for the instance and the launch template.
+	if id := logicalIDOfImageParam(t); id != "WorkerImageId" {
+		t.Errorf("the instance's ImageId refers to %q, want the WorkerImageId parameter", id)
+	}
+	img := params["WorkerImageId"].(map[string]interface{})
+	if img["Default"] != fixtureImageID || img["Type"] != "AWS::EC2::Image::Id" {
+		t.Errorf("WorkerImageId = %v, want an AWS::EC2::Image::Id defaulting to the pinned %s", img, fixtureImageID)
+	}
+	lt := props(t, synth.conveyor.Fleet.Template)["LaunchTemplateData"].(map[string]interface{})
+	if !cmp.Equal(lt["ImageId"], plain(t, ref("WorkerImageId"))) {
+		t.Errorf("launch template ImageId %v, want the WorkerImageId parameter", lt["ImageId"])
+	}
+	for name, p := range params {
+		if name == "BootstrapVersion" { // CDK's own, not the AMI
+			continue
+		}
+		if strings.Contains(fmt.Sprint(p.(map[string]interface{})["Type"]), "AWS::SSM::Parameter::Value") {
+			t.Errorf("parameter %s is resolved from SSM at every deploy: %v", name, p)
+		}
 	}
 }
 
@@ -278,7 +300,9 @@ func TestNetwork(t *testing.T) {
 		}
 	}
 	wantIface := []string{"com.amazonaws.{Ref:AWS::Region}.ssm", "com.amazonaws.{Ref:AWS::Region}.ssmmessages", "com.amazonaws.{Ref:AWS::Region}.ec2messages",
-		"com.amazonaws.{Ref:AWS::Region}.autoscaling"} // the workers' Auto Scaling calls (fleet.go)
+		"com.amazonaws.{Ref:AWS::Region}.autoscaling", // the workers' Auto Scaling calls (fleet.go)
+		"com.amazonaws.{Ref:AWS::Region}.logs",        // command output (EMF metrics) and job logs
+		"com.amazonaws.{Ref:AWS::Region}.events"}      // job events
 	sortStrings := cmp.Transformer("sort", func(in []string) []string { out := append([]string(nil), in...); sortStringSlice(out); return out })
 	if d := cmp.Diff(wantIface, iface, sortStrings); d != "" {
 		t.Errorf("interface endpoints (-want +got):\n%s", d)
@@ -367,8 +391,9 @@ func TestDataVolume(t *testing.T) {
 	if d := cmp.Diff(props(t, c.Worker.Instance)["AvailabilityZone"], p["AvailabilityZone"]); d != "" {
 		t.Errorf("volume and instance AZs differ (-instance +volume):\n%s", d)
 	}
-	if tg := tags(p); tg[BackupTagKey] != BackupTagValue {
-		t.Errorf("volume tags %v lack %s=%s", tg, BackupTagKey, BackupTagValue)
+	// The backup tag, as the parameters name it (default Backup=True).
+	if tg := tags(p); tg["{Ref:BackupTagKey}"] != "{Ref:BackupTagValue}" {
+		t.Errorf("volume tags %v lack BackupTagKey=BackupTagValue", tg)
 	}
 	synth.template.HasResourceProperties(jsii.String("AWS::EC2::VolumeAttachment"), map[string]interface{}{
 		"Device": DataVolumeDevice, "InstanceId": ref(logicalID(c.Worker.Instance)), "VolumeId": ref(logicalID(c.Worker.DataVolume)),
@@ -379,33 +404,38 @@ func TestUserData(t *testing.T) {
 	c := synth.conveyor
 	script := flatten(props(t, c.Worker.Instance)["UserData"])
 	vol := "{Ref:" + logicalID(c.Worker.DataVolume) + "}"
-	assetURL := func(key *string) string {
-		return "'{Sub:s3://cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}/" + *key + "}'"
-	}
 	for _, want := range []string{
 		"#!/bin/bash\nset -euo pipefail",
-		// every later boot runs the current user data (a deploy stops and
-		// starts the instance; cloud-init runs user data once per instance)
+		// every later boot runs the current user data (a worker started
+		// after a deploy installs the current release)
 		"cat > /var/lib/cloud/scripts/per-boot/conveyor-user-data <<'CONVEYOR_PER_BOOT'",
 		"http://169.254.169.254/latest/user-data\nexec bash /run/conveyor-user-data\nCONVEYOR_PER_BOOT\n",
-		// each asset installed only with the hash the stack was built with
+		// the release from its SSM parameter, not from user data
+		"cat > /usr/local/sbin/conveyor-install <<'CONVEYOR_INSTALL'\n#!/bin/bash\n",
+		"release=\"$(aws ssm get-parameter --name '/conveyor/Conveyor/release' --region '{Ref:AWS::Region}' --query Parameter.Value --output text)\"",
+		// each asset installed only with the hash the release names
 		"if ! echo \"$2  $3.new\" | sha256sum -c --status; then",
-		// the binary, by hash
-		"fetch " + assetURL(c.Worker.Binary.S3ObjectKey()) + " '" + fileSHA256(synth.props.WorkerBinary) + "' /usr/local/bin/conveyor.asset\n" +
-			"install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor",
-		// the worker's part of conveyor.yaml, by hash, after the stack's settings
-		"fetch " + assetURL(c.Config.ConfigAsset.S3ObjectKey()) + " '" + c.Config.ConfigSHA256 + "' '/etc/conveyor/conveyor.deployed.yaml'",
+		"    binary) stage \"$url\" \"$sha\" /usr/local/bin/conveyor.asset ;;\n" +
+			"    config) stage \"$url\" \"$sha\" '/etc/conveyor/conveyor.deployed.yaml' ;;\n" +
+			"    bundle) stage \"$url\" \"$sha\" \"$archive\" ;;",
+		"install -m 0755 /usr/local/bin/conveyor.asset /usr/local/bin/conveyor",
+		// the worker's part of conveyor.yaml after the stack's settings
 		"cat <<'CONVEYOR_CONFIG'\n" +
 			"s3: {aws: true, region: {Ref:AWS::Region}}\n" +
 			"buckets: {input: {Ref:" + logicalID(c.Storage.Input) + "}, output: {Ref:" + logicalID(c.Storage.Output) + "}, state: {Ref:" + logicalID(c.Storage.State) + "}}\n" +
 			"volume: /var/lib/conveyor\n" +
 			"data_dir: /opt/conveyor\n" +
+			"events: {bus: default}\n" +
+			"metrics: {emf: true}\n" +
+			"logs: {group: {Ref:" + logicalID(c.Worker.JobLogs) + "}}\n" +
 			"CONVEYOR_CONFIG\n" +
 			"cat '/etc/conveyor/conveyor.deployed.yaml'\n" +
 			"} > '/etc/conveyor/conveyor.yaml.new'\n" +
 			"mv -f '/etc/conveyor/conveyor.yaml.new' '/etc/conveyor/conveyor.yaml'",
-		// the bundle, by hash, where the configuration names it
-		"fetch " + assetURL(c.Config.BundleAsset.S3ObjectKey()) + " '" + c.Config.BundleSHA256 + "' '/opt/conveyor/bundles/" + c.Config.BundleSHA256 + ".zip'",
+		// an update drains first: the watch stopped, the mark, the wait
+		"systemctl stop conveyor-watch.service; fi\n  echo \"$(date -u +%Y-%m-%dT%H:%M:%SZ) update to a new release\" > '/var/lib/conveyor/draining'",
+		"deadline=$(( $(date +%s) + 900 ))",
+		"/usr/local/sbin/conveyor-install\n",
 		// the processor sandbox installed where it is missing
 		"command -v bwrap >/dev/null 2>&1 || dnf install -y -q bubblewrap ||",
 		// the NVMe device by the volume ID's serial
@@ -414,7 +444,7 @@ func TestUserData(t *testing.T) {
 		"if ! blkid -o value -s TYPE \"$dev\" >/dev/null 2>&1; then\n  mkfs.xfs -L conveyor-data \"$dev\"",
 		"/var/lib/conveyor xfs defaults,nofail,x-systemd.device-timeout=30s 0 2\" >> /etc/fstab",
 		"mount '/var/lib/conveyor'",
-		// the processor set up before the first job
+		// the processor set up before the next job
 		"/usr/local/bin/conveyor worker prepare --config '/etc/conveyor/conveyor.yaml'",
 	} {
 		if !strings.Contains(script, want) {
@@ -518,7 +548,7 @@ func TestSnapshotPolicy(t *testing.T) {
 		"PolicyDetails": map[string]interface{}{
 			"PolicyType":    "EBS_SNAPSHOT_MANAGEMENT",
 			"ResourceTypes": []interface{}{"VOLUME"},
-			"TargetTags":    []interface{}{map[string]interface{}{"Key": "Backup", "Value": "True"}},
+			"TargetTags":    []interface{}{map[string]interface{}{"Key": ref("BackupTagKey"), "Value": ref("BackupTagValue")}},
 			"Schedules": []interface{}{map[string]interface{}{
 				"Name":       "daily",
 				"CreateRule": map[string]interface{}{"Interval": 24, "IntervalUnit": "HOURS", "Times": []interface{}{ref("SnapshotTime")}},
@@ -550,8 +580,8 @@ func TestSnapshotPolicy(t *testing.T) {
 func TestSSMDocument(t *testing.T) {
 	docs := resources("AWS::SSM::Document")
 	r, ok := docs["RunJobDocument"]
-	if !ok || len(docs) != 1 {
-		t.Fatalf("SSM documents %v, want one RunJobDocument", docs)
+	if _, update := docs[logicalID(synth.conveyor.Worker.Release.Document)]; !ok || !update || len(docs) != 2 {
+		t.Fatalf("SSM documents %v, want RunJobDocument and the update document", docs)
 	}
 	p := r["Properties"].(map[string]interface{})
 	if p["DocumentType"] != "Command" || p["DocumentFormat"] != "YAML" {
@@ -585,6 +615,8 @@ func TestOutputs(t *testing.T) {
 		"DataVolumeId":             ref(logicalID(c.Worker.DataVolume)),
 		"OrchestratorFunctionName": ref(logicalID(c.Orch.Function)),
 		"ReconcilerFunctionName":   ref(logicalID(c.Recon.Function)),
+		"JobLogGroupName":          ref(logicalID(c.Worker.JobLogs)),
+		"ReleaseParameterName":     "/conveyor/Conveyor/release",
 		"SampleUploadCommand":      join("aws s3 cp ./report.csv s3://", ref(logicalID(c.Storage.Input)), "/"),
 	} {
 		o, ok := outputs[name].(map[string]interface{})
@@ -629,8 +661,8 @@ func TestLambdaAcceptsTheStacksEnvironment(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the Lambda refuses the stack's environment %v: %v", env, err)
 			}
-			if cfg.Role != tc.role || !cfg.InputVersioned {
-				t.Errorf("role %q, versioned %v; want %q, true", cfg.Role, cfg.InputVersioned, tc.role)
+			if cfg.Role != tc.role || !cfg.InputVersioned || cfg.EventBus != "default" {
+				t.Errorf("role %q, versioned %v, event bus %q; want %q, true, default", cfg.Role, cfg.InputVersioned, cfg.EventBus, tc.role)
 			}
 			// The deployed conveyor.yaml's filters and retry limit.
 			o := cfg.Orchestrator
@@ -681,6 +713,17 @@ func TestWorkerAcceptsTheStacksConfig(t *testing.T) {
 	cfg := filepath.Join(dir, "conveyor.yaml")
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	// The worker's loader reads the stack's own settings where the Go side
+	// looks for them: job events on the default bus, EMF metrics on
+	// stdout, job logs to the stack's group.
+	loaded, err := cli.LoadWorkerConfig(cfg)
+	if err != nil {
+		t.Fatalf("the worker's loader refuses the stack's configuration: %v\n%s", err, body)
+	}
+	if loaded.Events.Bus != "default" || !loaded.Metrics.EMF || loaded.Logs.Group != strings.ToLower(logicalID(c.Worker.JobLogs))+"-1a2b3c" {
+		t.Errorf("events.bus %q, metrics.emf %v, logs.group %q; want default, true, the job log group (%s)",
+			loaded.Events.Bus, loaded.Metrics.EMF, loaded.Logs.Group, logicalID(c.Worker.JobLogs))
 	}
 	bin := filepath.Join(dir, "conveyor")
 	if out, err := exec.Command("go", "-C", "..", "build", "-o", bin, "./cmd/conveyor").CombinedOutput(); err != nil {

@@ -14,7 +14,8 @@ import (
 const DataVolumeDevice = "/dev/sdf"
 
 // WorkerImageParameter is AWS's public SSM parameter for the latest Amazon
-// Linux 2023 arm64 AMI (SSM agent and AWS CLI preinstalled).
+// Linux 2023 arm64 AMI (SSM agent and AWS CLI preinstalled): what `make
+// upgrade-ami` pins WorkerImageId to.
 const WorkerImageParameter = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
 
 // Worker is the EC2 instance that runs jobs and its persistent data volume.
@@ -25,9 +26,17 @@ type Worker struct {
 	// CommandLogs receives the output of SSM commands (the Lambda names it
 	// in SendCommand; the agent on the worker writes it).
 	CommandLogs awslogs.LogGroup
-	Binary      awss3assets.Asset
-	// bootValues are what the boot script installs (binary, configuration,
-	// bundle, each with its hash); the fleet's workers boot from the same.
+	// JobLogs receives each attempt's part of a job's log (logs.group;
+	// stream <job>/<attempt>), as the state bucket's logs/ receives the
+	// whole log when an attempt ends.
+	JobLogs awslogs.LogGroup
+	Binary  awss3assets.Asset
+	// Release is what the deploy ships to the workers (release.go).
+	Release *Release
+	// AssetsPolicy lets the role read the release's asset objects.
+	AssetsPolicy awsiam.Policy
+	// bootValues are what the boot script embeds (the release parameter's
+	// name, the buckets, the volume); the fleet's workers boot from the same.
 	bootValues userDataValues
 }
 
@@ -38,10 +47,24 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 		Retention:     awslogs.RetentionDays_ONE_MONTH,
 		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 	})
+	w.JobLogs = awslogs.NewLogGroup(stack, jsii.String("JobLogs"), &awslogs.LogGroupProps{
+		Retention: awslogs.RetentionDays_ONE_MONTH,
+		// The whole log of every attempt is also in the state bucket
+		// (logs/, 90 days): the group is for following and searching.
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
+	})
 	w.Role = awsiam.NewRole(stack, jsii.String("WorkerRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ec2.amazonaws.com"), nil),
 		Description: jsii.String("Conveyor worker: read input, write output and job records, SSM agent"),
 	})
+	files := []releaseFile{
+		{kind: "binary", url: w.Binary.S3ObjectUrl(), sha256: fileSHA256(props.WorkerBinary)},
+		{kind: "config", url: cfg.ConfigAsset.S3ObjectUrl(), sha256: cfg.ConfigSHA256},
+	}
+	if cfg.BundleAsset != nil {
+		files = append(files, releaseFile{kind: "bundle", url: cfg.BundleAsset.S3ObjectUrl(), sha256: cfg.BundleSHA256, dest: cfg.BundleArchive})
+	}
+	w.Release = newRelease(stack, files)
 	addWorkerPolicy(stack, w, cfg, storage)
 
 	az := net.WorkerSubnet.AvailabilityZone()
@@ -49,8 +72,8 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 		Vpc:          net.Vpc,
 		VpcSubnets:   &awsec2.SubnetSelection{Subnets: &[]awsec2.ISubnet{net.WorkerSubnet}},
 		InstanceType: awsec2.NewInstanceType(params.InstanceType.ValueAsString()),
-		// Resolved by CloudFormation at deploy time (no context lookup).
-		MachineImage:  awsec2.MachineImage_FromSsmParameter(jsii.String(WorkerImageParameter), &awsec2.SsmParameterImageOptions{Os: awsec2.OperatingSystemType_LINUX}),
+		// Pinned (image.go): never moved by a deploy of its own accord.
+		MachineImage:  &pinnedImage{id: params.WorkerImage.ValueAsString()},
 		Role:          w.Role,
 		SecurityGroup: net.WorkerSecurityGroup,
 		HttpTokens:    awsec2.HttpTokens_REQUIRED,
@@ -65,10 +88,18 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 				DeleteOnTermination: jsii.Bool(true),
 			}),
 		}},
-		// A user-data change stops and starts the instance; it must not
-		// replace it (the data volume stays attached to this one).
+		// User data does not change with a release (release.go); were it
+		// to change, the instance is stopped and started, not replaced
+		// (the data volume stays attached to this one).
 		UserDataCausesReplacement:       jsii.Bool(false),
 		PropagateTagsToVolumeOnCreation: jsii.Bool(false),
+	})
+	// The validation resolves WorkerImageId to its default, the AMI
+	// cdk.json pins: a literal on purpose (image.go), never moved by a
+	// deploy of its own accord.
+	awscdk.Validations_Of(w.Instance).Acknowledge(&awscdk.Acknowledgment{
+		Id:     jsii.String("CloudFormation-Validate::W9010"),
+		Reason: jsii.String("The AMI is pinned on purpose: the WorkerImageId parameter, whose default is the AMI cdk.json pins (make upgrade-ami moves it)."),
 	})
 	awscdk.Tags_Of(w.Instance).Add(jsii.String(WorkerTagKey), jsii.String(WorkerTagValue), nil)
 	awscdk.Tags_Of(w.Instance).Add(jsii.String("Name"), jsii.String("conveyor-worker"), nil)
@@ -82,7 +113,7 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 		// and the instance (restore a snapshot to get it back otherwise).
 		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 	})
-	awscdk.Tags_Of(w.DataVolume).Add(jsii.String(BackupTagKey), jsii.String(BackupTagValue), nil)
+	awscdk.Tags_Of(w.DataVolume).Add(params.BackupTagKey.ValueAsString(), params.BackupTagValue.ValueAsString(), nil)
 	awscdk.Tags_Of(w.DataVolume).Add(jsii.String("Name"), jsii.String("conveyor-data"), nil)
 	awsec2.NewCfnVolumeAttachment(stack, jsii.String("DataVolumeAttachment"), &awsec2.CfnVolumeAttachmentProps{
 		InstanceId: w.Instance.InstanceId(),
@@ -91,18 +122,13 @@ func newWorker(stack awscdk.Stack, props StackProps, params *Parameters, cfg *De
 	})
 
 	v := userDataValues{
-		Region:       stack.Region(),
-		AssetURL:     w.Binary.S3ObjectUrl(),
-		BinarySHA256: fileSHA256(props.WorkerBinary),
-		ConfigURL:    cfg.ConfigAsset.S3ObjectUrl(),
-		ConfigSHA256: cfg.ConfigSHA256,
-		InputBucket:  storage.Input.BucketName(),
-		OutputBucket: storage.Output.BucketName(),
-		StateBucket:  storage.State.BucketName(),
-		VolumeID:     w.DataVolume.VolumeId(),
-	}
-	if cfg.BundleAsset != nil {
-		v.BundleURL, v.BundleSHA256, v.BundleArchive = cfg.BundleAsset.S3ObjectUrl(), cfg.BundleSHA256, cfg.BundleArchive
+		Region:           stack.Region(),
+		InputBucket:      storage.Input.BucketName(),
+		OutputBucket:     storage.Output.BucketName(),
+		StateBucket:      storage.State.BucketName(),
+		VolumeID:         w.DataVolume.VolumeId(),
+		JobLogGroup:      w.JobLogs.LogGroupName(),
+		ReleaseParameter: jsii.String(w.Release.Name),
 	}
 	w.bootValues = v
 	w.Instance.UserData().AddCommands(workerUserData(v)...)
@@ -137,14 +163,28 @@ func addWorkerPolicy(stack awscdk.Stack, w *Worker, cfg *DeployedConfig, storage
 	add(statement([]string{"s3:PutObject", "s3:DeleteObject"}, objects(storage.State.BucketArn(), ActiveIndexPrefix), objects(storage.State.BucketArn(), DoneIndexPrefix)))
 	// Upload job logs next to the records.
 	add(statement([]string{"s3:PutObject"}, objects(storage.State.BucketArn(), JobLogPrefix)))
-	// User data downloads the worker binary: this asset object only, not
-	// the whole CDK asset bucket.
-	// So do the worker's configuration and the processor bundle.
+	// The release manifest and the update association (release.go).
+	grantRelease(stack, w.Role, w.Release)
+	// The boot script and the update download the worker binary, the
+	// worker's configuration and the processor bundle the manifest names:
+	// these asset objects only, not the whole CDK asset bucket. In a
+	// policy of their own, which the update association waits for (the
+	// default policy names the association: it cannot wait for that one).
 	assets := []*string{w.Binary.Bucket().ArnForObjects(w.Binary.S3ObjectKey()), cfg.ConfigAsset.Bucket().ArnForObjects(cfg.ConfigAsset.S3ObjectKey())}
 	if cfg.BundleAsset != nil {
 		assets = append(assets, cfg.BundleAsset.Bucket().ArnForObjects(cfg.BundleAsset.S3ObjectKey()))
 	}
-	add(statement([]string{"s3:GetObject"}, assets...))
+	w.AssetsPolicy = awsiam.NewPolicy(stack, jsii.String("WorkerAssetsPolicy"), &awsiam.PolicyProps{
+		Roles:      &[]awsiam.IRole{w.Role},
+		Statements: &[]awsiam.PolicyStatement{statement([]string{"s3:GetObject"}, assets...)},
+	})
+	w.Release.Association.AddResourceDependency(w.AssetsPolicy.Node().DefaultChild().(awscdk.CfnResource),
+		jsii.String("the update reads the release's assets with the worker role"))
+	// worker run sends job logs to the job log group: a stream per
+	// attempt (the group exists: no CreateLogGroup).
+	add(statement([]string{"logs:CreateLogStream", "logs:PutLogEvents"}, w.JobLogs.LogGroupArn()))
+	// worker run puts job events (events.bus) on the default bus only.
+	add(statement([]string{"events:PutEvents"}, eventBusArn(stack)))
 	// The SSM agent streams command output to the command log group
 	// (CreateLogGroup is called even when the group exists).
 	add(statement([]string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"},

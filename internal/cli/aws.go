@@ -52,6 +52,18 @@ var awsIgnored = map[string]string{
 	"dashboard": "there is no dashboard on AWS; use `conveyor jobs` with s3.aws",
 	"snapshot":  "the data volume is snapshotted by the stack's DLM policy (parameters SnapshotTime, SnapshotRetain)",
 	"stack":     "it tells client commands which stack's buckets to use",
+	// The stack sets these in the worker's configuration itself (and the
+	// functions' environment): they name its own resources.
+	"events":  "the stack's functions and workers put job events on the default EventBridge bus",
+	"metrics": "the stack's workers and functions write job metrics in EMF (namespace Conveyor) to CloudWatch Logs",
+	"logs":    "the stack's workers send job logs to its own log group (output JobLogGroupName)",
+}
+
+// LoadWorkerConfig reads a worker's conveyor.yaml as `conveyor worker run
+// --config` does, without the environment: the AWS stack's tests load the
+// file its user data writes with it.
+func LoadWorkerConfig(path string) (FileConfig, error) {
+	return loadConfig(path, func(string) string { return "" })
 }
 
 // LoadConfigForAWS reads conveyor.yaml at path ("" for the defaults) as

@@ -26,6 +26,9 @@ filter: {prefixes: [in/, raw/], suffixes: [.pdf, .PDF]}
 processor: {bundle: pdf, timeout: 10m}
 retry: {max_attempts: 4, backoff: 3s}
 worker: {lease: 1m}
+events: {bus: my-bus}
+metrics: {emf: true}
+logs: {group: my-group}
 `), 0o644)
 	a, err := LoadConfigForAWS(path)
 	if err != nil {
@@ -41,12 +44,14 @@ worker: {lease: 1m}
 		t.Errorf("max attempts %d, timeout %s, bundle %q", a.MaxAttempts, a.ProcessorTimeout, a.BundleDir)
 	}
 	warned := strings.Join(a.Warnings, "\n")
-	for _, k := range []string{"data_dir is ignored", "s3 is ignored", "dashboard is ignored"} {
+	// The stack sets events, metrics and logs itself, naming its own bus
+	// and log group: the file's are not deployed.
+	for _, k := range []string{"data_dir is ignored", "s3 is ignored", "dashboard is ignored", "events is ignored", "metrics is ignored", "logs is ignored"} {
 		if !strings.Contains(warned, k) {
 			t.Errorf("no warning %q in:\n%s", k, warned)
 		}
 	}
-	if len(a.Warnings) != 3 {
+	if len(a.Warnings) != 6 {
 		t.Errorf("warnings:\n%s", warned)
 	}
 
@@ -66,7 +71,7 @@ worker: {lease: 1m}
 		c.Buckets.Input != "in-1" || !c.S3.AWS || c.DataDir != "/opt/conveyor" {
 		t.Errorf("deployed config: %+v", c)
 	}
-	if strings.Contains(string(part), "9100") || strings.Contains(string(part), "dashboard") {
+	if strings.Contains(string(part), "9100") || strings.Contains(string(part), "dashboard") || strings.Contains(string(part), "my-") {
 		t.Errorf("the worker's part carries settings of the local home:\n%s", part)
 	}
 }
