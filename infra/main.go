@@ -29,7 +29,7 @@ func run() int {
 		props.WorkerImageID = v
 	}
 	if props.WorkerImageID == "" {
-		fmt.Fprintln(os.Stderr, "conveyor infra: warning: no pinned worker AMI in cdk.json (workerImageId): run `make upgrade-ami` once, or deploy with --parameters WorkerImageId=ami-...")
+		fmt.Fprintln(os.Stderr, "conveyor infra: warning: no pinned worker AMI in cdk.json (workerImageId): `make deploy` pins the current one on first use (or pass --parameters WorkerImageId=ami-...)")
 	}
 	if err := checkInputs(props); err != nil {
 		fmt.Fprintln(os.Stderr, "conveyor infra:", err)
