@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"path"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -54,6 +56,7 @@ resumed at the next start.`,
 }
 
 func runUp(ctx context.Context, o *upOptions) error {
+	tuneGC()
 	c, err := o.config()
 	if err != nil {
 		return err
@@ -211,4 +214,25 @@ func dashboardLine(p *local.Pipeline) string {
 		line += "  (token required: open this exact URL)"
 	}
 	return line + "\n"
+}
+
+// upGCPercent and upMemoryLimit tune the collector of `conveyor up`, whose
+// live heap is small (tens of MB) but which allocates fast under load
+// (every S3 request of a user's upload): at Go's default (GOGC=100) the
+// collector ran several times a second and took a large share of the CPU.
+// A higher percentage lets the heap grow to a few times the live one, and
+// the soft limit makes the collector work harder again well before the
+// process grows large. GOGC and GOMEMLIMIT in the environment win.
+const (
+	upGCPercent   = 400
+	upMemoryLimit = 256 << 20
+)
+
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(upGCPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(upMemoryLimit)
+	}
 }
