@@ -101,9 +101,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	tid := hashOf(tb)
+	tid := r.sealer.blobID(tb)
 	if !c.known(tid) {
-		stored, z := newCodec().compress(tb)
+		stored, z := r.newCodec().store(tb)
 		if err := c.pk.add(tid, blobTree, stored, z, len(tb)); err != nil {
 			c.pk.finish()
 			return snapshot.Snapshot{}, err
@@ -121,11 +121,10 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	}
 	st.BytesAdded = c.pk.bytesAdded()
 	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st}
-	body, _ := json.MarshalIndent(s, "", "  ")
 	if err := lk.check(); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
 	}
-	if err := r.put(ctx, "snapshots/"+s.ID, body, true); err != nil {
+	if err := r.putSnapshot(ctx, s); err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	return s, nil
@@ -244,12 +243,12 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 	go func() { readers.Wait(); close(chunks) }()
 	for i := 0; i < c.r.cfg.Workers; i++ {
 		g.Go(func() error {
-			cd := newCodec()
+			cd := c.r.newCodec()
 			for ch := range chunks {
 				if gctx.Err() != nil {
 					continue // drain
 				}
-				stored, z := cd.compress(ch.data)
+				stored, z := cd.store(ch.data)
 				if err := c.pk.add(ch.id, blobData, stored, z, len(ch.data)); err != nil {
 					return err
 				}
@@ -292,7 +291,7 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<-
 	// emit hashes a chunk and sends it on when new; data is copied
 	// then only, as the chunker reuses its buffer.
 	emit := func(data []byte, owned bool) error {
-		id := hashOf(data)
+		id := c.r.sealer.blobID(data)
 		e.Chunks = append(e.Chunks, id)
 		c.bytes.Add(int64(len(data)))
 		if c.known(id) {
@@ -446,7 +445,7 @@ func (c *creator) keptPrefix(ctx context.Context, f *os.File, size int64, old *e
 					lower(k)
 					return nil
 				}
-				if hashOf(b) != old.Chunks[k] {
+				if c.r.sealer.blobID(b) != old.Chunks[k] {
 					lower(k)
 				}
 			}

@@ -159,7 +159,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	}
 	// Repack: copy the referenced blobs into new packs.
 	pk := newPacker(ctx, r)
-	cd := newCodec()
+	cd := r.newCodec()
 	copied := map[ID]bool{}
 	for _, sp := range repack {
 		body, err := r.get(ctx, "packs/"+sp.ID.String())

@@ -84,7 +84,7 @@ func (r *Repo) loadBlob(ctx context.Context, x *index, id ID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := newCodec().open(blobEntry{ID: id, location: loc}, stored)
+	data, err := r.newCodec().open(blobEntry{ID: id, location: loc}, stored)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
 	}
@@ -107,6 +107,16 @@ func (r *Repo) loadTree(ctx context.Context, x *index, s snapshot.Snapshot) (*tr
 	return &t, nil
 }
 
+// putSnapshot writes a snapshot object (sealed in an encrypted
+// repository), never over an existing one.
+func (r *Repo) putSnapshot(ctx context.Context, s snapshot.Snapshot) error {
+	body, _ := json.MarshalIndent(s, "", "  ")
+	if r.sealer != nil {
+		body = r.sealer.seal(nil, body, adSnapshot)
+	}
+	return r.put(ctx, "snapshots/"+s.ID, body, true)
+}
+
 // List implements snapshot.Driver.
 func (r *Repo) List(ctx context.Context) ([]snapshot.Snapshot, error) {
 	objs, err := r.list(ctx, "snapshots/")
@@ -124,6 +134,9 @@ func (r *Repo) List(ctx context.Context) ([]snapshot.Snapshot, error) {
 			}
 			if err != nil {
 				return err
+			}
+			if b, err = r.sealer.open(nil, b, adSnapshot); err != nil {
+				return fmt.Errorf("%w: %s %v", errCorrupt, r.key(o.Name), err)
 			}
 			if err := json.Unmarshal(b, &out[i]); err != nil {
 				return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(o.Name), err)

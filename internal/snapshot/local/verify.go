@@ -187,7 +187,7 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	var codecs sync.Pool
-	codecs.New = func() any { return newCodec() }
+	codecs.New = func() any { return r.newCodec() }
 	for p, blobs := range check {
 		g.Go(func() error {
 			name := r.key("packs/" + p.String())
@@ -203,7 +203,7 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 			if progress != nil {
 				progress(snapshot.Progress{Bytes: done.Load()})
 			}
-			if _, err := parsePack(p, body); err != nil {
+			if _, err := parsePack(r.sealer, p, body); err != nil {
 				problem("%s: %v", name, err)
 			}
 			cd := codecs.Get().(*codec)
