@@ -101,11 +101,6 @@ type FileConfig struct {
 		Quiesce   bool          `yaml:"quiesce" env:"CONVEYOR_SNAPSHOT_QUIESCE"`
 		Bucket    string        `yaml:"bucket" env:"CONVEYOR_SNAPSHOT_BUCKET"` // default: buckets.state
 		Prefix    string        `yaml:"prefix" env:"CONVEYOR_SNAPSHOT_PREFIX"` // default: snapshots/
-		// PasswordFile holds the password that wraps the snapshot
-		// repository's key (first line). CONVEYOR_SNAPSHOT_PASSWORD,
-		// when set, comes first; with neither, `conveyor up` generates
-		// <data dir>/snapshot-password.
-		PasswordFile string `yaml:"password_file" env:"CONVEYOR_SNAPSHOT_PASSWORD_FILE"`
 		Retention struct {
 			KeepLast   int           `yaml:"keep_last" env:"CONVEYOR_SNAPSHOT_KEEP_LAST"`
 			KeepWithin time.Duration `yaml:"keep_within" env:"CONVEYOR_SNAPSHOT_KEEP_WITHIN"`
@@ -121,6 +116,12 @@ type FileConfig struct {
 		// prunes (reads and rewrites packs) only this often, or once
 		// pruneAfterForgotten snapshots were removed; default 24h.
 		PruneEvery time.Duration `yaml:"prune_every" env:"CONVEYOR_SNAPSHOT_PRUNE_EVERY"`
+
+		// PasswordFile holds the password that wraps the snapshot
+		// repository's key (first line). CONVEYOR_SNAPSHOT_PASSWORD,
+		// when set, comes first; with neither, `conveyor up` generates
+		// <data dir>/snapshot-password.
+		PasswordFile string `yaml:"password_file" env:"CONVEYOR_SNAPSHOT_PASSWORD_FILE"`
 	} `yaml:"snapshot"`
 
 	// Events puts every job state change this process makes on an
