@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -97,17 +96,10 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 			}
 		}
 	}
-	tb, err := json.Marshal(tree{Version: treeVersion, Entries: entries})
+	tid, err := c.writeTrees(entries)
 	if err != nil {
+		c.pk.finish()
 		return snapshot.Snapshot{}, err
-	}
-	tid := r.sealer.blobID(tb)
-	if !c.known(tid) {
-		stored, z := r.newCodec().store(tb)
-		if err := c.pk.add(tid, blobTree, stored, z, len(tb)); err != nil {
-			c.pk.finish()
-			return snapshot.Snapshot{}, err
-		}
 	}
 	packs, err := c.pk.finish()
 	if err := lk.check(); err != nil {

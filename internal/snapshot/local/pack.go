@@ -134,10 +134,22 @@ type codec struct {
 // no faster here: SpeedFastest runs ~135 MB/s on the benchmark's log text
 // on this machine whatever they are, and SpeedDefault is slower and, on
 // that text, no smaller.
-func (r *Repo) newCodec() *codec {
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
-	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
-	return &codec{enc: enc, dec: dec, sl: r.sealer}
+// The encoder and decoder are made when first used: a codec that reads
+// one small tree blob builds no encoder.
+func (r *Repo) newCodec() *codec { return &codec{sl: r.sealer} }
+
+func (c *codec) encoder() *zstd.Encoder {
+	if c.enc == nil {
+		c.enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
+	}
+	return c.enc
+}
+
+func (c *codec) decoder() *zstd.Decoder {
+	if c.dec == nil {
+		c.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+	}
+	return c.dec
 }
 
 // store returns the stored form of a blob's plaintext: compressed when
@@ -159,7 +171,7 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 	}
 	var z []byte
 	if len(data) > 4*sampleSize {
-		z = c.enc.EncodeAll(data[:sampleSize], make([]byte, 0, len(data)/2))
+		z = c.encoder().EncodeAll(data[:sampleSize], make([]byte, 0, len(data)/2))
 		if len(z) > sampleSize*31/32 {
 			return data, false
 		}
@@ -167,9 +179,9 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 		// (the decoder reads concatenated frames): compressing the
 		// sample is not paid twice, at the cost of the second frame not
 		// matching into the first 64 KiB.
-		z = c.enc.EncodeAll(data[sampleSize:], z)
+		z = c.encoder().EncodeAll(data[sampleSize:], z)
 	} else {
-		z = c.enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+		z = c.encoder().EncodeAll(data, make([]byte, 0, len(data)/2))
 	}
 	if len(z) >= len(data)-len(data)/32 {
 		return data, false
@@ -187,7 +199,7 @@ func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
 	stored = data
 	if e.Compressed {
 		var err error
-		data, err = c.dec.DecodeAll(stored, make([]byte, 0, e.Raw))
+		data, err = c.decoder().DecodeAll(stored, make([]byte, 0, e.Raw))
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w", e.ID, err)
 		}
@@ -216,7 +228,7 @@ func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
 		if cap(c.buf) < int(e.Raw) {
 			c.buf = make([]byte, 0, e.Raw)
 		}
-		data, err = c.dec.DecodeAll(stored, c.buf[:0])
+		data, err = c.decoder().DecodeAll(stored, c.buf[:0])
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w", e.ID, err)
 		}

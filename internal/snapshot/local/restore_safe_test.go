@@ -15,7 +15,7 @@ import (
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
 
-// craft stores a snapshot whose tree is entries, as a malicious or
+// craft stores a snapshot whose tree (version 2: one blob) is entries, as a malicious or
 // damaged repository could hold; files get the content "evil".
 func craft(t *testing.T, r *Repo, entries []entry) string {
 	t.Helper()
@@ -25,7 +25,7 @@ func craft(t *testing.T, r *Repo, entries []entry) string {
 			entries[i].Size, entries[i].Chunks = 4, []ID{did}
 		}
 	}
-	return craftTree(t, r, &tree{Version: treeVersion, Entries: entries})
+	return craftTree(t, r, &tree{Version: 2, Entries: entries}) // one flat blob, as version 2 wrote
 }
 
 // craftTree stores a snapshot of the tree tr (its files' chunks "evil").

@@ -135,8 +135,9 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 			problem("%v", err)
 			continue
 		}
-		tid, _ := parseID(s.Tree)
-		want(tid, "tree of snapshot "+s.ID)
+		for _, id := range t.Subtrees {
+			want(id, "tree of snapshot "+s.ID)
+		}
 		for _, e := range t.Entries {
 			for _, c := range e.Chunks {
 				want(c, e.Path+" in snapshot "+s.ID)

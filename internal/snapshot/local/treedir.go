@@ -1,0 +1,188 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Version 3 trees: a tree blob per directory.
+//
+// The snapshot's Tree is a blob holding one entry, "." (the source
+// directory's own metadata), whose Sub names the blob of its entries. A
+// directory's blob lists its entries by name, in lexical order, with the
+// metadata and chunks of version 2; each subdirectory's entry names, in
+// Sub, the blob of that subdirectory's entries. As blobs are addressed by
+// the hash of their content, a directory whose entries (and, down the
+// tree, theirs) are all unchanged has the same blob as in the parent
+// snapshot: Create finds it stored and writes nothing for it, and a
+// snapshot whose volume did not change adds no tree at all. No blob is
+// bigger than one directory's listing, so a tree of millions of files is
+// many small blobs rather than one that must be read whole.
+
+// maxTreeEntries bounds what a version 3 tree may expand to: subtrees may
+// be shared (every empty directory has the same blob), and a forged tree
+// could share one so as to describe more entries than memory holds.
+const maxTreeEntries = 1 << 27
+
+// writeTrees stores the blob of every directory of entries (in walk
+// order: parents first, each directory followed by its descendants) not
+// stored yet, and returns the ID of the snapshot's tree blob.
+func (c *creator) writeTrees(entries []entry) (ID, error) {
+	if len(entries) == 0 || entries[0].Path != "." || entries[0].Type != typeDir {
+		return ID{}, errors.New("snapshot tree: the source directory is not the first entry")
+	}
+	cd := c.r.newCodec()
+	// build stores the blob of the directory entries[dir] and returns its
+	// ID and the index of the first entry after its descendants.
+	var build func(dir int) (ID, int, error)
+	build = func(dir int) (ID, int, error) {
+		prefix := entries[dir].Path + "/"
+		if dir == 0 {
+			prefix = ""
+		}
+		var kids []entry
+		j := dir + 1
+		for j < len(entries) && strings.HasPrefix(entries[j].Path, prefix) {
+			e := entries[j]
+			e.Path = e.Path[len(prefix):]
+			if e.Type == typeDir {
+				id, next, err := build(j)
+				if err != nil {
+					return ID{}, 0, err
+				}
+				e.Sub, j = &id, next
+			} else {
+				j++
+			}
+			kids = append(kids, e)
+		}
+		id, err := c.putTree(cd, tree{Version: treeVersion, Entries: kids})
+		return id, j, err
+	}
+	sub, end, err := build(0)
+	if err != nil {
+		return ID{}, err
+	}
+	if end != len(entries) {
+		return ID{}, fmt.Errorf("snapshot tree: entry %q is outside the source directory", entries[end].Path)
+	}
+	root := entries[0]
+	root.Sub = &sub
+	return c.putTree(cd, tree{Version: treeVersion, Entries: []entry{root}})
+}
+
+// putTree stores a tree blob unless it is stored already.
+func (c *creator) putTree(cd *codec, t tree) (ID, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return ID{}, err
+	}
+	id := c.r.sealer.blobID(b)
+	if c.known(id) {
+		return id, nil
+	}
+	stored, z := cd.store(b)
+	return id, c.pk.add(id, blobTree, stored, z, len(b))
+}
+
+// loadDirs reads the directory blobs of a version 3 tree t (its root
+// blob read) into t.Entries, with paths, in the order Create walked.
+func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
+	if len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil {
+		return fmt.Errorf("%w: a version 3 tree's root blob holds the source directory alone", errCorrupt)
+	}
+	root := t.Entries[0]
+	// Every directory blob, a level at a time, read in parallel; shared
+	// ones once.
+	dirs := map[ID][]entry{}
+	level := []ID{*root.Sub}
+	total := 1
+	var mu sync.Mutex
+	for len(level) > 0 {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(4 * r.cfg.Uploads)
+		for _, id := range level {
+			g.Go(func() error {
+				b, err := r.loadBlob(gctx, x, id)
+				if err != nil {
+					return err
+				}
+				var d tree
+				if err := json.Unmarshal(b, &d); err != nil {
+					return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+				}
+				if d.Version != 3 {
+					return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
+				}
+				mu.Lock()
+				dirs[id] = d.Entries
+				mu.Unlock()
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+		var next []ID
+		for _, id := range level {
+			t.Subtrees = append(t.Subtrees, id)
+			for i := range dirs[id] {
+				e := &dirs[id][i]
+				if err := checkName(e.Path); err != nil {
+					return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+				}
+				if e.Type != typeDir {
+					continue
+				}
+				if e.Sub == nil {
+					return fmt.Errorf("%w: tree blob %s: directory %q names no subtree", errCorrupt, id, e.Path)
+				}
+				if _, seen := dirs[*e.Sub]; !seen {
+					dirs[*e.Sub] = nil // claimed for the next level
+					next = append(next, *e.Sub)
+				}
+			}
+		}
+		level = next
+	}
+	// Depth first, as Create walked: each directory followed by its
+	// descendants. A subtree used twice is listed twice (under each
+	// name), bounded by maxTreeEntries.
+	out := []entry{root}
+	var flat func(id ID, prefix string) error
+	flat = func(id ID, prefix string) error {
+		for _, e := range dirs[id] {
+			if total++; total > maxTreeEntries {
+				return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
+			}
+			e.Path = prefix + e.Path
+			out = append(out, e)
+			if e.Type == typeDir {
+				if err := flat(*e.Sub, e.Path+"/"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := flat(*root.Sub, ""); err != nil {
+		return err
+	}
+	t.Entries = out
+	return nil
+}
+
+// checkName refuses an entry name of a version 3 directory blob that is
+// not one path component.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return fmt.Errorf("entry name %q is not one path component", name)
+	}
+	return nil
+}
