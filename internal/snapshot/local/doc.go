@@ -12,10 +12,13 @@
 // index and snapshot objects sealed with XChaCha20-Poly1305, blob IDs a
 // keyed BLAKE3. Version 1 ones are read and written unencrypted.
 //
-// Blobs are file chunks cut by FastCDC and the snapshot's tree (the list of
-// entries with type, mode, mtime, size, inode, chunk list and, from tree
-// version 2, the root ".", owner, group, xattrs, hard links, holes, FIFOs
-// and devices), each addressed by the (keyed) BLAKE3 hash of its plaintext.
+// Blobs are file chunks cut by FastCDC and the snapshot's tree (entries
+// with type, mode, mtime, size, inode, chunk list and, from tree version
+// 2, the root ".", owner, group, xattrs, hard links, holes, FIFOs and
+// devices), each addressed by the (keyed) BLAKE3 hash of its plaintext.
+// Versions 1 and 2 keep a snapshot's whole tree in one blob; version 3
+// (treedir.go) keeps a blob per directory, naming its subdirectories'
+// blobs, so an unchanged directory is stored once for all snapshots.
 // Objects are written in the order packs, index, snapshot, so an
 // interrupted run leaves only packs that nothing references, which Prune
 // removes once they are older than a margin.
