@@ -53,6 +53,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		return snapshot.Snapshot{}, err
 	}
 	prev := map[string]*entry{}
+	prevKids := map[string]int{} // directory -> how many entries it had
 	var parent string
 	if len(list) > 0 {
 		p := list[len(list)-1]
@@ -62,12 +63,17 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		} else {
 			parent = p.ID
 			for i := range t.Entries {
-				prev[t.Entries[i].Path] = &t.Entries[i]
+				e := &t.Entries[i]
+				prev[e.Path] = e
+				if e.Path != "." {
+					dir, _ := splitPath(e.Path)
+					prevKids[dir]++
+				}
 			}
 		}
 	}
 
-	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}}
+	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, prev: prev, prevKids: prevKids}
 	c.bufs.New = func() any { b := make([]byte, 0, r.rc.Chunker.Max); return &b }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -76,7 +82,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		stop := c.report(opts.Progress)
 		defer stop()
 	}
-	entries, err := c.run(ctx, prev)
+	entries, err := c.run(ctx, c.prev)
 	if err != nil {
 		c.pk.finish()
 		if lerr := lk.check(); lerr != nil {
@@ -136,6 +142,11 @@ type creator struct {
 	total                   atomic.Int64
 
 	bufs sync.Pool // *[]byte of up to a chunk, for keptPrefix
+
+	// The parent snapshot's entries by path, and how many entries each
+	// of its directories had.
+	prev     map[string]*entry
+	prevKids map[string]int
 }
 
 // known reports whether the blob is stored or being stored; if not, it

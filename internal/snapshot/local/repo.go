@@ -175,6 +175,9 @@ type Repo struct {
 	onSwap func(from, to string) error
 	// For tests: called once prune has planned, before it writes.
 	onPrunePlanned func()
+	// For tests: called for each directory Create records, reused when
+	// the parent snapshot's subtree was taken as it is.
+	onTree func(dir string, reused bool)
 	// For tests: the wall clock (default time.Now), skewed at will.
 	clock func() time.Time
 }

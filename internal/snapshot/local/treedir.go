@@ -1,10 +1,12 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -62,6 +64,15 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 			}
 			kids = append(kids, e)
 		}
+		if id, ok := c.sameAsParent(entries[dir].Path, prefix, kids); ok {
+			if c.r.onTree != nil {
+				c.r.onTree(entries[dir].Path, true)
+			}
+			return id, j, nil
+		}
+		if c.r.onTree != nil {
+			c.r.onTree(entries[dir].Path, false)
+		}
 		id, err := c.putTree(cd, tree{Version: treeVersion, Entries: kids})
 		return id, j, err
 	}
@@ -75,6 +86,50 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 	root := entries[0]
 	root.Sub = &sub
 	return c.putTree(cd, tree{Version: treeVersion, Entries: []entry{root}})
+}
+
+// sameAsParent returns the parent snapshot's subtree of the directory
+// path when its entries (kids, by name; prefix is the directory's path
+// and a slash) are those of the parent's, field by field and subtree by
+// subtree, and that subtree is stored: the directory is then neither
+// encoded nor hashed again. (Were it encoded, it would hash to that ID
+// all the same.)
+func (c *creator) sameAsParent(path, prefix string, kids []entry) (ID, bool) {
+	old := c.prev[path]
+	if old == nil || old.Type != typeDir || old.Sub == nil || c.prevKids[path] != len(kids) {
+		return ID{}, false
+	}
+	if _, ok := c.x.lookup(*old.Sub); !ok {
+		return ID{}, false
+	}
+	for i := range kids {
+		o := c.prev[prefix+kids[i].Path]
+		if o == nil || !sameEntry(&kids[i], o) {
+			return ID{}, false
+		}
+	}
+	return *old.Sub, true
+}
+
+// sameEntry compares everything a directory's blob records of an entry
+// but its name.
+func sameEntry(a, b *entry) bool {
+	if a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Inode != b.Inode ||
+		a.Target != b.Target || a.UID != b.UID || a.GID != b.GID || a.Rdev != b.Rdev || a.Sparse != b.Sparse {
+		return false
+	}
+	if (a.Sub == nil) != (b.Sub == nil) || (a.Sub != nil && *a.Sub != *b.Sub) {
+		return false
+	}
+	if !slices.Equal(a.Chunks, b.Chunks) || len(a.Xattrs) != len(b.Xattrs) {
+		return false
+	}
+	for k, v := range a.Xattrs {
+		if w, ok := b.Xattrs[k]; !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // putTree stores a tree blob unless it is stored already.

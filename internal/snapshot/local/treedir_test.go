@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
@@ -88,12 +89,21 @@ func TestUnchangedSubtreeNotRewritten(t *testing.T) {
 	}
 	cp.take()
 	before := treeBlobs(t, r)
+	var encoded []string // directories not taken from the parent as they were
+	r.onTree = func(dir string, reused bool) {
+		if !reused {
+			encoded = append(encoded, dir)
+		}
+	}
 
 	if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := cp.take(); n["packs"] != 0 || n["index"] != 0 || n["snapshots"] != 1 {
 		t.Fatalf("a snapshot of an unchanged volume put %v, want one snapshot object and nothing else (locks aside)", n)
+	}
+	if len(encoded) != 0 {
+		t.Fatalf("unchanged directories encoded again: %v", encoded)
 	}
 
 	// A file's content changes in a/x/y (its directories' mtimes do not).
@@ -104,6 +114,9 @@ func TestUnchangedSubtreeNotRewritten(t *testing.T) {
 	}
 	if n := cp.take(); n["packs"] != 1 || n["index"] != 1 {
 		t.Fatalf("one changed file put %v, want one pack and one index object", n)
+	}
+	if diff := cmp.Diff([]string{"a/x/y", "a/x", "a", "."}, encoded); diff != "" {
+		t.Fatalf("directories encoded (-want +got):\n%s", diff)
 	}
 	var added int
 	for id := range treeBlobs(t, r) {
