@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 
@@ -158,31 +159,20 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	dirs := map[ID][]entry{}
 	level := []ID{*root.Sub}
 	total := 1
-	var mu sync.Mutex
 	for len(level) > 0 {
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(4 * r.cfg.Uploads)
-		for _, id := range level {
-			g.Go(func() error {
-				b, err := r.loadBlob(gctx, x, id)
-				if err != nil {
-					return err
-				}
-				var d tree
-				if err := json.Unmarshal(b, &d); err != nil {
-					return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
-				}
-				if d.Version != 3 {
-					return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
-				}
-				mu.Lock()
-				dirs[id] = d.Entries
-				mu.Unlock()
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
+		blobs, err := r.loadBlobs(ctx, x, level)
+		if err != nil {
 			return err
+		}
+		for id, b := range blobs {
+			var d tree
+			if err := json.Unmarshal(b, &d); err != nil {
+				return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+			}
+			if d.Version != 3 {
+				return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
+			}
+			dirs[id] = d.Entries
 		}
 		var next []ID
 		for _, id := range level {
@@ -231,6 +221,76 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	}
 	t.Entries = out
 	return nil
+}
+
+// loadBlobs reads several blobs and checks them, with one ranged read
+// for blobs that lie close together in a pack (the tree blobs a snapshot
+// adds are written one after the other), not one request per blob.
+func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte, error) {
+	type blob struct {
+		id  ID
+		loc location
+	}
+	byPack := map[ID][]blob{}
+	for _, id := range ids {
+		loc, ok := x.lookup(id)
+		if !ok {
+			return nil, fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
+		}
+		byPack[loc.Pack] = append(byPack[loc.Pack], blob{id, loc})
+	}
+	// A range: blobs of one pack with gaps of at most maxGap between them.
+	const maxGap = 256 << 10
+	type span struct {
+		pack       ID
+		start, end int64
+		blobs      []blob
+	}
+	var spans []span
+	for p, bs := range byPack {
+		sort.Slice(bs, func(i, j int) bool { return bs[i].loc.Offset < bs[j].loc.Offset })
+		for _, b := range bs {
+			off, end := int64(b.loc.Offset), int64(b.loc.Offset)+int64(b.loc.Length)
+			if n := len(spans); n > 0 && spans[n-1].pack == p && off-spans[n-1].end <= maxGap {
+				spans[n-1].end = max(spans[n-1].end, end)
+				spans[n-1].blobs = append(spans[n-1].blobs, b)
+				continue
+			}
+			spans = append(spans, span{p, off, end, []blob{b}})
+		}
+	}
+	out := make(map[ID][]byte, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Uploads)
+	for _, sp := range spans {
+		g.Go(func() error {
+			name := "packs/" + sp.pack.String()
+			body, err := r.getRange(gctx, name, sp.start, sp.end-sp.start)
+			if errors.Is(err, errNoKey) {
+				return fmt.Errorf("%w: %s is missing (it holds blob %s)", errCorrupt, r.key(name), sp.blobs[0].id)
+			}
+			if err != nil {
+				return err
+			}
+			cd := r.newCodec()
+			for _, b := range sp.blobs {
+				from, to := int64(b.loc.Offset)-sp.start, int64(b.loc.Offset)+int64(b.loc.Length)-sp.start
+				if to > int64(len(body)) {
+					return fmt.Errorf("%w: %s: blob %s is cut short", errCorrupt, r.key(name), b.id)
+				}
+				data, err := cd.open(blobEntry{ID: b.id, location: b.loc}, body[from:to])
+				if err != nil {
+					return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
+				}
+				mu.Lock()
+				out[b.id] = data
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	return out, g.Wait()
 }
 
 // checkName refuses an entry name of a version 3 directory blob that is
