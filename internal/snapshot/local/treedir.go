@@ -157,6 +157,7 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	// Every directory blob, a level at a time, read in parallel; shared
 	// ones once.
 	dirs := map[ID][]entry{}
+	refs := map[ID]int{*root.Sub: 1} // how many directories use each blob
 	level := []ID{*root.Sub}
 	total := 1
 	for len(level) > 0 {
@@ -174,6 +175,9 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 			}
 			dirs[id] = d.Entries
 		}
+		if total += countKids(level, dirs); total > maxTreeEntries {
+			return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
+		}
 		var next []ID
 		for _, id := range level {
 			t.Subtrees = append(t.Subtrees, id)
@@ -188,6 +192,7 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 				if e.Sub == nil {
 					return fmt.Errorf("%w: tree blob %s: directory %q names no subtree", errCorrupt, id, e.Path)
 				}
+				refs[*e.Sub]++
 				if _, seen := dirs[*e.Sub]; !seen {
 					dirs[*e.Sub] = nil // claimed for the next level
 					next = append(next, *e.Sub)
@@ -199,11 +204,18 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	// Depth first, as Create walked: each directory followed by its
 	// descendants. A subtree used twice is listed twice (under each
 	// name), bounded by maxTreeEntries.
-	out := []entry{root}
+	// A blob's entries are dropped once its last user is listed, so
+	// the directories read and the list made are not both held whole.
+	out := make([]entry, 0, total)
+	out = append(out, root)
 	var flat func(id ID, prefix string) error
 	flat = func(id ID, prefix string) error {
-		for _, e := range dirs[id] {
-			if total++; total > maxTreeEntries {
+		kids := dirs[id]
+		if refs[id]--; refs[id] == 0 {
+			delete(dirs, id)
+		}
+		for _, e := range kids {
+			if len(out) >= maxTreeEntries {
 				return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
 			}
 			e.Path = prefix + e.Path
@@ -291,6 +303,15 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 		})
 	}
 	return out, g.Wait()
+}
+
+// countKids is how many entries the blobs of level hold (each once).
+func countKids(level []ID, dirs map[ID][]entry) int {
+	n := 0
+	for _, id := range level {
+		n += len(dirs[id])
+	}
+	return n
 }
 
 // checkName refuses an entry name of a version 3 directory blob that is
