@@ -89,7 +89,7 @@ func (c FileConfig) ensureSnapshotPassword(errOut io.Writer) error {
 		return fmt.Errorf("write the snapshot password: %w", err)
 	}
 	fmt.Fprintf(errOut, `
-*** Snapshots are encrypted. A new random password was written to
+*** Snapshots are encrypted with a password. A new random one was written to
 ***   %s
 *** Copy that file somewhere safe, away from this machine (a password
 *** manager, a secrets store). Without it no snapshot in the state bucket

@@ -24,10 +24,10 @@ func TestSnapshotPassword(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("password file %s: %v, mode %v, want 0600", file, err, st)
 	}
-	if !strings.Contains(errOut, "Snapshots are encrypted") || !strings.Contains(errOut, file) {
+	if !strings.Contains(errOut, "Snapshots are encrypted with a password") || !strings.Contains(errOut, file) {
 		t.Errorf("no loud notice of the generated password:\n%s", errOut)
 	}
-	if _, errOut, code := runArgs(t, getenv, "snapshot", "list"); code != 0 || strings.Contains(errOut, "Snapshots are encrypted") {
+	if _, errOut, code := runArgs(t, getenv, "snapshot", "list"); code != 0 || strings.Contains(errOut, "Snapshots are encrypted with a password") {
 		t.Fatalf("list with the generated password: exit %d: %s", code, errOut)
 	}
 	pw, _ := os.ReadFile(file)

@@ -205,6 +205,7 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 				} else if len(keys) > 0 {
 					return nil, fmt.Errorf("%w: %s says the repository is unencrypted but it holds keys: the config was altered; nothing written", errCorrupt, r.key("config"))
 				}
+				r.cfg.Logf("snapshot repository %s is not encrypted (it was created before encryption); the README says how to move to an encrypted one", r.Location())
 				return r, nil
 			case versionEncrypted:
 				if err := r.openKey(ctx); err != nil {
