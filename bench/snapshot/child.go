@@ -54,7 +54,8 @@ func childRun(op, data, vol, target string, workers int) error {
 		return err
 	}
 	client := s3server.NewClient(srv.Endpoint(), ak, sk, "us-east-1")
-	r, err := snaplocal.Open(ctx, client, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers})
+	// Encrypted, as restic is (its password is "bench" too).
+	r, err := snaplocal.Open(ctx, client, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers, Key: snaplocal.NewPassword("bench")})
 	if err != nil {
 		return err
 	}

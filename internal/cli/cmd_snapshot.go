@@ -157,7 +157,15 @@ func openSnapshots(ctx context.Context, o *snapshotOptions, stopped bool) (*snap
 		return nil, err
 	}
 	sr := &snapshotRepo{cfg: c, close: func() {}}
-	cfg := c.snapshotRepoConfig()
+	// As `conveyor up` does: the first command to create the repository
+	// encrypts it, with a generated password when none is set.
+	if err := c.ensureSnapshotPassword(o.Err); err != nil {
+		return nil, err
+	}
+	cfg, err := c.snapshotRepoConfig()
+	if err != nil {
+		return nil, err
+	}
 	cfg.Logf = func(format string, args ...any) { fmt.Fprintf(o.Err, "conveyor: "+format+"\n", args...) }
 	if c.S3.Endpoint != "" || os.Getenv("CONVEYOR_S3_USE_AWS") == "1" {
 		if stopped {

@@ -96,6 +96,11 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if pc.Dashboard != nil && !dashboard.IsLoopback(pc.Dashboard.Addr) {
 		fmt.Fprintf(o.Err, "conveyor: warning: the dashboard listens on %s, reachable from other machines; it requires the token in the URL printed below, but traffic is plain HTTP\n", pc.Dashboard.Addr)
 	}
+	// Snapshots are encrypted by default: a password exists before the
+	// first one is taken.
+	if err := c.ensureSnapshotPassword(o.Err); err != nil {
+		return err
+	}
 	panel := &snapshotPanel{cfg: c, runs: newSnapshotRuns(c)}
 	pc.Snapshots = panel
 	p, err := local.Start(ctx, pc)

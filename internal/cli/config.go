@@ -116,6 +116,12 @@ type FileConfig struct {
 		// prunes (reads and rewrites packs) only this often, or once
 		// pruneAfterForgotten snapshots were removed; default 24h.
 		PruneEvery time.Duration `yaml:"prune_every" env:"CONVEYOR_SNAPSHOT_PRUNE_EVERY"`
+
+		// PasswordFile holds the password that wraps the snapshot
+		// repository's key (first line). CONVEYOR_SNAPSHOT_PASSWORD,
+		// when set, comes first; with neither, `conveyor up` generates
+		// <data dir>/snapshot-password.
+		PasswordFile string `yaml:"password_file" env:"CONVEYOR_SNAPSHOT_PASSWORD_FILE"`
 	} `yaml:"snapshot"`
 
 	// Events puts every job state change this process makes on an
@@ -257,6 +263,11 @@ func absDataDir(c *FileConfig) error {
 			return err
 		}
 	}
+	if c.Snapshot.PasswordFile != "" {
+		if c.Snapshot.PasswordFile, err = filepath.Abs(c.Snapshot.PasswordFile); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -352,6 +363,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_QUIESCE", boolean("CONVEYOR_SNAPSHOT_QUIESCE", &c.Snapshot.Quiesce)},
 		{"CONVEYOR_SNAPSHOT_BUCKET", str(&c.Snapshot.Bucket)},
 		{"CONVEYOR_SNAPSHOT_PREFIX", str(&c.Snapshot.Prefix)},
+		{"CONVEYOR_SNAPSHOT_PASSWORD_FILE", str(&c.Snapshot.PasswordFile)},
 		{"CONVEYOR_SNAPSHOT_KEEP_LAST", num("CONVEYOR_SNAPSHOT_KEEP_LAST", &c.Snapshot.Retention.KeepLast)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WITHIN", dur("CONVEYOR_SNAPSHOT_KEEP_WITHIN", &c.Snapshot.Retention.KeepWithin)},
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/conveyorhq/conveyor/internal/processor"
+	"github.com/conveyorhq/conveyor/internal/snapshot"
 	"github.com/conveyorhq/conveyor/internal/worker"
 )
 
@@ -68,6 +69,8 @@ func explain(err error) (int, string) {
 		return ExitJobDead, err.Error()
 	case errors.Is(err, errJobDead):
 		return ExitJobDead, err.Error()
+	case errors.Is(err, snapshot.ErrWrongKey):
+		return ExitUsage, err.Error()
 	case errors.Is(err, context.Canceled):
 		return ExitFailure, "interrupted"
 	}

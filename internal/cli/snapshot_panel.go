@@ -29,7 +29,11 @@ func (s *snapshotPanel) repo(ctx context.Context) (*snaplocal.Repo, error) {
 	if p == nil {
 		return nil, errors.New("the pipeline is still starting")
 	}
-	return snaplocal.Open(ctx, p.S3, s.cfg.snapshotRepoConfig())
+	cfg, err := s.cfg.snapshotRepoConfig()
+	if err != nil {
+		return nil, err
+	}
+	return snaplocal.Open(ctx, p.S3, cfg)
 }
 
 // List implements dashboard.Snapshots.

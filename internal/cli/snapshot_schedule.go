@@ -42,8 +42,14 @@ func (c FileConfig) snapshotBucket() string {
 	return c.Buckets.State
 }
 
-func (c FileConfig) snapshotRepoConfig() snaplocal.Config {
-	return snaplocal.Config{Bucket: c.snapshotBucket(), Prefix: c.Snapshot.Prefix, Source: c.volumePath()}
+// snapshotRepoConfig is the local snapshot repository's configuration,
+// its password included.
+func (c FileConfig) snapshotRepoConfig() (snaplocal.Config, error) {
+	key, err := c.snapshotKey()
+	if err != nil {
+		return snaplocal.Config{}, err
+	}
+	return snaplocal.Config{Bucket: c.snapshotBucket(), Prefix: c.Snapshot.Prefix, Source: c.volumePath(), Key: key}, nil
 }
 
 // startSnapshotSchedule runs the configured snapshot schedule inside
@@ -58,7 +64,10 @@ func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *loc
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(g.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
 	}
-	cfg := c.snapshotRepoConfig()
+	cfg, err := c.snapshotRepoConfig()
+	if err != nil {
+		return nil, err
+	}
 	cfg.Logf = logf
 	s := &snapshot.Scheduler{
 		Schedule: sched,

@@ -40,7 +40,7 @@ func TestSnapshotRuns(t *testing.T) {
 	var c FileConfig
 	c.Snapshot.Retention.KeepLast = 1
 	runs := newSnapshotRuns(c)
-	r, err := snaplocal.Open(context.Background(), srv.Client, snaplocal.Config{Bucket: srv.Bucket(t, "runs"), Source: vol})
+	r, err := snaplocal.Open(context.Background(), srv.Client, snaplocal.Config{Bucket: srv.Bucket(t, "runs"), Source: vol, Key: snaplocal.NewPassword("test")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,9 @@ var (
 	// or was removed by another process that judged it stale; the
 	// operation stopped before writing anything that depended on it.
 	ErrLockLost = errors.New("snapshot repository lock lost")
+	// ErrWrongKey: the repository is encrypted and the password (or
+	// other key) given does not open its master key, or none was given.
+	ErrWrongKey = errors.New("the snapshot password does not open this repository's key; set snapshot.password_file or CONVEYOR_SNAPSHOT_PASSWORD to the password used when it was created")
 )
 
 // Snapshot describes one snapshot.

@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +53,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		return snapshot.Snapshot{}, err
 	}
 	prev := map[string]*entry{}
+	prevKids := map[string]int{} // directory -> how many entries it had
 	var parent string
 	if len(list) > 0 {
 		p := list[len(list)-1]
@@ -63,12 +63,17 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		} else {
 			parent = p.ID
 			for i := range t.Entries {
-				prev[t.Entries[i].Path] = &t.Entries[i]
+				e := &t.Entries[i]
+				prev[e.Path] = e
+				if e.Path != "." {
+					dir, _ := splitPath(e.Path)
+					prevKids[dir]++
+				}
 			}
 		}
 	}
 
-	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}}
+	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, prev: prev, prevKids: prevKids}
 	c.bufs.New = func() any { b := make([]byte, 0, r.rc.Chunker.Max); return &b }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -77,7 +82,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		stop := c.report(opts.Progress)
 		defer stop()
 	}
-	entries, err := c.run(ctx, prev)
+	entries, err := c.run(ctx, c.prev)
 	if err != nil {
 		c.pk.finish()
 		if lerr := lk.check(); lerr != nil {
@@ -97,17 +102,10 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 			}
 		}
 	}
-	tb, err := json.Marshal(tree{Version: treeVersion, Entries: entries})
+	tid, err := c.writeTrees(entries)
 	if err != nil {
+		c.pk.finish()
 		return snapshot.Snapshot{}, err
-	}
-	tid := hashOf(tb)
-	if !c.known(tid) {
-		stored, z := newCodec().compress(tb)
-		if err := c.pk.add(tid, blobTree, stored, z, len(tb)); err != nil {
-			c.pk.finish()
-			return snapshot.Snapshot{}, err
-		}
 	}
 	packs, err := c.pk.finish()
 	if err := lk.check(); err != nil {
@@ -121,11 +119,10 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	}
 	st.BytesAdded = c.pk.bytesAdded()
 	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st}
-	body, _ := json.MarshalIndent(s, "", "  ")
 	if err := lk.check(); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
 	}
-	if err := r.put(ctx, "snapshots/"+s.ID, body, true); err != nil {
+	if err := r.putSnapshot(ctx, s); err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	return s, nil
@@ -145,6 +142,11 @@ type creator struct {
 	total                   atomic.Int64
 
 	bufs sync.Pool // *[]byte of up to a chunk, for keptPrefix
+
+	// The parent snapshot's entries by path, and how many entries each
+	// of its directories had.
+	prev     map[string]*entry
+	prevKids map[string]int
 }
 
 // known reports whether the blob is stored or being stored; if not, it
@@ -244,12 +246,12 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 	go func() { readers.Wait(); close(chunks) }()
 	for i := 0; i < c.r.cfg.Workers; i++ {
 		g.Go(func() error {
-			cd := newCodec()
+			cd := c.r.newCodec()
 			for ch := range chunks {
 				if gctx.Err() != nil {
 					continue // drain
 				}
-				stored, z := cd.compress(ch.data)
+				stored, z := cd.store(ch.data)
 				if err := c.pk.add(ch.id, blobData, stored, z, len(ch.data)); err != nil {
 					return err
 				}
@@ -292,7 +294,7 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<-
 	// emit hashes a chunk and sends it on when new; data is copied
 	// then only, as the chunker reuses its buffer.
 	emit := func(data []byte, owned bool) error {
-		id := hashOf(data)
+		id := c.r.sealer.blobID(data)
 		e.Chunks = append(e.Chunks, id)
 		c.bytes.Add(int64(len(data)))
 		if c.known(id) {
@@ -446,7 +448,7 @@ func (c *creator) keptPrefix(ctx context.Context, f *os.File, size int64, old *e
 					lower(k)
 					return nil
 				}
-				if hashOf(b) != old.Chunks[k] {
+				if c.r.sealer.blobID(b) != old.Chunks[k] {
 					lower(k)
 				}
 			}

@@ -2,15 +2,23 @@
 // deduplicated snapshots of a directory in an S3 bucket, under a prefix:
 //
 //	config              repository id, version, chunker parameters
+//	keys/<id>           the master key, wrapped by a password (key.go)
 //	packs/<hash>        several MiB of blobs (zstd or raw) and their table
 //	index/<hash>        which blob lives in which pack, at which offset
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats
 //	locks/<nonce>       who is working on the repository (see lock.go)
 //
-// Blobs are file chunks cut by FastCDC and the snapshot's tree (the list of
-// entries with type, mode, mtime, size, inode, chunk list and, from tree
-// version 2, the root ".", owner, group, xattrs, hard links, holes, FIFOs
-// and devices), each addressed by the BLAKE3 hash of its plaintext.
+// Version 2 repositories are encrypted (crypto.go): blobs, pack tables,
+// index and snapshot objects sealed with XChaCha20-Poly1305, blob IDs a
+// keyed BLAKE3. Version 1 ones are read and written unencrypted.
+//
+// Blobs are file chunks cut by FastCDC and the snapshot's tree (entries
+// with type, mode, mtime, size, inode, chunk list and, from tree version
+// 2, the root ".", owner, group, xattrs, hard links, holes, FIFOs and
+// devices), each addressed by the (keyed) BLAKE3 hash of its plaintext.
+// Versions 1 and 2 keep a snapshot's whole tree in one blob; version 3
+// (treedir.go) keeps a blob per directory, naming its subdirectories'
+// blobs, so an unchanged directory is stored once for all snapshots.
 // Objects are written in the order packs, index, snapshot, so an
 // interrupted run leaves only packs that nothing references, which Prune
 // removes once they are older than a margin.
@@ -21,6 +29,5 @@
 // staleness is judged by the store's LastModified. Repair rebuilds the
 // index from the packs; Restore reaches every path through directory
 // descriptors without following symlinks. It is not a general backup
-// tool: one source directory, no encryption (the bucket is the trust
-// boundary).
+// tool: one source directory.
 package local

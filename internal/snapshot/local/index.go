@@ -42,7 +42,9 @@ func (x *index) lookup(id ID) (location, bool) {
 	return l, ok
 }
 
-func encodeIndex(packs []sealedPack) []byte {
+// encodeIndex: the table of every pack, compressed, then sealed in an
+// encrypted repository.
+func encodeIndex(sl *sealer, packs []sealedPack) []byte {
 	b := []byte(indexMagic)
 	for _, sp := range packs {
 		b = append(b, sp.ID[:]...)
@@ -52,10 +54,18 @@ func encodeIndex(packs []sealedPack) []byte {
 		}
 	}
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-	return enc.EncodeAll(b, nil)
+	z := enc.EncodeAll(b, nil)
+	if sl == nil {
+		return z
+	}
+	return sl.seal(make([]byte, 0, len(z)+sealOverhead), z, adIndex)
 }
 
-func decodeIndex(z []byte) ([]sealedPack, error) {
+func decodeIndex(sl *sealer, stored []byte) ([]sealedPack, error) {
+	z, err := sl.open(nil, stored, adIndex)
+	if err != nil {
+		return nil, err
+	}
 	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
 	defer dec.Close()
 	b, err := dec.DecodeAll(z, nil)
@@ -93,7 +103,7 @@ func (r *Repo) writeIndex(ctx context.Context, packs []sealedPack) (string, erro
 	if len(packs) == 0 {
 		return "", nil
 	}
-	b := encodeIndex(packs)
+	b := encodeIndex(r.sealer, packs)
 	name := "index/" + hashOf(b).String()
 	return name, r.put(ctx, name, b, false)
 }
@@ -113,7 +123,7 @@ func (r *Repo) loadIndex(ctx context.Context) (*index, error) {
 			if err != nil {
 				return err
 			}
-			packs, err := decodeIndex(b)
+			packs, err := decodeIndex(r.sealer, b)
 			if err != nil {
 				return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(o.Name), err)
 			}

@@ -33,12 +33,15 @@ func setup(t *testing.T) (*Repo, bundle) {
 	if err := os.MkdirAll(b.src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(context.Background(), srv.Client, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20})
+	r, err := Open(context.Background(), srv.Client, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20, Key: testKey()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r, b
 }
+
+// testKey is the tests' password, with a cheap scrypt cost.
+func testKey() *Password { return &Password{secret: []byte("test password"), logN: 10} }
 
 func writeFile(t *testing.T, p string, data []byte, mode fs.FileMode, mtime time.Time) {
 	t.Helper()

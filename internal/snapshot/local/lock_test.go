@@ -57,7 +57,7 @@ func openFast(t *testing.T, b bundle, stale, refresh time.Duration) (*Repo, *fla
 		o.HTTPClient = &http.Client{Transport: fl}
 		o.RetryMaxAttempts = 1
 	})
-	r, err := Open(context.Background(), client, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20, StaleLock: stale, LockRefresh: refresh})
+	r, err := Open(context.Background(), client, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20, StaleLock: stale, LockRefresh: refresh, Key: testKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

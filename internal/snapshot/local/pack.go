@@ -63,21 +63,55 @@ func readEntry(b []byte, pack ID) blobEntry {
 }
 
 // parsePack reads a whole pack's table, checking the pack's own hash.
-func parsePack(id ID, b []byte) ([]blobEntry, error) {
+func parsePack(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 	if hashOf(b) != id {
 		return nil, errors.New("content does not match its name")
 	}
-	if len(b) < 12 || string(b[len(b)-8:]) != packMagic {
+	return packTable(sl, id, b)
+}
+
+// A pack ends with its table: in an unencrypted repository the entries,
+// their count and packMagic; in an encrypted one the sealed entries, the
+// sealed table's length and packMagicSealed.
+const packMagicSealed = "CVYPACK2"
+
+// packTable reads a pack's table without checking the pack's hash.
+func packTable(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
+	if len(b) < 12 {
 		return nil, errors.New("not a pack")
 	}
-	n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
-	start := len(b) - 12 - n*entrySize
-	if n < 0 || start < 0 {
-		return nil, errors.New("truncated table")
+	magic := string(b[len(b)-8:])
+	var table []byte
+	var start int
+	switch {
+	case sl == nil && magic == packMagic:
+		n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
+		start = len(b) - 12 - n*entrySize
+		if n < 0 || start < 0 {
+			return nil, errors.New("truncated table")
+		}
+		table = b[start : len(b)-12]
+	case sl != nil && magic == packMagicSealed:
+		n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
+		start = len(b) - 12 - n
+		if n < 0 || start < 0 {
+			return nil, errors.New("truncated table")
+		}
+		var err error
+		if table, err = sl.open(nil, b[start:len(b)-12], adTable); err != nil {
+			return nil, fmt.Errorf("table %w", err)
+		}
+		if len(table)%entrySize != 0 {
+			return nil, errors.New("truncated table")
+		}
+	case magic == packMagic || magic == packMagicSealed:
+		return nil, errors.New("an unencrypted pack in an encrypted repository, or the reverse")
+	default:
+		return nil, errors.New("not a pack")
 	}
-	out := make([]blobEntry, n)
+	out := make([]blobEntry, len(table)/entrySize)
 	for i := range out {
-		out[i] = readEntry(b[start+i*entrySize:], id)
+		out[i] = readEntry(table[i*entrySize:], id)
 		if int(out[i].Offset)+int(out[i].Length) > start {
 			return nil, errors.New("table points outside the pack")
 		}
@@ -87,9 +121,11 @@ func parsePack(id ID, b []byte) ([]blobEntry, error) {
 
 // codec compresses and decompresses blobs; one per goroutine.
 type codec struct {
-	enc *zstd.Encoder
-	dec *zstd.Decoder
-	buf []byte // openInto's plaintext
+	enc  *zstd.Encoder
+	dec  *zstd.Decoder
+	sl   *sealer // nil: unencrypted
+	buf  []byte  // openInto's plaintext
+	dbuf []byte  // openInto's decrypted, compressed form
 }
 
 // newCodec: zstd's frame checksum is left out, as every blob is checked
@@ -98,10 +134,32 @@ type codec struct {
 // no faster here: SpeedFastest runs ~135 MB/s on the benchmark's log text
 // on this machine whatever they are, and SpeedDefault is slower and, on
 // that text, no smaller.
-func newCodec() *codec {
-	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
-	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
-	return &codec{enc: enc, dec: dec}
+// The encoder and decoder are made when first used: a codec that reads
+// one small tree blob builds no encoder.
+func (r *Repo) newCodec() *codec { return &codec{sl: r.sealer} }
+
+func (c *codec) encoder() *zstd.Encoder {
+	if c.enc == nil {
+		c.enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithLowerEncoderMem(true), zstd.WithEncoderCRC(false))
+	}
+	return c.enc
+}
+
+func (c *codec) decoder() *zstd.Decoder {
+	if c.dec == nil {
+		c.dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(1<<30))
+	}
+	return c.dec
+}
+
+// store returns the stored form of a blob's plaintext: compressed when
+// that pays (see compress), then sealed in an encrypted repository.
+func (c *codec) store(data []byte) ([]byte, bool) {
+	z, compressed := c.compress(data)
+	if c.sl == nil {
+		return z, compressed
+	}
+	return c.sl.seal(make([]byte, 0, len(z)+sealOverhead), z, adBlob), compressed
 }
 
 // compress returns the stored form of data and whether it is compressed.
@@ -113,7 +171,7 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 	}
 	var z []byte
 	if len(data) > 4*sampleSize {
-		z = c.enc.EncodeAll(data[:sampleSize], make([]byte, 0, len(data)/2))
+		z = c.encoder().EncodeAll(data[:sampleSize], make([]byte, 0, len(data)/2))
 		if len(z) > sampleSize*31/32 {
 			return data, false
 		}
@@ -121,9 +179,9 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 		// (the decoder reads concatenated frames): compressing the
 		// sample is not paid twice, at the cost of the second frame not
 		// matching into the first 64 KiB.
-		z = c.enc.EncodeAll(data[sampleSize:], z)
+		z = c.encoder().EncodeAll(data[sampleSize:], z)
 	} else {
-		z = c.enc.EncodeAll(data, make([]byte, 0, len(data)/2))
+		z = c.encoder().EncodeAll(data, make([]byte, 0, len(data)/2))
 	}
 	if len(z) >= len(data)-len(data)/32 {
 		return data, false
@@ -131,17 +189,22 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 	return z, true
 }
 
-// open returns the plaintext of a stored blob and checks its hash.
+// open returns the plaintext of a stored blob and checks its hash (and,
+// encrypted, its authentication).
 func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
-	data := stored
+	data, err := c.sl.open(nil, stored, adBlob)
+	if err != nil {
+		return nil, fmt.Errorf("blob %s %w", e.ID, err)
+	}
+	stored = data
 	if e.Compressed {
 		var err error
-		data, err = c.dec.DecodeAll(stored, make([]byte, 0, e.Raw))
+		data, err = c.decoder().DecodeAll(stored, make([]byte, 0, e.Raw))
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w", e.ID, err)
 		}
 	}
-	if uint32(len(data)) != e.Raw || hashOf(data) != e.ID {
+	if uint32(len(data)) != e.Raw || c.sl.blobID(data) != e.ID {
 		return nil, fmt.Errorf("blob %s does not match its hash", e.ID)
 	}
 	return data, nil
@@ -150,13 +213,22 @@ func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
 // openInto is open with the plaintext in the codec's own buffer, valid
 // until the next call: for a blob that is written out at once.
 func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
+	if c.sl != nil {
+		var err error
+		if stored, err = c.sl.open(c.dbuf[:0], stored, adBlob); err != nil {
+			return nil, fmt.Errorf("blob %s %w", e.ID, err)
+		}
+		if cap(stored) <= 64<<20 {
+			c.dbuf = stored[:0]
+		}
+	}
 	data := stored
 	if e.Compressed {
 		var err error
 		if cap(c.buf) < int(e.Raw) {
 			c.buf = make([]byte, 0, e.Raw)
 		}
-		data, err = c.dec.DecodeAll(stored, c.buf[:0])
+		data, err = c.decoder().DecodeAll(stored, c.buf[:0])
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w", e.ID, err)
 		}
@@ -164,7 +236,7 @@ func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
 			c.buf = data[:0]
 		}
 	}
-	if uint32(len(data)) != e.Raw || hashOf(data) != e.ID {
+	if uint32(len(data)) != e.Raw || c.sl.blobID(data) != e.ID {
 		return nil, fmt.Errorf("blob %s does not match its hash", e.ID)
 	}
 	return data, nil
@@ -228,11 +300,22 @@ func (p *packer) add(id ID, typ byte, stored []byte, compressed bool, raw int) e
 
 func (p *packer) sealLocked() sealedPack {
 	b := p.buf
-	for _, e := range p.entries {
-		b = appendEntry(b, e)
+	if sl := p.r.sealer; sl != nil {
+		table := make([]byte, 0, len(p.entries)*entrySize)
+		for _, e := range p.entries {
+			table = appendEntry(table, e)
+		}
+		n := len(b)
+		b = sl.seal(b, table, adTable)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(b)-n))
+		b = append(b, packMagicSealed...)
+	} else {
+		for _, e := range p.entries {
+			b = appendEntry(b, e)
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.entries)))
+		b = append(b, packMagic...)
 	}
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(p.entries)))
-	b = append(b, packMagic...)
 	sp := sealedPack{ID: hashOf(b), Body: b, Entries: p.entries}
 	for i := range sp.Entries {
 		sp.Entries[i].Pack = sp.ID

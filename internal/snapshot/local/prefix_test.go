@@ -24,7 +24,7 @@ func fullChunks(t *testing.T, r *Repo, data []byte) []ID {
 		return nil
 	}
 	if len(data) <= r.rc.Chunker.Min {
-		return []ID{hashOf(data)}
+		return []ID{r.sealer.blobID(data)}
 	}
 	chunkerMu.Lock()
 	ch, err := fastcdc.NewChunker(bytes.NewReader(data), fastcdc.Options{MinSize: r.rc.Chunker.Min, AverageSize: r.rc.Chunker.Avg, MaxSize: r.rc.Chunker.Max})
@@ -43,7 +43,7 @@ func fullChunks(t *testing.T, r *Repo, data []byte) []ID {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, hashOf(k.Data))
+		ids = append(ids, r.sealer.blobID(k.Data))
 	}
 }
 
@@ -269,16 +269,19 @@ func TestCodecFrames(t *testing.T) {
 	rng := rand.New(rand.NewSource(14))
 	for _, n := range []int{4096, 4 * sampleSize, 4*sampleSize + 1, 1 << 20, 3<<20 + 17} {
 		data := logText(rng, n)
-		cd := newCodec()
-		stored, z := cd.compress(data)
-		if !z || len(stored) > n/2 {
-			t.Fatalf("%d bytes of text: compressed %v to %d", n, z, len(stored))
-		}
-		e := blobEntry{ID: hashOf(data), location: location{Compressed: true, Raw: uint32(n)}}
-		for _, open := range []func(blobEntry, []byte) ([]byte, error){cd.open, cd.openInto} {
-			got, err := open(e, stored)
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("%d bytes: open: %v, equal %v", n, err, bytes.Equal(got, data))
+		sl, _ := newSealer(newMasterKey())
+		for _, r := range []*Repo{{}, {sealer: sl}} {
+			cd := r.newCodec()
+			stored, z := cd.store(data)
+			if !z || len(stored) > n/2 {
+				t.Fatalf("%d bytes of text: compressed %v to %d", n, z, len(stored))
+			}
+			e := blobEntry{ID: r.sealer.blobID(data), location: location{Compressed: true, Raw: uint32(n)}}
+			for _, open := range []func(blobEntry, []byte) ([]byte, error){cd.open, cd.openInto} {
+				got, err := open(e, stored)
+				if err != nil || !bytes.Equal(got, data) {
+					t.Fatalf("%d bytes, encrypted %v: open: %v, equal %v", n, r.sealer != nil, err, bytes.Equal(got, data))
+				}
 			}
 		}
 	}

@@ -74,8 +74,9 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		if err != nil {
 			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' (it rebuilds the index and names what is lost), or 'conveyor snapshot delete %s'", err, s.ID)
 		}
-		tid, _ := parseID(s.Tree)
-		used[tid] = true
+		for _, id := range t.Subtrees {
+			used[id] = true
+		}
 		for _, e := range t.Entries {
 			for _, c := range e.Chunks {
 				used[c] = true
@@ -159,7 +160,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	}
 	// Repack: copy the referenced blobs into new packs.
 	pk := newPacker(ctx, r)
-	cd := newCodec()
+	cd := r.newCodec()
 	copied := map[ID]bool{}
 	for _, sp := range repack {
 		body, err := r.get(ctx, "packs/"+sp.ID.String())

@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sort"
@@ -83,7 +82,7 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 			if err != nil {
 				return err
 			}
-			sc := scanPack(id, body, old.packs[id])
+			sc := r.scanPack(id, body, old.packs[id])
 			mu.Lock()
 			scans = append(scans, sc)
 			mu.Unlock()
@@ -201,19 +200,19 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 // scanPack reads one pack: its own table when its hash matches its name;
 // otherwise whatever blobs of its table (or, when the table is unreadable
 // too, of the old index's entries for it) still match their hashes.
-func scanPack(id ID, body []byte, indexed []blobEntry) packScan {
+func (r *Repo) scanPack(id ID, body []byte, indexed []blobEntry) packScan {
 	sc := packScan{id: id}
-	es, err := parsePack(id, body)
+	es, err := parsePack(r.sealer, id, body)
 	if err == nil {
 		sc.entries = es
 		return sc
 	}
 	sc.damaged = err.Error()
-	cand, terr := packTable(id, body)
+	cand, terr := packTable(r.sealer, id, body)
 	if terr != nil {
 		cand = indexed
 	}
-	cd := newCodec()
+	cd := r.newCodec()
 	for _, e := range cand {
 		end := int(e.Offset) + int(e.Length)
 		if end > len(body) {
@@ -225,23 +224,6 @@ func scanPack(id ID, body []byte, indexed []blobEntry) packScan {
 		}
 	}
 	return sc
-}
-
-// packTable reads a pack's table without checking the pack's hash.
-func packTable(id ID, b []byte) ([]blobEntry, error) {
-	if len(b) < 12 || string(b[len(b)-8:]) != packMagic {
-		return nil, errors.New("not a pack")
-	}
-	n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
-	start := len(b) - 12 - n*entrySize
-	if n < 0 || start < 0 {
-		return nil, errors.New("truncated table")
-	}
-	out := make([]blobEntry, n)
-	for i := range out {
-		out[i] = readEntry(b[start+i*entrySize:], id)
-	}
-	return out, nil
 }
 
 // loadIndexLenient reads every index object it can; unreadable ones are
@@ -259,7 +241,7 @@ func (r *Repo) loadIndexLenient(ctx context.Context) (*index, []string) {
 		b, err := r.get(ctx, o.Name)
 		if err == nil {
 			var packs []sealedPack
-			if packs, err = decodeIndex(b); err == nil {
+			if packs, err = decodeIndex(r.sealer, b); err == nil {
 				for _, sp := range packs {
 					x.addPack(sp)
 				}

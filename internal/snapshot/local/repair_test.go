@@ -103,26 +103,33 @@ func TestRepairNamesLostFiles(t *testing.T) {
 	x, _ := r.loadIndex(ctx)
 	var victim ID
 	var first blobEntry
+	// A data blob of a pack that also serves other files.
+	tr, _ := r.loadTree(ctx, x, s)
+	filesOf := func(id ID) []string {
+		var out []string
+		for _, e := range tr.Entries {
+			if slices.Contains(e.Chunks, id) {
+				out = append(out, e.Path)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	var want []string
 	for p, es := range x.packs {
 		for _, e := range es {
-			if len(es) > 1 && e.Type == blobData && first.Length == 0 {
-				victim, first = p, e
+			if e.Type == blobData && first.Length == 0 {
+				if w := filesOf(e.ID); len(filesIn(t, r, s, p)) > len(w) {
+					victim, first, want = p, e, w
+				}
 			}
 		}
 	}
 	if first.Length == 0 {
-		t.Fatal("no pack with two blobs")
+		t.Fatal("no pack serves two files")
 	}
 	// Damage one data blob only: the others are salvaged.
 	flipByte(t, b, r.key("packs/"+victim.String()), int(first.Offset))
-	var want []string
-	tr, _ := r.loadTree(ctx, x, s)
-	for _, e := range tr.Entries {
-		if slices.Contains(e.Chunks, first.ID) {
-			want = append(want, e.Path)
-		}
-	}
-	sort.Strings(want)
 	if all := filesIn(t, r, s, victim); len(all) <= len(want) {
 		t.Fatalf("the pack serves %v; want more files than the damaged blob's %v", all, want)
 	}

@@ -57,6 +57,12 @@ type Config struct {
 	PruneMargin time.Duration
 	// Logf receives notable events (stale locks removed). Default: nothing.
 	Logf func(format string, args ...any)
+	// Key opens the master key of an encrypted repository, and wraps the
+	// one Open generates for a new repository: every new repository is
+	// encrypted, so Open refuses to create one without it. Repositories
+	// created unencrypted (version 1, before encryption) are read and
+	// written as they are, without it.
+	Key KeyWrapper
 }
 
 // WithDefaults fills the zero fields.
@@ -110,6 +116,7 @@ func (c Config) Validate() error {
 
 // repoConfig is the `config` object.
 type repoConfig struct {
+	// Version 1: unencrypted; 2: encrypted (see crypto.go).
 	Version int       `json:"version"`
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
@@ -118,7 +125,27 @@ type repoConfig struct {
 		Avg int `json:"avg"`
 		Max int `json:"max"`
 	} `json:"chunker"`
+	// Encryption names the schemes of a version 2 repository.
+	Encryption *encryptionConfig `json:"encryption,omitempty"`
 }
+
+type encryptionConfig struct {
+	Cipher string `json:"cipher"` // "xchacha20-poly1305"
+	IDs    string `json:"ids"`    // "blake3-keyed"
+	// Check tells the repository's master key from another one a
+	// password also opens (a key object left by a process that lost
+	// the race to create the repository): the keyed BLAKE3 of a
+	// constant, which reveals nothing of the key.
+	Check ID `json:"check"`
+}
+
+var keyCheckText = []byte("conveyor repository key check")
+
+// Repository versions.
+const (
+	versionPlain     = 1
+	versionEncrypted = 2
+)
 
 // Chunker parameters of new repositories: 1 MiB average.
 const (
@@ -132,6 +159,9 @@ type Repo struct {
 	s3  *s3.Client
 	cfg Config
 	rc  repoConfig
+	// sealer encrypts objects and names blobs; nil when the repository
+	// is unencrypted (version 1).
+	sealer *sealer
 
 	// For tests: where Create starts chunking each file it reads, and
 	// how many restored files may stay open (0: maxOpenFiles).
@@ -145,6 +175,9 @@ type Repo struct {
 	onSwap func(from, to string) error
 	// For tests: called once prune has planned, before it writes.
 	onPrunePlanned func()
+	// For tests: called for each directory Create records, reused when
+	// the parent snapshot's subtree was taken as it is.
+	onTree func(dir string, reused bool)
 	// For tests: the wall clock (default time.Now), skewed at will.
 	clock func() time.Time
 }
@@ -163,29 +196,65 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 			if err := json.Unmarshal(b, &r.rc); err != nil {
 				return nil, fmt.Errorf("read %s: %w", r.key("config"), err)
 			}
-			if r.rc.Version != 1 {
-				return nil, fmt.Errorf("%s: repository version %d is not supported by this conveyor; upgrade it", r.key("config"), r.rc.Version)
+			switch r.rc.Version {
+			case versionPlain:
+				// A config rewritten to say "unencrypted" must not make
+				// new objects go out in clear: keys betray it.
+				if keys, err := r.list(ctx, "keys/"); err != nil {
+					return nil, err
+				} else if len(keys) > 0 {
+					return nil, fmt.Errorf("%w: %s says the repository is unencrypted but it holds keys: the config was altered; nothing written", errCorrupt, r.key("config"))
+				}
+				r.cfg.Logf("snapshot repository %s is not encrypted (it was created before encryption); the README says how to move to an encrypted one", r.Location())
+				return r, nil
+			case versionEncrypted:
+				if err := r.openKey(ctx); err != nil {
+					return nil, err
+				}
+				return r, nil
 			}
-			return r, nil
+			return nil, fmt.Errorf("%s: repository version %d is not supported by this conveyor; upgrade it", r.key("config"), r.rc.Version)
 		}
 		if !errors.Is(err, errNoKey) {
 			return nil, err
 		}
-		rc := repoConfig{Version: 1, ID: newID(), Created: time.Now().UTC()}
+		if cfg.Key == nil {
+			return nil, fmt.Errorf("create snapshot repository %s: no snapshot password to encrypt it: set snapshot.password_file or CONVEYOR_SNAPSHOT_PASSWORD (conveyor up makes one in its data dir)", r.Location())
+		}
+		master := newMasterKey()
+		sl, err := newSealer(master)
+		if err != nil {
+			return nil, err
+		}
+		rc := repoConfig{Version: versionEncrypted, ID: newID(), Created: time.Now().UTC(), Encryption: &encryptionConfig{Cipher: "xchacha20-poly1305", IDs: "blake3-keyed", Check: sl.blobID(keyCheckText)}}
 		rc.Chunker.Min, rc.Chunker.Avg, rc.Chunker.Max = chunkMin, chunkAvg, chunkMax
+		// The key first: a config without a key would be a repository
+		// nobody can use. Two processes creating at once each write a
+		// key, and the one whose config loses reads the winner's key
+		// with the same password.
+		keyName, err := r.addKey(ctx, cfg.Key, master)
+		if err != nil {
+			return nil, err
+		}
 		body, _ := json.MarshalIndent(rc, "", "  ")
 		err = r.put(ctx, "config", body, true)
 		if errors.Is(err, errExists) {
-			continue // another process created it: read theirs
+			// Another process created it: read theirs; our key opens
+			// nothing of it.
+			r.del(ctx, keyName)
+			continue
 		}
 		if err != nil {
 			return nil, err
 		}
-		r.rc = rc
+		r.rc, r.sealer = rc, sl
 		return r, nil
 	}
 	return nil, fmt.Errorf("open snapshot repository s3://%s/%s: config keeps changing", cfg.Bucket, cfg.Prefix)
 }
+
+// Encrypted reports whether the repository's objects are encrypted.
+func (r *Repo) Encrypted() bool { return r.sealer != nil }
 
 // ID is the repository's identity.
 func (r *Repo) ID() string { return r.rc.ID }

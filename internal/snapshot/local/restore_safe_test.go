@@ -15,17 +15,17 @@ import (
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
 
-// craft stores a snapshot whose tree is entries, as a malicious or
+// craft stores a snapshot whose tree (version 2: one blob) is entries, as a malicious or
 // damaged repository could hold; files get the content "evil".
 func craft(t *testing.T, r *Repo, entries []entry) string {
 	t.Helper()
-	did := hashOf([]byte("evil"))
+	did := r.sealer.blobID([]byte("evil"))
 	for i := range entries {
 		if entries[i].Type == typeFile {
 			entries[i].Size, entries[i].Chunks = 4, []ID{did}
 		}
 	}
-	return craftTree(t, r, &tree{Version: treeVersion, Entries: entries})
+	return craftTree(t, r, &tree{Version: 2, Entries: entries}) // one flat blob, as version 2 wrote
 }
 
 // craftTree stores a snapshot of the tree tr (its files' chunks "evil").
@@ -33,12 +33,15 @@ func craftTree(t *testing.T, r *Repo, tr *tree) string {
 	t.Helper()
 	ctx := context.Background()
 	data := []byte("evil")
-	did := hashOf(data)
+	did := r.sealer.blobID(data)
 	tb, _ := json.Marshal(tr)
-	tid := hashOf(tb)
+	tid := r.sealer.blobID(tb)
 	pk := newPacker(ctx, r)
-	pk.add(did, blobData, data, false, len(data))
-	pk.add(tid, blobTree, tb, false, len(tb))
+	cd := r.newCodec()
+	sd, zd := cd.store(data)
+	st, zt := cd.store(tb)
+	pk.add(did, blobData, sd, zd, len(data))
+	pk.add(tid, blobTree, st, zt, len(tb))
 	packs, err := pk.finish()
 	if err != nil {
 		t.Fatal(err)
@@ -47,8 +50,7 @@ func craftTree(t *testing.T, r *Repo, tr *tree) string {
 		t.Fatal(err)
 	}
 	s := snapshot.Snapshot{ID: snapshotName(time.Now()), Time: time.Now(), Tree: tid.String()}
-	b, _ := json.Marshal(s)
-	if err := r.put(ctx, "snapshots/"+s.ID, b, true); err != nil {
+	if err := r.putSnapshot(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	return s.ID

@@ -171,7 +171,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	var codecs sync.Pool
-	codecs.New = func() any { return newCodec() }
+	codecs.New = func() any { return r.newCodec() }
 	for _, p := range packs {
 		g.Go(func() error {
 			cd := codecs.Get().(*codec)

@@ -56,18 +56,27 @@ type entry struct {
 	Rdev   uint64            `json:"r,omitempty"`
 	Xattrs map[string][]byte `json:"x,omitempty"`
 	Sparse bool              `json:"sp,omitempty"`
+	// Version 3: a directory's subtree, the tree blob of its entries;
+	// Path is then the entry's name within its directory.
+	Sub *ID `json:"st,omitempty"`
 }
 
 // treeVersion is written by Create. Version 2 adds the root entry ".",
 // owners, xattrs, hard links, holes, FIFOs and devices; a version 1 tree
 // (no owner recorded) restores as before, owned by the restorer, with
-// setuid and setgid dropped.
-const treeVersion = 2
+// setuid and setgid dropped. Versions 1 and 2 are one tree blob for the
+// whole snapshot; version 3 is a tree blob per directory (treedir.go),
+// with the entries of version 2.
+const treeVersion = 3
 
-// tree is the content of a tree blob: every entry, sorted by path.
+// tree is a snapshot's tree: every entry, sorted by path, parents first.
+// It is the content of a version 1 or 2 tree blob, and what a version 3
+// tree is read into.
 type tree struct {
 	Version int     `json:"version"`
 	Entries []entry `json:"entries"`
+	// Subtrees: every tree blob the snapshot uses (read, not stored).
+	Subtrees []ID `json:"-"`
 }
 
 // loadBlob reads one blob by range and checks its hash.
@@ -84,7 +93,7 @@ func (r *Repo) loadBlob(ctx context.Context, x *index, id ID) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := newCodec().open(blobEntry{ID: id, location: loc}, stored)
+	data, err := r.newCodec().open(blobEntry{ID: id, location: loc}, stored)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
 	}
@@ -104,7 +113,23 @@ func (r *Repo) loadTree(ctx context.Context, x *index, s snapshot.Snapshot) (*tr
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
 	}
+	t.Subtrees = []ID{id}
+	if t.Version >= 3 {
+		if err := r.loadDirs(ctx, x, &t); err != nil {
+			return nil, fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
+		}
+	}
 	return &t, nil
+}
+
+// putSnapshot writes a snapshot object (sealed in an encrypted
+// repository), never over an existing one.
+func (r *Repo) putSnapshot(ctx context.Context, s snapshot.Snapshot) error {
+	body, _ := json.MarshalIndent(s, "", "  ")
+	if r.sealer != nil {
+		body = r.sealer.seal(nil, body, adSnapshot)
+	}
+	return r.put(ctx, "snapshots/"+s.ID, body, true)
 }
 
 // List implements snapshot.Driver.
@@ -124,6 +149,9 @@ func (r *Repo) List(ctx context.Context) ([]snapshot.Snapshot, error) {
 			}
 			if err != nil {
 				return err
+			}
+			if b, err = r.sealer.open(nil, b, adSnapshot); err != nil {
+				return fmt.Errorf("%w: %s %v", errCorrupt, r.key(o.Name), err)
 			}
 			if err := json.Unmarshal(b, &out[i]); err != nil {
 				return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(o.Name), err)

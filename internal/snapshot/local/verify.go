@@ -135,8 +135,9 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 			problem("%v", err)
 			continue
 		}
-		tid, _ := parseID(s.Tree)
-		want(tid, "tree of snapshot "+s.ID)
+		for _, id := range t.Subtrees {
+			want(id, "tree of snapshot "+s.ID)
+		}
 		for _, e := range t.Entries {
 			for _, c := range e.Chunks {
 				want(c, e.Path+" in snapshot "+s.ID)
@@ -187,7 +188,7 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	var codecs sync.Pool
-	codecs.New = func() any { return newCodec() }
+	codecs.New = func() any { return r.newCodec() }
 	for p, blobs := range check {
 		g.Go(func() error {
 			name := r.key("packs/" + p.String())
@@ -203,7 +204,7 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 			if progress != nil {
 				progress(snapshot.Progress{Bytes: done.Load()})
 			}
-			if _, err := parsePack(p, body); err != nil {
+			if _, err := parsePack(r.sealer, p, body); err != nil {
 				problem("%s: %v", name, err)
 			}
 			cd := codecs.Get().(*codec)

@@ -1,0 +1,244 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+)
+
+// A new repository is encrypted, and nothing a reader of the bucket gets
+// holds a file's name or any 48-byte run of its content.
+func TestEncryptedLeaksNoPlaintext(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	if !r.Encrypted() {
+		t.Fatal("a new repository is not encrypted")
+	}
+	const marker = "CONVEYOR-SECRET-MARKER-7f3a"
+	random := make([]byte, 3<<20)
+	rand.New(rand.NewSource(5)).Read(random)
+	text := bytes.Repeat([]byte("log line with "+marker+" inside\n"), 20000)
+	writeFile(t, filepath.Join(b.src, "dir-"+marker, "file-"+marker+".log"), text, 0o644, time.Now())
+	writeFile(t, filepath.Join(b.src, "random.bin"), random, 0o644, time.Now())
+	writeFile(t, filepath.Join(b.src, "small"), []byte(marker), 0o644, time.Now())
+	s, err := r.Create(ctx, snapshot.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := r.list(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs := map[string]bool{}
+	for i := 0; i+48 <= len(random); i += 4096 {
+		runs[string(random[i:i+48])] = true
+	}
+	kinds := map[string]bool{}
+	for _, o := range objs {
+		kinds[strings.SplitN(o.Name, "/", 2)[0]] = true
+		body, err := r.get(ctx, o.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(body, []byte(marker)) {
+			t.Errorf("%s holds the marker in clear", o.Name)
+		}
+		for i := 0; i+48 <= len(body); i++ {
+			if runs[string(body[i:i+48])] {
+				t.Errorf("%s holds a 48-byte run of random.bin at %d", o.Name, i)
+				break
+			}
+		}
+	}
+	for _, k := range []string{"config", "keys", "packs", "index", "snapshots"} {
+		if !kinds[k] {
+			t.Errorf("no %s object was checked (%v)", k, kinds)
+		}
+	}
+	restoreAndCompare(t, r, s.ID, b.src)
+	if _, err := r.Verify(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The wrong password, or none, is a clear error; the right one opens.
+func TestWrongPassword(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	for _, key := range []KeyWrapper{&Password{secret: []byte("not it"), logN: 10}, nil} {
+		_, err := Open(ctx, b.srv.Client, Config{Bucket: b.bucket, Source: b.src, Key: key})
+		if !errors.Is(err, snapshot.ErrWrongKey) || !strings.Contains(err.Error(), "set snapshot.password_file or CONVEYOR_SNAPSHOT_PASSWORD") {
+			t.Errorf("key %v: %v, want ErrWrongKey", key, err)
+		}
+	}
+	again, err := Open(ctx, b.srv.Client, Config{Bucket: b.bucket, Source: b.src, Key: testKey()})
+	if err != nil || again.ID() != r.ID() {
+		t.Fatalf("right password: %v", err)
+	}
+}
+
+// Open refuses to create a repository it cannot encrypt.
+func TestNewRepositoryNeedsAKey(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t)
+	_, err := Open(context.Background(), b.srv.Client, Config{Bucket: b.bucket, Prefix: "other/", Source: b.src})
+	if err == nil || !strings.Contains(err.Error(), "snapshot.password_file") {
+		t.Fatalf("open without a key: %v", err)
+	}
+}
+
+// A flipped byte in any kind of object is found by verify, and by restore
+// when restore reads it (a pack's table is not read by restore: the index
+// says where blobs are, and each blob authenticates on its own).
+func TestEncryptedFlipDetected(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"data blob", "tree blob", "pack table", "index", "snapshot"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			r, b := setup(t)
+			ctx := context.Background()
+			makeTree(t, b.src, 20, 1<<20)
+			s, err := r.Create(ctx, snapshot.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			x, err := r.loadIndex(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tid, _ := parseID(s.Tree)
+			tloc, _ := x.lookup(tid)
+			var key string
+			at := 0
+			switch kind {
+			case "data blob", "pack table":
+				for p, es := range x.packs {
+					for _, e := range es {
+						if e.Type == blobData {
+							key, at = "packs/"+p.String(), int(e.Offset)+int(e.Length)/2
+							if kind == "pack table" {
+								at = -20 // inside the sealed table
+							}
+						}
+					}
+				}
+			case "tree blob":
+				key, at = "packs/"+tloc.Pack.String(), int(tloc.Offset)+int(tloc.Length)/2
+			case "index":
+				key, at = x.files[0], 40
+			case "snapshot":
+				key, at = "snapshots/"+s.ID, 40
+			}
+			body, _ := r.get(ctx, key)
+			if at < 0 {
+				at += len(body)
+			}
+			flipByte(t, b, r.key(key), at)
+			rep, err := r.Verify(ctx, "", nil)
+			if !errors.Is(err, snapshot.ErrCorrupt) {
+				t.Fatalf("verify after a flip in %s (%s): %+v %v, want ErrCorrupt", kind, key, rep, err)
+			}
+			if !strings.Contains(err.Error(), key) && !strings.Contains(err.Error(), "blob") {
+				t.Errorf("verify does not name the object: %v", err)
+			}
+			err = r.Restore(ctx, s.ID, snapshot.RestoreOptions{Target: filepath.Join(t.TempDir(), "r")})
+			if kind == "pack table" {
+				if err != nil {
+					t.Fatalf("restore reads no table, yet: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, snapshot.ErrCorrupt) {
+				t.Fatalf("restore after a flip in %s: %v, want ErrCorrupt", kind, err)
+			}
+		})
+	}
+}
+
+// A repository created before encryption (version 1) is read and written
+// as it is, with or without a password configured; the config of an
+// encrypted one cannot be rewritten to pass it off as unencrypted.
+func TestUnencryptedRepositoryStillWorks(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t)
+	ctx := context.Background()
+	cfg := Config{Bucket: b.bucket, Prefix: "old/", Source: b.src, PackSize: 1 << 20}
+	v1 := `{"version": 1, "id": "0123456789abcdef", "created": "2026-01-01T00:00:00Z", "chunker": {"min": 262144, "avg": 1048576, "max": 4194304}}`
+	pre := &Repo{s3: b.srv.Client, cfg: cfg.WithDefaults()}
+	if err := pre.put(ctx, "config", []byte(v1), true); err != nil {
+		t.Fatal(err)
+	}
+	makeTree(t, b.src, 10, 1<<20)
+	for _, key := range []KeyWrapper{nil, testKey()} {
+		cfg.Key = key
+		r, err := Open(ctx, b.srv.Client, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Encrypted() {
+			t.Fatal("a version 1 repository opened as encrypted")
+		}
+		s, err := r.Create(ctx, snapshot.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		restoreAndCompare(t, r, s.ID, b.src)
+		if _, err := r.Verify(ctx, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		body, _ := r.get(ctx, "snapshots/"+s.ID)
+		if !bytes.HasPrefix(body, []byte("{")) {
+			t.Fatalf("a version 1 repository's snapshot is not plain JSON: %q", body[:20])
+		}
+	}
+
+	// An encrypted repository whose config says version 1.
+	enc := Config{Bucket: b.bucket, Prefix: "new/", Source: b.src, Key: testKey()}
+	r, err := Open(ctx, b.srv.Client, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.delIf(ctx, "config", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.put(ctx, "config", []byte(v1), true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, b.srv.Client, enc); !errors.Is(err, snapshot.ErrCorrupt) {
+		t.Fatalf("downgraded config: %v, want ErrCorrupt", err)
+	}
+}
+
+// Keys derived from one master key: IDs are keyed (another key names the
+// same content differently), and a sealed object opens only under its
+// key and kind.
+func TestSealer(t *testing.T) {
+	a, _ := newSealer(newMasterKey())
+	b, _ := newSealer(newMasterKey())
+	data := []byte("the same content")
+	if a.blobID(data) == b.blobID(data) || a.blobID(data) == hashOf(data) || a.blobID(data) != a.blobID(data) {
+		t.Fatal("blob IDs are not keyed")
+	}
+	s1, s2 := a.seal(nil, data, adBlob), a.seal(nil, data, adBlob)
+	if bytes.Equal(s1, s2) {
+		t.Fatal("two seals of one plaintext are equal: nonce reused")
+	}
+	if got, err := a.open(nil, s1, adBlob); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	if _, err := b.open(nil, s1, adBlob); !errors.Is(err, errAuth) {
+		t.Fatalf("another key opens it: %v", err)
+	}
+	if _, err := a.open(nil, s1, adSnapshot); !errors.Is(err, errAuth) {
+		t.Fatalf("a blob opens as a snapshot: %v", err)
+	}
+}

@@ -1,0 +1,324 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Version 3 trees: a tree blob per directory.
+//
+// The snapshot's Tree is a blob holding one entry, "." (the source
+// directory's own metadata), whose Sub names the blob of its entries. A
+// directory's blob lists its entries by name, in lexical order, with the
+// metadata and chunks of version 2; each subdirectory's entry names, in
+// Sub, the blob of that subdirectory's entries. As blobs are addressed by
+// the hash of their content, a directory whose entries (and, down the
+// tree, theirs) are all unchanged has the same blob as in the parent
+// snapshot: Create finds it stored and writes nothing for it, and a
+// snapshot whose volume did not change adds no tree at all. No blob is
+// bigger than one directory's listing, so a tree of millions of files is
+// many small blobs rather than one that must be read whole.
+
+// maxTreeEntries bounds what a version 3 tree may expand to: subtrees may
+// be shared (every empty directory has the same blob), and a forged tree
+// could share one so as to describe more entries than memory holds.
+const maxTreeEntries = 1 << 27
+
+// writeTrees stores the blob of every directory of entries (in walk
+// order: parents first, each directory followed by its descendants) not
+// stored yet, and returns the ID of the snapshot's tree blob.
+func (c *creator) writeTrees(entries []entry) (ID, error) {
+	if len(entries) == 0 || entries[0].Path != "." || entries[0].Type != typeDir {
+		return ID{}, errors.New("snapshot tree: the source directory is not the first entry")
+	}
+	cd := c.r.newCodec()
+	// build stores the blob of the directory entries[dir] and returns its
+	// ID and the index of the first entry after its descendants.
+	var build func(dir int) (ID, int, error)
+	build = func(dir int) (ID, int, error) {
+		prefix := entries[dir].Path + "/"
+		if dir == 0 {
+			prefix = ""
+		}
+		var kids []entry
+		j := dir + 1
+		for j < len(entries) && strings.HasPrefix(entries[j].Path, prefix) {
+			e := entries[j]
+			e.Path = e.Path[len(prefix):]
+			if e.Type == typeDir {
+				id, next, err := build(j)
+				if err != nil {
+					return ID{}, 0, err
+				}
+				e.Sub, j = &id, next
+			} else {
+				j++
+			}
+			kids = append(kids, e)
+		}
+		if id, ok := c.sameAsParent(entries[dir].Path, prefix, kids); ok {
+			if c.r.onTree != nil {
+				c.r.onTree(entries[dir].Path, true)
+			}
+			return id, j, nil
+		}
+		if c.r.onTree != nil {
+			c.r.onTree(entries[dir].Path, false)
+		}
+		id, err := c.putTree(cd, tree{Version: treeVersion, Entries: kids})
+		return id, j, err
+	}
+	sub, end, err := build(0)
+	if err != nil {
+		return ID{}, err
+	}
+	if end != len(entries) {
+		return ID{}, fmt.Errorf("snapshot tree: entry %q is outside the source directory", entries[end].Path)
+	}
+	root := entries[0]
+	root.Sub = &sub
+	return c.putTree(cd, tree{Version: treeVersion, Entries: []entry{root}})
+}
+
+// sameAsParent returns the parent snapshot's subtree of the directory
+// path when its entries (kids, by name; prefix is the directory's path
+// and a slash) are those of the parent's, field by field and subtree by
+// subtree, and that subtree is stored: the directory is then neither
+// encoded nor hashed again. (Were it encoded, it would hash to that ID
+// all the same.)
+func (c *creator) sameAsParent(path, prefix string, kids []entry) (ID, bool) {
+	old := c.prev[path]
+	if old == nil || old.Type != typeDir || old.Sub == nil || c.prevKids[path] != len(kids) {
+		return ID{}, false
+	}
+	if _, ok := c.x.lookup(*old.Sub); !ok {
+		return ID{}, false
+	}
+	for i := range kids {
+		o := c.prev[prefix+kids[i].Path]
+		if o == nil || !sameEntry(&kids[i], o) {
+			return ID{}, false
+		}
+	}
+	return *old.Sub, true
+}
+
+// sameEntry compares everything a directory's blob records of an entry
+// but its name.
+func sameEntry(a, b *entry) bool {
+	if a.Type != b.Type || a.Mode != b.Mode || a.MTime != b.MTime || a.Size != b.Size || a.Inode != b.Inode ||
+		a.Target != b.Target || a.UID != b.UID || a.GID != b.GID || a.Rdev != b.Rdev || a.Sparse != b.Sparse {
+		return false
+	}
+	if (a.Sub == nil) != (b.Sub == nil) || (a.Sub != nil && *a.Sub != *b.Sub) {
+		return false
+	}
+	if !slices.Equal(a.Chunks, b.Chunks) || len(a.Xattrs) != len(b.Xattrs) {
+		return false
+	}
+	for k, v := range a.Xattrs {
+		if w, ok := b.Xattrs[k]; !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// putTree stores a tree blob unless it is stored already.
+func (c *creator) putTree(cd *codec, t tree) (ID, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return ID{}, err
+	}
+	id := c.r.sealer.blobID(b)
+	if c.known(id) {
+		return id, nil
+	}
+	stored, z := cd.store(b)
+	return id, c.pk.add(id, blobTree, stored, z, len(b))
+}
+
+// loadDirs reads the directory blobs of a version 3 tree t (its root
+// blob read) into t.Entries, with paths, in the order Create walked.
+func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
+	if len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil {
+		return fmt.Errorf("%w: a version 3 tree's root blob holds the source directory alone", errCorrupt)
+	}
+	root := t.Entries[0]
+	// Every directory blob, a level at a time, read in parallel; shared
+	// ones once.
+	dirs := map[ID][]entry{}
+	refs := map[ID]int{*root.Sub: 1} // how many directories use each blob
+	level := []ID{*root.Sub}
+	total := 1
+	for len(level) > 0 {
+		blobs, err := r.loadBlobs(ctx, x, level)
+		if err != nil {
+			return err
+		}
+		for id, b := range blobs {
+			var d tree
+			if err := json.Unmarshal(b, &d); err != nil {
+				return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+			}
+			if d.Version != 3 {
+				return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
+			}
+			dirs[id] = d.Entries
+		}
+		if total += countKids(level, dirs); total > maxTreeEntries {
+			return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
+		}
+		var next []ID
+		for _, id := range level {
+			t.Subtrees = append(t.Subtrees, id)
+			for i := range dirs[id] {
+				e := &dirs[id][i]
+				if err := checkName(e.Path); err != nil {
+					return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+				}
+				if e.Type != typeDir {
+					continue
+				}
+				if e.Sub == nil {
+					return fmt.Errorf("%w: tree blob %s: directory %q names no subtree", errCorrupt, id, e.Path)
+				}
+				refs[*e.Sub]++
+				if _, seen := dirs[*e.Sub]; !seen {
+					dirs[*e.Sub] = nil // claimed for the next level
+					next = append(next, *e.Sub)
+				}
+			}
+		}
+		level = next
+	}
+	// Depth first, as Create walked: each directory followed by its
+	// descendants. A subtree used twice is listed twice (under each
+	// name), bounded by maxTreeEntries.
+	// A blob's entries are dropped once its last user is listed, so
+	// the directories read and the list made are not both held whole.
+	out := make([]entry, 0, total)
+	out = append(out, root)
+	var flat func(id ID, prefix string) error
+	flat = func(id ID, prefix string) error {
+		kids := dirs[id]
+		if refs[id]--; refs[id] == 0 {
+			delete(dirs, id)
+		}
+		for _, e := range kids {
+			if len(out) >= maxTreeEntries {
+				return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
+			}
+			e.Path = prefix + e.Path
+			out = append(out, e)
+			if e.Type == typeDir {
+				if err := flat(*e.Sub, e.Path+"/"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	if err := flat(*root.Sub, ""); err != nil {
+		return err
+	}
+	t.Entries = out
+	return nil
+}
+
+// loadBlobs reads several blobs and checks them, with one ranged read
+// for blobs that lie close together in a pack (the tree blobs a snapshot
+// adds are written one after the other), not one request per blob.
+func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte, error) {
+	type blob struct {
+		id  ID
+		loc location
+	}
+	byPack := map[ID][]blob{}
+	for _, id := range ids {
+		loc, ok := x.lookup(id)
+		if !ok {
+			return nil, fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
+		}
+		byPack[loc.Pack] = append(byPack[loc.Pack], blob{id, loc})
+	}
+	// A range: blobs of one pack with gaps of at most maxGap between them.
+	const maxGap = 256 << 10
+	type span struct {
+		pack       ID
+		start, end int64
+		blobs      []blob
+	}
+	var spans []span
+	for p, bs := range byPack {
+		sort.Slice(bs, func(i, j int) bool { return bs[i].loc.Offset < bs[j].loc.Offset })
+		for _, b := range bs {
+			off, end := int64(b.loc.Offset), int64(b.loc.Offset)+int64(b.loc.Length)
+			if n := len(spans); n > 0 && spans[n-1].pack == p && off-spans[n-1].end <= maxGap {
+				spans[n-1].end = max(spans[n-1].end, end)
+				spans[n-1].blobs = append(spans[n-1].blobs, b)
+				continue
+			}
+			spans = append(spans, span{p, off, end, []blob{b}})
+		}
+	}
+	out := make(map[ID][]byte, len(ids))
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.cfg.Uploads)
+	for _, sp := range spans {
+		g.Go(func() error {
+			name := "packs/" + sp.pack.String()
+			body, err := r.getRange(gctx, name, sp.start, sp.end-sp.start)
+			if errors.Is(err, errNoKey) {
+				return fmt.Errorf("%w: %s is missing (it holds blob %s)", errCorrupt, r.key(name), sp.blobs[0].id)
+			}
+			if err != nil {
+				return err
+			}
+			cd := r.newCodec()
+			for _, b := range sp.blobs {
+				from, to := int64(b.loc.Offset)-sp.start, int64(b.loc.Offset)+int64(b.loc.Length)-sp.start
+				if to > int64(len(body)) {
+					return fmt.Errorf("%w: %s: blob %s is cut short", errCorrupt, r.key(name), b.id)
+				}
+				data, err := cd.open(blobEntry{ID: b.id, location: b.loc}, body[from:to])
+				if err != nil {
+					return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
+				}
+				mu.Lock()
+				out[b.id] = data
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	return out, g.Wait()
+}
+
+// countKids is how many entries the blobs of level hold (each once).
+func countKids(level []ID, dirs map[ID][]entry) int {
+	n := 0
+	for _, id := range level {
+		n += len(dirs[id])
+	}
+	return n
+}
+
+// checkName refuses an entry name of a version 3 directory blob that is
+// not one path component.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.Contains(name, "/") {
+		return fmt.Errorf("entry name %q is not one path component", name)
+	}
+	return nil
+}

@@ -1,0 +1,299 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+)
+
+// countPuts counts the PUT requests per kind of object ("packs", ...).
+type countPuts struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func (c *countPuts) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPut {
+		// /<bucket>/<prefix>/<kind>/...
+		parts := strings.Split(strings.TrimPrefix(req.URL.Path, "/"), "/")
+		if len(parts) >= 3 {
+			c.mu.Lock()
+			c.n[parts[2]]++
+			c.mu.Unlock()
+		}
+	}
+	return c.next.RoundTrip(req)
+}
+
+func (c *countPuts) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.n
+	c.n = map[string]int{}
+	return n
+}
+
+// treeBlobs returns the tree blobs the index holds.
+func treeBlobs(t *testing.T, r *Repo) map[ID]bool {
+	t.Helper()
+	x, err := r.loadIndex(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[ID]bool{}
+	for id, loc := range x.blobs {
+		if loc.Type == blobTree {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+// An unchanged directory's tree is not written again: a snapshot of an
+// unchanged volume puts no pack, and a change deep in one directory
+// writes the blobs of that directory and of its ancestors only.
+func TestUnchangedSubtreeNotRewritten(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t)
+	cp := &countPuts{next: http.DefaultTransport, n: map[string]int{}}
+	client := s3.New(b.srv.Client.Options(), func(o *s3.Options) { o.HTTPClient = &http.Client{Transport: cp} })
+	ctx := context.Background()
+	r, err := Open(ctx, client, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20, Key: testKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, d := range []string{"a/x/y", "a/z", "b/c", "d"} {
+		for i := 0; i < 5; i++ {
+			writeFile(t, filepath.Join(b.src, d, fmt.Sprintf("f%d", i)), []byte(d+fmt.Sprint(i)), 0o644, mt)
+		}
+	}
+	if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cp.take()
+	before := treeBlobs(t, r)
+	var encoded []string // directories not taken from the parent as they were
+	r.onTree = func(dir string, reused bool) {
+		if !reused {
+			encoded = append(encoded, dir)
+		}
+	}
+
+	if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := cp.take(); n["packs"] != 0 || n["index"] != 0 || n["snapshots"] != 1 {
+		t.Fatalf("a snapshot of an unchanged volume put %v, want one snapshot object and nothing else (locks aside)", n)
+	}
+	if len(encoded) != 0 {
+		t.Fatalf("unchanged directories encoded again: %v", encoded)
+	}
+
+	// A file's content changes in a/x/y (its directories' mtimes do not).
+	writeFile(t, filepath.Join(b.src, "a/x/y/f0"), []byte("changed"), 0o644, mt.Add(time.Hour))
+	s, err := r.Create(ctx, snapshot.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := cp.take(); n["packs"] != 1 || n["index"] != 1 {
+		t.Fatalf("one changed file put %v, want one pack and one index object", n)
+	}
+	if diff := cmp.Diff([]string{"a/x/y", "a/x", "a", "."}, encoded); diff != "" {
+		t.Fatalf("directories encoded (-want +got):\n%s", diff)
+	}
+	var added int
+	for id := range treeBlobs(t, r) {
+		if !before[id] {
+			added++
+		}
+	}
+	// a/x/y, a/x, a, the source's entries, and the root blob.
+	if added != 5 {
+		t.Fatalf("%d tree blobs added, want 5 (a/x/y, a/x, a, the source directory, the root)", added)
+	}
+	restoreAndCompare(t, r, s.ID, b.src)
+	if _, err := r.Verify(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Prune keeps the subtrees the kept snapshots share with removed ones.
+	if _, err := r.Prune(ctx, snapshot.Policy{KeepLast: 1}); err != nil {
+		t.Fatal(err)
+	}
+	restoreAndCompare(t, r, s.ID, b.src)
+	if _, err := r.Verify(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A version 2 tree (one blob for the whole snapshot) still restores.
+func TestRestoreVersion2Tree(t *testing.T) {
+	t.Parallel()
+	r, _ := setup(t)
+	ctx := context.Background()
+	id := craft(t, r, []entry{{Path: ".", Type: typeDir, Mode: 0o755}, {Path: "d", Type: typeDir, Mode: 0o755}, {Path: "d/f", Type: typeFile, Mode: 0o644}, {Path: "l", Type: typeSymlink, Target: "d/f"}})
+	dst := filepath.Join(t.TempDir(), "r")
+	if err := r.Restore(ctx, id, snapshot.RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dst, "l")); err != nil || string(b) != "evil" {
+		t.Fatalf("version 2 restore: %q %v", b, err)
+	}
+}
+
+// A version 3 directory blob whose names are not one component is
+// refused before anything is written.
+func TestVersion3BadNames(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"..", "a/b", "", "."} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			r, _ := setup(t)
+			ctx := context.Background()
+			pk := newPacker(ctx, r)
+			c := &creator{r: r, x: newIndex(), pk: pk, pending: map[ID]bool{}}
+			cd := r.newCodec()
+			sub, err := c.putTree(cd, tree{Version: 3, Entries: []entry{{Path: name, Type: typeFile, Mode: 0o644}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tid, err := c.putTree(cd, tree{Version: 3, Entries: []entry{{Path: ".", Type: typeDir, Mode: 0o755, Sub: &sub}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			packs, err := pk.finish()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.writeIndex(ctx, packs); err != nil {
+				t.Fatal(err)
+			}
+			s := snapshot.Snapshot{ID: snapshotName(time.Now()), Time: time.Now(), Tree: tid.String()}
+			if err := r.putSnapshot(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			dst := filepath.Join(t.TempDir(), "r")
+			err = r.Restore(ctx, s.ID, snapshot.RestoreOptions{Target: dst})
+			if !errors.Is(err, snapshot.ErrCorrupt) || !strings.Contains(err.Error(), "one path component") {
+				t.Fatalf("restore of a name %q: %v, want ErrCorrupt", name, err)
+			}
+			if des, _ := os.ReadDir(dst); len(des) != 0 {
+				t.Fatalf("restore wrote %v", des)
+			}
+		})
+	}
+}
+
+// 200,000 empty files in 2,000 directories snapshot and restore, and the
+// heap stays within a bound (no single tree blob, no giant JSON). Skipped
+// with -short.
+func TestManyFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200,000 files")
+	}
+	r, b := setup(t)
+	ctx := context.Background()
+	const dirs, per = 2000, 100
+	start := time.Now()
+	for d := 0; d < dirs; d++ {
+		dir := filepath.Join(b.src, fmt.Sprintf("d%02d", d%50), fmt.Sprintf("e%04d", d))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < per; i++ {
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("f%03d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+		}
+	}
+	t.Logf("generated %d files in %s", dirs*per, time.Since(start).Round(time.Millisecond))
+
+	// The peak heap of each phase, sampled.
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+		}
+	}()
+	var report []string
+	var most uint64
+	phase := func(name string, fn func() error) {
+		t.Helper()
+		runtime.GC()
+		peak.Store(0)
+		start := time.Now()
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		p := peak.Load()
+		most = max(most, p)
+		report = append(report, fmt.Sprintf("%s %s (peak heap in use %d MB)", name, time.Since(start).Round(time.Millisecond), p>>20))
+	}
+	var s, s2 snapshot.Snapshot
+	phase("create", func() (err error) { s, err = r.Create(ctx, snapshot.CreateOptions{}); return })
+	phase("unchanged create", func() (err error) { s2, err = r.Create(ctx, snapshot.CreateOptions{}); return })
+	dst := filepath.Join(t.TempDir(), "r")
+	phase("restore", func() error { return r.Restore(ctx, s2.ID, snapshot.RestoreOptions{Target: dst}) })
+	phase("verify", func() error { _, err := r.Verify(ctx, "", nil); return err })
+	close(stop)
+	<-done
+	if s.Stats.Files != dirs*per || s2.Stats.BytesAdded != 0 {
+		t.Fatalf("stats %+v, then %+v", s.Stats, s2.Stats)
+	}
+	n := 0
+	filepath.WalkDir(dst, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			n++
+		}
+		return nil
+	})
+	if n != dirs*per {
+		t.Fatalf("restored %d files, want %d", n, dirs*per)
+	}
+	rss, _ := maxRSS()
+	t.Logf("%d files: %s; process peak RSS %d MB (the embedded S3 server included)", dirs*per, strings.Join(report, ", "), rss>>20)
+	if most > 512<<20 {
+		t.Fatalf("peak heap %d MB for %d files", most>>20, dirs*per)
+	}
+}
+
+// maxRSS is the process's peak resident set size.
+func maxRSS() (int64, bool) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, false
+	}
+	return ru.Maxrss << 10, true
+}
