@@ -190,3 +190,26 @@ func TestFleetClone(t *testing.T) {
 }
 
 var snapshotRestore = snapshot.RestoreOptions{}
+
+// TestFleetRestoreFailureSaysWhatIsLeft: a failed attach leaves the worker
+// stopped in Standby, the old volume detached and intact, and says so.
+func TestFleetRestoreFailureSaysWhatIsLeft(t *testing.T) {
+	t.Parallel()
+	d, srv, _ := fleet(t)
+	ctx := context.Background()
+	w, _ := d.ForWorker(ctx, "i-0a")
+	srv.SetFault(ssmtest.FailTimes("AttachVolume", -1, &ssmtest.Error{Status: 400, Code: "InvalidParameterValue", Message: "no"}))
+	err := w.Restore(ctx, "snap-a1", snapshotRestore)
+	if err == nil || !strings.Contains(err.Error(), "old volume vol-a is detached and intact") {
+		t.Fatalf("restore with a failing attach: %v", err)
+	}
+	if old := srv.Volumes()["vol-a"]; old.State != "available" || old.Instance != "" {
+		t.Errorf("old volume %+v", old)
+	}
+	if inst, _ := srv.Instance("i-0a"); inst.State != "stopped" || !srv.InStandby("i-0a") {
+		t.Errorf("worker %s, standby %v: want stopped in Standby", inst.State, srv.InStandby("i-0a"))
+	}
+	if w.VolumeID() != "vol-a" {
+		t.Errorf("driver's volume %s after a failed restore", w.VolumeID())
+	}
+}

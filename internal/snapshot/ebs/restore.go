@@ -45,12 +45,13 @@ func (d *Driver) Restore(ctx context.Context, id string, _ snapshot.RestoreOptio
 	}
 	running := inst.State == nil || inst.State.Name != types.InstanceStateNameStopped
 	standby := false
+	// What to do by hand when a later step fails.
+	back := "the instance was stopped already"
 	if running {
 		if standby, err = d.enterStandby(ctx, step); err != nil {
 			return err
 		}
-		// What to do by hand when a later step fails.
-		back := fmt.Sprintf("start instance %s", d.cfg.InstanceID)
+		back = fmt.Sprintf("start instance %s", d.cfg.InstanceID)
 		if standby {
 			back += fmt.Sprintf(" and take it out of Standby (aws autoscaling exit-standby --auto-scaling-group-name %s --instance-ids %s)", d.cfg.Group, d.cfg.InstanceID)
 		}
@@ -75,22 +76,22 @@ func (d *Driver) Restore(ctx context.Context, id string, _ snapshot.RestoreOptio
 	copyShape(in, oldVol, snap)
 	nv, err := d.ec2.CreateVolume(ctx, in)
 	if err != nil {
-		return fmt.Errorf("create volume from %s (instance %s is stopped; start it to go back): %w", id, d.cfg.InstanceID, err)
+		return fmt.Errorf("create volume from %s (nothing changed on %s; to go back, %s): %w", id, old, back, err)
 	}
 	newID := aws.ToString(nv.VolumeId)
 	if err := d.waitVolume(ctx, newID, types.VolumeStateAvailable); err != nil {
-		return err
+		return fmt.Errorf("%w (nothing changed on %s; delete %s; to go back, %s)", err, old, newID, back)
 	}
 	step("detaching %s (it is kept; delete it once the restore is checked)", old)
 	if _, err := d.ec2.DetachVolume(ctx, &ec2.DetachVolumeInput{VolumeId: aws.String(old), InstanceId: aws.String(d.cfg.InstanceID)}); err != nil {
-		return fmt.Errorf("detach %s (new volume %s is ready): %w", old, newID, err)
+		return fmt.Errorf("detach %s (new volume %s is ready; to go back, delete it and %s): %w", old, newID, back, err)
 	}
 	if err := d.waitVolume(ctx, old, types.VolumeStateAvailable); err != nil {
 		return err
 	}
 	step("attaching %s as %s", newID, d.cfg.Device)
 	if _, err := d.ec2.AttachVolume(ctx, &ec2.AttachVolumeInput{VolumeId: aws.String(newID), InstanceId: aws.String(d.cfg.InstanceID), Device: aws.String(d.cfg.Device)}); err != nil {
-		return fmt.Errorf("attach %s (old volume %s is detached and intact): %w", newID, old, err)
+		return fmt.Errorf("attach %s (old volume %s is detached and intact: attach it again at %s, or %s, then %s): %w", newID, old, d.cfg.Device, newID, back, err)
 	}
 	if err := d.waitVolume(ctx, newID, types.VolumeStateInUse); err != nil {
 		return err
