@@ -30,6 +30,7 @@ type userDataValues struct {
 func workerUserData(v userDataValues) []*string {
 	r := strings.NewReplacer(
 		"@INSTALL@", installScript,
+		"@REIDENTIFY@", reidentifyScript,
 		"@REGION@", *v.Region,
 		"@RELEASE@", *v.ReleaseParameter,
 		"@CONFIG_PART@", WorkerConfigPartPath,
@@ -54,6 +55,23 @@ func workerUserData(v userDataValues) []*string {
 	}
 	return lines
 }
+
+// reidentifyScript runs once the data volume ($vol) is mounted.
+const reidentifyScript = `# One volume identity per EBS volume: a file system first made on another
+# volume (a clone or a restore from an EBS snapshot) gets a new identity,
+# as 'conveyor snapshot restore --to' gives a local copy one (volume.Reidentify:
+# the identity file and the lock holders go; the worker makes a new one).
+# Otherwise a worker on the copy could pass for the original and take over
+# its jobs.
+if [ -n "$vol" ]; then
+  made_on="$(cat '@MOUNT@/.ebs-volume-id' 2>/dev/null || true)"
+  if [ -n "$made_on" ] && [ "$made_on" != "$vol" ]; then
+    echo "conveyor: the data on $vol comes from $made_on (a snapshot restore or clone): new volume identity" >&2
+    rm -f '@MOUNT@/volume-id' '@MOUNT@'/locks/*.holder*
+  fi
+  echo "$vol" > '@MOUNT@/.ebs-volume-id.new' && mv '@MOUNT@/.ebs-volume-id.new' '@MOUNT@/.ebs-volume-id'
+fi
+`
 
 // userDataScript is appended after CDK's "#!/bin/bash" line.
 const userDataScript = `
@@ -106,6 +124,8 @@ grep -q "^UUID=$uuid " /etc/fstab || echo "UUID=$uuid @MOUNT@ xfs defaults,nofai
 systemctl daemon-reload
 mountpoint -q '@MOUNT@' || mount '@MOUNT@'
 install -d -m 0750 '@MOUNT@/work' '@MOUNT@/logs'
+
+@REIDENTIFY@
 
 # The binary, the configuration and the processor (set up before the
 # first job) of the current release.

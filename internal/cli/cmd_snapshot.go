@@ -34,6 +34,9 @@ type snapshotOptions struct {
 	noProgress     bool
 	dryRun         bool
 	readSubset     string
+	worker         string // --stack restore: the worker given a new volume
+	clone          bool   // --stack restore: a new volume for a new instance
+	az             string // --clone: its availability zone
 }
 
 func newSnapshotCommand(g *globals) *cobra.Command {
@@ -59,6 +62,9 @@ command dies.`,
   conveyor snapshot list
   conveyor snapshot restore latest --to /srv/clone/volume
   conveyor snapshot restore 20261126T030000Z-1a2b3c4d --in-place   # with conveyor up stopped
+  conveyor --stack Conveyor snapshot list
+  conveyor --stack Conveyor snapshot restore snap-0123456789abcdef0 --worker i-0123456789abcdef0
+  conveyor --stack Conveyor snapshot restore snap-0123456789abcdef0 --clone --az eu-west-1b
   conveyor snapshot verify
   conveyor snapshot prune --keep-last 7
   conveyor snapshot delete 20261126T030000Z-1a2b3c4d
@@ -89,12 +95,26 @@ command dies.`,
 writes it to a new or empty directory: a volume for a new worker, with a new
 volume ID of its own, so that it never passes for the original. --in-place
 replaces the volume and keeps its ID; 'conveyor up' must be stopped. Every chunk's hash is
-checked; a missing or damaged object is named.`,
+checked; a missing or damaged object is named.
+
+With --stack NAME the snapshots are the workers' EBS snapshots (taken daily
+by the stack's DLM policy; 'conveyor --stack NAME snapshot list' shows them
+with their volume and worker). --worker INSTANCE-ID gives that worker a new
+data volume made from the snapshot: a worker the group holds in service is
+put in Standby, stopped (its running jobs are handed back), its old volume
+detached and kept, the new one (encrypted, tagged as the old) attached at
+/dev/sdf, and the worker started and returned to service; a worker stopped in
+the warm pool stays stopped. --clone makes a new volume for a new instance
+(--az, default the snapshot's volume's zone); the worker boot script gives it
+a new volume identity at its first mount. See infra/README.md.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runSnapshotRestore(cmd.Context(), o, args[0]) },
 	}
 	restore.Flags().StringVar(&o.to, "to", "", "directory to restore into (new or empty)")
 	restore.Flags().BoolVar(&o.inPlace, "in-place", false, "replace the volume (conveyor up must be stopped)")
+	restore.Flags().StringVar(&o.worker, "worker", "", "with --stack: give this worker instance a new data volume made from the EBS snapshot")
+	restore.Flags().BoolVar(&o.clone, "clone", false, "with --stack: make a new volume from the EBS snapshot, for a new instance")
+	restore.Flags().StringVar(&o.az, "az", "", "with --clone: the availability zone of the instance that will use it (default: the snapshot's volume's)")
 	verify := &cobra.Command{
 		Use:   "verify [ID]",
 		Short: "Read back every object (or one snapshot's) and check every hash",
@@ -348,6 +368,11 @@ func runSnapshotList(ctx context.Context, o *snapshotOptions) error {
 	if err := o.checkOutput(); err != nil {
 		return err
 	}
+	if c, err := o.config(); err != nil {
+		return err
+	} else if c.Stack != "" {
+		return runSnapshotListAWS(ctx, o, c) // cmd_snapshot_aws.go
+	}
 	r, err := openSnapshots(ctx, o, false)
 	if err != nil {
 		return err
@@ -376,6 +401,17 @@ func printSnapshots(w io.Writer, list []snapshot.Snapshot) error {
 }
 
 func runSnapshotRestore(ctx context.Context, o *snapshotOptions, id string) error {
+	if c, err := o.config(); err != nil {
+		return err
+	} else if c.Stack != "" {
+		if err := o.checkOutput(); err != nil {
+			return err
+		}
+		return runSnapshotRestoreAWS(ctx, o, c, id) // cmd_snapshot_aws.go
+	}
+	if o.worker != "" || o.clone {
+		return usageErrorf("--worker and --clone restore EBS snapshots: give --stack NAME")
+	}
 	if (o.to == "") == !o.inPlace {
 		return usageErrorf("give exactly one of --to DIR or --in-place")
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -23,11 +24,16 @@ const (
 	DefaultTimeout = 15 * time.Minute
 )
 
-// Config names the worker and its data volume.
+// DefaultDevice is the device the workers' data volume is attached at.
+const DefaultDevice = "/dev/sdf"
+
+// Config names the worker and its data volume. InstanceID and VolumeID
+// are needed by Create and Restore only: List and Clone work on every
+// volume with the tags (ForWorker fills them in for one worker).
 type Config struct {
 	InstanceID string
 	VolumeID   string // the data volume; Restore updates it
-	Device     string // its device name on the instance, e.g. /dev/sdf
+	Device     string // its device name on the instance; "" is DefaultDevice
 	// Tags select the volume's snapshots and are set on new snapshots and
 	// volumes; default Backup=True, as the DLM policy targets.
 	Tags map[string]string
@@ -35,6 +41,12 @@ type Config struct {
 	Poll, Timeout time.Duration
 	// Out receives one line per restore step.
 	Out io.Writer
+	// AutoScaling and Group, when set, name the workers' Auto Scaling
+	// group: Restore puts an in-service worker in Standby before it stops
+	// it (the group would otherwise replace the stopped instance) and
+	// back in service once it runs again.
+	AutoScaling *autoscaling.Client
+	Group       string
 }
 
 // Driver drives EBS snapshots through the EC2 API.
@@ -45,8 +57,11 @@ type Driver struct {
 
 // New returns a driver; client may point at any EC2 endpoint.
 func New(client *ec2.Client, cfg Config) (*Driver, error) {
-	if cfg.InstanceID == "" || cfg.VolumeID == "" || cfg.Device == "" {
-		return nil, errors.New("ebs snapshots: instance id, volume id and device are required")
+	if (cfg.InstanceID == "") != (cfg.VolumeID == "") {
+		return nil, errors.New("ebs snapshots: give both the instance id and its data volume id, or neither")
+	}
+	if cfg.Device == "" {
+		cfg.Device = DefaultDevice
 	}
 	if len(cfg.Tags) == 0 {
 		cfg.Tags = map[string]string{"Backup": "True"}
@@ -80,8 +95,12 @@ func (d *Driver) tagFilters() []types.Filter {
 }
 
 func (d *Driver) tagSpec(rt types.ResourceType) []types.TagSpecification {
+	return tagSpec(rt, d.cfg.Tags)
+}
+
+func tagSpec(rt types.ResourceType, m map[string]string) []types.TagSpecification {
 	var tags []types.Tag
-	for k, v := range d.cfg.Tags {
+	for k, v := range m {
 		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(v)})
 	}
 	sort.Slice(tags, func(i, j int) bool { return *tags[i].Key < *tags[j].Key })
@@ -95,6 +114,13 @@ func fromEC2(s types.Snapshot) snapshot.Snapshot {
 		out.Tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
 	}
 	return out
+}
+
+func (d *Driver) needWorker() error {
+	if d.cfg.InstanceID == "" {
+		return errors.New("ebs snapshots: no worker instance given")
+	}
+	return nil
 }
 
 // List implements snapshot.Driver: the account's snapshots with the tags.
@@ -117,6 +143,9 @@ func (d *Driver) List(ctx context.Context) ([]snapshot.Snapshot, error) {
 // Create implements snapshot.Driver: it starts a snapshot of the data
 // volume with the tags; State is "pending" until EBS completes it.
 func (d *Driver) Create(ctx context.Context, _ snapshot.CreateOptions) (snapshot.Snapshot, error) {
+	if err := d.needWorker(); err != nil {
+		return snapshot.Snapshot{}, err
+	}
 	out, err := d.ec2.CreateSnapshot(ctx, &ec2.CreateSnapshotInput{
 		VolumeId:          aws.String(d.cfg.VolumeID),
 		Description:       aws.String("conveyor snapshot of " + d.cfg.VolumeID),

@@ -100,6 +100,9 @@ func (s *Server) serveAutoScaling(w http.ResponseWriter, _ *http.Request, body [
 			s.instances[id].Protected = on
 		}
 	default:
+		if s.standby(w, op, form) { // ebs.go
+			return
+		}
 		s.t.Errorf("unexpected Auto Scaling action %s", op)
 		asgError(w, &Error{400, "InvalidAction", op})
 		return
@@ -221,6 +224,8 @@ func (s *Server) describeGroups(w http.ResponseWriter, form url.Values) {
 			inst := s.instances[id]
 			state := "InService"
 			switch {
+			case s.ebs.standby[id]:
+				state = "Standby"
 			case inst.Lifecycle != "InService":
 				state = "Terminating:Wait"
 			case inst.State == "pending":

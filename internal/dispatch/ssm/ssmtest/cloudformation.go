@@ -19,6 +19,8 @@ type Stack struct {
 	Status string // "" is CREATE_COMPLETE
 	// Outputs are the stack's outputs, by OutputKey.
 	Outputs map[string]string
+	// Parameters are the stack's parameter values, by ParameterKey.
+	Parameters map[string]string
 }
 
 // CloudFormation is a fake AWS CloudFormation endpoint for DescribeStacks,
@@ -70,6 +72,12 @@ type cfnStack struct {
 	StackStatus  string
 	CreationTime string
 	Outputs      []cfnOutput `xml:"Outputs>member"`
+	Parameters   []cfnParam  `xml:"Parameters>member"`
+}
+
+type cfnParam struct {
+	ParameterKey   string
+	ParameterValue string
 }
 
 type describeStacksResponse struct {
@@ -130,6 +138,9 @@ func (cf *CloudFormation) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	for k, v := range st.Outputs {
 		out.Outputs = append(out.Outputs, cfnOutput{OutputKey: k, OutputValue: v, Description: k})
+	}
+	for k, v := range st.Parameters {
+		out.Parameters = append(out.Parameters, cfnParam{k, v})
 	}
 	io.WriteString(w, xml.Header)
 	xml.NewEncoder(w).Encode(describeStacksResponse{XMLNS: cfnXMLNS, Stacks: []cfnStack{out}, RequestID: reqID})

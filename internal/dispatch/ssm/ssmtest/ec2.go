@@ -41,6 +41,9 @@ func (s *Server) serveEC2(w http.ResponseWriter, r *http.Request, body []byte) {
 	case "StartInstances":
 		s.startInstances(w, form)
 	default:
+		if s.serveEBS(w, op, form) { // ebs.go
+			return
+		}
 		s.t.Errorf("unexpected EC2 action %s", op)
 		s.ec2Error(w, &Error{400, "InvalidAction", "The action " + op + " is not valid for this web service."})
 	}
@@ -108,6 +111,7 @@ func (s *Server) describeInstances(w http.ResponseWriter, form url.Values) {
 		State      ec2State `xml:"instanceState"`
 		Tags       []tag    `xml:"tagSet>item"`
 		CPU        cpu      `xml:"cpuOptions"`
+		AZ         string   `xml:"placement>availabilityZone"`
 	}
 	type reservation struct {
 		ReservationID string     `xml:"reservationId"`
@@ -127,6 +131,7 @@ func (s *Server) describeInstances(w http.ResponseWriter, form url.Values) {
 		filters[form.Get(p+".Name")] = listParam(form, p+".Value")
 	}
 	var res []reservation
+	defer s.ebsStep() // a stopping instance is stopped by the next call
 	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
 		inst := s.instances[id]
 		if len(ids) > 0 && !slices.Contains(ids, id) {
@@ -148,7 +153,7 @@ func (s *Server) describeInstances(w http.ResponseWriter, form url.Values) {
 		if !match {
 			continue
 		}
-		x := instance{InstanceID: id, State: stateOf(inst.State), CPU: cpu{cmp.Or(inst.VCPUs, 2), 1}}
+		x := instance{InstanceID: id, State: stateOf(inst.State), CPU: cpu{cmp.Or(inst.VCPUs, 2), 1}, AZ: cmp.Or(inst.AZ, "us-east-1a")}
 		for k, v := range inst.Tags {
 			x.Tags = append(x.Tags, tag{k, v})
 		}

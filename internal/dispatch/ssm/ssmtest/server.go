@@ -55,6 +55,9 @@ type Options struct {
 	Agent func(Command) (status string)
 	// Group, when set, is an Auto Scaling group of some of Instances.
 	Group *Group
+	// Volumes and Snapshots are the EBS volumes and snapshots (ebs.go).
+	Volumes   []Volume
+	Snapshots []Snapshot
 }
 
 // Instance is one EC2 instance and its SSM registration.
@@ -88,6 +91,8 @@ type Instance struct {
 	SpotAction string
 	// Protected is the instance's scale-in protection.
 	Protected bool
+	// AZ is its availability zone; "" is us-east-1a.
+	AZ string
 }
 
 // Want is what every SendCommand must carry.
@@ -161,6 +166,7 @@ type Server struct {
 	group     *Group
 	lifecycle []LifecycleAction
 	imds      map[string]*httptest.Server
+	ebs       *ebsState
 	closed    bool
 }
 
@@ -180,6 +186,7 @@ func New(t testing.TB, opts Options) *Server {
 	if s.pageSize <= 0 {
 		s.pageSize = DefaultPageSize
 	}
+	s.ebsInit(opts.Volumes, opts.Snapshots)
 	for _, inst := range opts.Instances {
 		if inst.ID == "" || s.instances[inst.ID] != nil {
 			t.Fatalf("ssmtest: instance ID %q is empty or given twice", inst.ID)
