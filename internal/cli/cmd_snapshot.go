@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/local"
 	"github.com/conveyorhq/conveyor/internal/s3server"
 	"github.com/conveyorhq/conveyor/internal/snapshot"
@@ -34,9 +36,10 @@ type snapshotOptions struct {
 	noProgress     bool
 	dryRun         bool
 	readSubset     string
-	worker         string // --stack restore: the worker given a new volume
-	clone          bool   // --stack restore: a new volume for a new instance
-	az             string // --clone: its availability zone
+	worker         string   // --stack restore: the worker given a new volume
+	clone          bool     // --stack restore: a new volume for a new instance
+	az             string   // --clone: its availability zone
+	tags           []string // create --tag k=v, list --tag k=v|k
 }
 
 func newSnapshotCommand(g *globals) *cobra.Command {
@@ -81,6 +84,7 @@ command dies.`,
 	}
 	create.Flags().BoolVar(&o.quiesce, "quiesce", false, "pause the running conveyor up's jobs while the snapshot is taken")
 	create.Flags().DurationVar(&o.quiesceTimeout, "quiesce-timeout", 5*time.Minute, "how long --quiesce waits for running jobs")
+	create.Flags().StringArrayVar(&o.tags, "tag", nil, "tag the snapshot: key=value (repeatable); prune --keep-tag keeps tagged ones")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -88,6 +92,7 @@ command dies.`,
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return runSnapshotList(cmd.Context(), o) },
 	}
+	list.Flags().StringArrayVar(&o.tags, "tag", nil, "only snapshots with this tag: key=value, or key for any value (repeatable: all must match)")
 	restore := &cobra.Command{
 		Use:   "restore ID",
 		Short: "Restore a snapshot into a new directory (--to) or in place (--in-place)",
@@ -152,6 +157,7 @@ being taken it fails with a message, and can be run again.`,
 	f.IntVar(&o.policy.KeepWeekly, "keep-weekly", 0, "keep the newest snapshot of each of the N newest weeks")
 	f.IntVar(&o.policy.KeepMonthly, "keep-monthly", 0, "keep the newest snapshot of each of the N newest months")
 	f.IntVar(&o.policy.KeepYearly, "keep-yearly", 0, "keep the newest snapshot of each of the N newest years")
+	f.StringArrayVar(&o.policy.KeepTags, "keep-tag", nil, "keep every snapshot with this tag: key=value, or key for any value (repeatable)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print what would be removed and freed; delete nothing")
 	cmd.AddCommand(create, list, restore, verify, prune, newSnapshotDeleteCommand(o), newSnapshotRepairCommand(o))
 	return cmd
@@ -335,6 +341,17 @@ func runSnapshotCreate(ctx context.Context, o *snapshotOptions) error {
 	if err := o.checkOutput(); err != nil {
 		return err
 	}
+	var tags map[string]string
+	for _, t := range o.tags {
+		k, v, err := snapshot.ParseTag(t, false)
+		if err != nil {
+			return usageErrorf("--tag: %v", err)
+		}
+		if tags == nil {
+			tags = map[string]string{}
+		}
+		tags[k] = v
+	}
 	r, err := openSnapshots(ctx, o, false)
 	if err != nil {
 		return err
@@ -352,7 +369,7 @@ func runSnapshotCreate(ctx context.Context, o *snapshotOptions) error {
 		}
 	}
 	prog, done := o.progress("snapshot")
-	s, err := r.Create(ctx, snapshot.CreateOptions{Progress: prog})
+	s, err := r.Create(ctx, snapshot.CreateOptions{Progress: prog, Tags: tags})
 	done()
 	if err != nil {
 		return err
@@ -373,14 +390,25 @@ func runSnapshotList(ctx context.Context, o *snapshotOptions) error {
 	} else if c.Stack != "" {
 		return runSnapshotListAWS(ctx, o, c) // cmd_snapshot_aws.go
 	}
+	for _, t := range o.tags {
+		if _, _, err := snapshot.ParseTag(t, true); err != nil {
+			return usageErrorf("--tag: %v", err)
+		}
+	}
 	r, err := openSnapshots(ctx, o, false)
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	list, err := r.List(ctx)
+	all, err := r.List(ctx)
 	if err != nil {
 		return err
+	}
+	var list []snapshot.Snapshot
+	for _, s := range all {
+		if hasTags(s, o.tags) {
+			list = append(list, s)
+		}
 	}
 	if o.output == "json" {
 		if list == nil {
@@ -391,11 +419,41 @@ func runSnapshotList(ctx context.Context, o *snapshotOptions) error {
 	return printSnapshots(o.Out, list)
 }
 
+// formatTags prints tags as k=v,k2=v2 in key order, "-" for none.
+func formatTags(tags map[string]string) string {
+	if len(tags) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(tags))
+	for k := range tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(job.Printable(k + "=" + tags[k]))
+	}
+	return b.String()
+}
+
+// hasTags reports whether s has every tag rule ("k=v" or "k").
+func hasTags(s snapshot.Snapshot, rules []string) bool {
+	for _, r := range rules {
+		if !snapshot.HasTag(s, r) {
+			return false
+		}
+	}
+	return true
+}
+
 func printSnapshots(w io.Writer, list []snapshot.Snapshot) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tADDED")
+	fmt.Fprintln(tw, "ID\tTIME\tFILES\tSIZE\tADDED\tTAGS")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.ID, s.Time.Local().Format("2006-01-02 15:04:05"), s.Stats.Files, humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.ID, s.Time.Local().Format("2006-01-02 15:04:05"), s.Stats.Files, humanBytes(s.Stats.Bytes), humanBytes(s.Stats.BytesAdded), formatTags(s.Tags))
 	}
 	return tw.Flush()
 }
@@ -493,7 +551,7 @@ func runSnapshotPrune(ctx context.Context, o *snapshotOptions, cmd *cobra.Comman
 	}
 	defer r.close()
 	policy := r.cfg.snapshotPolicy()
-	for _, n := range []string{"keep-last", "keep-within", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly"} {
+	for _, n := range []string{"keep-last", "keep-within", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-tag"} {
 		if cmd.Flags().Changed(n) {
 			policy = o.policy
 			break

@@ -110,6 +110,9 @@ type FileConfig struct {
 			KeepHourly  int `yaml:"keep_hourly" env:"CONVEYOR_SNAPSHOT_KEEP_HOURLY"`
 			KeepMonthly int `yaml:"keep_monthly" env:"CONVEYOR_SNAPSHOT_KEEP_MONTHLY"`
 			KeepYearly  int `yaml:"keep_yearly" env:"CONVEYOR_SNAPSHOT_KEEP_YEARLY"`
+			// KeepTags keeps every snapshot with one of these tags
+			// ("k=v", or "k" for any value).
+			KeepTags []string `yaml:"keep_tags" env:"CONVEYOR_SNAPSHOT_KEEP_TAGS"`
 		} `yaml:"retention"`
 
 		// PruneEvery: a scheduled run applies retention every time, and
@@ -368,6 +371,11 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_KEEP_WITHIN", dur("CONVEYOR_SNAPSHOT_KEEP_WITHIN", &c.Snapshot.Retention.KeepWithin)},
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WEEKLY", num("CONVEYOR_SNAPSHOT_KEEP_WEEKLY", &c.Snapshot.Retention.KeepWeekly)},
+		{"CONVEYOR_SNAPSHOT_KEEP_HOURLY", num("CONVEYOR_SNAPSHOT_KEEP_HOURLY", &c.Snapshot.Retention.KeepHourly)},
+		{"CONVEYOR_SNAPSHOT_KEEP_MONTHLY", num("CONVEYOR_SNAPSHOT_KEEP_MONTHLY", &c.Snapshot.Retention.KeepMonthly)},
+		{"CONVEYOR_SNAPSHOT_KEEP_YEARLY", num("CONVEYOR_SNAPSHOT_KEEP_YEARLY", &c.Snapshot.Retention.KeepYearly)},
+		{"CONVEYOR_SNAPSHOT_KEEP_TAGS", list(&c.Snapshot.Retention.KeepTags)},
+		{"CONVEYOR_SNAPSHOT_PRUNE_EVERY", dur("CONVEYOR_SNAPSHOT_PRUNE_EVERY", &c.Snapshot.PruneEvery)},
 		{"CONVEYOR_EVENTS_BUS", str(&c.Events.Bus)},
 		{"CONVEYOR_LOGS_GROUP", str(&c.Logs.Group)},
 		{"CONVEYOR_METRICS_EMF", boolean("CONVEYOR_METRICS_EMF", &c.Metrics.EMF)},

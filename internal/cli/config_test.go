@@ -3,6 +3,7 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -190,5 +191,35 @@ func TestREADMEConfigExample(t *testing.T) {
 		if !strings.Contains(block, f.name) {
 			t.Errorf("README's configuration example does not mention %s", f.name)
 		}
+	}
+}
+
+// Every setting documented with an env tag is read from the environment:
+// a tag without its entry in envFields would be a variable that silently
+// does nothing (it happened to four snapshot settings).
+func TestEveryEnvTagIsRead(t *testing.T) {
+	handled := map[string]bool{}
+	for _, f := range envFields(&FileConfig{}) {
+		handled[f.name] = true
+	}
+	var walk func(reflect.Type, string)
+	n := 0
+	walk = func(typ reflect.Type, path string) {
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			if env := f.Tag.Get("env"); env != "" {
+				n++
+				if !handled[env] {
+					t.Errorf("%s%s has env:%q, which envFields does not read", path, f.Name, env)
+				}
+			}
+			if f.Type.Kind() == reflect.Struct && f.Type.Name() == "" { // a section
+				walk(f.Type, path+f.Name+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(FileConfig{}), "")
+	if n < 40 {
+		t.Fatalf("found only %d env tags: the walk missed the nested sections", n)
 	}
 }

@@ -32,7 +32,7 @@ func (c FileConfig) snapshotSchedule() snapshot.Schedule {
 
 func (c FileConfig) snapshotPolicy() snapshot.Policy {
 	r := c.Snapshot.Retention
-	return snapshot.Policy{KeepLast: r.KeepLast, KeepWithin: r.KeepWithin, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly}
+	return snapshot.Policy{KeepLast: r.KeepLast, KeepWithin: r.KeepWithin, KeepHourly: r.KeepHourly, KeepDaily: r.KeepDaily, KeepWeekly: r.KeepWeekly, KeepMonthly: r.KeepMonthly, KeepYearly: r.KeepYearly, KeepTags: r.KeepTags}
 }
 
 func (c FileConfig) snapshotBucket() string {

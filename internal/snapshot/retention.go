@@ -3,6 +3,7 @@ package snapshot
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -28,10 +29,43 @@ type Policy struct {
 	// N newest months (years) that have one (UTC).
 	KeepMonthly int `json:"keep_monthly,omitempty" yaml:"keep_monthly"`
 	KeepYearly  int `json:"keep_yearly,omitempty" yaml:"keep_yearly"`
+	// KeepTags keeps every snapshot that has one of these tags: "k=v"
+	// (the tag k with the value v) or "k" (the tag k, any value).
+	KeepTags []string `json:"keep_tags,omitempty" yaml:"keep_tags"`
 }
 
 // Empty reports whether the policy has no rule (and so keeps everything).
-func (p Policy) Empty() bool { return p == Policy{} }
+func (p Policy) Empty() bool { return len(p.KeepTags) == 0 && p.counts() == [7]int64{} }
+
+// counts is the policy's numeric rules, comparable.
+func (p Policy) counts() [7]int64 {
+	return [7]int64{int64(p.KeepLast), int64(p.KeepWithin), int64(p.KeepHourly), int64(p.KeepDaily),
+		int64(p.KeepWeekly), int64(p.KeepMonthly), int64(p.KeepYearly)}
+}
+
+// HasTag reports whether s has the tag a rule names: "k=v" or "k".
+func HasTag(s Snapshot, rule string) bool {
+	k, v, withValue := strings.Cut(rule, "=")
+	got, ok := s.Tags[k]
+	return ok && (!withValue || got == v)
+}
+
+// ParseTag reads "k=v" (or "k" when allowBare) as a tag, saying what is
+// wrong with it otherwise.
+func ParseTag(s string, allowBare bool) (key, value string, err error) {
+	k, v, ok := strings.Cut(s, "=")
+	switch {
+	case k == "":
+		return "", "", fmt.Errorf("tag %q: the key is empty; write key=value", s)
+	case !ok && !allowBare:
+		return "", "", fmt.Errorf("tag %q: write key=value", s)
+	case len(k) > 128 || len(v) > 256:
+		return "", "", fmt.Errorf("tag %q: keys are at most 128 bytes, values 256", s)
+	case strings.ContainsAny(k, "\n\r\t,"):
+		return "", "", fmt.Errorf("tag %q: a key holds no comma, tab or line break", s)
+	}
+	return k, v, nil
+}
 
 // Validate checks the policy's values.
 func (p Policy) Validate() error {
@@ -50,6 +84,11 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("retention keep_monthly must be 0 or more, got %d", p.KeepMonthly)
 	case p.KeepYearly < 0:
 		return fmt.Errorf("retention keep_yearly must be 0 or more, got %d", p.KeepYearly)
+	}
+	for _, t := range p.KeepTags {
+		if _, _, err := ParseTag(t, true); err != nil {
+			return fmt.Errorf("retention keep_tags: %w", err)
+		}
 	}
 	return nil
 }
@@ -93,6 +132,11 @@ func Apply(snapshots []Snapshot, p Policy) (keep, remove []Snapshot, reasons map
 		}
 		if p.KeepWithin > 0 && newest.Sub(s.Time) < p.KeepWithin {
 			why = append(why, "within "+p.KeepWithin.String())
+		}
+		for _, rule := range p.KeepTags {
+			if HasTag(s, rule) {
+				why = append(why, "tag "+rule)
+			}
 		}
 		t := s.Time.UTC()
 		for _, b := range buckets {

@@ -85,3 +85,46 @@ func TestPolicyValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Tags: a snapshot with a kept tag stays whatever the other rules say,
+// "k" matches any value, and a tag rule alone is not the empty policy.
+func TestApplyKeepTags(t *testing.T) {
+	t.Parallel()
+	at := func(id string, h int, tags map[string]string) Snapshot {
+		return Snapshot{ID: id, Time: time.Date(2026, 11, 1, h, 0, 0, 0, time.UTC), Tags: tags}
+	}
+	in := []Snapshot{
+		at("a", 1, map[string]string{"release": "1.0"}),
+		at("b", 2, map[string]string{"release": "1.1"}),
+		at("c", 3, map[string]string{"manual": ""}),
+		at("d", 4, nil),
+		at("e", 5, nil),
+	}
+	for _, tc := range []struct {
+		policy Policy
+		keep   []string
+	}{
+		{Policy{KeepLast: 1, KeepTags: []string{"release=1.0"}}, []string{"e", "a"}},
+		{Policy{KeepLast: 1, KeepTags: []string{"release"}}, []string{"e", "b", "a"}},
+		{Policy{KeepTags: []string{"manual"}}, []string{"c"}},
+		{Policy{KeepTags: []string{"release=2.0"}}, nil},
+	} {
+		if tc.policy.Empty() {
+			t.Fatalf("%+v reads as the empty policy", tc.policy)
+		}
+		keep, remove, reasons := Apply(in, tc.policy)
+		var got []string
+		for _, s := range keep {
+			got = append(got, s.ID)
+		}
+		if !cmp.Equal(got, tc.keep) || len(keep)+len(remove) != len(in) {
+			t.Errorf("%+v keeps %q, want %q", tc.policy, got, tc.keep)
+		}
+		if len(tc.policy.KeepTags) == 1 && len(keep) > 0 && tc.policy.KeepLast == 0 && reasons[keep[0].ID][0] != "tag "+tc.policy.KeepTags[0] {
+			t.Errorf("reason %q", reasons[keep[0].ID])
+		}
+	}
+	if err := (Policy{KeepTags: []string{"=x"}}).Validate(); err == nil {
+		t.Error("a tag rule with an empty key validated")
+	}
+}

@@ -54,6 +54,9 @@ type Stats struct {
 type CreateOptions struct {
 	// Progress, if set, is called about once a second with the work done.
 	Progress func(Progress)
+	// Tags are stored with the snapshot (Snapshot.Tags); retention can
+	// keep snapshots by tag (Policy.KeepTags).
+	Tags map[string]string
 }
 
 // RestoreOptions tune one Restore.

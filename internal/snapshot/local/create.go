@@ -118,7 +118,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 		return snapshot.Snapshot{}, err
 	}
 	st.BytesAdded = c.pk.bytesAdded()
-	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st}
+	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st, Tags: opts.Tags}
 	if err := lk.check(); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
 	}
