@@ -12,16 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	fastcdc "github.com/jotfs/fastcdc-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
-
-// chunkerMu orders fastcdc.NewChunker, which rewrites the library's
-// global table (with the same values, as the seed is 0), before any
-// chunking that reads it: the race detector would rightly complain.
-var chunkerMu sync.RWMutex
 
 // Create implements snapshot.Driver: it snapshots cfg.Source.
 func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapshot.Snapshot, error) {
@@ -235,8 +229,9 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		readers.Add(1)
 		g.Go(func() error {
 			defer readers.Done()
+			cut := newCDC(c.r.rc.Chunker.Min, c.r.rc.Chunker.Avg, c.r.rc.Chunker.Max)
 			for j := range work {
-				if err := c.readFile(gctx, &entries[j.i], j.old, chunks); err != nil {
+				if err := c.readFile(gctx, &entries[j.i], j.old, cut, chunks); err != nil {
 					return err
 				}
 			}
@@ -278,7 +273,7 @@ func (c *creator) allIndexed(ids []ID) bool {
 // With the parent's entry of the same path (old), the chunks of the old
 // file that are still there byte for byte are kept without chunking: see
 // keptPrefix.
-func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<- chunk) error {
+func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, out chan<- chunk) error {
 	p := filepath.Join(c.src, filepath.FromSlash(e.Path))
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -343,26 +338,17 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<-
 	if c.r.onChunk != nil {
 		c.r.onChunk(e.Path, start)
 	}
-	chunkerMu.Lock()
-	ch, err := fastcdc.NewChunker(io.NewSectionReader(f, start, e.Size-start), fastcdc.Options{
-		MinSize: c.r.rc.Chunker.Min, AverageSize: c.r.rc.Chunker.Avg, MaxSize: c.r.rc.Chunker.Max,
-	})
-	chunkerMu.Unlock()
-	if err != nil {
-		return err
-	}
+	cut.reset(io.NewSectionReader(f, start, e.Size-start))
 	for {
-		chunkerMu.RLock()
-		k, err := ch.Next()
-		chunkerMu.RUnlock()
+		k, err := cut.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", p, err)
 		}
-		size += int64(k.Length)
-		if err := emit(k.Data, false); err != nil {
+		size += int64(len(k))
+		if err := emit(k, false); err != nil {
 			return err
 		}
 	}
