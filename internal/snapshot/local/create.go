@@ -68,7 +68,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	}
 
 	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, prev: prev, prevKids: prevKids}
-	c.bufs.New = func() any { b := make([]byte, 0, r.rc.Chunker.Max); return &b }
+	c.bufs.New = func() any { return new([]byte) }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.pk = newPacker(ctx, r)
@@ -135,7 +135,7 @@ type creator struct {
 	files, bytes, filesRead atomic.Int64
 	total                   atomic.Int64
 
-	bufs sync.Pool // *[]byte of up to a chunk, for keptPrefix
+	bufs sync.Pool // *[]byte of up to a chunk: new chunks, keptPrefix
 
 	// The parent snapshot's entries by path, and how many entries each
 	// of its directories had.
@@ -182,6 +182,7 @@ func (c *creator) report(fn func(snapshot.Progress)) (stop func()) {
 type chunk struct {
 	id   ID
 	data []byte
+	buf  *[]byte // data's buffer, back to creator.bufs once packed
 }
 
 // run walks the source and stores every new chunk. Unchanged files (same
@@ -246,8 +247,10 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 				if gctx.Err() != nil {
 					continue // drain
 				}
-				stored, z := cd.store(ch.data)
-				if err := c.pk.add(ch.id, blobData, stored, z, len(ch.data)); err != nil {
+				stored, z := cd.storeTemp(ch.data)
+				err := c.pk.add(ch.id, blobData, stored, z, len(ch.data))
+				c.bufs.Put(ch.buf)
+				if err != nil {
 					return err
 				}
 			}
@@ -286,20 +289,26 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, 
 	defer f.Close()
 	c.filesRead.Add(1)
 	c.files.Add(1)
-	// emit hashes a chunk and sends it on when new; data is copied
-	// then only, as the chunker reuses its buffer.
-	emit := func(data []byte, owned bool) error {
+	// emit hashes a chunk and sends it on when new. data is in buf, a
+	// buffer of c.bufs, or (buf nil) in the chunker's buffer, which is
+	// reused: it is copied into one of c.bufs then only.
+	emit := func(data []byte, buf *[]byte) error {
 		id := c.r.sealer.blobID(data)
 		e.Chunks = append(e.Chunks, id)
 		c.bytes.Add(int64(len(data)))
 		if c.known(id) {
+			if buf != nil {
+				c.bufs.Put(buf)
+			}
 			return nil
 		}
-		if !owned {
-			data = append([]byte(nil), data...)
+		if buf == nil {
+			buf = c.bufs.Get().(*[]byte)
+			*buf = append((*buf)[:0], data...)
+			data = *buf
 		}
 		select {
-		case out <- chunk{id: id, data: data}:
+		case out <- chunk{id: id, data: data, buf: buf}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -308,19 +317,26 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, 
 	var size int64 // bytes chunked so far
 	if e.Size <= int64(c.r.rc.Chunker.Min) {
 		// Small files are one chunk, as FastCDC would cut them.
-		data, err := io.ReadAll(io.LimitReader(f, int64(c.r.rc.Chunker.Min)+1))
-		if err != nil {
+		buf := c.bufs.Get().(*[]byte)
+		if cap(*buf) <= c.r.rc.Chunker.Min {
+			*buf = make([]byte, c.r.rc.Chunker.Min+1)
+		}
+		n, err := io.ReadFull(f, (*buf)[:c.r.rc.Chunker.Min+1])
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			c.bufs.Put(buf)
 			return fmt.Errorf("read %s: %w", p, err)
 		}
+		data := (*buf)[:n]
 		if len(data) > c.r.rc.Chunker.Min {
 			// Grew since the walk: snapshot what the walk saw.
 			data = data[:e.Size]
 		}
 		e.Size = int64(len(data))
 		if len(data) == 0 {
+			c.bufs.Put(buf)
 			return nil
 		}
-		return emit(data, true)
+		return emit(data, buf)
 	}
 	var start int64
 	if old != nil && len(old.Chunks) > 0 {
@@ -348,7 +364,7 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, 
 			return fmt.Errorf("read %s: %w", p, err)
 		}
 		size += int64(len(k))
-		if err := emit(k, false); err != nil {
+		if err := emit(k, nil); err != nil {
 			return err
 		}
 	}
