@@ -199,7 +199,9 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		old *entry // the parent's entry of this path, if any
 	}
 	work := make(chan job, 64)
-	chunks := make(chan chunk, 2*c.r.cfg.Workers)
+	// Readers run ahead of the compressors: a longer queue would only
+	// hold more chunk buffers (up to 4 MiB each).
+	chunks := make(chan chunk, 1)
 	g.Go(func() error {
 		defer close(work)
 		for i := range entries {

@@ -309,10 +309,11 @@ type packer struct {
 }
 
 // maxPackBufs bounds the packs in memory at once: one being filled and
-// up to two being uploaded. More concurrent uploads measured no faster,
-// to the embedded server on 2 cores nor, at 8 MiB a pack, to S3 from a
-// small instance, and each costs ~10 MiB of resident memory.
-const maxPackBufs = 3
+// one being uploaded. Each costs ~10 MiB of resident memory (and twice
+// that with the collector's headroom); a second upload in flight measured
+// no faster to the embedded server on 2 cores. Against a distant S3,
+// where one 8 MiB upload may not keep up with the chunkers, raise it.
+const maxPackBufs = 2
 
 func newPacker(ctx context.Context, r *Repo) *packer {
 	n := min(r.cfg.Uploads, maxPackBufs-1)
