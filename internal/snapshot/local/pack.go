@@ -127,6 +127,7 @@ type codec struct {
 	buf  []byte  // openInto's plaintext
 	dbuf []byte  // openInto's decrypted, compressed form
 	sbuf []byte  // storeTemp's stored form
+	pbuf []byte  // a pack being restored
 }
 
 // newCodec: zstd's frame checksum is left out, as every blob is checked
