@@ -125,7 +125,6 @@ type codec struct {
 	dec  *zstd.Decoder
 	sl   *sealer // nil: unencrypted
 	buf  []byte  // openInto's plaintext
-	dbuf []byte  // openInto's decrypted, compressed form
 	sbuf []byte  // storeTemp's stored form
 	pbuf []byte  // a pack being restored
 }
@@ -246,15 +245,17 @@ func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
 }
 
 // openInto is open with the plaintext in the codec's own buffer, valid
-// until the next call: for a blob that is written out at once.
+// until the next call: for a blob that is written out at once. stored is
+// decrypted where it is, so it is overwritten (with zeros when it does
+// not authenticate).
 func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
 	if c.sl != nil {
 		var err error
-		if stored, err = c.sl.open(c.dbuf[:0], stored, adBlob); err != nil {
-			return nil, fmt.Errorf("blob %s %w", e.ID, err)
+		if len(stored) < sealPrefix {
+			return nil, fmt.Errorf("blob %s %w", e.ID, errAuth)
 		}
-		if cap(stored) <= 64<<20 {
-			c.dbuf = stored[:0]
+		if stored, err = c.sl.open(stored[sealPrefix:sealPrefix], stored, adBlob); err != nil {
+			return nil, fmt.Errorf("blob %s %w", e.ID, err)
 		}
 	}
 	data := stored
