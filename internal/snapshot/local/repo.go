@@ -375,12 +375,14 @@ func (r *Repo) read(ctx context.Context, name string, off, length int64, dst []b
 		return nil, fmt.Errorf("read %s: %w", r.key(name), err)
 	}
 	defer out.Body.Close()
-	buf := bytes.NewBuffer(dst)
-	if out.ContentLength != nil && *out.ContentLength > 0 {
-		// ReadFrom asks for MinRead bytes of room before it sees the end:
-		// without them a full buffer would be copied into one twice as big.
-		buf.Grow(int(*out.ContentLength) + bytes.MinRead)
+	if n := aws.ToInt64(out.ContentLength); n > 0 && cap(dst) < int(n)+bytes.MinRead {
+		// Exactly the room needed (bytes.Buffer would double dst's
+		// capacity): ReadFrom asks for MinRead bytes more before it sees
+		// the end, without which a full buffer is copied into one twice
+		// as big.
+		dst = make([]byte, 0, int(n)+bytes.MinRead)
 	}
+	buf := bytes.NewBuffer(dst)
 	if _, err := io.Copy(buf, out.Body); err != nil {
 		return nil, fmt.Errorf("read %s: %w", r.key(name), err)
 	}
