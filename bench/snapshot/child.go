@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"runtime/pprof"
 
 	"github.com/conveyorhq/conveyor/internal/s3server"
@@ -25,7 +26,19 @@ func child(args []string) int {
 	target := fs.String("target", "", "restore target")
 	workers := fs.Int("workers", 0, "workers")
 	prof := fs.String("cpuprofile", os.Getenv("BENCH_CPUPROFILE"), "write a CPU profile of the child here")
+	memprof := fs.String("memprofile", os.Getenv("BENCH_MEMPROFILE"), "write an allocation profile of the child here")
 	fs.Parse(args)
+	if *memprof != "" {
+		// Every allocation of 512 KiB or more is sampled: chunk and pack
+		// buffers are what the peak RSS is made of.
+		runtime.MemProfileRate = 512 << 10
+		defer func() {
+			if f, err := os.Create(*memprof + "." + *op); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	if *prof != "" {
 		f, err := os.Create(*prof + "." + *op)
 		if err == nil {

@@ -12,16 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	fastcdc "github.com/jotfs/fastcdc-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
-
-// chunkerMu orders fastcdc.NewChunker, which rewrites the library's
-// global table (with the same values, as the seed is 0), before any
-// chunking that reads it: the race detector would rightly complain.
-var chunkerMu sync.RWMutex
 
 // Create implements snapshot.Driver: it snapshots cfg.Source.
 func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapshot.Snapshot, error) {
@@ -74,7 +68,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	}
 
 	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, prev: prev, prevKids: prevKids}
-	c.bufs.New = func() any { b := make([]byte, 0, r.rc.Chunker.Max); return &b }
+	c.bufs.New = func() any { return new([]byte) }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.pk = newPacker(ctx, r)
@@ -141,7 +135,7 @@ type creator struct {
 	files, bytes, filesRead atomic.Int64
 	total                   atomic.Int64
 
-	bufs sync.Pool // *[]byte of up to a chunk, for keptPrefix
+	bufs sync.Pool // *[]byte of up to a chunk: new chunks, keptPrefix
 
 	// The parent snapshot's entries by path, and how many entries each
 	// of its directories had.
@@ -188,6 +182,7 @@ func (c *creator) report(fn func(snapshot.Progress)) (stop func()) {
 type chunk struct {
 	id   ID
 	data []byte
+	buf  *[]byte // data's buffer, back to creator.bufs once packed
 }
 
 // run walks the source and stores every new chunk. Unchanged files (same
@@ -204,7 +199,9 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		old *entry // the parent's entry of this path, if any
 	}
 	work := make(chan job, 64)
-	chunks := make(chan chunk, 2*c.r.cfg.Workers)
+	// Readers run ahead of the compressors: a longer queue would only
+	// hold more chunk buffers (up to 4 MiB each).
+	chunks := make(chan chunk, 1)
 	g.Go(func() error {
 		defer close(work)
 		for i := range entries {
@@ -235,8 +232,9 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		readers.Add(1)
 		g.Go(func() error {
 			defer readers.Done()
+			cut := newCDC(c.r.rc.Chunker.Min, c.r.rc.Chunker.Avg, c.r.rc.Chunker.Max)
 			for j := range work {
-				if err := c.readFile(gctx, &entries[j.i], j.old, chunks); err != nil {
+				if err := c.readFile(gctx, &entries[j.i], j.old, cut, chunks); err != nil {
 					return err
 				}
 			}
@@ -251,8 +249,10 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 				if gctx.Err() != nil {
 					continue // drain
 				}
-				stored, z := cd.store(ch.data)
-				if err := c.pk.add(ch.id, blobData, stored, z, len(ch.data)); err != nil {
+				stored, z := cd.storeTemp(ch.data)
+				err := c.pk.add(ch.id, blobData, stored, z, len(ch.data))
+				c.bufs.Put(ch.buf)
+				if err != nil {
 					return err
 				}
 			}
@@ -278,7 +278,7 @@ func (c *creator) allIndexed(ids []ID) bool {
 // With the parent's entry of the same path (old), the chunks of the old
 // file that are still there byte for byte are kept without chunking: see
 // keptPrefix.
-func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<- chunk) error {
+func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, out chan<- chunk) error {
 	p := filepath.Join(c.src, filepath.FromSlash(e.Path))
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -291,20 +291,26 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<-
 	defer f.Close()
 	c.filesRead.Add(1)
 	c.files.Add(1)
-	// emit hashes a chunk and sends it on when new; data is copied
-	// then only, as the chunker reuses its buffer.
-	emit := func(data []byte, owned bool) error {
+	// emit hashes a chunk and sends it on when new. data is in buf, a
+	// buffer of c.bufs, or (buf nil) in the chunker's buffer, which is
+	// reused: it is copied into one of c.bufs then only.
+	emit := func(data []byte, buf *[]byte) error {
 		id := c.r.sealer.blobID(data)
 		e.Chunks = append(e.Chunks, id)
 		c.bytes.Add(int64(len(data)))
 		if c.known(id) {
+			if buf != nil {
+				c.bufs.Put(buf)
+			}
 			return nil
 		}
-		if !owned {
-			data = append([]byte(nil), data...)
+		if buf == nil {
+			buf = c.bufs.Get().(*[]byte)
+			*buf = append((*buf)[:0], data...)
+			data = *buf
 		}
 		select {
-		case out <- chunk{id: id, data: data}:
+		case out <- chunk{id: id, data: data, buf: buf}:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
@@ -313,19 +319,26 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<-
 	var size int64 // bytes chunked so far
 	if e.Size <= int64(c.r.rc.Chunker.Min) {
 		// Small files are one chunk, as FastCDC would cut them.
-		data, err := io.ReadAll(io.LimitReader(f, int64(c.r.rc.Chunker.Min)+1))
-		if err != nil {
+		buf := c.bufs.Get().(*[]byte)
+		if cap(*buf) <= c.r.rc.Chunker.Min {
+			*buf = make([]byte, c.r.rc.Chunker.Min+1)
+		}
+		n, err := io.ReadFull(f, (*buf)[:c.r.rc.Chunker.Min+1])
+		if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			c.bufs.Put(buf)
 			return fmt.Errorf("read %s: %w", p, err)
 		}
+		data := (*buf)[:n]
 		if len(data) > c.r.rc.Chunker.Min {
 			// Grew since the walk: snapshot what the walk saw.
 			data = data[:e.Size]
 		}
 		e.Size = int64(len(data))
 		if len(data) == 0 {
+			c.bufs.Put(buf)
 			return nil
 		}
-		return emit(data, true)
+		return emit(data, buf)
 	}
 	var start int64
 	if old != nil && len(old.Chunks) > 0 {
@@ -343,26 +356,17 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, out chan<-
 	if c.r.onChunk != nil {
 		c.r.onChunk(e.Path, start)
 	}
-	chunkerMu.Lock()
-	ch, err := fastcdc.NewChunker(io.NewSectionReader(f, start, e.Size-start), fastcdc.Options{
-		MinSize: c.r.rc.Chunker.Min, AverageSize: c.r.rc.Chunker.Avg, MaxSize: c.r.rc.Chunker.Max,
-	})
-	chunkerMu.Unlock()
-	if err != nil {
-		return err
-	}
+	cut.reset(io.NewSectionReader(f, start, e.Size-start))
 	for {
-		chunkerMu.RLock()
-		k, err := ch.Next()
-		chunkerMu.RUnlock()
+		k, err := cut.next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", p, err)
 		}
-		size += int64(k.Length)
-		if err := emit(k.Data, false); err != nil {
+		size += int64(len(k))
+		if err := emit(k, nil); err != nil {
 			return err
 		}
 	}

@@ -35,6 +35,7 @@ import (
 const (
 	masterKeySize = 32
 	sealOverhead  = chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
+	sealPrefix    = chacha20poly1305.NonceSizeX // what a sealed object has before the ciphertext
 	// Contexts of the subkeys (BLAKE3 DeriveKey: fixed, unique strings).
 	kdfContextSeal = "conveyor 2026-12-02 snapshot repository object encryption"
 	kdfContextMAC  = "conveyor 2026-12-02 snapshot repository blob ids"
@@ -116,6 +117,21 @@ func (s *sealer) seal(dst, plaintext, ad []byte) []byte {
 		panic(err)
 	}
 	return s.aead.Seal(dst, nonce, plaintext, ad)
+}
+
+// sealInPlace seals b[sealPrefix:] where it is, drawing the nonce into
+// b[:sealPrefix], and returns the sealed object: b with the tag appended
+// (no copy when b has sealOverhead-sealPrefix bytes of spare capacity).
+// Unencrypted: b[sealPrefix:].
+func (s *sealer) sealInPlace(b, ad []byte) []byte {
+	if s == nil {
+		return b[sealPrefix:]
+	}
+	nonce := b[:sealPrefix]
+	if _, err := rand.Read(nonce); err != nil {
+		panic(err)
+	}
+	return s.aead.Seal(nonce, nonce, b[sealPrefix:], ad)
 }
 
 // open returns the plaintext of a sealed object (appended to dst), or

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -91,7 +92,7 @@ func (p *Password) Wrap(_ context.Context, master []byte) (json.RawMessage, erro
 	}
 	k := passwordKey{KDF: "scrypt", N: 1 << logN, R: scryptR, P: scryptP, Salt: make([]byte, 32)}
 	rand.Read(k.Salt)
-	kek, err := scrypt.Key(p.secret, k.Salt, k.N, k.R, k.P, chacha20poly1305.KeySize)
+	kek, err := deriveKEK(p.secret, k)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +119,7 @@ func (p *Password) Unwrap(_ context.Context, stored json.RawMessage) ([]byte, er
 	if k.KDF != "scrypt" || k.N < 2 || k.N > 1<<20 || k.N&(k.N-1) != 0 || k.R < 1 || k.R > 32 || k.P < 1 || k.P > 16 {
 		return nil, fmt.Errorf("key derivation %s N=%d r=%d p=%d is not supported", k.KDF, k.N, k.R, k.P)
 	}
-	kek, err := scrypt.Key(p.secret, k.Salt, k.N, k.R, k.P, chacha20poly1305.KeySize)
+	kek, err := deriveKEK(p.secret, k)
 	if err != nil {
 		return nil, err
 	}
@@ -195,4 +196,18 @@ func (r *Repo) openKey(ctx context.Context) error {
 		}
 	}
 	return snapshot.ErrWrongKey
+}
+
+// deriveKEK runs scrypt for a password key object. scrypt works in
+// 128*N*r bytes (32 MiB by default), garbage as soon as it returns; a
+// collection then lets what follows reuse that memory. Otherwise the
+// collector, which last saw it live, lets the heap grow to twice its size
+// before it looks again, and every snapshot operation, which unwraps the
+// key first, pays those 32 MiB on top of its own peak.
+func deriveKEK(secret []byte, k passwordKey) ([]byte, error) {
+	kek, err := scrypt.Key(secret, k.Salt, k.N, k.R, k.P, chacha20poly1305.KeySize)
+	if 128*k.N*k.R >= 8<<20 {
+		runtime.GC()
+	}
+	return kek, err
 }

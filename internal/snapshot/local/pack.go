@@ -125,7 +125,8 @@ type codec struct {
 	dec  *zstd.Decoder
 	sl   *sealer // nil: unencrypted
 	buf  []byte  // openInto's plaintext
-	dbuf []byte  // openInto's decrypted, compressed form
+	sbuf []byte  // storeTemp's stored form
+	pbuf []byte  // a pack being restored
 }
 
 // newCodec: zstd's frame checksum is left out, as every blob is checked
@@ -162,6 +163,29 @@ func (c *codec) store(data []byte) ([]byte, bool) {
 	return c.sl.seal(make([]byte, 0, len(z)+sealOverhead), z, adBlob), compressed
 }
 
+// storeTemp is store with the stored form in the codec's own buffer,
+// valid until the next call: for a blob that is copied into a pack at
+// once. The blob is compressed behind room for the nonce and sealed where
+// it is, so it is written once and allocates nothing.
+func (c *codec) storeTemp(data []byte) ([]byte, bool) {
+	if c.sl == nil {
+		return c.compress(data)
+	}
+	need := sealPrefix + len(data) + sealOverhead
+	if cap(c.sbuf) < need {
+		c.sbuf = make([]byte, 0, need)
+	}
+	z, compressed := c.compressTo(c.sbuf[:sealPrefix], data)
+	if !compressed {
+		z = append(c.sbuf[:sealPrefix], data...)
+	}
+	out := c.sl.sealInPlace(z, adBlob)
+	if cap(out) <= 64<<20 {
+		c.sbuf = out[:0]
+	}
+	return out, compressed
+}
+
 // compress returns the stored form of data and whether it is compressed.
 // Incompressible data (random, already compressed) is stored raw: a sample
 // is tried first, so most of it costs no full compression.
@@ -169,10 +193,20 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 	if len(data) < 64 {
 		return data, false
 	}
+	return c.compressTo(make([]byte, 0, len(data)/2), data)
+}
+
+// compressTo is compress appending the compressed form to dst; when data
+// is stored raw, it returns data itself and false.
+func (c *codec) compressTo(dst, data []byte) ([]byte, bool) {
+	if len(data) < 64 {
+		return data, false
+	}
+	n := len(dst)
 	var z []byte
 	if len(data) > 4*sampleSize {
-		z = c.encoder().EncodeAll(data[:sampleSize], make([]byte, 0, len(data)/2))
-		if len(z) > sampleSize*31/32 {
+		z = c.encoder().EncodeAll(data[:sampleSize], dst)
+		if len(z)-n > sampleSize*31/32 {
 			return data, false
 		}
 		// The sample's frame is kept, the rest follows as a second frame
@@ -181,9 +215,9 @@ func (c *codec) compress(data []byte) ([]byte, bool) {
 		// matching into the first 64 KiB.
 		z = c.encoder().EncodeAll(data[sampleSize:], z)
 	} else {
-		z = c.encoder().EncodeAll(data, make([]byte, 0, len(data)/2))
+		z = c.encoder().EncodeAll(data, dst)
 	}
-	if len(z) >= len(data)-len(data)/32 {
+	if len(z)-n >= len(data)-len(data)/32 {
 		return data, false
 	}
 	return z, true
@@ -211,15 +245,17 @@ func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
 }
 
 // openInto is open with the plaintext in the codec's own buffer, valid
-// until the next call: for a blob that is written out at once.
+// until the next call: for a blob that is written out at once. stored is
+// decrypted where it is, so it is overwritten (with zeros when it does
+// not authenticate).
 func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
 	if c.sl != nil {
 		var err error
-		if stored, err = c.sl.open(c.dbuf[:0], stored, adBlob); err != nil {
-			return nil, fmt.Errorf("blob %s %w", e.ID, err)
+		if len(stored) < sealPrefix {
+			return nil, fmt.Errorf("blob %s %w", e.ID, errAuth)
 		}
-		if cap(stored) <= 64<<20 {
-			c.dbuf = stored[:0]
+		if stored, err = c.sl.open(stored[sealPrefix:sealPrefix], stored, adBlob); err != nil {
+			return nil, fmt.Errorf("blob %s %w", e.ID, err)
 		}
 	}
 	data := stored
@@ -250,6 +286,10 @@ type sealedPack struct {
 }
 
 // packer gathers blobs into packs and uploads them with a small pool.
+// A pack is uploaded whole (its name is the hash of its bytes), so every
+// pack in flight is a buffer of PackSize and more: at most maxPackBufs of
+// them exist, reused from one pack to the next, which bounds the memory
+// of a snapshot whatever the uploads' speed.
 type packer struct {
 	r    *Repo
 	ctx  context.Context
@@ -261,6 +301,8 @@ type packer struct {
 
 	queue chan sealedPack
 	wg    sync.WaitGroup
+	free  chan []byte // pack buffers back from their upload
+	made  int         // pack buffers made, under mu
 
 	resMu    sync.Mutex
 	uploaded []sealedPack // Body dropped
@@ -268,20 +310,31 @@ type packer struct {
 	err      error
 }
 
+// maxPackBufs bounds the packs in memory at once: one being filled and
+// one being uploaded. Each costs ~10 MiB of resident memory (and twice
+// that with the collector's headroom); a second upload in flight measured
+// no faster to the embedded server on 2 cores. Against a distant S3,
+// where one 8 MiB upload may not keep up with the chunkers, raise it.
+const maxPackBufs = 2
+
 func newPacker(ctx context.Context, r *Repo) *packer {
-	p := &packer{r: r, ctx: ctx, size: r.cfg.PackSize, queue: make(chan sealedPack, 1)}
-	for i := 0; i < r.cfg.Uploads; i++ {
+	n := min(r.cfg.Uploads, maxPackBufs-1)
+	p := &packer{r: r, ctx: ctx, size: r.cfg.PackSize, queue: make(chan sealedPack), free: make(chan []byte, maxPackBufs)}
+	for i := 0; i < n; i++ {
 		p.wg.Add(1)
 		go p.upload()
 	}
 	return p
 }
 
-// add appends a stored blob; it blocks while the upload queue is full.
+// add appends a stored blob; it blocks while every pack buffer is in use.
 func (p *packer) add(id ID, typ byte, stored []byte, compressed bool, raw int) error {
 	p.mu.Lock()
 	if p.buf == nil {
-		p.buf = make([]byte, 0, p.size+p.size/4)
+		if err := p.newBufLocked(); err != nil {
+			p.mu.Unlock()
+			return err
+		}
 	}
 	e := blobEntry{ID: id, location: location{Type: typ, Compressed: compressed, Offset: uint32(len(p.buf)), Length: uint32(len(stored)), Raw: uint32(raw)}}
 	p.buf = append(p.buf, stored...)
@@ -296,6 +349,29 @@ func (p *packer) add(id ID, typ byte, stored []byte, compressed bool, raw int) e
 		return p.send(sp)
 	}
 	return p.failed()
+}
+
+// newBufLocked takes a free pack buffer, or makes one while fewer than
+// maxPackBufs exist, or waits for an upload to return one.
+func (p *packer) newBufLocked() error {
+	select {
+	case b := <-p.free:
+		p.buf = b[:0]
+		return nil
+	default:
+	}
+	if p.made < maxPackBufs {
+		p.made++
+		p.buf = make([]byte, 0, p.size+p.size/4)
+		return nil
+	}
+	select {
+	case b := <-p.free:
+		p.buf = b[:0]
+		return nil
+	case <-p.ctx.Done():
+		return p.ctx.Err()
+	}
 }
 
 func (p *packer) sealLocked() sealedPack {
@@ -343,9 +419,11 @@ func (p *packer) upload() {
 	defer p.wg.Done()
 	for sp := range p.queue {
 		if p.failed() != nil {
+			p.release(sp.Body)
 			continue
 		}
 		err := p.r.put(p.ctx, "packs/"+sp.ID.String(), sp.Body, false)
+		p.release(sp.Body)
 		p.resMu.Lock()
 		if err != nil && p.err == nil {
 			p.err = err
@@ -356,6 +434,18 @@ func (p *packer) upload() {
 			p.uploaded = append(p.uploaded, sp)
 		}
 		p.resMu.Unlock()
+	}
+}
+
+// release hands a pack buffer back once its upload is over. One that
+// grew past its size (a last blob larger than the slack) is dropped.
+func (p *packer) release(b []byte) {
+	if cap(b) > p.size+p.size/4 {
+		b = make([]byte, 0, p.size+p.size/4)
+	}
+	select {
+	case p.free <- b:
+	default:
 	}
 }
 

@@ -3,7 +3,6 @@ package local
 import (
 	"bytes"
 	"context"
-	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	fastcdc "github.com/jotfs/fastcdc-go"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
@@ -26,25 +24,11 @@ func fullChunks(t *testing.T, r *Repo, data []byte) []ID {
 	if len(data) <= r.rc.Chunker.Min {
 		return []ID{r.sealer.blobID(data)}
 	}
-	chunkerMu.Lock()
-	ch, err := fastcdc.NewChunker(bytes.NewReader(data), fastcdc.Options{MinSize: r.rc.Chunker.Min, AverageSize: r.rc.Chunker.Avg, MaxSize: r.rc.Chunker.Max})
-	chunkerMu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ids []ID
-	for {
-		chunkerMu.RLock()
-		k, err := ch.Next()
-		chunkerMu.RUnlock()
-		if err == io.EOF {
-			return ids
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.sealer.blobID(k.Data))
+	for _, k := range libChunks(t, data, r.rc.Chunker.Min, r.rc.Chunker.Avg, r.rc.Chunker.Max) {
+		ids = append(ids, r.sealer.blobID(k))
 	}
+	return ids
 }
 
 // entryOf returns the snapshot's tree entry for path.

@@ -348,8 +348,18 @@ func (r *Repo) get(ctx context.Context, name string) ([]byte, error) {
 	return r.getRange(ctx, name, 0, -1)
 }
 
+// getInto is get reading into dst's storage when it is large enough:
+// for a pack read again and again by one goroutine.
+func (r *Repo) getInto(ctx context.Context, name string, dst []byte) ([]byte, error) {
+	return r.read(ctx, name, 0, -1, dst[:0])
+}
+
 // getRange reads length bytes at off, or the whole object for length -1.
 func (r *Repo) getRange(ctx context.Context, name string, off, length int64) ([]byte, error) {
+	return r.read(ctx, name, off, length, nil)
+}
+
+func (r *Repo) read(ctx context.Context, name string, off, length int64, dst []byte) ([]byte, error) {
 	in := &s3.GetObjectInput{Bucket: &r.cfg.Bucket, Key: aws.String(r.key(name))}
 	if length >= 0 {
 		if length == 0 {
@@ -365,11 +375,15 @@ func (r *Repo) getRange(ctx context.Context, name string, off, length int64) ([]
 		return nil, fmt.Errorf("read %s: %w", r.key(name), err)
 	}
 	defer out.Body.Close()
-	var buf bytes.Buffer
-	if out.ContentLength != nil && *out.ContentLength > 0 {
-		buf.Grow(int(*out.ContentLength))
+	if n := aws.ToInt64(out.ContentLength); n > 0 && cap(dst) < int(n)+bytes.MinRead {
+		// Exactly the room needed (bytes.Buffer would double dst's
+		// capacity): ReadFrom asks for MinRead bytes more before it sees
+		// the end, without which a full buffer is copied into one twice
+		// as big.
+		dst = make([]byte, 0, int(n)+bytes.MinRead)
 	}
-	if _, err := io.Copy(&buf, out.Body); err != nil {
+	buf := bytes.NewBuffer(dst)
+	if _, err := io.Copy(buf, out.Body); err != nil {
 		return nil, fmt.Errorf("read %s: %w", r.key(name), err)
 	}
 	return buf.Bytes(), nil

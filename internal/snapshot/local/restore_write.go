@@ -203,12 +203,15 @@ func (e corruptError) Error() string { return e.msg }
 
 func (r *Repo) restorePack(ctx context.Context, cd *codec, x *index, pack ID, blobs map[ID][]piece, w *fileWriter, done *atomic.Int64) error {
 	name := "packs/" + pack.String()
-	body, err := r.get(ctx, name)
+	body, err := r.getInto(ctx, name, cd.pbuf)
 	if errors.Is(err, errNoKey) {
 		return corruptError{fmt.Sprintf("%s is missing (it holds %d blob(s) of this snapshot)", r.key(name), len(blobs))}
 	}
 	if err != nil {
 		return err
+	}
+	if cap(body) <= 64<<20 {
+		cd.pbuf = body[:0] // body is not used past this call
 	}
 	// The pack's own table is not read: the index says where each blob
 	// is, and each blob's hash is checked.

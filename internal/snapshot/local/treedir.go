@@ -143,7 +143,7 @@ func (c *creator) putTree(cd *codec, t tree) (ID, error) {
 	if c.known(id) {
 		return id, nil
 	}
-	stored, z := cd.store(b)
+	stored, z := cd.storeTemp(b)
 	return id, c.pk.add(id, blobTree, stored, z, len(b))
 }
 
