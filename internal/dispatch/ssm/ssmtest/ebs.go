@@ -384,35 +384,17 @@ func (s *Server) attachVolume(w http.ResponseWriter, op string, form url.Values)
 // DescribeInstances. Stopping an instance the group holds InService fails
 // the test: the group would find it unhealthy and replace it.
 func (s *Server) stopInstances(w http.ResponseWriter, form url.Values) {
-	type change struct {
-		InstanceID string   `xml:"instanceId"`
-		Current    ec2State `xml:"currentState"`
-		Previous   ec2State `xml:"previousState"`
-	}
-	var changes []change
-	for _, id := range listParam(form, "InstanceId") {
-		inst := s.instances[id]
-		if inst == nil {
-			s.ec2Error(w, notFound(id))
-			return
-		}
+	s.changeStates(w, form, "StopInstances", "00000000-0000-4000-8000-000000000014", func(id string, inst *Instance) *Error {
 		if g := s.group; g != nil && slices.Contains(g.InService, id) && !s.ebs.standby[id] {
 			s.t.Errorf("StopInstances %s while it is InService in group %s: the group would replace it (enter Standby first)", id, g.Name)
 		}
-		prev := inst.State
-		if prev == "running" || prev == "pending" {
+		if inst.State == "running" || inst.State == "pending" {
 			inst.State = "stopping"
 			inst.Ping = "ConnectionLost"
 			s.ebs.stopping[id] = true
 		}
-		changes = append(changes, change{id, stateOf(inst.State), stateOf(prev)})
-	}
-	s.ec2Reply(w, struct {
-		XMLName   xml.Name `xml:"StopInstancesResponse"`
-		Xmlns     string   `xml:"xmlns,attr"`
-		RequestID string   `xml:"requestId"`
-		Instances []change `xml:"instancesSet>item"`
-	}{Xmlns: ec2Namespace, RequestID: "00000000-0000-4000-8000-000000000014", Instances: changes})
+		return nil
+	})
 }
 
 // ebsStep moves instances StopInstances stopped one step, after a

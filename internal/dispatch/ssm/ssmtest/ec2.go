@@ -168,6 +168,22 @@ func (s *Server) describeInstances(w http.ResponseWriter, form url.Values) {
 }
 
 func (s *Server) startInstances(w http.ResponseWriter, form url.Values) {
+	s.changeStates(w, form, "StartInstances", "00000000-0000-4000-8000-000000000005", func(id string, inst *Instance) *Error {
+		if inst.State == "stopping" {
+			return &Error{400, "IncorrectInstanceState", "The instance '" + id + "' is not in a state from which it can be started."}
+		}
+		if inst.State == "stopped" {
+			s.start(id)
+		}
+		return nil
+	})
+}
+
+// changeStates answers StartInstances and StopInstances: step changes each
+// named instance (or refuses, which answers the whole call with its
+// error), and the reply lists each one's previous and current state, as
+// EC2's does.
+func (s *Server) changeStates(w http.ResponseWriter, form url.Values, op, requestID string, step func(id string, inst *Instance) *Error) {
 	type change struct {
 		InstanceID string   `xml:"instanceId"`
 		Current    ec2State `xml:"currentState"`
@@ -180,22 +196,19 @@ func (s *Server) startInstances(w http.ResponseWriter, form url.Values) {
 			s.ec2Error(w, notFound(id))
 			return
 		}
-		if inst.State == "stopping" {
-			s.ec2Error(w, &Error{400, "IncorrectInstanceState", "The instance '" + id + "' is not in a state from which it can be started."})
-			return
-		}
 		prev := inst.State
-		if prev == "stopped" {
-			s.start(id)
+		if err := step(id, inst); err != nil {
+			s.ec2Error(w, err)
+			return
 		}
 		changes = append(changes, change{id, stateOf(inst.State), stateOf(prev)})
 	}
 	s.ec2Reply(w, struct {
-		XMLName   xml.Name `xml:"StartInstancesResponse"`
+		XMLName   xml.Name
 		Xmlns     string   `xml:"xmlns,attr"`
 		RequestID string   `xml:"requestId"`
 		Instances []change `xml:"instancesSet>item"`
-	}{Xmlns: ec2Namespace, RequestID: "00000000-0000-4000-8000-000000000005", Instances: changes})
+	}{XMLName: xml.Name{Local: op + "Response"}, Xmlns: ec2Namespace, RequestID: requestID, Instances: changes})
 }
 
 // start makes a stopped instance pending; it comes online after its
