@@ -15,6 +15,7 @@ import (
 
 	"github.com/conveyorhq/conveyor/internal/dashboard"
 	"github.com/conveyorhq/conveyor/internal/local"
+	"github.com/conveyorhq/conveyor/internal/sdnotify"
 	"github.com/conveyorhq/conveyor/samples"
 )
 
@@ -60,6 +61,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	c, err := o.config()
 	if err != nil {
 		return err
+	}
+	notify, err := sdnotify.New(o.getenv)
+	if err != nil {
+		return usageErrorf("%v", err)
 	}
 	if o.s3Addr != "" {
 		c.S3.Addr = o.s3Addr
@@ -130,6 +135,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
 `, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), shellQuote(c.DataDir), c.Buckets.Input)
+
+	// Under systemd (Type=notify) the unit becomes active only now, when
+	// the S3 endpoint answers and the workers run.
+	if err := notify.Ready(fmt.Sprintf("serving S3 on %s, %d worker(s)", p.Endpoint(), c.Workers)); err != nil {
+		fmt.Fprintf(o.Err, "conveyor: warning: %v\n", err)
+	}
+	defer notify.Stopping("stopping; handing unfinished jobs back")
 
 	if o.demo {
 		if err := runDemo(ctx, o, c); err != nil {

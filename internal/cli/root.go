@@ -120,7 +120,12 @@ Exit codes:
 		newWorkerCommand(g),
 		newSnapshotCommand(g),
 		newVersionCommand(g),
+		newCompletionCommand(g),
 	)
+	// Ours replaces cobra's default completion command: documented, and
+	// limited to the shells whose scripts are tested.
+	root.CompletionOptions.DisableDefaultCmd = true
+	addCompletions(g, root)
 	return root
 }
 
