@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/conveyorhq/conveyor/internal/version.Version=$(VERSION)
 GOFLAGS_REPRO := -trimpath -buildvcs=false
 
-.PHONY: build test build-arm64 build-amd64 build-lambda dist bench clean
+.PHONY: build test build-arm64 build-amd64 build-lambda dist bench clean image
 
 build:
 	go build $(GOFLAGS_REPRO) -ldflags '$(LDFLAGS)' -o dist/conveyor ./cmd/conveyor
@@ -27,6 +27,13 @@ dist: build-arm64 build-amd64 build-lambda
 
 bench:
 	go run ./bench/pipeline
+
+# The OCI image (static binary on an empty base) as an OCI layout tar, built
+# without a container engine; IMAGE_ARCH=arm64 for Graviton nodes.
+IMAGE_ARCH ?= $(shell go env GOARCH)
+image:
+	mkdir -p dist
+	go run ./deploy/image -arch $(IMAGE_ARCH) -version $(VERSION) -o dist/conveyor-oci-$(IMAGE_ARCH).tar
 
 clean:
 	rm -rf dist
