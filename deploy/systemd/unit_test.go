@@ -182,8 +182,8 @@ func TestUnitDirectives(t *testing.T) {
 // (the bwrap command line internal/processor runs before trusting it) the
 // way the unit starts conveyor, as far as the kernel sees it without
 // systemd: an unprivileged user, no new privileges, an empty capability
-// bounding set, a fresh hidepid=invisible /proc (ProtectProc=invisible),
-// /sys/fs/cgroup read-only (ProtectControlGroups), a private /tmp. It must
+// bounding set, and the unit's mounts (a read-only root, a private /dev,
+// a fresh hidepid=invisible /proc, read-only cgroupfs, a private /tmp). It must
 // succeed; with /proc/kmsg masked (ProtectKernelLogs) or /proc/sys
 // read-only (ProtectKernelTunables) it must fail, which is why the unit
 // leaves those two off. The seccomp filters (SystemCallFilter,
@@ -207,7 +207,15 @@ func TestSandboxUnderUnitRestrictions(t *testing.T) {
 		" --unshare-pid --unshare-ipc --unshare-uts --unshare-net --unshare-cgroup-try" +
 		" --die-with-parent --cap-drop ALL -- true"
 	asService := "setpriv --reuid=65534 --regid=65534 --clear-groups --no-new-privs --bounding-set=-all --inh-caps=-all " + probe
-	unitMounts := "mount -t proc -o hidepid=invisible proc /proc && mount -o remount,bind,ro /sys/fs/cgroup && mount -t tmpfs tmpfs /tmp"
+	// ProtectSystem=strict: the root read-only. PrivateDevices: a fresh
+	// /dev holding only the basic nodes. ProtectProc=invisible: a fresh
+	// hidepid=invisible /proc. ProtectControlGroups: cgroupfs read-only.
+	// PrivateTmp: a private /tmp.
+	hostDev := t.TempDir()
+	unitMounts := "mount -o remount,bind,ro / && " +
+		"mount --bind /dev " + hostDev + " && mount -t tmpfs -o mode=755,nosuid,noexec tmpfs /dev && " +
+		"for n in null zero full random urandom tty; do touch /dev/$n; mount --bind " + hostDev + "/$n /dev/$n; done && umount -l " + hostDev + " && " +
+		"mount -t proc -o hidepid=invisible proc /proc && mount -o remount,bind,ro /sys/fs/cgroup && mount -t tmpfs tmpfs /tmp"
 	run := func(extra string) (string, error) {
 		script := "set -e; " + unitMounts + "; " + extra + asService
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
