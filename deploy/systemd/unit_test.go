@@ -76,13 +76,9 @@ func directives(t *testing.T) map[string][]string {
 func TestUnitVerifies(t *testing.T) {
 	analyze := needTool(t, "systemd-analyze", "systemd")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "conveyor")
+	bin := buildConveyor(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/conveyorhq/conveyor/cmd/conveyor")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build conveyor: %v\n%s", err, out)
-	}
 	unit, err := os.ReadFile(unitFile)
 	if err != nil {
 		t.Fatal(err)
