@@ -154,12 +154,15 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		if err := lk.check(); err != nil {
 			return rep, err
 		}
-		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+		err := r.del(ctx, "snapshots/"+s.ID)
+		crashPruneSnapshotDel.hit()
+		if err != nil {
 			return rep, err
 		}
 	}
 	// Repack: copy the referenced blobs into new packs.
 	pk := newPacker(ctx, r)
+	pk.crash = crashPrunePack
 	cd := r.newCodec()
 	copied := map[ID]bool{}
 	for _, sp := range repack {
@@ -201,6 +204,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			return rep, err
 		}
 		name, err := r.writeIndex(ctx, append(keep, newPacks...))
+		crashPruneIndex.hit()
 		if err != nil {
 			return rep, err
 		}
@@ -209,7 +213,9 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		}
 		for _, f := range x.files {
 			if f != name {
-				if err := r.del(ctx, f); err != nil {
+				err := r.del(ctx, f)
+				crashPruneIndexDeleted.hit()
+				if err != nil {
 					return rep, err
 				}
 			}
@@ -222,7 +228,11 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	g.SetLimit(r.cfg.Uploads * 2)
 	for _, p := range del {
 		rep.BytesFreed += size[p]
-		g.Go(func() error { return r.del(gctx, "packs/"+p.String()) })
+		g.Go(func() error {
+			err := r.del(gctx, "packs/"+p.String())
+			crashPrunePackDeleted.hit()
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return rep, err

@@ -233,11 +233,13 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 		// key, and the one whose config loses reads the winner's key
 		// with the same password.
 		keyName, err := r.addKey(ctx, cfg.Key, master)
+		crashInitKey.hit()
 		if err != nil {
 			return nil, err
 		}
 		body, _ := json.MarshalIndent(rc, "", "  ")
 		err = r.put(ctx, "config", body, true)
+		crashInitConfig.hit()
 		if errors.Is(err, errExists) {
 			// Another process created it: read theirs; our key opens
 			// nothing of it.
