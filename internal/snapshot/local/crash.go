@@ -141,15 +141,26 @@ func parseCrashEnv(v string) (*crashPoint, int64) {
 }
 
 // hit kills the process when it is the point CrashEnv names, the nth time.
-// A nil point is never hit.
+// A nil point is never hit. With the seam on, every point counts its
+// passes (crashHits), so that a test can learn how many there are.
 func (p *crashPoint) hit() {
-	if crashAt == nil || crashAt != p {
+	if crashAt == nil || p == nil {
 		return
 	}
-	if p.hits.Add(1) != crashNth {
+	if p.hits.Add(1) != crashNth || crashAt != p {
 		return
 	}
 	fmt.Fprintf(os.Stderr, "conveyor: crash point %s:%d reached: killing this process (%s is set)\n", p.name, crashNth, CrashEnv)
 	syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {} // the signal is on its way
+}
+
+// crashHits returns how many times each point was passed, with the seam
+// on (all zero when it is off).
+func crashHits() map[string]int64 {
+	out := map[string]int64{}
+	for n, p := range crashRegistry {
+		out[n] = p.hits.Load()
+	}
+	return out
 }

@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,9 +69,15 @@ func TestCrashHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Reaching here means the crash point was never passed.
-	fmt.Fprintf(os.Stderr, "crash child: %s finished\n", c.Op)
+	// Reaching here means the crash point was not passed as often as
+	// asked: say how often each one was.
+	hits, _ := json.Marshal(crashHits())
+	fmt.Printf("%s%s\n", crashHitsLine, hits)
 }
+
+// crashHitsLine starts the line on which a child that finished reports
+// how many times it passed each crash point.
+const crashHitsLine = "crash child finished; hits: "
 
 // crashScenario is a repository in the state an operation is crash-tested
 // from.
@@ -84,11 +91,11 @@ type crashScenario struct {
 }
 
 // TestCrashAtEveryWriteStep kills create, prune and repair with SIGKILL
-// right after each of their write steps, every point the engine declares
-// (CrashPoints), each in a child process. Then, as a user would: verify
-// (which removes the dead process's lock) finds nothing wrong that was
-// not wrong before, the operation run again completes, verify is clean,
-// and the latest snapshot restores equal to the volume.
+// right after each of their write steps, at every pass of every point the
+// engine declares (CrashPoints), each in a child process. Then, as a user
+// would: verify (which removes the dead process's lock) finds nothing
+// wrong that was not wrong before, the operation run again completes,
+// verify is clean, and the latest snapshot restores equal to the volume.
 func TestCrashAtEveryWriteStep(t *testing.T) {
 	t.Parallel()
 	exe, err := os.Executable()
@@ -99,29 +106,42 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 	if len(points) < 20 {
 		t.Fatalf("only %d crash points declared: %v", len(points), points)
 	}
-	// At most two children at once: each scenario is a few creates.
-	sem := make(chan struct{}, 2)
-	var mu sync.Mutex
-	reached := map[string]bool{}
-	t.Run("points", func(t *testing.T) {
-		for _, point := range points {
-			t.Run(point, func(t *testing.T) {
-				t.Parallel()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				sc := newCrashScenario(t, strings.SplitN(point, "/", 2)[0])
-				crashRun(t, exe, sc, point)
-				mu.Lock()
-				reached[point] = true
-				mu.Unlock()
-				sc.recover(t)
-			})
-		}
-	})
+	groups := map[string][]string{}
 	for _, p := range points {
-		if !reached[p] {
-			t.Errorf("crash point %s: the operation was not killed there", p)
-		}
+		g := strings.SplitN(p, "/", 2)[0]
+		groups[g] = append(groups[g], p)
+	}
+	// At most two scenarios at once: each is a few creates.
+	sem := make(chan struct{}, 2)
+	for _, g := range slices.Sorted(maps.Keys(groups)) {
+		t.Run(g, func(t *testing.T) {
+			t.Parallel()
+			// How many times the operation passes each point, from a
+			// run that is not killed: the scenario is deterministic
+			// (one worker), so every pass is killed at in turn.
+			sem <- struct{}{}
+			hits := crashCount(t, exe, newCrashScenario(t, g), groups[g][0])
+			<-sem
+			for _, p := range groups[g] {
+				n := hits[p]
+				if n == 0 {
+					t.Errorf("crash point %s is never passed by the %s scenario: make the scenario reach it", p, g)
+				}
+				if strings.HasSuffix(p, "/lock-refreshed") {
+					n = min(n, 1) // a timer's, as often as the clock says
+				}
+				for nth := int64(1); nth <= n; nth++ {
+					t.Run(fmt.Sprintf("%s:%d", p, nth), func(t *testing.T) {
+						t.Parallel()
+						sem <- struct{}{}
+						defer func() { <-sem }()
+						sc := newCrashScenario(t, g)
+						crashRun(t, exe, sc, p, nth)
+						sc.recover(t)
+					})
+				}
+			}
+		})
 	}
 }
 
@@ -242,30 +262,58 @@ func (sc *crashScenario) problems(t *testing.T) []string {
 	return rep.Problems
 }
 
-// crashRun runs the scenario's operation in a child process with the
-// crash seam set at point, and checks that it was killed there.
-func crashRun(t *testing.T, exe string, sc *crashScenario, point string) {
-	t.Helper()
-	c := crashChild{Endpoint: sc.b.srv.Endpoint, Bucket: sc.b.bucket, Source: sc.b.src, Op: sc.op}
-	if strings.HasSuffix(point, "/lock-refreshed") {
-		c.LockRefresh = 2 * time.Millisecond
-	}
+// crashChildCmd is the child process running the scenario's operation
+// with the crash seam set to crashAt.
+func crashChildCmd(exe string, sc *crashScenario, crashAt string, refresh time.Duration) (*exec.Cmd, *bytes.Buffer) {
+	c := crashChild{Endpoint: sc.b.srv.Endpoint, Bucket: sc.b.bucket, Source: sc.b.src, Op: sc.op, LockRefresh: refresh}
 	spec, _ := json.Marshal(c)
 	cmd := exec.Command(exe, "-test.run=^TestCrashHelper$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashChildEnv+"="+string(spec), CrashEnv+"="+point)
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+string(spec), CrashEnv+"="+crashAt)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	return cmd, &out
+}
+
+// crashCount runs the scenario's operation to its end with the seam on
+// (at point, past its last pass) and returns how often it passed each
+// point.
+func crashCount(t *testing.T, exe string, sc *crashScenario, point string) map[string]int64 {
+	t.Helper()
+	cmd, out := crashChildCmd(exe, sc, point+":1000000000", 2*time.Millisecond)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s with the crash seam on, never killed: %v\n%s", sc.op, err, out)
+	}
+	_, line, ok := strings.Cut(out.String(), crashHitsLine)
+	line, _, _ = strings.Cut(line, "\n")
+	hits := map[string]int64{}
+	if !ok || json.Unmarshal([]byte(line), &hits) != nil {
+		t.Fatalf("%s with the crash seam on: no count of passes:\n%s", sc.op, out)
+	}
+	return hits
+}
+
+// crashRun runs the scenario's operation in a child process with the
+// crash seam set at the nth pass of point, and checks that it was killed
+// there.
+func crashRun(t *testing.T, exe string, sc *crashScenario, point string, nth int64) {
+	t.Helper()
+	var refresh time.Duration
+	if strings.HasSuffix(point, "/lock-refreshed") {
+		refresh = 2 * time.Millisecond
+	}
+	at := fmt.Sprintf("%s:%d", point, nth)
+	cmd, out := crashChildCmd(exe, sc, at, refresh)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) {
-		t.Fatalf("%s at %s: %v, want killed by SIGKILL\n%s", sc.op, point, err, out.String())
+		t.Fatalf("%s at %s: %v, want killed by SIGKILL\n%s", sc.op, at, err, out)
 	}
 	ws, ok := ee.Sys().(syscall.WaitStatus)
 	if !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-		t.Fatalf("%s at %s: %v, want killed by SIGKILL\n%s", sc.op, point, err, out.String())
+		t.Fatalf("%s at %s: %v, want killed by SIGKILL\n%s", sc.op, at, err, out)
 	}
-	if want := "crash point " + point + ":1 reached"; !strings.Contains(out.String(), want) {
-		t.Fatalf("%s killed, but not at %s:\n%s", sc.op, point, out.String())
+	if want := "crash point " + at + " reached"; !strings.Contains(out.String(), want) {
+		t.Fatalf("%s killed, but not at %s:\n%s", sc.op, at, out)
 	}
 }
 
@@ -295,6 +343,8 @@ func (sc *crashScenario) recover(t *testing.T) {
 		if list, err := r.List(ctx); err != nil || len(list) != 1 {
 			t.Fatalf("after prune: %d snapshots (%v), want 1", len(list), err)
 		}
+		// What the crashed prune had copied is not kept twice.
+		noBlobTwice(t, r)
 	case "repair":
 		rep, err := r.Repair(ctx)
 		if err != nil {
@@ -326,4 +376,56 @@ func objectNames(t *testing.T, r *Repo, dir string) []string {
 		out = append(out, o.Name)
 	}
 	return out
+}
+
+// noBlobTwice fails when the index names a blob in two packs.
+func noBlobTwice(t *testing.T, r *Repo) {
+	t.Helper()
+	x, err := r.loadIndex(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := map[ID]ID{}
+	for p, es := range x.packs {
+		for _, e := range es {
+			if q, dup := in[e.ID]; dup {
+				t.Fatalf("blob %s is in two packs, %s and %s", e.ID, p, q)
+			}
+			in[e.ID] = p
+		}
+	}
+}
+
+// A prune stopped after writing its new index, before removing the old
+// one, leaves the blobs it rewrote in two packs, both indexed: the next
+// prune keeps one copy, not both for good.
+func TestPruneAfterInterruptedPruneKeepsOneCopy(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	sc := newCrashScenario(t, "prune")
+	r := sc.r
+	indexBefore := objectNames(t, r, "index/")
+	cut, fl := openFast(t, sc.b, time.Minute, 10*time.Second)
+	fail := func(req *http.Request) bool {
+		return req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/index/")
+	}
+	fl.fail.Store(&fail)
+	if _, err := cut.Prune(ctx, snapshot.Policy{KeepLast: 1}); err == nil || !strings.Contains(err.Error(), "index/") {
+		t.Fatalf("prune that cannot delete the old index: %v, want an error naming it", err)
+	}
+	if n := len(objectNames(t, r, "index/")); n != len(indexBefore)+1 {
+		t.Fatalf("%d index objects after the cut prune, want the %d old ones and its new one", n, len(indexBefore))
+	}
+	rep, err := r.Prune(ctx, snapshot.Policy{KeepLast: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.PacksDeleted == 0 {
+		t.Fatalf("the second prune deleted no pack: %+v", rep)
+	}
+	noBlobTwice(t, r)
+	if _, err := r.Verify(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	restoreAndCompare(t, r, mustLatest(t, r).ID, sc.b.src)
 }
