@@ -2,7 +2,8 @@
 // deduplicated snapshots of a directory in an S3 bucket, under a prefix:
 //
 //	config              repository id, version, chunker parameters
-//	keys/<id>           the master key, wrapped by a password (key.go)
+//	keys/<id>           the master key, wrapped by a password (key.go) or
+//	                    by AWS KMS (kmskey)
 //	packs/<hash>        several MiB of blobs (zstd or raw) and their table
 //	index/<hash>        which blob lives in which pack, at which offset
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats

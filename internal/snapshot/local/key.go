@@ -214,10 +214,17 @@ func (r *Repo) openKey(ctx context.Context) error {
 			kinds = append(kinds, k)
 		}
 		sort.Strings(kinds)
-		return fmt.Errorf("%w (%s: its key is wrapped by %s, and a %s was given: %s)", snapshot.ErrWrongKey, r.Location(), strings.Join(kinds, ", "), r.cfg.Key.Kind(), kindHint(kinds))
+		return wrongKind(fmt.Sprintf("snapshot repository %s: its key is wrapped by %s, not by a %s: %s", r.Location(), strings.Join(kinds, ", "), r.cfg.Key.Kind(), kindHint(kinds)))
 	}
 	return snapshot.ErrWrongKey
 }
+
+// wrongKind is snapshot.ErrWrongKey in its own words: the key given is
+// of another kind than the repository's.
+type wrongKind string
+
+func (e wrongKind) Error() string        { return string(e) }
+func (e wrongKind) Is(target error) bool { return target == snapshot.ErrWrongKey }
 
 // kindHint says which setting opens a key object of these kinds.
 func kindHint(kinds []string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
@@ -81,6 +82,19 @@ func (w *Wrapper) Unwrap(ctx context.Context, repo string, stored json.RawMessag
 	return out.Plaintext, nil
 }
 
+// keyRef names a key as enable-key and cancel-key-deletion take it (an ID
+// or key ARN, not an alias): the ARN a key object recorded, else the
+// configured name when it is no alias.
+func keyRef(configured, wrappedBy string) string {
+	if wrappedBy != "" {
+		return wrappedBy
+	}
+	if strings.HasPrefix(configured, "alias/") || strings.Contains(configured, ":alias/") {
+		return "\"$(aws kms describe-key --key-id " + configured + " --query KeyMetadata.Arn --output text)\""
+	}
+	return configured
+}
+
 // wrongKey is an error that is snapshot.ErrWrongKey with its own words.
 type wrongKey struct{ msg string }
 
@@ -102,9 +116,9 @@ func (w *Wrapper) explain(op string, err error, wrappedBy string) error {
 	case "AccessDeniedException":
 		return fmt.Errorf("KMS denies %s on key %s to these credentials (%s): grant the role kms:Encrypt and kms:Decrypt on that key only (the README shows the policy), or set snapshot.kms_key to a key it may use", op, w.keyID, ae.ErrorMessage())
 	case "DisabledException":
-		return fmt.Errorf("KMS key %s is disabled (%s): enable it (aws kms enable-key --key-id %s); until then the snapshots it wraps cannot be read or written", w.keyID, ae.ErrorMessage(), w.keyID)
+		return fmt.Errorf("KMS key %s is disabled (%s): enable it (aws kms enable-key --key-id %s); until then the snapshots it wraps cannot be read or written", w.keyID, ae.ErrorMessage(), keyRef(w.keyID, wrappedBy))
 	case "KMSInvalidStateException":
-		return fmt.Errorf("KMS key %s cannot be used in its state (%s): if it is pending deletion, cancel that now (aws kms cancel-key-deletion --key-id %s): once deleted, every snapshot it wraps is lost", w.keyID, ae.ErrorMessage(), w.keyID)
+		return fmt.Errorf("KMS key %s cannot be used in its state (%s): if it is pending deletion, cancel that now (aws kms cancel-key-deletion --key-id %s): once deleted, every snapshot it wraps is lost", w.keyID, ae.ErrorMessage(), keyRef(w.keyID, wrappedBy))
 	case "NotFoundException":
 		return fmt.Errorf("KMS key %s does not exist in this account and region (%s): check snapshot.kms_key and the region (AWS_REGION)", w.keyID, ae.ErrorMessage())
 	case "InvalidKeyUsageException":
