@@ -1,11 +1,8 @@
 package local
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -37,7 +34,9 @@ const repackBelow = 0.75
 // are deleted only once older than PruneMargin by the store's clock (a
 // snapshot whose lock was wrongly taken as stale may still be writing
 // them). The order keeps every step safe to interrupt: snapshot objects,
-// new packs, the new index, old index objects, old packs.
+// new packs, the new index, old index objects, old packs. A blob that an
+// interrupted prune left in two packs is kept once, in the copy read back
+// sound (ownUsedBlobs).
 func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, error) {
 	return r.PruneWith(ctx, policy, PruneOptions{})
 }
@@ -109,14 +108,17 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			del = append(del, id) // left by an interrupted run
 		}
 	}
-	owner := ownUsedBlobs(x, used)
+	owner, err := r.ownUsedBlobs(ctx, x, used, size)
+	if err != nil {
+		return rep, err
+	}
 	var keep []sealedPack
 	var repack []sealedPack
 	for p, es := range x.packs {
 		var usedBytes, all int64
 		for _, e := range es {
 			all += int64(e.Length)
-			if owner[e.ID] == p {
+			if owner.keeps(p, e.ID) {
 				usedBytes += int64(e.Length)
 			}
 		}
@@ -141,7 +143,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		}
 		for _, sp := range repack {
 			for _, e := range sp.Entries {
-				if owner[e.ID] == sp.ID {
+				if owner.keeps(sp.ID, e.ID) {
 					rep.RepositoryBytes += int64(e.Length)
 				} else {
 					rep.BytesFreed += int64(e.Length)
@@ -176,7 +178,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			return rep, fmt.Errorf("prune stops before deleting anything: %w", err)
 		}
 		for _, e := range sp.Entries {
-			if owner[e.ID] != sp.ID || copied[e.ID] {
+			if !owner.keeps(sp.ID, e.ID) || copied[e.ID] {
 				continue
 			}
 			end := int(e.Offset) + int(e.Length)
@@ -251,47 +253,6 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		}
 	}
 	return rep, nil
-}
-
-// ownUsedBlobs picks, for each used blob, the one pack whose copy of it
-// prune keeps. A blob can be in two packs: a prune killed after writing
-// its new index, before removing the old one, leaves both the packs it
-// rewrote and their copies indexed. Counting both as used would keep the
-// two copies for good; the copy in the pack most used counting every
-// copy (a rewritten pack: all of it) is kept, and the other pack is
-// deleted or rewritten as if that blob were unused.
-func ownUsedBlobs(x *index, used map[ID]bool) map[ID]ID {
-	type share struct {
-		id         ID
-		used, size int64
-	}
-	order := make([]share, 0, len(x.packs))
-	for p, es := range x.packs {
-		s := share{id: p}
-		for _, e := range es {
-			s.size += int64(e.Length)
-			if used[e.ID] {
-				s.used += int64(e.Length)
-			}
-		}
-		order = append(order, s)
-	}
-	// used/size descending, compared as cross products; ties by ID.
-	slices.SortFunc(order, func(a, b share) int {
-		if c := cmp.Compare(b.used*a.size, a.used*b.size); c != 0 {
-			return c
-		}
-		return bytes.Compare(a.id[:], b.id[:])
-	})
-	owner := map[ID]ID{}
-	for _, s := range order {
-		for _, e := range x.packs[s.id] {
-			if _, taken := owner[e.ID]; used[e.ID] && !taken {
-				owner[e.ID] = s.id
-			}
-		}
-	}
-	return owner
 }
 
 // Forget applies the policy by removing the snapshot objects it does not
