@@ -447,3 +447,14 @@ func TestPruneAfterInterruptedPruneKeepsOneCopy(t *testing.T) {
 	}
 	restoreAndCompare(t, r, mustLatest(t, r).ID, sc.b.src)
 }
+
+// BenchmarkCrashPoint is what a crash point costs a write step with the
+// seam off (CONVEYOR_SNAPSHOT_CRASH_AT unset): compare with the write.
+func BenchmarkCrashPoint(b *testing.B) {
+	if crashAt != nil {
+		b.Skip(CrashEnv + " is set")
+	}
+	for b.Loop() {
+		crashCreatePack.hit()
+	}
+}
