@@ -56,6 +56,12 @@ snapshot.every or snapshot.daily is set (off by default), applying the
 retention policy (snapshot.retention) after each, and pruning once a day
 (snapshot.prune_every) or once 10 snapshots were removed.
 
+Snapshots are encrypted. Their key is wrapped by a password
+(CONVEYOR_SNAPSHOT_PASSWORD or snapshot.password_file; generated in the
+data dir when neither is set: keep a copy elsewhere) or, when
+snapshot.kms_key is set, by that AWS KMS key. Without it no snapshot can
+be read.
+
 A snapshot is crash-consistent, like an EBS snapshot. --quiesce asks the
 running 'conveyor up' (through the unix socket <data-dir>/control.sock,
 mode 0600) to start no new job and waits up to --quiesce-timeout for the

@@ -125,6 +125,14 @@ type FileConfig struct {
 		// when set, comes first; with neither, `conveyor up` generates
 		// <data dir>/snapshot-password.
 		PasswordFile string `yaml:"password_file" env:"CONVEYOR_SNAPSHOT_PASSWORD_FILE"`
+
+		// KMSKey, when set, is the AWS KMS key (key ID, key ARN,
+		// alias/name or alias ARN) that wraps the snapshot repository's
+		// key instead of a password: opening the repository takes
+		// kms:Decrypt on it, creating one kms:Encrypt. Setting a password
+		// too is refused. Credentials: the usual AWS chain (the instance
+		// role on EC2) in s3.region.
+		KMSKey string `yaml:"kms_key" env:"CONVEYOR_SNAPSHOT_KMS_KEY"`
 	} `yaml:"snapshot"`
 
 	// Events puts every job state change this process makes on an
@@ -367,6 +375,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_SNAPSHOT_BUCKET", str(&c.Snapshot.Bucket)},
 		{"CONVEYOR_SNAPSHOT_PREFIX", str(&c.Snapshot.Prefix)},
 		{"CONVEYOR_SNAPSHOT_PASSWORD_FILE", str(&c.Snapshot.PasswordFile)},
+		{"CONVEYOR_SNAPSHOT_KMS_KEY", str(&c.Snapshot.KMSKey)},
 		{"CONVEYOR_SNAPSHOT_KEEP_LAST", num("CONVEYOR_SNAPSHOT_KEEP_LAST", &c.Snapshot.Retention.KeepLast)},
 		{"CONVEYOR_SNAPSHOT_KEEP_WITHIN", dur("CONVEYOR_SNAPSHOT_KEEP_WITHIN", &c.Snapshot.Retention.KeepWithin)},
 		{"CONVEYOR_SNAPSHOT_KEEP_DAILY", num("CONVEYOR_SNAPSHOT_KEEP_DAILY", &c.Snapshot.Retention.KeepDaily)},

@@ -32,10 +32,14 @@ func (c FileConfig) snapshotPasswordSource() (env bool, file string) {
 }
 
 // snapshotKey returns what opens the local snapshot repository's key:
-// nil when no password is set and the data dir holds no generated one
-// (an encrypted repository then says so when opened, and a new one is
-// not created).
+// the KMS key of snapshot.kms_key when set, else the password; nil when
+// no password is set and the data dir holds no generated one (an
+// encrypted repository then says so when opened, and a new one is not
+// created).
 func (c FileConfig) snapshotKey() (snaplocal.KeyWrapper, error) {
+	if c.Snapshot.KMSKey != "" {
+		return c.snapshotKMSKey()
+	}
 	env, file := c.snapshotPasswordSource()
 	if env {
 		return snaplocal.NewPassword(c.getenv("CONVEYOR_SNAPSHOT_PASSWORD")), nil
@@ -59,6 +63,9 @@ func (c FileConfig) snapshotKey() (snaplocal.KeyWrapper, error) {
 // the data dir holds none, it writes a random one there (0600) and says
 // loudly that it must be kept elsewhere too.
 func (c FileConfig) ensureSnapshotPassword(errOut io.Writer) error {
+	if c.Snapshot.KMSKey != "" {
+		return c.snapshotKMSOnly() // KMS wraps the key: no password
+	}
 	env, file := c.snapshotPasswordSource()
 	if env || c.Snapshot.PasswordFile != "" {
 		return nil

@@ -72,6 +72,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.pk = newPacker(ctx, r)
+	c.pk.crash = crashCreatePack
 	if opts.Progress != nil {
 		stop := c.report(opts.Progress)
 		defer stop()
@@ -108,7 +109,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	if _, err := r.writeIndex(ctx, packs); err != nil {
+	_, err = r.writeIndex(ctx, packs)
+	crashCreateIndex.hit()
+	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	st.BytesAdded = c.pk.bytesAdded()
@@ -116,7 +119,9 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	if err := lk.check(); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
 	}
-	if err := r.putSnapshot(ctx, s); err != nil {
+	err = r.putSnapshot(ctx, s)
+	crashCreateSnapshot.hit()
+	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
 	return s, nil

@@ -2,7 +2,8 @@
 // deduplicated snapshots of a directory in an S3 bucket, under a prefix:
 //
 //	config              repository id, version, chunker parameters
-//	keys/<id>           the master key, wrapped by a password (key.go)
+//	keys/<id>           the master key, wrapped by a password (key.go) or
+//	                    by AWS KMS (kmskey)
 //	packs/<hash>        several MiB of blobs (zstd or raw) and their table
 //	index/<hash>        which blob lives in which pack, at which offset
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats
@@ -30,4 +31,11 @@
 // index from the packs; Restore reaches every path through directory
 // descriptors without following symlinks. It is not a general backup
 // tool: one source directory.
+//
+// Test seam: every write step of creating a repository, create, prune and
+// repair is a named crash point (crash.go, listed by CrashPoints). With
+// CONVEYOR_SNAPSHOT_CRASH_AT=<point>[:<nth>] in its environment, read once
+// at start, the process kills itself with SIGKILL right after passing that
+// point the nth time, so that tests can show that verify is clean after a
+// kill at any of them. Unset, a point costs a pointer comparison.
 package local

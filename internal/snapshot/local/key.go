@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/crypto/chacha20poly1305"
@@ -16,22 +18,23 @@ import (
 )
 
 // KeyWrapper keeps a repository's master key: it wraps a new one into
-// what a keys/ object stores, and unwraps it again. Password is the one
-// implementation. It is the extension point for a key kept by a key
-// service: an AWS KMS wrapper would Encrypt the master key under a KMS
-// key (its ARN and the ciphertext blob are what Wrap returns) and Decrypt
-// it in Unwrap, so that the right to read the repository is an IAM grant
-// rather than a secret on disk.
+// what a keys/ object stores, and unwraps it again. Password is one
+// implementation; kmskey.Wrapper, beside this package, is the other: it
+// has AWS KMS encrypt the master key under a KMS key, so that the right to
+// read the repository is an IAM grant rather than a secret on disk.
 type KeyWrapper interface {
-	// Kind names the wrapping in the key object ("password").
+	// Kind names the wrapping in the key object ("password", "aws-kms").
 	Kind() string
-	// Wrap seals master; the result is stored as is (JSON) in the key
-	// object, so it must hold every parameter Unwrap needs.
-	Wrap(ctx context.Context, master []byte) (json.RawMessage, error)
-	// Unwrap returns the master key from what Wrap stored. It returns
-	// an error wrapping snapshot.ErrWrongKey when this wrapper's secret
-	// does not open it.
-	Unwrap(ctx context.Context, stored json.RawMessage) ([]byte, error)
+	// Wrap seals master, the key of the repository whose ID is repo (a
+	// wrapper may bind the result to it); the result is stored as is
+	// (JSON) in the key object, so it must hold every parameter Unwrap
+	// needs.
+	Wrap(ctx context.Context, repo string, master []byte) (json.RawMessage, error)
+	// Unwrap returns the master key from what Wrap stored for repo. It
+	// returns an error wrapping snapshot.ErrWrongKey when this wrapper's
+	// secret does not open it; any other error (a key service that
+	// refuses or cannot be reached) says what to do.
+	Unwrap(ctx context.Context, repo string, stored json.RawMessage) ([]byte, error)
 }
 
 // keyObject is a keys/<id> object: one wrapping of the master key.
@@ -82,7 +85,7 @@ var adKey = []byte("conveyor repository master key")
 func (p *Password) Kind() string { return "password" }
 
 // Wrap implements KeyWrapper.
-func (p *Password) Wrap(_ context.Context, master []byte) (json.RawMessage, error) {
+func (p *Password) Wrap(_ context.Context, _ string, master []byte) (json.RawMessage, error) {
 	if len(p.secret) == 0 {
 		return nil, errors.New("the snapshot password is empty")
 	}
@@ -107,7 +110,7 @@ func (p *Password) Wrap(_ context.Context, master []byte) (json.RawMessage, erro
 }
 
 // Unwrap implements KeyWrapper.
-func (p *Password) Unwrap(_ context.Context, stored json.RawMessage) ([]byte, error) {
+func (p *Password) Unwrap(_ context.Context, _ string, stored json.RawMessage) ([]byte, error) {
 	if len(p.secret) == 0 {
 		return nil, fmt.Errorf("%w (the password given is empty)", snapshot.ErrWrongKey)
 	}
@@ -137,10 +140,10 @@ func (p *Password) Unwrap(_ context.Context, stored json.RawMessage) ([]byte, er
 	return master, nil
 }
 
-// addKey wraps master with w and stores it as a new key object, whose
-// name it returns.
-func (r *Repo) addKey(ctx context.Context, w KeyWrapper, master []byte) (string, error) {
-	data, err := w.Wrap(ctx, master)
+// addKey wraps master, the key of repository repo, with w and stores it
+// as a new key object, whose name it returns.
+func (r *Repo) addKey(ctx context.Context, w KeyWrapper, repo string, master []byte) (string, error) {
+	data, err := w.Wrap(ctx, repo, master)
 	if err != nil {
 		return "", fmt.Errorf("wrap the repository key: %w", err)
 	}
@@ -162,6 +165,7 @@ func (r *Repo) openKey(ctx context.Context) error {
 		return fmt.Errorf("%s is encrypted and no snapshot password is set: %w", r.Location(), snapshot.ErrWrongKey)
 	}
 	var tried []error
+	others := map[string]bool{} // kinds of key objects cfg.Key cannot open
 	for _, o := range objs {
 		b, err := r.get(ctx, o.Name)
 		if err != nil {
@@ -173,9 +177,10 @@ func (r *Repo) openKey(ctx context.Context) error {
 			continue
 		}
 		if k.Kind != r.cfg.Key.Kind() {
+			others[k.Kind] = true
 			continue
 		}
-		master, err := r.cfg.Key.Unwrap(ctx, k.Data)
+		master, err := r.cfg.Key.Unwrap(ctx, r.rc.ID, k.Data)
 		if err != nil {
 			tried = append(tried, err)
 			continue
@@ -190,12 +195,45 @@ func (r *Repo) openKey(ctx context.Context) error {
 		r.sealer = sl
 		return nil
 	}
+	// A key service that refused or failed says so: it is not a wrong
+	// key, and its message says what to do.
+	var failed []error
 	for _, err := range tried {
 		if !errors.Is(err, snapshot.ErrWrongKey) {
-			return fmt.Errorf("%w (and: %v)", snapshot.ErrWrongKey, errors.Join(tried...))
+			failed = append(failed, err)
 		}
 	}
+	switch {
+	case len(failed) > 0:
+		return fmt.Errorf("open the key of snapshot repository %s: %w", r.Location(), errors.Join(failed...))
+	case len(tried) > 0:
+		return tried[0]
+	case len(others) > 0:
+		kinds := make([]string, 0, len(others))
+		for k := range others {
+			kinds = append(kinds, k)
+		}
+		sort.Strings(kinds)
+		return wrongKind(fmt.Sprintf("snapshot repository %s: its key is wrapped by %s, not by a %s: %s", r.Location(), strings.Join(kinds, ", "), r.cfg.Key.Kind(), kindHint(kinds)))
+	}
 	return snapshot.ErrWrongKey
+}
+
+// wrongKind is snapshot.ErrWrongKey in its own words: the key given is
+// of another kind than the repository's.
+type wrongKind string
+
+func (e wrongKind) Error() string        { return string(e) }
+func (e wrongKind) Is(target error) bool { return target == snapshot.ErrWrongKey }
+
+// kindHint says which setting opens a key object of these kinds.
+func kindHint(kinds []string) string {
+	for _, k := range kinds {
+		if k == "aws-kms" {
+			return "set snapshot.kms_key (CONVEYOR_SNAPSHOT_KMS_KEY) to the KMS key it was created with"
+		}
+	}
+	return "set the password it was created with"
 }
 
 // deriveKEK runs scrypt for a password key object. scrypt works in

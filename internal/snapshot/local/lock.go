@@ -53,6 +53,7 @@ type repoLock struct {
 
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+	crash  *lockCrashPoints
 
 	mu       sync.Mutex
 	etag     string
@@ -84,11 +85,12 @@ func (r *Repo) lock(ctx context.Context, op string, exclusive bool) (*repoLock, 
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	now := r.wallClock().UTC()
-	l := &repoLock{r: r, info: lockInfo{Exclusive: exclusive, Op: op, Nonce: hex.EncodeToString(nonce), Host: hostname(), PID: os.Getpid(), Machine: machineID(), Created: now, Refreshed: now}}
+	l := &repoLock{r: r, crash: lockCrash(op), info: lockInfo{Exclusive: exclusive, Op: op, Nonce: hex.EncodeToString(nonce), Host: hostname(), PID: os.Getpid(), Machine: machineID(), Created: now, Refreshed: now}}
 	l.name = "locks/" + l.info.Nonce
 	sent := time.Now()
 	body, _ := json.Marshal(l.info)
 	etag, err := r.putETag(ctx, l.name, body, "*")
+	l.crash.written.hit()
 	if err != nil {
 		return nil, fmt.Errorf("take the repository lock: %w", err)
 	}
@@ -103,7 +105,7 @@ func (r *Repo) lock(ctx context.Context, op string, exclusive bool) (*repoLock, 
 		return nil, fmt.Errorf("take the repository lock: %w", err)
 	}
 	l.now = st.Modified
-	if err := r.checkLocks(ctx, l.name, exclusive, st.Modified); err != nil {
+	if err := r.checkLocks(ctx, l.name, exclusive, st.Modified, l.crash); err != nil {
 		r.delIf(context.WithoutCancel(ctx), l.name, etag)
 		return nil, err
 	}
@@ -190,6 +192,7 @@ func (l *repoLock) refresh(ctx context.Context) error {
 	etag := l.etag
 	l.mu.Unlock()
 	etag, err := l.r.putIfMatch(ctx, l.name, body, etag)
+	l.crash.refreshed.hit()
 	if err != nil {
 		return err
 	}
@@ -211,6 +214,7 @@ func (l *repoLock) release() {
 		etag := l.etag
 		l.mu.Unlock()
 		l.r.delIf(ctx, l.name, etag)
+		l.crash.released.hit()
 	})
 }
 
@@ -225,7 +229,7 @@ func (r *Repo) wallClock() time.Time {
 
 // checkLocks removes stale locks and returns ErrLocked when a live one
 // conflicts. own is the caller's lock, ignored; now is the store's time.
-func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool, now time.Time) error {
+func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool, now time.Time, crash *lockCrashPoints) error {
 	objs, err := r.list(ctx, "locks/")
 	if err != nil {
 		return err
@@ -254,7 +258,9 @@ func (r *Repo) checkLocks(ctx context.Context, own string, exclusive bool, now t
 		if why != "" {
 			r.cfg.Logf("snapshot: removing stale lock %s of %s (pid %d on %s): %s", r.key(o.Name), li.Op, li.PID, li.Host, why)
 			// Only the version judged: a lock refreshed meanwhile stays.
-			if err := r.delIf(ctx, o.Name, o.ETag); err != nil && !errors.Is(err, errExists) {
+			err := r.delIf(ctx, o.Name, o.ETag)
+			crash.staleRemoved.hit()
+			if err != nil && !errors.Is(err, errExists) {
 				return err
 			}
 			continue

@@ -294,6 +294,8 @@ type packer struct {
 	r    *Repo
 	ctx  context.Context
 	size int
+	// crash is passed after each pack upload (crash.go); nil: none.
+	crash *crashPoint
 
 	mu      sync.Mutex
 	buf     []byte
@@ -423,6 +425,7 @@ func (p *packer) upload() {
 			continue
 		}
 		err := p.r.put(p.ctx, "packs/"+sp.ID.String(), sp.Body, false)
+		p.crash.hit()
 		p.release(sp.Body)
 		p.resMu.Lock()
 		if err != nil && p.err == nil {

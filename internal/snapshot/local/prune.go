@@ -34,7 +34,9 @@ const repackBelow = 0.75
 // are deleted only once older than PruneMargin by the store's clock (a
 // snapshot whose lock was wrongly taken as stale may still be writing
 // them). The order keeps every step safe to interrupt: snapshot objects,
-// new packs, the new index, old index objects, old packs.
+// new packs, the new index, old index objects, old packs. A blob that an
+// interrupted prune left in two packs is kept once, in the copy read back
+// sound (ownUsedBlobs).
 func (r *Repo) Prune(ctx context.Context, policy snapshot.Policy) (PruneReport, error) {
 	return r.PruneWith(ctx, policy, PruneOptions{})
 }
@@ -106,13 +108,17 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			del = append(del, id) // left by an interrupted run
 		}
 	}
+	owner, err := r.ownUsedBlobs(ctx, x, used, size)
+	if err != nil {
+		return rep, err
+	}
 	var keep []sealedPack
 	var repack []sealedPack
 	for p, es := range x.packs {
 		var usedBytes, all int64
 		for _, e := range es {
 			all += int64(e.Length)
-			if used[e.ID] {
+			if owner.keeps(p, e.ID) {
 				usedBytes += int64(e.Length)
 			}
 		}
@@ -137,7 +143,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		}
 		for _, sp := range repack {
 			for _, e := range sp.Entries {
-				if used[e.ID] {
+				if owner.keeps(sp.ID, e.ID) {
 					rep.RepositoryBytes += int64(e.Length)
 				} else {
 					rep.BytesFreed += int64(e.Length)
@@ -154,12 +160,15 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		if err := lk.check(); err != nil {
 			return rep, err
 		}
-		if err := r.del(ctx, "snapshots/"+s.ID); err != nil {
+		err := r.del(ctx, "snapshots/"+s.ID)
+		crashPruneSnapshotDel.hit()
+		if err != nil {
 			return rep, err
 		}
 	}
 	// Repack: copy the referenced blobs into new packs.
 	pk := newPacker(ctx, r)
+	pk.crash = crashPrunePack
 	cd := r.newCodec()
 	copied := map[ID]bool{}
 	for _, sp := range repack {
@@ -169,7 +178,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			return rep, fmt.Errorf("prune stops before deleting anything: %w", err)
 		}
 		for _, e := range sp.Entries {
-			if !used[e.ID] || copied[e.ID] {
+			if !owner.keeps(sp.ID, e.ID) || copied[e.ID] {
 				continue
 			}
 			end := int(e.Offset) + int(e.Length)
@@ -201,6 +210,7 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 			return rep, err
 		}
 		name, err := r.writeIndex(ctx, append(keep, newPacks...))
+		crashPruneIndex.hit()
 		if err != nil {
 			return rep, err
 		}
@@ -209,7 +219,9 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 		}
 		for _, f := range x.files {
 			if f != name {
-				if err := r.del(ctx, f); err != nil {
+				err := r.del(ctx, f)
+				crashPruneIndexDeleted.hit()
+				if err != nil {
 					return rep, err
 				}
 			}
@@ -222,7 +234,11 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	g.SetLimit(r.cfg.Uploads * 2)
 	for _, p := range del {
 		rep.BytesFreed += size[p]
-		g.Go(func() error { return r.del(gctx, "packs/"+p.String()) })
+		g.Go(func() error {
+			err := r.del(gctx, "packs/"+p.String())
+			crashPrunePackDeleted.hit()
+			return err
+		})
 	}
 	if err := g.Wait(); err != nil {
 		return rep, err

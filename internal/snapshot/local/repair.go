@@ -95,6 +95,7 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 	sort.Slice(scans, func(i, j int) bool { return string(scans[i].id[:]) < string(scans[j].id[:]) })
 	var sound []sealedPack
 	pk := newPacker(ctx, r)
+	pk.crash = crashRepairPack
 	seen := map[ID]bool{}
 	var damaged []ID
 	for _, sc := range scans {
@@ -149,6 +150,7 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 		return rep, err
 	}
 	name, err := r.writeIndex(ctx, all)
+	crashRepairIndex.hit()
 	if err != nil {
 		return rep, err
 	}
@@ -157,13 +159,17 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 	}
 	for _, f := range oldFiles {
 		if f != name {
-			if err := r.del(ctx, f); err != nil {
+			err := r.del(ctx, f)
+			crashRepairIndexDeleted.hit()
+			if err != nil {
 				return rep, err
 			}
 		}
 	}
 	for _, p := range damaged {
-		if err := r.del(ctx, "packs/"+p.String()); err != nil {
+		err := r.del(ctx, "packs/"+p.String())
+		crashRepairPackDeleted.hit()
+		if err != nil {
 			return rep, err
 		}
 	}

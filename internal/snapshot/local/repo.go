@@ -219,7 +219,7 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 			return nil, err
 		}
 		if cfg.Key == nil {
-			return nil, fmt.Errorf("create snapshot repository %s: no snapshot password to encrypt it: set snapshot.password_file or CONVEYOR_SNAPSHOT_PASSWORD (conveyor up makes one in its data dir)", r.Location())
+			return nil, fmt.Errorf("create snapshot repository %s: no snapshot password to encrypt it: set snapshot.password_file or CONVEYOR_SNAPSHOT_PASSWORD (conveyor up makes one in its data dir), or snapshot.kms_key on AWS", r.Location())
 		}
 		master := newMasterKey()
 		sl, err := newSealer(master)
@@ -232,12 +232,14 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 		// nobody can use. Two processes creating at once each write a
 		// key, and the one whose config loses reads the winner's key
 		// with the same password.
-		keyName, err := r.addKey(ctx, cfg.Key, master)
+		keyName, err := r.addKey(ctx, cfg.Key, rc.ID, master)
+		crashInitKey.hit()
 		if err != nil {
 			return nil, err
 		}
 		body, _ := json.MarshalIndent(rc, "", "  ")
 		err = r.put(ctx, "config", body, true)
+		crashInitConfig.hit()
 		if errors.Is(err, errExists) {
 			// Another process created it: read theirs; our key opens
 			// nothing of it.
