@@ -15,6 +15,7 @@ import (
 
 	"github.com/conveyorhq/conveyor/internal/dashboard"
 	"github.com/conveyorhq/conveyor/internal/local"
+	"github.com/conveyorhq/conveyor/internal/metrics"
 	"github.com/conveyorhq/conveyor/samples"
 )
 
@@ -96,6 +97,12 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if pc.Dashboard != nil && !dashboard.IsLoopback(pc.Dashboard.Addr) {
 		fmt.Fprintf(o.Err, "conveyor: warning: the dashboard listens on %s, reachable from other machines; it requires the token in the URL printed below, but traffic is plain HTTP\n", pc.Dashboard.Addr)
 	}
+	// Prometheus metrics (at the dashboard's /metrics, or metrics.addr)
+	// and webhooks: see up_observers.go.
+	pc.Metrics = metrics.New()
+	if pc.Webhooks, err = c.notifier(o.Err); err != nil {
+		return err
+	}
 	// Snapshots are encrypted by default: a password exists before the
 	// first one is taken.
 	if err := c.ensureSnapshotPassword(o.Err); err != nil {
@@ -109,6 +116,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	defer p.Stop()
 	panel.pipe.Store(p)
+	ms, err := c.metricsServer(p.Metrics())
+	if err != nil {
+		return err
+	}
+	if ms != nil {
+		defer ms.Stop()
+	}
 	stopSnapshots, err := startSnapshotSchedule(ctx, o.globals, c, p, panel.runs)
 	if err != nil {
 		return err
@@ -129,7 +143,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 %sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
 Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), shellQuote(c.DataDir), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p)+metricsLine(p, ms, pc.Webhooks), shellQuote(c.DataDir), c.Buckets.Input)
 
 	if o.demo {
 		if err := runDemo(ctx, o, c); err != nil {
