@@ -35,7 +35,8 @@ type Observation struct {
 	AttemptEnded    bool
 	AttemptDuration time.Duration
 	// Phases are the ended attempt's fetch, process and upload times, from
-	// the record (zero when the attempt did not reach a phase).
+	// the record (zero when the attempt did not reach a phase, or took
+	// under a millisecond in it).
 	Phases job.Timings
 	// BytesIn and BytesOut are the input's and the outputs' sizes of a job
 	// that succeeded (zero otherwise).

@@ -87,7 +87,7 @@ func New() *Metrics {
 		m.attemptDur.WithLabelValues(string(s))
 	}
 	m.queueWait = f.histogram("job_queue_wait_seconds", "How long a new job waited for its first attempt (created to started).", jobBuckets)
-	m.phaseDur = f.histogramVec("job_phase_duration_seconds", "How long an attempt spent in each phase: fetch (input to the volume), process, upload (outputs).", jobBuckets, "phase")
+	m.phaseDur = f.histogramVec("job_phase_duration_seconds", "How long a succeeded attempt spent in each phase: fetch (input to the volume), process, upload (outputs); in milliseconds' resolution.", jobBuckets, "phase")
 	for _, p := range phases {
 		m.phaseDur.WithLabelValues(p)
 	}
@@ -165,8 +165,10 @@ func (m *Metrics) Observe(o jobmetrics.Observation) {
 	}
 	if o.AttemptEnded {
 		m.attemptDur.WithLabelValues(string(o.State)).Observe(o.AttemptDuration.Seconds())
-		for i, ms := range []int64{o.Phases.FetchMS, o.Phases.ProcessMS, o.Phases.UploadMS} {
-			if ms > 0 {
+		// Only a succeeded attempt ran every phase: a failed one's zero
+		// would say "instant", not "never reached".
+		if o.State == job.Succeeded {
+			for i, ms := range []int64{o.Phases.FetchMS, o.Phases.ProcessMS, o.Phases.UploadMS} {
 				m.phaseDur.WithLabelValues(phases[i]).Observe(float64(ms) / 1000)
 			}
 		}
