@@ -39,7 +39,9 @@ orchestrator, the local workers and the reconciler. Credentials are generated
 on first start and stored (mode 0600) in the data dir; 'conveyor env' prints
 them for other S3 clients. A dashboard (jobs, logs, outputs, uploads, retries)
 is served on http://127.0.0.1:9001/ unless --dashboard-addr says otherwise; on
-a non-loopback address it requires the token printed at start. Stop with Ctrl-C: jobs interrupted mid-way are
+a non-loopback address it requires the token printed at start. Prometheus
+metrics are at the dashboard's /metrics (or metrics.addr); notify.webhooks
+receive every job state change, signed. Stop with Ctrl-C: jobs interrupted mid-way are
 resumed at the next start.`,
 		Example: `  conveyor up --demo
   conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4

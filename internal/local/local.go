@@ -170,7 +170,8 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	ocfg := cfg.Orchestrator
 	ocfg.InputBucket = cfg.Buckets.Input
-	p.Orch, err = orchestrator.New(ocfg, p.S3, p.Store, cfg.Metrics.Dispatcher(p.dispatcher))
+	p.observers.dispatcher = cfg.Metrics.Dispatcher(p.dispatcher)
+	p.Orch, err = orchestrator.New(ocfg, p.S3, p.Store, p.observers.dispatcher)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +256,7 @@ func (p *Pipeline) onDone(id string, err error) {
 	var re *worker.RetryError
 	switch {
 	case errors.As(err, &re):
-		time.AfterFunc(re.After, func() { p.dispatcher.Dispatch(context.Background(), id) })
+		time.AfterFunc(re.After, func() { p.observers.dispatcher.Dispatch(context.Background(), id) })
 	case errors.Is(err, context.Canceled), errors.Is(err, worker.ErrDead), errors.Is(err, worker.ErrSuperseded), errors.Is(err, worker.ErrBusy), err == nil:
 		// Already logged by the worker, or shutting down.
 	default:

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"github.com/conveyorhq/conveyor/internal/dispatch"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobmetrics"
 	"github.com/conveyorhq/conveyor/internal/metrics"
@@ -16,6 +17,10 @@ type observers struct {
 	metrics  *metrics.Metrics
 	tracker  *jobmetrics.Tracker
 	webhooks *notify.Notifier
+	// dispatcher is the workers' dispatcher, counting in metrics: every
+	// dispatch goes through it (the orchestrator's, the reconciler's, a
+	// retry's).
+	dispatcher dispatch.Dispatcher
 }
 
 func newObservers(cfg Config) *observers {
