@@ -305,6 +305,9 @@ func TestUnfinishedGaugeAfterRestart(t *testing.T) {
 	if got := f.Value(t, "conveyor_jobs_unfinished"); got != 1 {
 		t.Errorf("unfinished after the restart = %v, want 1 (the job the last run left)", got)
 	}
+	if got := f.Value(t, "conveyor_oldest_unfinished_job_age_seconds"); got <= 0 {
+		t.Errorf("oldest unfinished job age after the restart = %v, want the left job's age", got)
+	}
 	if got := f.Value(t, "conveyor_jobs_created_total"); got != 0 {
 		t.Errorf("jobs created by this run = %v, want 0", got)
 	}
@@ -313,6 +316,6 @@ func TestUnfinishedGaugeAfterRestart(t *testing.T) {
 	}
 	waitState(t, up.S3, id, job.Succeeded, jobTimeout)
 	waitScrape(t, url, "no job unfinished", func(f metricstest.Families) bool {
-		return f.Value(t, "conveyor_jobs_unfinished") == 0
+		return f.Value(t, "conveyor_jobs_unfinished") == 0 && f.Value(t, "conveyor_oldest_unfinished_job_age_seconds") == 0
 	})
 }
