@@ -334,6 +334,7 @@ func (p *Pipeline) startDashboard(ctx context.Context, cfg dashboard.Config, vol
 			if err != nil {
 				return nil, err
 			}
+			p.observers.changed(rec) // back to queued: metrics and webhooks see it
 			if err := p.Orch.Dispatch(ctx, id); err != nil {
 				return rec, fmt.Errorf("%w (the reconciler will dispatch it)", err)
 			}

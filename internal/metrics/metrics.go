@@ -149,7 +149,9 @@ func (m *Metrics) Observe(o jobmetrics.Observation) {
 	m.transitions.WithLabelValues(string(o.State)).Inc()
 	if o.Created {
 		m.created.Inc()
-		m.unfinished.Inc()
+	}
+	if o.State == job.Queued && !o.Seen {
+		m.unfinished.Inc() // a new job, or a finished one put back (a retry from the dashboard)
 	}
 	if o.State.Terminal() && o.Seen {
 		m.unfinished.Dec()

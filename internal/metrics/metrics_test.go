@@ -139,6 +139,15 @@ func TestUnfinishedAfterRestart(t *testing.T) {
 	if got := scrape(t, m).Value(t, "conveyor_jobs_unfinished"); got != 5 {
 		t.Errorf("unfinished = %v, want 5 (5 - 1 ended + 1 new)", got)
 	}
+	// A dead job put back in the queue (the dashboard's retry) is
+	// unfinished again.
+	d := job.New("in", "retried", "", "e", 1, 1, t0)
+	d.State, d.Attempt = job.Queued, 1
+	tr.Changed(d)
+	if got := scrape(t, m).Value(t, "conveyor_jobs_unfinished"); got != 6 {
+		t.Errorf("unfinished after a retry = %v, want 6", got)
+	}
+	m.Reconciled(orchestrator.Report{Active: 5, ActiveCursorEnd: true})
 	// A pass stopped at its budget did not read every marker: no change.
 	m.Reconciled(orchestrator.Report{Active: 2, Limited: true, Duration: time.Second})
 	if got := scrape(t, m).Value(t, "conveyor_jobs_unfinished"); got != 5 {
