@@ -16,6 +16,7 @@ import (
 	"github.com/conveyorhq/conveyor/internal/dashboard"
 	"github.com/conveyorhq/conveyor/internal/local"
 	"github.com/conveyorhq/conveyor/internal/sdnotify"
+	"github.com/conveyorhq/conveyor/internal/metrics"
 	"github.com/conveyorhq/conveyor/samples"
 )
 
@@ -39,7 +40,9 @@ orchestrator, the local workers and the reconciler. Credentials are generated
 on first start and stored (mode 0600) in the data dir; 'conveyor env' prints
 them for other S3 clients. A dashboard (jobs, logs, outputs, uploads, retries)
 is served on http://127.0.0.1:9001/ unless --dashboard-addr says otherwise; on
-a non-loopback address it requires the token printed at start. Stop with Ctrl-C: jobs interrupted mid-way are
+a non-loopback address it requires the token printed at start. Prometheus
+metrics are at the dashboard's /metrics (or metrics.addr); notify.webhooks
+receive every job state change, signed. Stop with Ctrl-C: jobs interrupted mid-way are
 resumed at the next start.`,
 		Example: `  conveyor up --demo
   conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4
@@ -101,6 +104,12 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if pc.Dashboard != nil && !dashboard.IsLoopback(pc.Dashboard.Addr) {
 		fmt.Fprintf(o.Err, "conveyor: warning: the dashboard listens on %s, reachable from other machines; it requires the token in the URL printed below, but traffic is plain HTTP\n", pc.Dashboard.Addr)
 	}
+	// Prometheus metrics (at the dashboard's /metrics, or metrics.addr)
+	// and webhooks: see up_observers.go.
+	pc.Metrics = metrics.New()
+	if pc.Webhooks, err = c.notifier(o.Err); err != nil {
+		return err
+	}
 	// Snapshots are encrypted by default: a password exists before the
 	// first one is taken.
 	if err := c.ensureSnapshotPassword(o.Err); err != nil {
@@ -114,6 +123,13 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	defer p.Stop()
 	panel.pipe.Store(p)
+	ms, err := c.metricsServer(p.Metrics())
+	if err != nil {
+		return err
+	}
+	if ms != nil {
+		defer ms.Stop()
+	}
 	stopSnapshots, err := startSnapshotSchedule(ctx, o.globals, c, p, panel.runs)
 	if err != nil {
 		return err
@@ -134,7 +150,7 @@ func runUp(ctx context.Context, o *upOptions) error {
 %sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
 Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), shellQuote(c.DataDir), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p)+metricsLine(p, ms, pc.Webhooks), shellQuote(c.DataDir), c.Buckets.Input)
 
 	// Under systemd (Type=notify) the unit becomes active only now, when
 	// the S3 endpoint answers and the workers run.

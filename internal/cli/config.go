@@ -152,7 +152,18 @@ type FileConfig struct {
 	// Command sends it to CloudWatch Logs, which extracts them).
 	Metrics struct {
 		EMF bool `yaml:"emf" env:"CONVEYOR_METRICS_EMF"`
+		// Addr, when set, is where `conveyor up` serves its Prometheus
+		// metrics (http://<addr>/metrics); otherwise the dashboard serves
+		// them at /metrics, behind its own token. Token is required on a
+		// non-loopback Addr, sent by Prometheus as a bearer token.
+		Addr  string `yaml:"addr" env:"CONVEYOR_METRICS_ADDR"`
+		Token string `yaml:"token" env:"CONVEYOR_METRICS_TOKEN"`
 	} `yaml:"metrics"`
+	// Notify POSTs every job state change of `conveyor up` to each
+	// webhook, signed (see internal/notify and the README's Webhooks).
+	Notify struct {
+		Webhooks []webhookConfig `yaml:"webhooks"`
+	} `yaml:"notify"`
 	Dashboard struct {
 		// Addr is where `conveyor up` serves the web page; "off" turns it
 		// off. A non-loopback address requires Token (generated and
@@ -388,6 +399,8 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_EVENTS_BUS", str(&c.Events.Bus)},
 		{"CONVEYOR_LOGS_GROUP", str(&c.Logs.Group)},
 		{"CONVEYOR_METRICS_EMF", boolean("CONVEYOR_METRICS_EMF", &c.Metrics.EMF)},
+		{"CONVEYOR_METRICS_ADDR", str(&c.Metrics.Addr)},
+		{"CONVEYOR_METRICS_TOKEN", str(&c.Metrics.Token)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}

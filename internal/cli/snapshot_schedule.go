@@ -71,7 +71,9 @@ func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *loc
 	cfg.Logf = logf
 	s := &snapshot.Scheduler{
 		Schedule: sched,
-		Run: func(ctx context.Context) error {
+		Run: func(ctx context.Context) (err error) {
+			start := time.Now()
+			defer func() { p.Metrics().SnapshotRun(time.Since(start), err) }()
 			r, err := snaplocal.Open(ctx, p.S3, cfg)
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -108,6 +109,10 @@ type Deps struct {
 	Snapshots Snapshots
 	// Logf receives one line per notable event; nil is silent.
 	Logf func(format string, args ...any)
+	// Metrics, when set, is served at /metrics behind the same checks as
+	// every page (the Host check on loopback, the token when one is set:
+	// Prometheus sends it as a bearer token).
+	Metrics http.Handler
 }
 
 // IsLoopback reports whether the host of addr (HOST:PORT) is a loopback

@@ -1,7 +1,9 @@
 // Package dashboard is the web page served by `conveyor up`: a live list
 // of jobs (newest first, filtered, paginated), each job's record, log and
 // outputs, a retry button, drag-and-drop uploads into the input bucket, a
-// throughput chart and, when configured, the volume's snapshots.
+// throughput chart and, when configured, the volume's snapshots; it also
+// serves the Prometheus metrics it is given at /metrics, behind the same
+// checks as every page.
 //
 // It keeps an in-memory index of every job (a few hundred bytes each),
 // built by one background scan of the state bucket, kept current by

@@ -28,6 +28,9 @@ func (s *Server) routes() http.Handler {
 	m.HandleFunc("POST /api/upload", s.handleUpload)
 	m.HandleFunc("GET /api/snapshots", s.handleAPISnapshots)
 	m.HandleFunc("POST /snapshots", s.handleSnapshotNow)
+	if s.deps.Metrics != nil {
+		m.Handle("GET /metrics", s.deps.Metrics)
+	}
 	static := http.FileServerFS(staticFS())
 	m.Handle("GET /static/", http.StripPrefix("/static/", cacheFor(time.Hour, static)))
 	m.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {

@@ -3,7 +3,6 @@ package jobmetrics
 import (
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/conveyorhq/conveyor/internal/emf"
@@ -39,21 +38,24 @@ const (
 
 // Writer writes job metrics to an io.Writer, one EMF line per Write, each
 // line in one Write call so that concurrent writers keep lines whole. It
-// is safe for concurrent use.
+// is safe for concurrent use. It is an Observer; Changed feeds it through
+// its own Tracker.
 type Writer struct {
 	out         io.Writer
 	stateBucket string
 	now         func() time.Time
-
-	mu   sync.Mutex
-	last map[string]job.Record // job ID -> the state/attempt last seen, while unfinished
+	tracker     *Tracker
 }
 
 // New returns a Writer of lines to out, for the stack whose state bucket
 // is stateBucket.
 func New(out io.Writer, stateBucket string) *Writer {
-	return &Writer{out: out, stateBucket: stateBucket, now: time.Now, last: map[string]job.Record{}}
+	w := &Writer{out: out, stateBucket: stateBucket, now: time.Now}
+	w.tracker = NewTracker(w)
+	return w
 }
+
+var _ Observer = (*Writer)(nil)
 
 // Write writes one line with metrics and log fields.
 func (w *Writer) Write(metrics []emf.Metric, fields map[string]any) error {
@@ -86,38 +88,26 @@ func (w *Writer) Write(metrics []emf.Metric, fields map[string]any) error {
 // write of the same state and attempt (a heartbeat) writes nothing. A nil
 // Writer does nothing.
 func (w *Writer) Changed(r *job.Record) {
-	if w == nil || r == nil {
+	if w == nil {
 		return
 	}
-	w.mu.Lock()
-	prev, seen := w.last[r.ID]
-	if seen && prev.State == r.State && prev.Attempt == r.Attempt {
-		w.mu.Unlock()
-		return
-	}
-	if r.State.Terminal() {
-		delete(w.last, r.ID)
-	} else {
-		w.last[r.ID] = job.Record{State: r.State, Attempt: r.Attempt}
-	}
-	w.mu.Unlock()
+	w.tracker.Changed(r)
+}
 
+// Observe writes the line of one observation (see Changed).
+func (w *Writer) Observe(o Observation) {
 	var ms []emf.Metric
 	ms1 := func(name string) { ms = append(ms, emf.Metric{Name: name, Unit: emf.Count, Value: 1}) }
-	switch {
-	case r.State == job.Queued && r.Attempt == 0 && !seen:
+	if o.Created {
 		ms1(JobsCreated)
-	case r.State == job.Running && r.Attempt == 1 && r.StartedAt != nil:
-		ms = append(ms, emf.Metric{Name: QueueAge, Unit: emf.Milliseconds, Value: ms64(r.StartedAt.Sub(r.CreatedAt))})
 	}
-	if seen && prev.State == job.Running && r.State != job.Running && len(r.Attempts) > 0 {
-		// Only an attempt this Writer saw claimed: a job that ends dead at
-		// its claim (attempts used up) ran no attempt now.
-		if a := r.Attempts[len(r.Attempts)-1]; a.Number == prev.Attempt && !a.FinishedAt.IsZero() {
-			ms = append(ms, emf.Metric{Name: AttemptDuration, Unit: emf.Milliseconds, Value: ms64(a.FinishedAt.Sub(a.StartedAt))})
-		}
+	if o.HasQueueWait {
+		ms = append(ms, emf.Metric{Name: QueueAge, Unit: emf.Milliseconds, Value: ms64(o.QueueWait)})
 	}
-	switch r.State {
+	if o.AttemptEnded {
+		ms = append(ms, emf.Metric{Name: AttemptDuration, Unit: emf.Milliseconds, Value: ms64(o.AttemptDuration)})
+	}
+	switch o.State {
 	case job.Succeeded:
 		ms1(JobsSucceeded)
 	case job.Dead:
@@ -125,7 +115,7 @@ func (w *Writer) Changed(r *job.Record) {
 	case job.Superseded:
 		ms1(JobsSuperseded)
 	}
-	if err := w.Write(ms, map[string]any{"msg": "job " + string(r.State), "jobId": r.ID, "state": string(r.State), "attempt": r.Attempt}); err != nil {
+	if err := w.Write(ms, map[string]any{"msg": "job " + string(o.State), "jobId": o.JobID, "state": string(o.State), "attempt": o.Attempt}); err != nil {
 		fmt.Fprintf(w.out, "job metrics: %v\n", err)
 	}
 }

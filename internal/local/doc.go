@@ -1,7 +1,8 @@
 // Package local wires the whole pipeline into one process for
 // `conveyor up`: the embedded S3 server, its object-created hook, the
 // orchestrator, the in-process dispatcher running the worker, and the
-// reconciler. It owns the data dir's layout:
+// reconciler, and the observers of its jobs (Prometheus metrics and
+// webhooks, in observe.go). It owns the data dir's layout:
 //
 //	<data>/s3/              the embedded server's buckets (posix backend)
 //	<data>/s3.versions/     older versions of the versioned input bucket

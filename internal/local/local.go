@@ -17,6 +17,8 @@ import (
 	localdispatch "github.com/conveyorhq/conveyor/internal/dispatch/local"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
+	"github.com/conveyorhq/conveyor/internal/metrics"
+	"github.com/conveyorhq/conveyor/internal/notify"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
 	"github.com/conveyorhq/conveyor/internal/processor"
 	"github.com/conveyorhq/conveyor/internal/s3server"
@@ -53,6 +55,11 @@ type Config struct {
 	Dashboard *dashboard.Config
 	// Snapshots feeds the dashboard's snapshot panel; nil hides it.
 	Snapshots dashboard.Snapshots
+	// Metrics, when set, counts jobs, dispatches and reconcile passes,
+	// and the dashboard serves it at /metrics. Webhooks, when set,
+	// receives every job state change; Start starts it, Stop drains it.
+	Metrics  *metrics.Metrics
+	Webhooks *notify.Notifier
 }
 
 // Pipeline is a running `conveyor up`.
@@ -70,6 +77,7 @@ type Pipeline struct {
 	dispatcher *localdispatch.Dispatcher
 	control    *snapshot.QuiesceServer // nil when the socket could not be made
 	events     *queue[[]byte]
+	observers  *observers
 	logMu      sync.Mutex
 	wg         sync.WaitGroup
 	stopOnce   sync.Once
@@ -97,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 			return nil, fmt.Errorf("create data dir %s: %w", d, err)
 		}
 	}
-	p := &Pipeline{cfg: cfg, Paths: paths, events: newQueue[[]byte]()}
+	p := &Pipeline{cfg: cfg, Paths: paths, events: newQueue[[]byte](), observers: newObservers(cfg)}
 	if note := processor.SandboxNote(proc); note != "" {
 		p.logf("%s", note)
 	}
@@ -162,8 +170,13 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	ocfg := cfg.Orchestrator
 	ocfg.InputBucket = cfg.Buckets.Input
-	p.Orch, err = orchestrator.New(ocfg, p.S3, p.Store, p.dispatcher)
+	p.observers.dispatcher = cfg.Metrics.Dispatcher(p.dispatcher)
+	p.Orch, err = orchestrator.New(ocfg, p.S3, p.Store, p.observers.dispatcher)
 	if err != nil {
+		return nil, err
+	}
+	p.Orch.OnChange = p.observers.changed
+	if err := cfg.Webhooks.Start(ctx); err != nil {
 		return nil, err
 	}
 	// Two consumers: the orchestrator waits on the store, not the CPU.
@@ -188,6 +201,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	}
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
+		p.observers.reconciled(r)
 		if r.Missing > 0 || r.Unfinished > 0 || r.Repaired > 0 || r.Expired > 0 || r.Superseded > 0 || r.Indexed > 0 || len(r.Errors) > 0 {
 			p.logf("reconcile: %d unfinished jobs read, %d dispatched again, %d index markers repaired; swept %d input versions, %d without a job, %d older ones recorded superseded; %d finished records expired, %d indexed; %d errors %v%s; pass in %s",
 				r.Active, r.Unfinished, r.Repaired, r.Objects, r.Missing, r.Superseded, r.Expired, r.Indexed, len(r.Errors), r.Errors, limitedNote(r.Limited), r.Duration.Round(time.Millisecond))
@@ -242,7 +256,7 @@ func (p *Pipeline) onDone(id string, err error) {
 	var re *worker.RetryError
 	switch {
 	case errors.As(err, &re):
-		time.AfterFunc(re.After, func() { p.dispatcher.Dispatch(context.Background(), id) })
+		time.AfterFunc(re.After, func() { p.observers.dispatcher.Dispatch(context.Background(), id) })
 	case errors.Is(err, context.Canceled), errors.Is(err, worker.ErrDead), errors.Is(err, worker.ErrSuperseded), errors.Is(err, worker.ErrBusy), err == nil:
 		// Already logged by the worker, or shutting down.
 	default:
@@ -276,6 +290,8 @@ func (p *Pipeline) Stop() error {
 		if p.dispatcher != nil {
 			p.dispatcher.Close()
 		}
+		// After the workers: the hand-backs of their jobs are changes too.
+		p.cfg.Webhooks.Stop()
 		if p.Server != nil {
 			// The gateway waits up to 10s for clients' keep-alive
 			// connections. Objects are published atomically, so leaving
@@ -295,8 +311,10 @@ func (p *Pipeline) Stop() error {
 	return err
 }
 
-// jobChanged passes a record the worker wrote on to the dashboard.
+// jobChanged passes a record the worker wrote on to the observers and
+// the dashboard.
 func (p *Pipeline) jobChanged(r *job.Record) {
+	p.observers.changed(r)
 	if p.Dashboard != nil {
 		p.Dashboard.Observe(r)
 	}
@@ -316,12 +334,14 @@ func (p *Pipeline) startDashboard(ctx context.Context, cfg dashboard.Config, vol
 			if err != nil {
 				return nil, err
 			}
+			p.observers.changed(rec) // back to queued: metrics and webhooks see it
 			if err := p.Orch.Dispatch(ctx, id); err != nil {
 				return rec, fmt.Errorf("%w (the reconciler will dispatch it)", err)
 			}
 			return rec, nil
 		},
 		Snapshots: p.cfg.Snapshots,
+		Metrics:   p.cfg.Metrics.Handler(),
 		Logf:      p.logf,
 	})
 	if err != nil {
