@@ -152,7 +152,11 @@ func parseRecord(raw json.RawMessage) (ObjectCreated, error) {
 	if r.S3.Bucket.Name == "" {
 		return ObjectCreated{}, errors.New("no bucket name")
 	}
-	key, err := DecodeKey(r.S3.Object.Key)
+	decode := DecodeKey
+	if fromVersityGW(r) {
+		decode = decodePathKey
+	}
+	key, err := decode(r.S3.Object.Key)
 	if err != nil {
 		return ObjectCreated{}, err
 	}
@@ -220,6 +224,29 @@ func DecodeKey(k string) (string, error) {
 	key, err := url.QueryUnescape(k)
 	if err != nil {
 		return "", fmt.Errorf("object key %q is not URL-encoded: %w", k, err)
+	}
+	if key == "" {
+		return "", errors.New("empty object key")
+	}
+	return key, nil
+}
+
+// versityGWConfigs are the configurationId values versitygw's event
+// targets put in every record (its s3event package: one global
+// configuration per target; the NATS target sends "webhook-global" too).
+var versityGWConfigs = map[string]bool{"kafka-global": true, "nats-global": true, "webhook-global": true, "rabbitmq-global": true}
+
+// fromVersityGW tells a versitygw record: its key is the request path as
+// the client escaped it (percent-encoding, '+' literal), not S3's form
+// encoding, where '+' would be a space.
+func fromVersityGW(r Record) bool {
+	return r.EventVersion == "2.2" && versityGWConfigs[r.S3.ConfigurationID]
+}
+
+func decodePathKey(k string) (string, error) {
+	key, err := url.PathUnescape(k)
+	if err != nil {
+		return "", fmt.Errorf("object key %q is not percent-encoded: %w", k, err)
 	}
 	if key == "" {
 		return "", errors.New("empty object key")
