@@ -31,6 +31,9 @@ type NATSEvents struct {
 type eventSources struct {
 	nats    *eventsource.NATS
 	webhook *eventsource.Webhook
+	// versioned: the input bucket keeps versions (events without a
+	// version ID are looked up, versions.go).
+	versioned bool
 	// foreign remembers the other buckets whose events were seen, so
 	// that each is logged once (a store sends every bucket's events).
 	foreign sync.Map

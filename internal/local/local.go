@@ -132,6 +132,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	p.Server, p.S3, p.endpoint = st.server, st.client, st.endpoint
+	p.sources.versioned = st.versioned
 	p.Store = jobstore.New(st.objects, cfg.Buckets.State)
 
 	wcfg := cfg.Worker
@@ -226,7 +227,7 @@ func (p *Pipeline) consume() {
 		if !ok {
 			return
 		}
-		results, err := p.Orch.HandleEvent(context.Background(), n)
+		results, err := p.handleEvent(context.Background(), n) // versions.go
 		for _, r := range results {
 			if r.JobID != "" && p.Dashboard != nil {
 				p.Dashboard.Touch(r.JobID)

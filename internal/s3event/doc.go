@@ -4,8 +4,8 @@
 // shape, the embedded server's in-process hook, which emits the same
 // Records JSON, and the Records that other S3-compatible stores send to a
 // webhook or a NATS subject: MinIO's (with its top-level EventName and Key,
-// keys form-encoded, slashes included) and versitygw's (keys as the client
-// escaped the request path). It also builds that JSON, so the embedded
+// keys form-encoded, slashes included) and versitygw's (keys verbatim, no
+// version ID even in a versioned bucket). It also builds that JSON, so the embedded
 // server and Amazon S3 produce one shape.
 //
 // It does not decide anything about jobs; that is the orchestrator's work.

@@ -154,7 +154,7 @@ func parseRecord(raw json.RawMessage) (ObjectCreated, error) {
 	}
 	decode := DecodeKey
 	if fromVersityGW(r) {
-		decode = decodePathKey
+		decode = verbatimKey
 	}
 	key, err := decode(r.S3.Object.Key)
 	if err != nil {
@@ -236,22 +236,18 @@ func DecodeKey(k string) (string, error) {
 // configuration per target; the NATS target sends "webhook-global" too).
 var versityGWConfigs = map[string]bool{"kafka-global": true, "nats-global": true, "webhook-global": true, "rabbitmq-global": true}
 
-// fromVersityGW tells a versitygw record: its key is the request path as
-// the client escaped it (percent-encoding, '+' literal), not S3's form
-// encoding, where '+' would be a space.
+// fromVersityGW tells a versitygw record: its key is the request's
+// decoded path, verbatim (v1.8.0 sends "a b+c%.txt" as is), not S3's form
+// encoding.
 func fromVersityGW(r Record) bool {
 	return r.EventVersion == "2.2" && versityGWConfigs[r.S3.ConfigurationID]
 }
 
-func decodePathKey(k string) (string, error) {
-	key, err := url.PathUnescape(k)
-	if err != nil {
-		return "", fmt.Errorf("object key %q is not percent-encoded: %w", k, err)
-	}
-	if key == "" {
+func verbatimKey(k string) (string, error) {
+	if k == "" {
 		return "", errors.New("empty object key")
 	}
-	return key, nil
+	return k, nil
 }
 
 // EncodeKey encodes a key the way S3 notifications do.
