@@ -325,12 +325,16 @@ func TestExternalStoreNATS(t *testing.T) {
 	startUpExternal(t, g, dataDir, externalConfig(g, fmt.Sprintf("notifications:\n  nats: {url: %q, subject: %q}\n", ns.ClientURL(), subject)))
 	checkReport(t, g.S3, waitState(t, g.S3, lateID, job.Succeeded, jobTimeout), late)
 
-	// Each version was processed once: one attempt each.
+	// Each version was processed once: one attempt each, and no other job
+	// (an event keyed otherwise than the sweep would make a second one).
 	for _, id := range []string{earlyID, id1, id2, lateID} {
 		rec, err := record(context.Background(), g.S3, id)
 		if err != nil || rec == nil || rec.Attempt != 1 {
 			t.Errorf("job %s: %+v %v, want one attempt", id, rec, err)
 		}
+	}
+	if recs := listKeys(t, g.S3, stateBucket, "jobs/"); len(recs) != 4 {
+		t.Errorf("%d job records for 4 uploaded versions: %v", len(recs), recs)
 	}
 }
 
@@ -415,6 +419,25 @@ func TestExternalStoreWebhook(t *testing.T) {
 	const secret = "webhook-secret-9f8e7d6c5b4a3210"
 	port := freePort(t)
 	hook := fmt.Sprintf("http://127.0.0.1:%d/s3/events", port)
+
+	// A missing bucket is refused with what to do; an unversioned input
+	// bucket is taken with a warning saying what is lost.
+	dataDir := t.TempDir()
+	cfgPath := filepath.Join(t.TempDir(), "conveyor.yaml")
+	if err := os.WriteFile(cfgPath, []byte(externalConfig(g, "buckets: {output: missing}\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runCLI(t, "up", "--data-dir", dataDir, "--config", cfgPath)
+	if code == 0 || !strings.Contains(stderr, `bucket "missing" (buckets.output) does not exist at `+g.Endpoint+": create it") {
+		t.Errorf("up with a missing bucket: exit %d, stderr:\n%s", code, stderr)
+	}
+	if _, err := g.S3.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("plain")}); err != nil {
+		t.Fatal(err)
+	}
+	plain := startUpExternal(t, g, dataDir, externalConfig(g, "buckets: {input: plain}\n"))
+	waitLog(t, plain, `input bucket "plain" at `+g.Endpoint+" is not versioned")
+	waitLog(t, plain, "no bucket notifications configured")
+	plain.stop()
 
 	// Swept at start: once its job is done, the first sweep has listed
 	// the bucket, so later uploads come only through the webhook.
