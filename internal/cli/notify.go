@@ -135,7 +135,7 @@ func storeBanner(c FileConfig, p *local.Pipeline) string {
 	if !c.externalMode() {
 		return fmt.Sprintf("Point any S3 client at it with:  eval \"$(conveyor env --data-dir %s)\"\n", shellQuote(c.DataDir))
 	}
-	s := fmt.Sprintf("Your own S3 store; use it with its own credentials (conveyor put/jobs/get with this configuration).\n")
+	s := "Your own S3 store; use it with its own credentials (conveyor put/jobs/get with this configuration).\n"
 	if u := p.WebhookURL(); u != "" {
 		s += fmt.Sprintf("Webhook for its notifications:   %s  (POST, Authorization: Bearer <notifications.webhook secret>)\n", u)
 	}
