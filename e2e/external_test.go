@@ -312,6 +312,17 @@ func TestExternalStoreNATS(t *testing.T) {
 	}
 	checkReport(t, g.S3, r2, v2)
 
+	// A multipart upload, announced by versitygw's CompleteMultipartUpload
+	// event: one job, of the whole object.
+	mpKey := "multipart/big file.bin"
+	mpBody := append(bytes.Repeat([]byte{'m'}, 5<<20), []byte("end")...)
+	mpID := multipartPut(t, g.S3, mpKey, mpBody[:5<<20], mpBody[5<<20:])
+	if ev := waitEvent(t, seen, mpKey); ev.EventName != "ObjectCreated:CompleteMultipartUpload" {
+		t.Errorf("versitygw's multipart event is %q", ev.EventName)
+	}
+	rmp := waitState(t, g.S3, mpID, job.Succeeded, jobTimeout)
+	checkReport(t, g.S3, rmp, mpBody)
+
 	// The store announces the state and output buckets too: said once each.
 	waitLog(t, up, fmt.Sprintf("ignoring events of bucket %q", stateBucket))
 	if n := strings.Count(up.stderr.String(), fmt.Sprintf("ignoring events of bucket %q", stateBucket)); n != 1 {
@@ -327,15 +338,44 @@ func TestExternalStoreNATS(t *testing.T) {
 
 	// Each version was processed once: one attempt each, and no other job
 	// (an event keyed otherwise than the sweep would make a second one).
-	for _, id := range []string{earlyID, id1, id2, lateID} {
+	for _, id := range []string{earlyID, id1, id2, mpID, lateID} {
 		rec, err := record(context.Background(), g.S3, id)
 		if err != nil || rec == nil || rec.Attempt != 1 {
 			t.Errorf("job %s: %+v %v, want one attempt", id, rec, err)
 		}
 	}
-	if recs := listKeys(t, g.S3, stateBucket, "jobs/"); len(recs) != 4 {
-		t.Errorf("%d job records for 4 uploaded versions: %v", len(recs), recs)
+	if recs := listKeys(t, g.S3, stateBucket, "jobs/"); len(recs) != 5 {
+		t.Errorf("%d job records for 5 uploaded versions: %v", len(recs), recs)
 	}
+}
+
+// multipartPut uploads parts as one multipart object and returns its job ID.
+func multipartPut(t *testing.T, c *s3.Client, key string, parts ...[]byte) string {
+	t.Helper()
+	ctx := context.Background()
+	mu, err := c.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(inputBucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var done []types.CompletedPart
+	for i, body := range parts {
+		p, err := c.UploadPart(ctx, &s3.UploadPartInput{Bucket: aws.String(inputBucket), Key: aws.String(key), UploadId: mu.UploadId,
+			PartNumber: aws.Int32(int32(i + 1)), Body: bytes.NewReader(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done = append(done, types.CompletedPart{ETag: p.ETag, PartNumber: aws.Int32(int32(i + 1))})
+	}
+	out, err := c.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{Bucket: aws.String(inputBucket), Key: aws.String(key), UploadId: mu.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: done}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(out.VersionId) == "" {
+		// Some stores leave it out of the response: HEAD has it.
+		return headJobID(t, c, key)
+	}
+	return jobID(key, aws.ToString(out.VersionId), aws.ToString(out.ETag))
 }
 
 // waitEvent waits for versitygw's event about key on the test's own

@@ -130,3 +130,45 @@ func TestSubscribeNATSErrors(t *testing.T) {
 		}
 	}
 }
+
+// A server that requires credentials refuses a subscriber without the
+// right ones, with a message that says what to check, and takes the
+// right ones given as options.
+func TestNATSCredentials(t *testing.T) {
+	t.Parallel()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: server.RANDOM_PORT, NoLog: true, NoSigs: true,
+		Username: "conveyor", Password: "nats-password-0123"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	defer s.Shutdown()
+	url := s.ClientURL()
+	for _, opts := range [][]nats.Option{nil, {nats.UserInfo("conveyor", "wrong")}} {
+		_, err := SubscribeNATS(url, "store.events", opts, func([]byte) {}, nil)
+		if err == nil || !strings.Contains(err.Error(), "check the URL and the credentials") {
+			t.Errorf("subscribe with %d options: %v, want a refusal saying what to check", len(opts), err)
+		}
+	}
+	got := make(chan []byte, 1)
+	n, err := SubscribeNATS(url, "store.events", []nats.Option{nats.UserInfo("conveyor", "nats-password-0123")}, func(b []byte) { got <- b }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	c, err := nats.Connect(url, nats.UserInfo("conveyor", "nats-password-0123"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Publish("store.events", []byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	c.Flush()
+	if b := receive(t, got, "with credentials"); string(b) != "ok" {
+		t.Fatalf("got %q", b)
+	}
+}
