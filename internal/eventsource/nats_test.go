@@ -11,7 +11,7 @@ import (
 )
 
 // startNATS runs a NATS server in process on a loopback port (port 0: any).
-func startNATS(t *testing.T, port int) *server.Server {
+func startNATS(t testing.TB, port int) *server.Server {
 	t.Helper()
 	if port == 0 {
 		port = server.RANDOM_PORT

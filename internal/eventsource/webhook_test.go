@@ -15,7 +15,7 @@ import (
 const testSecret = "0123456789abcdef0123456789abcdef"
 
 // sample reads a store's real notification shape from s3event's testdata.
-func sample(t *testing.T, name string) []byte {
+func sample(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "s3event", "testdata", name))
 	if err != nil {
