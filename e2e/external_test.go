@@ -490,6 +490,14 @@ func TestExternalStoreWebhook(t *testing.T) {
 		t.Errorf("banner does not give the webhook URL %s:\n%s", hook, up.stdout)
 	}
 	waitState(t, g.S3, markerID, job.Succeeded, jobTimeout)
+	// That sweep was complete (not resumed at a later pass), so nothing
+	// uploaded from here on is found by the reconciler for hours.
+	waitLog(t, up, "swept 1 input versions, 1 without a job")
+	for _, line := range strings.Split(up.stderr.String(), "\n") {
+		if strings.Contains(line, "swept 1 input versions") && strings.Contains(line, "stopped at its budget") {
+			t.Fatalf("the first sweep stopped at its budget; the test cannot tell webhook jobs from swept ones: %s", line)
+		}
+	}
 
 	refused := []byte("announced without the secret\n")
 	refusedID, rv, re := putVersion(t, g.S3, "refused/one.txt", refused)
