@@ -422,6 +422,9 @@ func minioEvent(t *testing.T, bucket, key, version, etag string, size int) []byt
 	obj := s3m["object"].(map[string]any)
 	obj["key"] = url.QueryEscape(key)
 	obj["versionId"] = version
+	if version == "" {
+		delete(obj, "versionId") // as MinIO sends it for an unversioned bucket
+	}
 	obj["eTag"] = s3event.TrimETag(etag)
 	obj["size"] = size
 	b, err := json.Marshal(doc)
@@ -528,6 +531,29 @@ func TestExternalStoreWebhook(t *testing.T) {
 	checkReport(t, g.S3, r, body)
 	if r.Attempt != 1 {
 		t.Errorf("job %s ran %d attempts, want 1", id, r.Attempt)
+	}
+
+	// Events that name no version (as MinIO's do for an unversioned
+	// bucket) are matched to theirs, even after an overwrite: the first
+	// upload's event, posted after the second upload, is the first's job.
+	vkey := "versions/k.txt"
+	old, newer := []byte("old content\n"), []byte("newer content, longer\n")
+	oldID, _, oldETag := putVersion(t, g.S3, vkey, old)
+	newID, _, newETag := putVersion(t, g.S3, vkey, newer)
+	for _, e := range []struct {
+		etag string
+		size int
+	}{{oldETag, len(old)}, {newETag, len(newer)}} {
+		if status, resp := postEvent(t, hook, "Bearer "+secret, minioEvent(t, inputBucket, vkey, "", e.etag, e.size)); status != http.StatusOK {
+			t.Fatalf("POST without a version: %d %s", status, resp)
+		}
+	}
+	if r := waitRecord(t, g.S3, oldID, jobTimeout, "finished", func(r *job.Record) bool { return r.State.Terminal() }); r.State != job.Succeeded && r.State != job.Superseded {
+		t.Errorf("job of the overwritten version ended %s", r.State)
+	}
+	checkReport(t, g.S3, waitState(t, g.S3, newID, job.Succeeded, jobTimeout), newer)
+	if recs := listKeys(t, g.S3, stateBucket, "jobs/"); len(recs) != 4 { // marker, the MinIO put, two versions
+		t.Errorf("%d job records, want 4 (one per version announced): %v", len(recs), recs)
 	}
 
 	// An event of another bucket is taken (200) and ignored, with a line.
