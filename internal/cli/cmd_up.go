@@ -15,8 +15,8 @@ import (
 
 	"github.com/conveyorhq/conveyor/internal/dashboard"
 	"github.com/conveyorhq/conveyor/internal/local"
-	"github.com/conveyorhq/conveyor/internal/sdnotify"
 	"github.com/conveyorhq/conveyor/internal/metrics"
+	"github.com/conveyorhq/conveyor/internal/sdnotify"
 	"github.com/conveyorhq/conveyor/samples"
 )
 
@@ -84,7 +84,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err := c.validateComponents(); err != nil {
 		return err
 	}
-	if host, _, err := net.SplitHostPort(c.S3.Addr); err == nil && !isLoopback(host) {
+	if err := c.validateNotifications(); err != nil { // notify.go
+		return err
+	}
+	if host, _, err := net.SplitHostPort(c.S3.Addr); err == nil && !isLoopback(host) && !c.externalMode() {
 		fmt.Fprintf(o.Err, "conveyor: warning: S3 listens on %s, reachable from other machines; credentials are required, but traffic is plain HTTP\n", c.S3.Addr)
 	}
 	// Before the pipeline starts: a bundle whose setup fails takes no job.
@@ -117,6 +120,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	}
 	panel := &snapshotPanel{cfg: c, runs: newSnapshotRuns(c)}
 	pc.Snapshots = panel
+	// s3.endpoint set: the buckets are in a store of the user's own.
+	if pc.External, pc.Events, err = c.upStore(ctx, o.Err); err != nil { // notify.go
+		return err
+	}
 	p, err := local.Start(ctx, pc)
 	if err != nil {
 		return err
@@ -147,10 +154,9 @@ func runUp(ctx context.Context, o *upOptions) error {
   data dir     %s
   volume       %s
   processor    %s, %d worker(s)
-%sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
-Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
+%s%sUpload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p)+metricsLine(p, ms, pc.Webhooks), shellQuote(c.DataDir), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p)+metricsLine(p, ms, pc.Webhooks), storeBanner(c, p), c.Buckets.Input)
 
 	// Under systemd (Type=notify) the unit becomes active only now, when
 	// the S3 endpoint answers and the workers run.

@@ -31,6 +31,9 @@ type FileConfig struct {
 		Region          string `yaml:"region" env:"CONVEYOR_S3_REGION"`
 		AccessKeyID     string `yaml:"access_key_id" env:"CONVEYOR_S3_ACCESS_KEY_ID"`
 		SecretAccessKey string `yaml:"secret_access_key" env:"CONVEYOR_S3_SECRET_ACCESS_KEY"`
+		// CAFile is a PEM bundle of the CAs that sign s3.endpoint's TLS
+		// certificate, for a store with a private CA.
+		CAFile string `yaml:"ca_file" env:"CONVEYOR_S3_CA_FILE"`
 	} `yaml:"s3"`
 
 	Buckets struct {
@@ -164,6 +167,26 @@ type FileConfig struct {
 	Notify struct {
 		Webhooks []webhookConfig `yaml:"webhooks"`
 	} `yaml:"notify"`
+	// Notifications say where `conveyor up` takes bucket notifications
+	// from when s3.endpoint names a store of its own (see the README's
+	// "Your own S3-compatible store" and notify.go).
+	Notifications struct {
+		NATS struct {
+			URL      string `yaml:"url" env:"CONVEYOR_NOTIFICATIONS_NATS_URL"`
+			Subject  string `yaml:"subject" env:"CONVEYOR_NOTIFICATIONS_NATS_SUBJECT"`
+			Creds    string `yaml:"creds" env:"CONVEYOR_NOTIFICATIONS_NATS_CREDS"`
+			User     string `yaml:"user" env:"CONVEYOR_NOTIFICATIONS_NATS_USER"`
+			Password string `yaml:"password" env:"CONVEYOR_NOTIFICATIONS_NATS_PASSWORD"`
+			CAFile   string `yaml:"ca_file" env:"CONVEYOR_NOTIFICATIONS_NATS_CA_FILE"`
+		} `yaml:"nats"`
+		Webhook struct {
+			Enabled    bool   `yaml:"enabled" env:"CONVEYOR_NOTIFICATIONS_WEBHOOK_ENABLED"`
+			Addr       string `yaml:"addr" env:"CONVEYOR_NOTIFICATIONS_WEBHOOK_ADDR"`
+			Path       string `yaml:"path" env:"CONVEYOR_NOTIFICATIONS_WEBHOOK_PATH"`
+			Secret     string `yaml:"secret" env:"CONVEYOR_NOTIFICATIONS_WEBHOOK_SECRET"`
+			SecretFile string `yaml:"secret_file" env:"CONVEYOR_NOTIFICATIONS_WEBHOOK_SECRET_FILE"`
+		} `yaml:"webhook"`
+	} `yaml:"notifications"`
 	Dashboard struct {
 		// Addr is where `conveyor up` serves the web page; "off" turns it
 		// off. A non-loopback address requires Token (generated and
@@ -343,6 +366,7 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_S3_REGION", str(&c.S3.Region)},
 		{"CONVEYOR_S3_ACCESS_KEY_ID", str(&c.S3.AccessKeyID)},
 		{"CONVEYOR_S3_SECRET_ACCESS_KEY", str(&c.S3.SecretAccessKey)},
+		{"CONVEYOR_S3_CA_FILE", str(&c.S3.CAFile)},
 		{"CONVEYOR_INPUT_BUCKET", str(&c.Buckets.Input)},
 		{"CONVEYOR_OUTPUT_BUCKET", str(&c.Buckets.Output)},
 		{"CONVEYOR_STATE_BUCKET", str(&c.Buckets.State)},
@@ -401,6 +425,17 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_METRICS_EMF", boolean("CONVEYOR_METRICS_EMF", &c.Metrics.EMF)},
 		{"CONVEYOR_METRICS_ADDR", str(&c.Metrics.Addr)},
 		{"CONVEYOR_METRICS_TOKEN", str(&c.Metrics.Token)},
+		{"CONVEYOR_NOTIFICATIONS_NATS_URL", str(&c.Notifications.NATS.URL)},
+		{"CONVEYOR_NOTIFICATIONS_NATS_SUBJECT", str(&c.Notifications.NATS.Subject)},
+		{"CONVEYOR_NOTIFICATIONS_NATS_CREDS", str(&c.Notifications.NATS.Creds)},
+		{"CONVEYOR_NOTIFICATIONS_NATS_USER", str(&c.Notifications.NATS.User)},
+		{"CONVEYOR_NOTIFICATIONS_NATS_PASSWORD", str(&c.Notifications.NATS.Password)},
+		{"CONVEYOR_NOTIFICATIONS_NATS_CA_FILE", str(&c.Notifications.NATS.CAFile)},
+		{"CONVEYOR_NOTIFICATIONS_WEBHOOK_ENABLED", boolean("CONVEYOR_NOTIFICATIONS_WEBHOOK_ENABLED", &c.Notifications.Webhook.Enabled)},
+		{"CONVEYOR_NOTIFICATIONS_WEBHOOK_ADDR", str(&c.Notifications.Webhook.Addr)},
+		{"CONVEYOR_NOTIFICATIONS_WEBHOOK_PATH", str(&c.Notifications.Webhook.Path)},
+		{"CONVEYOR_NOTIFICATIONS_WEBHOOK_SECRET", str(&c.Notifications.Webhook.Secret)},
+		{"CONVEYOR_NOTIFICATIONS_WEBHOOK_SECRET_FILE", str(&c.Notifications.Webhook.SecretFile)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
 	}

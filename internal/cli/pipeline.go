@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -141,6 +142,9 @@ func connect(ctx context.Context, c FileConfig) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", paths.RunInfo(), err)
 	}
+	if ri.External {
+		return nil, fmt.Errorf("the conveyor up on data dir %s uses the S3 store at %s: set s3.endpoint (and its credentials) for this command too, as in that conveyor up's configuration", c.DataDir, ri.Endpoint)
+	}
 	creds, err := local.LoadCredentials(paths)
 	if err != nil {
 		return nil, fmt.Errorf("read credentials of data dir %s: %w", c.DataDir, err)
@@ -153,7 +157,15 @@ func connect(ctx context.Context, c FileConfig) (*conn, error) {
 }
 
 func awsClient(ctx context.Context, c FileConfig) (*s3.Client, error) {
-	ac, err := awsconfig.LoadDefaultConfig(ctx, append(awsOptions(c), awsconfig.WithRegion(c.S3.Region))...)
+	opts := append(awsOptions(c), awsconfig.WithRegion(c.S3.Region))
+	if c.S3.CAFile != "" {
+		pem, err := os.ReadFile(c.S3.CAFile)
+		if err != nil {
+			return nil, usageErrorf("s3.ca_file: %v", err)
+		}
+		opts = append(opts, awsconfig.WithCustomCABundle(bytes.NewReader(pem)))
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("load AWS configuration: %w", err)
 	}

@@ -92,6 +92,9 @@ type RunInfo struct {
 	Region    string `json:"region"`
 	DataDir   string `json:"data_dir"`
 	Dashboard string `json:"dashboard,omitempty"`
+	// External: Endpoint is a store of its own, reached with its own
+	// credentials (none are in the data dir).
+	External bool `json:"external,omitempty"`
 }
 
 // ReadRunInfo reads run.json.

@@ -1,8 +1,13 @@
 // Package local wires the whole pipeline into one process for
 // `conveyor up`: the embedded S3 server, its object-created hook, the
 // orchestrator, the in-process dispatcher running the worker, and the
-// reconciler, and the observers of its jobs (Prometheus metrics and
-// webhooks, in observe.go). It owns the data dir's layout:
+// reconciler. With an ExternalStore (store.go) it starts no server: the
+// buckets are in the user's S3-compatible store, checked at start, and its
+// notifications arrive from a NATS subject or a webhook (events.go); an
+// event that names no version is matched to one (versions.go), and the
+// reconciler sweeps the input bucket at every start for uploads made
+// while no one listened. The observers of its jobs (Prometheus metrics
+// and webhooks) are in observe.go. It owns the data dir's layout:
 //
 //	<data>/s3/              the embedded server's buckets (posix backend)
 //	<data>/s3.versions/     older versions of the versioned input bucket

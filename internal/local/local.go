@@ -60,6 +60,11 @@ type Config struct {
 	// receives every job state change; Start starts it, Stop drains it.
 	Metrics  *metrics.Metrics
 	Webhooks *notify.Notifier
+	// External, when set, holds the buckets instead of the embedded
+	// server (S3Addr and Credentials are then unused), and Events say
+	// where its notifications come from (store.go, events.go).
+	External *ExternalStore
+	Events   EventSources
 }
 
 // Pipeline is a running `conveyor up`.
@@ -78,6 +83,8 @@ type Pipeline struct {
 	control    *snapshot.QuiesceServer // nil when the socket could not be made
 	events     *queue[[]byte]
 	observers  *observers
+	sources    eventSources
+	endpoint   string
 	logMu      sync.Mutex
 	wg         sync.WaitGroup
 	stopOnce   sync.Once
@@ -119,7 +126,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		}
 	}()
 	creds := cfg.Credentials
-	if creds.AccessKeyID == "" || creds.SecretAccessKey == "" {
+	if cfg.External == nil && (creds.AccessKeyID == "" || creds.SecretAccessKey == "") {
 		if creds, err = EnsureCredentials(paths); err != nil {
 			return nil, err
 		}
@@ -128,31 +135,13 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The server outlives ctx (a Ctrl-C): Stop ends it after the workers
-	// have handed their jobs back through it.
-	p.Server, err = s3server.Start(context.WithoutCancel(ctx), s3server.Config{
-		DataDir:   paths.S3Root(),
-		Addr:      cfg.S3Addr,
-		AccessKey: creds.AccessKeyID,
-		SecretKey: creds.SecretAccessKey,
-		Region:    cfg.Region,
-		Buckets:   []string{cfg.Buckets.Input, cfg.Buckets.Output, cfg.Buckets.State},
-		// Versioned as on AWS, so that jobs are keyed on version IDs:
-		// uploading content a key held before is a new version, a new job.
-		Versioned: []string{cfg.Buckets.Input},
-		// The hook runs before the upload's response is sent: queue only.
-		OnEvent:      func(n []byte) { p.events.push(n) },
-		EventBuckets: []string{cfg.Buckets.Input},
-	})
+	st, err := p.openStore(ctx, creds) // store.go
 	if err != nil {
 		return nil, err
 	}
-	p.S3 = s3server.NewClient(p.Server.Endpoint(), creds.AccessKeyID, creds.SecretAccessKey, cfg.Region)
-	// The components in this process reach the state bucket's storage
-	// directly: the same engine and conditional writes, without HTTP and
-	// SigV4 on both sides (most of a record write's cost). Clients in
-	// other processes (`conveyor jobs`, `worker run`) use the S3 API.
-	p.Store = jobstore.New(p.Server.Direct(), cfg.Buckets.State)
+	p.Server, p.S3, p.endpoint = st.server, st.client, st.endpoint
+	p.sources.versioned = st.versioned
+	p.Store = jobstore.New(st.objects, cfg.Buckets.State)
 
 	wcfg := cfg.Worker
 	wcfg.OutputBucket = cfg.Buckets.Output
@@ -161,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		return nil, err
 	}
 	w.Logf = p.logf
-	w.Objects = p.Server.Direct()
+	w.Objects = st.objects
 	w.OnChange = p.jobChanged
 	p.dispatcher = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
 	// `conveyor snapshot create --quiesce` pauses the pool through it.
@@ -189,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	// Dispatch is in process: InHand says what is in flight, and a job
 	// dispatched by a previous run of this process was lost with it.
 	p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = 0, 0
-	p.Reconciler.Versioned = true
+	p.Reconciler.Versioned = st.versioned
 	p.Reconciler.Budget, p.Reconciler.SweepEvery, p.Reconciler.Retention = cfg.ReconcileBudget, cfg.SweepEvery, cfg.Retention
 	p.Reconciler.MaxAge = cfg.Retention // an input older than the history kept is never taken for a lost event
 	// Events wait in memory: a crash loses those not yet handled, so a
@@ -198,6 +187,14 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if _, err := os.Stat(paths.RunInfo()); err == nil {
 		p.Reconciler.SweepOnStart = true
 		p.logf("the last run did not stop cleanly: sweeping the input bucket for uploads whose events it lost")
+	}
+	if cfg.External != nil {
+		// An external store takes uploads while this process is down,
+		// and their events reach no one.
+		p.Reconciler.SweepOnStart = true
+		if err := p.startEvents(cfg.Events); err != nil { // events.go
+			return nil, err
+		}
 	}
 	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
@@ -210,7 +207,7 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	if err := p.Reconciler.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, err
 	}
-	ri := RunInfo{PID: os.Getpid(), Endpoint: p.Server.Endpoint(), Region: cfg.Region, DataDir: paths.Root}
+	ri := RunInfo{PID: os.Getpid(), Endpoint: p.endpoint, Region: cfg.Region, DataDir: paths.Root, External: cfg.External != nil}
 	if cfg.Dashboard != nil {
 		if err := p.startDashboard(ctx, *cfg.Dashboard, vol); err != nil {
 			return nil, err
@@ -224,11 +221,18 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	return p, nil
 }
 
-// Endpoint is the S3 endpoint URL.
-func (p *Pipeline) Endpoint() string { return p.Server.Endpoint() }
+// Endpoint is the S3 endpoint URL: the embedded server's or the external
+// store's.
+func (p *Pipeline) Endpoint() string { return p.endpoint }
 
-// Done is closed when the embedded server stops on its own (a fatal error).
-func (p *Pipeline) Done() <-chan struct{} { return p.Server.Done() }
+// Done is closed when the embedded server stops on its own (a fatal
+// error); never with an external store.
+func (p *Pipeline) Done() <-chan struct{} {
+	if p.Server == nil {
+		return nil
+	}
+	return p.Server.Done()
+}
 
 func (p *Pipeline) consume() {
 	defer p.wg.Done()
@@ -237,10 +241,13 @@ func (p *Pipeline) consume() {
 		if !ok {
 			return
 		}
-		results, err := p.Orch.HandleEvent(context.Background(), n)
+		results, err := p.handleEvent(context.Background(), n) // versions.go
 		for _, r := range results {
 			if r.JobID != "" && p.Dashboard != nil {
 				p.Dashboard.Touch(r.JobID)
+			}
+			if r.Outcome == orchestrator.Filtered && r.Object.Bucket != p.cfg.Buckets.Input {
+				p.noteForeign(r.Object.Bucket)
 			}
 			if r.Err != nil {
 				p.logf("event for s3://%s/%s: %v (the reconciler will try again)", r.Object.Bucket, job.Printable(r.Object.Key), r.Err)
@@ -281,6 +288,7 @@ func (p *Pipeline) Stop() error {
 		if p.Reconciler != nil {
 			p.Reconciler.Stop()
 		}
+		p.stopEvents()
 		p.events.close()
 		p.wg.Wait()
 		if p.control != nil {

@@ -152,7 +152,11 @@ func parseRecord(raw json.RawMessage) (ObjectCreated, error) {
 	if r.S3.Bucket.Name == "" {
 		return ObjectCreated{}, errors.New("no bucket name")
 	}
-	key, err := DecodeKey(r.S3.Object.Key)
+	decode := DecodeKey
+	if fromVersityGW(r) {
+		decode = verbatimKey
+	}
+	key, err := decode(r.S3.Object.Key)
 	if err != nil {
 		return ObjectCreated{}, err
 	}
@@ -225,6 +229,25 @@ func DecodeKey(k string) (string, error) {
 		return "", errors.New("empty object key")
 	}
 	return key, nil
+}
+
+// versityGWConfigs are the configurationId values versitygw's event
+// targets put in every record (its s3event package: one global
+// configuration per target; the NATS target sends "webhook-global" too).
+var versityGWConfigs = map[string]bool{"kafka-global": true, "nats-global": true, "webhook-global": true, "rabbitmq-global": true}
+
+// fromVersityGW tells a versitygw record: its key is the request's
+// decoded path, verbatim (v1.8.0 sends "a b+c%.txt" as is), not S3's form
+// encoding.
+func fromVersityGW(r Record) bool {
+	return r.EventVersion == "2.2" && versityGWConfigs[r.S3.ConfigurationID]
+}
+
+func verbatimKey(k string) (string, error) {
+	if k == "" {
+		return "", errors.New("empty object key")
+	}
+	return k, nil
 }
 
 // EncodeKey encodes a key the way S3 notifications do.

@@ -53,6 +53,27 @@ func TestParseFixtures(t *testing.T) {
 			}},
 		},
 		{file: "test-event.json", wantErr: ErrNotObjectCreated},
+		{
+			// MinIO's webhook body: form-encoded key, slashes included.
+			file: "minio-webhook.json",
+			want: []ObjectCreated{{
+				EventName: "ObjectCreated:Put", EventTime: time.Date(2026, 11, 26, 12, 0, 3, 250e6, time.UTC),
+				Bucket: "input", Key: "incoming/a b+c.csv", Size: 12, ETag: "6f5902ac237024bdd0c176cb93063dc4",
+				VersionID: "0a3e7c52-9b1d-4c8e-a6f0-2d5b8e1c7f94", Sequencer: "187B1C5A3E2A6B10",
+			}},
+		},
+		{file: "minio-delete.json"}, // valid, nothing to process
+		{
+			// versitygw's NATS target: the key verbatim, the ETag quoted,
+			// no version ID (v1.8.0 sends none, even when versioned).
+			file: "versitygw-nats.json",
+			want: []ObjectCreated{{
+				EventName: "ObjectCreated:Put", EventTime: time.Date(2026, 11, 26, 12, 0, 5, 0, time.UTC),
+				Bucket: "input", Key: "dir/a b+c%.txt", Size: 5, ETag: "b1946ac92492d2347c6235b4d2611184",
+				Sequencer: "1",
+			}},
+		},
+		{file: "versitygw-test-event.json", wantErr: ErrNotObjectCreated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -108,7 +129,7 @@ func TestKeyRoundTrip(t *testing.T) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"put.json", "multi.json", "eventbridge.json", "test-event.json"} {
+	for _, name := range []string{"put.json", "multi.json", "eventbridge.json", "test-event.json", "minio-webhook.json", "versitygw-nats.json"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)
