@@ -80,13 +80,14 @@ func (c ConnConfig) Options() []natsgo.Option {
 }
 
 // Connect connects to the server, retrying until ctx ends when none
-// answers yet (a worker may start before its server).
-func Connect(ctx context.Context, c ConnConfig) (*natsgo.Conn, error) {
+// answers yet (a worker may start before its server). extra options
+// come after c's (the embedded server's credentials, say).
+func Connect(ctx context.Context, c ConnConfig, extra ...natsgo.Option) (*natsgo.Conn, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
 	for {
-		nc, err := natsgo.Connect(c.URL, c.Options()...)
+		nc, err := natsgo.Connect(c.URL, append(c.Options(), extra...)...)
 		if err == nil {
 			return nc, nil
 		}
