@@ -25,6 +25,9 @@ type upOptions struct {
 	processor string
 	demo      bool
 	dashAddr  string
+	nats      string
+	// workersSet: --workers was given (0 is a value with --nats).
+	workersSet bool
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -44,13 +47,17 @@ resumed at the next start.`,
   conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4
   CONVEYOR_PROCESSOR=zstd conveyor up`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.workersSet = cmd.Flags().Changed("workers")
+			return runUp(cmd.Context(), o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.s3Addr, "s3-addr", "", "S3 listen address HOST:PORT (default "+DefaultS3Addr+"; env CONVEYOR_S3_ADDR)")
 	f.IntVar(&o.workers, "workers", 0, "jobs run at once (default: number of CPUs; env CONVEYOR_WORKERS)")
 	f.StringVar(&o.processor, "processor", "", "built-in processor: report, zstd or noop (env CONVEYOR_PROCESSOR)")
 	f.BoolVar(&o.demo, "demo", false, "upload the sample files after start and show their results")
+	f.StringVar(&o.nats, "nats", "", "dispatch through NATS JetStream so that 'conveyor worker serve' on other machines share the jobs: embedded (run a NATS server here) or nats://HOST:4222 (env CONVEYOR_CLUSTER_NATS)")
 	f.StringVar(&o.dashAddr, "dashboard-addr", "", "dashboard listen address HOST:PORT, or off (default "+DefaultDashboardAddr+"; env CONVEYOR_DASHBOARD_ADDR); a non-loopback address requires a token, printed at start")
 	return cmd
 }
@@ -64,8 +71,11 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if o.s3Addr != "" {
 		c.S3.Addr = o.s3Addr
 	}
-	if o.workers != 0 {
+	if o.workers != 0 || o.workersSet {
 		c.Workers = o.workers
+	}
+	if o.nats != "" {
+		c.Cluster.NATS = o.nats
 	}
 	if o.processor != "" {
 		c.Processor.Name, c.Processor.Command, c.Processor.Bundle = o.processor, nil, ""
@@ -74,6 +84,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	if err := c.validateComponents(); err != nil {
+		return err
+	}
+	if err := c.validateCluster(true); err != nil {
 		return err
 	}
 	if host, _, err := net.SplitHostPort(c.S3.Addr); err == nil && !isLoopback(host) {
@@ -87,6 +100,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	pc := c.pipelineConfig()
 	pc.Worker.ConfigVersion, pc.Worker.ProcessorVersion = vers.Config, vers.Processor
 	pc.Log = o.Err
+	pc.NATS = c.upNATSConfig()
+	if pc.NATS != nil && pc.NATS.Embedded && !isLoopback(hostOf(pc.NATS.Addr)) {
+		fmt.Fprintf(o.Err, "conveyor: warning: NATS listens on %s, reachable from other machines; it requires the user and password in %s, but traffic is plain TCP: keep it on a private network or put a NATS cluster with TLS in front\n", pc.NATS.Addr, local.Paths{Root: c.DataDir}.NATSCredentials())
+	}
 	if o.dashAddr != "" {
 		c.Dashboard.Addr = o.dashAddr
 	}
@@ -126,10 +143,10 @@ func runUp(ctx context.Context, o *upOptions) error {
   data dir     %s
   volume       %s
   processor    %s, %d worker(s)
-%sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
+%s%sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
 Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), shellQuote(c.DataDir), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), natsLines(p, c), shellQuote(c.DataDir), c.Buckets.Input)
 
 	if o.demo {
 		if err := runDemo(ctx, o, c); err != nil {
