@@ -102,4 +102,3 @@ func runWorkerServe(ctx context.Context, o *workerServeOptions) error {
 	cons.Stop()
 	return nil
 }
-

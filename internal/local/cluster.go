@@ -144,4 +144,3 @@ type noQuiesce struct{}
 func (noQuiesce) Pause()                         {}
 func (noQuiesce) Resume()                        {}
 func (noQuiesce) WaitIdle(context.Context) error { return nil }
-

@@ -76,7 +76,7 @@ type Pipeline struct {
 	dispatcher dispatch.Dispatcher
 	pool       *localdispatch.Dispatcher // nil with NATS
 	quiescer   snapshot.Quiescer
-	nats       *natsParts // nil without NATS
+	nats       *natsParts              // nil without NATS
 	control    *snapshot.QuiesceServer // nil when the socket could not be made
 	events     *queue[[]byte]
 	logMu      sync.Mutex
