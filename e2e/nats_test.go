@@ -44,6 +44,11 @@ type serveProc struct {
 // script body, which appends "start|end <volume dir> <job>" lines to
 // c.journal around its work.
 func startNATSCluster(t *testing.T, slots int, procBody string) *natsCluster {
+	return startNATSClusterUp(t, slots, 0, procBody)
+}
+
+// startNATSClusterUp is startNATSCluster with upWorkers job slots in up.
+func startNATSClusterUp(t *testing.T, slots, upWorkers int, procBody string) *natsCluster {
 	t.Helper()
 	dir := t.TempDir()
 	c := &natsCluster{t: t, dir: dir, journal: filepath.Join(dir, "journal")}
@@ -57,7 +62,7 @@ echo "end $vol $CONVEYOR_JOB_ID" >> `+c.journal+`
 	common := fmt.Sprintf("processor:\n  command: [%q]\nworker:\n  lease: 3s\nretry:\n  backoff: 200ms\n", proc)
 	c.up = startUp(t, upOptions{
 		Config: common + fmt.Sprintf("cluster:\n  nats_addr: 127.0.0.1:%d\n", natsPort),
-		Args:   []string{"--nats", "embedded", "--workers", "0"},
+		Args:   []string{"--nats", "embedded", "--workers", fmt.Sprint(upWorkers)},
 		Env:    []string{"CONVEYOR_RECONCILE_INTERVAL=1s"},
 	})
 	c.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
@@ -282,5 +287,36 @@ func TestNATSWorkerKilledMidJob(t *testing.T) {
 	}
 	if starts != 2 {
 		t.Errorf("the processor started %d times, want twice (killed on a, then on b)", starts)
+	}
+}
+
+// TestNATSUpWorkersShareTheQueue: with --nats and workers of its own, up
+// runs jobs from the same stream as a `worker serve`: both take some.
+func TestNATSUpWorkersShareTheQueue(t *testing.T) {
+	t.Parallel()
+	const jobs = 40
+	c := startNATSClusterUp(t, 2, 2, "sleep 0.1")
+	w := c.serve("a")
+	var ids []string
+	for i := range jobs {
+		ids = append(ids, put(t, c.up.S3, fmt.Sprintf("mixed/%02d.txt", i), []byte(fmt.Sprintf("file %d\n", i))))
+	}
+	volA, err := volume.Open(w.volume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byServe := 0
+	for _, id := range ids {
+		r := waitState(t, c.up.S3, id, job.Succeeded, 2*jobTimeout)
+		if len(r.Attempts) != 1 {
+			t.Errorf("job %s: %d attempts, want 1", id, len(r.Attempts))
+		}
+		if job.VolumeOf(r.Owner) == volA.ID() || len(r.Attempts) > 0 && job.VolumeOf(r.Attempts[0].Owner) == volA.ID() {
+			byServe++
+		}
+	}
+	t.Logf("%d jobs: %d by worker serve, %d by up's own workers", jobs, byServe, jobs-byServe)
+	if byServe == 0 || byServe == jobs {
+		t.Errorf("worker serve did %d of %d jobs: the queue was not shared", byServe, jobs)
 	}
 }
