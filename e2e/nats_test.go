@@ -320,3 +320,44 @@ func TestNATSUpWorkersShareTheQueue(t *testing.T) {
 		t.Errorf("worker serve did %d of %d jobs: the queue was not shared", byServe, jobs)
 	}
 }
+
+// TestNATSWorkerStopHandsBack: SIGTERM to a `worker serve` mid-job hands
+// the job back at once (not after the lease): another worker runs it, and
+// the stop is not counted as a failed attempt.
+func TestNATSWorkerStopHandsBack(t *testing.T) {
+	t.Parallel()
+	c := startNATSCluster(t, 1, `case "$(cat "$CONVEYOR_INPUT")" in slow*) [ -e "$CONVEYOR_WORK_DIR/../../../../stopped" ] || sleep 30;; esac`)
+	a := c.serve("a")
+	id := put(t, c.up.S3, "nats/stop.txt", []byte("slow\n"))
+	waitRecord(t, c.up.S3, id, jobTimeout, "running", func(r *job.Record) bool { return r.State == job.Running })
+	b := c.serve("b")
+	// A processor started from now on (b's, once a handed the job back)
+	// finishes at once; a's checked for the marker before it existed.
+	if err := os.WriteFile(filepath.Join(filepath.Dir(b.volume), "stopped"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(-a.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-a.exited:
+	case <-time.After(stopTimeout):
+		t.Fatalf("worker serve a did not exit within %s of SIGTERM:\n%s", stopTimeout, a.out)
+	}
+	if !strings.Contains(a.out.String(), "handed back") {
+		t.Errorf("worker serve a did not say it hands jobs back:\n%s", a.out)
+	}
+	r := waitState(t, c.up.S3, id, job.Succeeded, jobTimeout)
+	if r.Handbacks != 1 {
+		t.Errorf("record: %d handbacks, want 1 (the stop of a)", r.Handbacks)
+	}
+	volB, err := volume.Open(b.volume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := r.Attempts[len(r.Attempts)-1]
+	if job.VolumeOf(last.Owner) != volB.ID() || last.ExitCode == nil || *last.ExitCode != 0 {
+		t.Errorf("last attempt %+v, want a successful one on b", last)
+	}
+	if r.Attempt > 1 && len(r.Attempts) != r.Handbacks+1 {
+		t.Errorf("attempts %+v (attempt count %d): the hand-back counted as a failure", r.Attempts, r.Attempt)
+	}
+}
