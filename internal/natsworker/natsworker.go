@@ -247,7 +247,9 @@ func (c *Consumer) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	c.mu.Lock()
-	if c.stopped {
+	if c.stopped || c.paused {
+		// Fetched as the consumer stopped or paused (a snapshot waits for
+		// idle): handed back, never started behind WaitIdle's back.
 		c.mu.Unlock()
 		c.settle(m, id, context.Canceled)
 		return
