@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -13,7 +14,11 @@ import (
 	"testing"
 	"time"
 
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/conveyorhq/conveyor/internal/job"
+	"github.com/conveyorhq/conveyor/internal/natsserver"
 	"github.com/conveyorhq/conveyor/internal/volume"
 )
 
@@ -359,5 +364,60 @@ func TestNATSWorkerStopHandsBack(t *testing.T) {
 	}
 	if r.Attempt > 1 && len(r.Attempts) != r.Handbacks+1 {
 		t.Errorf("attempts %+v (attempt count %d): the hand-back counted as a failure", r.Attempts, r.Attempt)
+	}
+}
+
+// TestNATSUpExternalServer: `conveyor up --nats nats://...` uses an
+// existing NATS server (with credentials from the environment) instead of
+// running one: its jobs travel through that server's stream.
+func TestNATSUpExternalServer(t *testing.T) {
+	t.Parallel()
+	srv, err := natsserver.Start(natsserver.Config{StoreDir: filepath.Join(t.TempDir(), "nats"), Addr: "127.0.0.1:0", User: "ext", Password: "ext-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	up := startUp(t, upOptions{
+		Args: []string{"--nats", srv.ClientURL(), "--workers", "2", "--processor", "noop"},
+		Env:  []string{"CONVEYOR_CLUSTER_NATS_USER=ext", "CONVEYOR_CLUSTER_NATS_PASSWORD=ext-secret", "CONVEYOR_CLUSTER_NATS_STREAM=EXT_JOBS"},
+	})
+	if !strings.Contains(up.stdout.String(), srv.ClientURL()) {
+		t.Errorf("conveyor up does not print the NATS URL %s:\n%s", srv.ClientURL(), up.stdout)
+	}
+	if _, err := os.Stat(filepath.Join(up.DataDir, "nats")); err == nil {
+		t.Error("conveyor up ran an embedded NATS server although a URL was given")
+	}
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, put(t, up.S3, fmt.Sprintf("ext/%d.txt", i), []byte(fmt.Sprintf("ext %d\n", i))))
+	}
+	for _, id := range ids {
+		waitState(t, up.S3, id, job.Succeeded, jobTimeout)
+	}
+	nc, err := natsgo.Connect(srv.ClientURL(), srv.Options()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(context.Background(), "EXT_JOBS", "conveyor-workers")
+	if err != nil {
+		t.Fatalf("the shared consumer on the external server's stream EXT_JOBS: %v", err)
+	}
+	// A message is acknowledged just after its job's outcome is recorded.
+	info, err := cons.Info(context.Background())
+	for deadline := time.Now().Add(jobTimeout); err == nil && info.NumAckPending != 0 && time.Now().Before(deadline); {
+		time.Sleep(pollEvery)
+		info, err = cons.Info(context.Background())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Stream < uint64(len(ids)) || info.NumPending != 0 || info.NumAckPending != 0 {
+		t.Errorf("consumer on the external server: delivered up to stream seq %d, %d pending, %d unacked; want every job's message delivered and acked",
+			info.Delivered.Stream, info.NumPending, info.NumAckPending)
 	}
 }
