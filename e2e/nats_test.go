@@ -108,13 +108,13 @@ echo "end $vol $CONVEYOR_JOB_ID" >> `+c.journal+`
 
 // serve starts one `conveyor worker serve` on a new volume and waits
 // until it pulls.
-func (c *natsCluster) serve(name string) *serveProc {
+func (c *natsCluster) serve(name string, env ...string) *serveProc {
 	t := c.t
 	t.Helper()
 	w := &serveProc{volume: filepath.Join(c.dir, "vol-"+name), out: &syncBuffer{}, exited: make(chan struct{})}
 	w.cmd = exec.Command(conveyorBin, "worker", "serve", "--nats", c.natsURL, "--volume", w.volume, "--config", c.config,
 		"--data-dir", filepath.Join(c.dir, "data-"+name))
-	w.cmd.Env = cleanEnv(c.env...)
+	w.cmd.Env = cleanEnv(append(c.env, env...)...)
 	w.cmd.Dir = c.dir
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
@@ -419,5 +419,44 @@ func TestNATSUpExternalServer(t *testing.T) {
 	if info.Delivered.Stream < uint64(len(ids)) || info.NumPending != 0 || info.NumAckPending != 0 {
 		t.Errorf("consumer on the external server: delivered up to stream seq %d, %d pending, %d unacked; want every job's message delivered and acked",
 			info.Delivered.Stream, info.NumPending, info.NumAckPending)
+	}
+}
+
+// TestNATSRedeliveryToABusyJobIsNotLost: worker a holds a job under a
+// 30 s lease, but the shared consumer's ack wait is set by worker b's 3 s
+// lease, so a's message is redelivered to b while a is alive and renewing.
+// b must neither run the job nor acknowledge the message away: the job
+// ends succeeded by a's single attempt, its processor ran once, and the
+// message is settled only after that.
+func TestNATSRedeliveryToABusyJobIsNotLost(t *testing.T) {
+	t.Parallel()
+	c := startNATSCluster(t, 1, `case "$(cat "$CONVEYOR_INPUT")" in slow*) sleep 12;; esac`)
+	a := c.serve("a", "CONVEYOR_WORKER_LEASE=30s")
+	id := put(t, c.up.S3, "nats/busy.txt", []byte("slow\n"))
+	waitRecord(t, c.up.S3, id, jobTimeout, "running", func(r *job.Record) bool { return r.State == job.Running })
+	b := c.serve("b")
+	if !strings.Contains(b.out.String(), "give every worker the same worker.lease") {
+		t.Errorf("worker b did not warn that the workers' leases differ:\n%s", b.out)
+	}
+	r := waitState(t, c.up.S3, id, job.Succeeded, 2*jobTimeout)
+	volA, err := volume.Open(a.volume)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Attempts) != 1 || job.VolumeOf(r.Attempts[0].Owner) != volA.ID() {
+		t.Errorf("attempts %+v, want one, by a", r.Attempts)
+	}
+	starts := 0
+	for _, l := range c.readJournal() {
+		if l.event == "start" {
+			starts++
+		}
+	}
+	if starts != 1 {
+		t.Errorf("the processor started %d times, want once", starts)
+	}
+	// The case under test happened: b was handed the job while a held it.
+	if !strings.Contains(b.out.String(), "job "+id+" is held by another live worker") {
+		t.Errorf("worker b never got the job's message while a held it (the test did not test):\n%s", b.out)
 	}
 }

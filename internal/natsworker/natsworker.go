@@ -126,6 +126,14 @@ func (c *Consumer) Start(ctx context.Context) error {
 	if _, err := natsdispatch.EnsureStream(ctx, c.js, c.cfg.Stream); err != nil {
 		return err
 	}
+	// The consumer is shared: its ack wait is the last starter's. Workers
+	// with other leases are safe (a redelivered job held by a live worker
+	// is naked, not taken) but wasteful: say so.
+	if old, err := c.js.Consumer(ctx, c.cfg.Stream.Stream, c.cfg.Durable); err == nil {
+		if w := old.CachedInfo().Config.AckWait; w != AckWait(c.cfg.Lease) {
+			c.logf("the shared NATS consumer %s had an ack wait of %s, this worker sets %s (1.5 x worker.lease %s): give every worker the same worker.lease", c.cfg.Durable, w, AckWait(c.cfg.Lease), c.cfg.Lease)
+		}
+	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream.Stream, jetstream.ConsumerConfig{
 		Durable:       c.cfg.Durable,
 		Description:   "conveyor worker serve: every worker pulls from it",
@@ -312,6 +320,9 @@ func (c *Consumer) settle(m jetstream.Msg, id string, err error) {
 	case errors.As(err, &re):
 		nak(re.After)
 	case errors.Is(err, worker.ErrBusy):
+		// Never acknowledged: if its holder dies, this message is what
+		// brings the job to another worker.
+		c.logf("job %s is held by another live worker: its message comes back in %s", id, (c.cfg.Lease / 3).Round(time.Millisecond))
 		nak(c.cfg.Lease / 3)
 	case errors.Is(err, context.Canceled):
 		nak(c.cfg.StopDelay)
