@@ -141,3 +141,11 @@ func (c *FileConfig) natsLocalCredentials() {
 		c.Cluster.NATSUser, c.Cluster.NATSPassword = creds.User, creds.Password
 	}
 }
+
+// workersNote is the banner's account of up's own workers.
+func workersNote(n int) string {
+	if n == 0 {
+		return "no worker here (coordinating only: jobs run on 'worker serve')"
+	}
+	return fmt.Sprintf("%d worker(s)", n)
+}

@@ -42,8 +42,15 @@ on first start and stored (mode 0600) in the data dir; 'conveyor env' prints
 them for other S3 clients. A dashboard (jobs, logs, outputs, uploads, retries)
 is served on http://127.0.0.1:9001/ unless --dashboard-addr says otherwise; on
 a non-loopback address it requires the token printed at start. Stop with Ctrl-C: jobs interrupted mid-way are
-resumed at the next start.`,
+resumed at the next start.
+
+With --nats (cluster.nats) jobs go through a NATS JetStream work queue that
+'conveyor worker serve' on other machines share: 'embedded' runs a NATS
+server in this process (127.0.0.1:4222 unless cluster.nats_addr says
+otherwise; user and password generated into the data dir), a URL uses an
+existing NATS cluster. '--workers 0' then coordinates without running jobs.`,
 		Example: `  conveyor up --demo
+  conveyor up --nats embedded --workers 0
   conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4
   CONVEYOR_PROCESSOR=zstd conveyor up`,
 		Args: cobra.NoArgs,
@@ -142,11 +149,11 @@ func runUp(ctx context.Context, o *upOptions) error {
   S3 endpoint  %s  (buckets %s, %s, %s)
   data dir     %s
   volume       %s
-  processor    %s, %d worker(s)
+  processor    %s, %s
 %s%sPoint any S3 client at it with:  eval "$(conveyor env --data-dir %s)"
 Upload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p), natsLines(p, c), shellQuote(c.DataDir), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, workersNote(c.Workers), dashboardLine(p), natsLines(p, c), shellQuote(c.DataDir), c.Buckets.Input)
 
 	if o.demo {
 		if err := runDemo(ctx, o, c); err != nil {

@@ -25,7 +25,7 @@ type workerRunOptions struct {
 func newWorkerCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "worker",
-		Short: "Worker commands (what SSM Run Command invokes on the EC2 worker)",
+		Short: "Worker commands: run one job (what SSM Run Command invokes on EC2), serve jobs from NATS JetStream",
 	}
 	o := &workerRunOptions{globals: g}
 	run := &cobra.Command{
