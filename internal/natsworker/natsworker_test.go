@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -244,5 +245,61 @@ func TestHeartbeatKeepsTheMessage(t *testing.T) {
 	close(release)
 	if v := st.next(t); v != id+" ack" {
 		t.Fatalf("settled %q, want ack", v)
+	}
+}
+
+// Pause lets the running job finish and starts none until Resume; WaitIdle
+// waits for the running one (what a quiesced snapshot relies on).
+func TestPauseAndWaitIdle(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	first, second := dispatchtest.ID(1), dispatchtest.ID(2)
+	started, release := make(chan struct{}), make(chan struct{})
+	var resumed atomic.Bool
+	var ranWhilePaused atomic.Bool
+	st := newSettlements()
+	c := start(t, b.js, 1, func(ctx context.Context, id string) error {
+		switch id {
+		case first:
+			close(started)
+			<-release
+		case second:
+			if !resumed.Load() {
+				ranWhilePaused.Store(true)
+			}
+		}
+		return nil
+	}, st)
+	if _, err := b.disp.Dispatch(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	c.Pause()
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.WaitIdle(short); err == nil {
+		t.Fatal("WaitIdle returned while a job ran")
+	}
+	if _, err := b.disp.Dispatch(context.Background(), second); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := c.WaitIdle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if v := st.next(t); v != first+" ack" {
+		t.Fatalf("settled %q, want the first job acked", v)
+	}
+	resumed.Store(true)
+	c.Resume()
+	// The second job, if fetched while paused, was handed back (nak) and
+	// comes again: wait for its ack.
+	for v := st.next(t); v != second+" ack"; v = st.next(t) {
+		if !strings.HasPrefix(v, second+" nak") {
+			t.Fatalf("settled %q, want the second job acked after Resume", v)
+		}
+	}
+	if ranWhilePaused.Load() {
+		t.Fatal("a job started while the consumer was paused")
 	}
 }
