@@ -35,8 +35,13 @@ machine). NATS credentials come from the configuration file or the
 environment (CONVEYOR_CLUSTER_NATS_USER / _PASSWORD, or _CREDS), never from
 the command line.
 
-Exit codes: 0 stopped by a signal, 1 it could not start or lost its
-connection for good (the message says why), 2 bad configuration.`,
+It registers on its volume like 'worker run': a drain ('worker watch')
+stops it the same way, its jobs handed back. While the NATS server is
+unreachable it keeps trying to reconnect and says so.
+
+Exit codes: 0 stopped by a signal, 1 it could not start (the message says
+why: the store or NATS unreachable, the volume draining), 2 bad
+configuration.`,
 		Example: `  CONVEYOR_CLUSTER_NATS_USER=conveyor CONVEYOR_CLUSTER_NATS_PASSWORD=... \
     conveyor worker serve --nats nats://10.0.0.5:4222 --volume /var/lib/conveyor
   conveyor worker serve --config /etc/conveyor/conveyor.yaml   # cluster.nats in the file`,
