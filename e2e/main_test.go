@@ -152,6 +152,7 @@ type upOptions struct {
 	Env     []string // extra KEY=VALUE
 	DataDir string   // default t.TempDir()
 	Port    int      // default a free port
+	Args    []string // extra flags of `conveyor up`
 }
 
 // upProc is a running `conveyor up`.
@@ -191,7 +192,7 @@ func startUp(t *testing.T, o upOptions) *upProc {
 		stdout: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{}),
 	}
 	p.Endpoint = "http://" + p.Addr
-	args := []string{"up", "--data-dir", o.DataDir, "--s3-addr", p.Addr}
+	args := append([]string{"up", "--data-dir", o.DataDir, "--s3-addr", p.Addr}, o.Args...)
 	if o.Config != "" {
 		cfg := filepath.Join(t.TempDir(), "conveyor.yaml")
 		if err := os.WriteFile(cfg, []byte(o.Config), 0o644); err != nil {

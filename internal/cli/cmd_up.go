@@ -27,6 +27,9 @@ type upOptions struct {
 	processor string
 	demo      bool
 	dashAddr  string
+	nats      string
+	// workersSet: --workers was given (0 is a value with --nats).
+	workersSet bool
 }
 
 func newUpCommand(g *globals) *cobra.Command {
@@ -40,21 +43,33 @@ orchestrator, the local workers and the reconciler. Credentials are generated
 on first start and stored (mode 0600) in the data dir; 'conveyor env' prints
 them for other S3 clients. A dashboard (jobs, logs, outputs, uploads, retries)
 is served on http://127.0.0.1:9001/ unless --dashboard-addr says otherwise; on
-a non-loopback address it requires the token printed at start. Prometheus
-metrics are at the dashboard's /metrics (or metrics.addr); notify.webhooks
-receive every job state change, signed. Stop with Ctrl-C: jobs interrupted mid-way are
-resumed at the next start.`,
+a non-loopback address it requires the token printed at start. Stop with Ctrl-C: jobs interrupted mid-way are
+resumed at the next start.
+
+Prometheus metrics are at the dashboard's /metrics (or metrics.addr);
+notify.webhooks receive every job state change, signed.
+
+With --nats (cluster.nats) jobs go through a NATS JetStream work queue that
+'conveyor worker serve' on other machines share: 'embedded' runs a NATS
+server in this process (127.0.0.1:4222 unless cluster.nats_addr says
+otherwise; user and password generated into the data dir), a URL uses an
+existing NATS cluster. '--workers 0' then coordinates without running jobs.`,
 		Example: `  conveyor up --demo
+  conveyor up --nats embedded --workers 0
   conveyor up --data-dir /srv/conveyor --s3-addr 127.0.0.1:9100 --workers 4
   CONVEYOR_PROCESSOR=zstd conveyor up`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.workersSet = cmd.Flags().Changed("workers")
+			return runUp(cmd.Context(), o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.s3Addr, "s3-addr", "", "S3 listen address HOST:PORT (default "+DefaultS3Addr+"; env CONVEYOR_S3_ADDR)")
 	f.IntVar(&o.workers, "workers", 0, "jobs run at once (default: number of CPUs; env CONVEYOR_WORKERS)")
 	f.StringVar(&o.processor, "processor", "", "built-in processor: report, zstd or noop (env CONVEYOR_PROCESSOR)")
 	f.BoolVar(&o.demo, "demo", false, "upload the sample files after start and show their results")
+	f.StringVar(&o.nats, "nats", "", "dispatch through NATS JetStream so that 'conveyor worker serve' on other machines share the jobs: embedded (run a NATS server here) or nats://HOST:4222 (env CONVEYOR_CLUSTER_NATS)")
 	f.StringVar(&o.dashAddr, "dashboard-addr", "", "dashboard listen address HOST:PORT, or off (default "+DefaultDashboardAddr+"; env CONVEYOR_DASHBOARD_ADDR); a non-loopback address requires a token, printed at start")
 	return cmd
 }
@@ -72,8 +87,11 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if o.s3Addr != "" {
 		c.S3.Addr = o.s3Addr
 	}
-	if o.workers != 0 {
+	if o.workers != 0 || o.workersSet {
 		c.Workers = o.workers
+	}
+	if o.nats != "" {
+		c.Cluster.NATS = o.nats
 	}
 	if o.processor != "" {
 		c.Processor.Name, c.Processor.Command, c.Processor.Bundle = o.processor, nil, ""
@@ -87,6 +105,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 	if err := c.validateNotifications(); err != nil { // notify.go
 		return err
 	}
+	if err := c.validateCluster(true); err != nil {
+		return err
+	}
 	if host, _, err := net.SplitHostPort(c.S3.Addr); err == nil && !isLoopback(host) && !c.externalMode() {
 		fmt.Fprintf(o.Err, "conveyor: warning: S3 listens on %s, reachable from other machines; credentials are required, but traffic is plain HTTP\n", c.S3.Addr)
 	}
@@ -98,6 +119,10 @@ func runUp(ctx context.Context, o *upOptions) error {
 	pc := c.pipelineConfig()
 	pc.Worker.ConfigVersion, pc.Worker.ProcessorVersion = vers.Config, vers.Processor
 	pc.Log = o.Err
+	pc.NATS = c.upNATSConfig()
+	if pc.NATS != nil && pc.NATS.Embedded && !isLoopback(hostOf(pc.NATS.Addr)) {
+		fmt.Fprintf(o.Err, "conveyor: warning: NATS listens on %s, reachable from other machines; it requires the user and password in %s, but traffic is plain TCP: keep it on a private network or put a NATS cluster with TLS in front\n", pc.NATS.Addr, local.Paths{Root: c.DataDir}.NATSCredentials())
+	}
 	if o.dashAddr != "" {
 		c.Dashboard.Addr = o.dashAddr
 	}
@@ -153,10 +178,10 @@ func runUp(ctx context.Context, o *upOptions) error {
   S3 endpoint  %s  (buckets %s, %s, %s)
   data dir     %s
   volume       %s
-  processor    %s, %d worker(s)
+  processor    %s, %s
 %s%sUpload with:                     conveyor put FILE --wait   or   aws s3 cp FILE s3://%s/
 Stop with Ctrl-C.
-`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, c.Workers, dashboardLine(p)+metricsLine(p, ms, pc.Webhooks), storeBanner(c, p), c.Buckets.Input)
+`, p.Endpoint(), c.Buckets.Input, c.Buckets.Output, c.Buckets.State, c.DataDir, p.Paths.Volume(), proc, workersNote(c.Workers), dashboardLine(p)+metricsLine(p, ms, pc.Webhooks)+natsLines(p, c), storeBanner(c, p), c.Buckets.Input)
 
 	// Under systemd (Type=notify) the unit becomes active only now, when
 	// the S3 endpoint answers and the workers run.

@@ -25,7 +25,7 @@ type workerRunOptions struct {
 func newWorkerCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "worker",
-		Short: "Worker commands (what SSM Run Command invokes on the EC2 worker)",
+		Short: "Worker commands: run one job (what SSM Run Command invokes on EC2), serve jobs from NATS JetStream",
 	}
 	o := &workerRunOptions{globals: g}
 	run := &cobra.Command{
@@ -54,6 +54,7 @@ Exit codes: 0 the job succeeded (now or before: a finished job is a no-op),
 	run.Flags().DurationVar(&o.pullFor, "pull-for", DefaultPullFor, "after its job, take jobs waiting for a free slot for this long (0: none)")
 	cmd.AddCommand(run, newWorkerPrepareCommand(g))
 	cmd.AddCommand(newWorkerWatchCommand(g))
+	cmd.AddCommand(newWorkerServeCommand(g))
 	return cmd
 }
 
@@ -99,68 +100,15 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 	if err != nil {
 		return err
 	}
-	if o.volume != "" {
-		c.Volume = o.volume
-		if err := absDataDir(&c); err != nil {
-			return err
-		}
-	}
-	if err := c.validateComponents(); err != nil {
-		return err
-	}
-	// Before any claim: a bundle whose setup fails takes no job.
-	vers, err := c.prepareProcessor(ctx, o.Err)
+	jw, err := o.prepareJobWorker(ctx, &c, o.volume)
 	if err != nil {
 		return err
 	}
-	proc, err := processor.New(c.processorConfig())
-	if err != nil {
-		return usageErrorf("%v", err)
+	defer jw.close()
+	if jw.draining != nil {
+		return o.refuse(ctx, jw.cn.Store, o.jobID, jw.draining)
 	}
-	if note := processor.SandboxNote(proc); note != "" {
-		fmt.Fprintf(o.Err, "%s %s\n", time.Now().Format("15:04:05"), note)
-	}
-	vol, err := volume.Open(c.volumePath())
-	if err != nil {
-		return err
-	}
-	// A worker leaving its fleet takes no job: the job stays queued for
-	// another worker. Registered first, this process is signalled to hand
-	// its job back when a drain starts (`worker watch`), and a drain waits
-	// for it; it checks the drain mark only once registered, so none
-	// slips between the two.
-	reg, err := vol.RegisterRun()
-	if err != nil {
-		return err
-	}
-	defer reg.Done()
-	draining := vol.CheckDraining()
-	cn, err := connect(ctx, c)
-	if err != nil {
-		return err
-	}
-	if draining != nil {
-		return o.refuse(ctx, cn.Store, o.jobID, draining)
-	}
-	wc := c.workerConfig()
-	wc.ConfigVersion, wc.ProcessorVersion = vers.Config, vers.Processor
-	wc.LogBucket = c.Buckets.State // the client reads the log there (conveyor logs)
-	w, err := worker.New(wc, cn.S3, cn.Store, vol, proc)
-	if err != nil {
-		return usageErrorf("%v", err)
-	}
-	w.Logf = func(format string, args ...any) {
-		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
-	}
-	obs, err := c.newObservers(ctx, o.Out, o.Err) // observe.go: job events and metrics
-	if err != nil {
-		return err
-	}
-	defer obs.close()
-	w.OnChange = obs.changed
-	if w.LogSink, err = c.logSink(ctx); err != nil {
-		return err
-	}
+	w, cn, vol := jw.w, jw.cn, jw.vol
 	first := o.runJob(ctx, w, cn.Store, vol, c.Workers, o.jobID)
 	outcome := o.workerOutcome(ctx, cn, c, vol, o.jobID, first)
 	if o.pullFor <= 0 || ctx.Err() != nil || errors.Is(first, volume.ErrDraining) {
@@ -195,16 +143,7 @@ func runWorker(ctx context.Context, o *workerRunOptions) error {
 // backoff gives its slot back meanwhile.
 func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, store *jobstore.Store, vol *volume.Volume, slots int, id string) error {
 	for {
-		slot, err := vol.AcquireSlot(ctx, slots)
-		if err != nil {
-			return err
-		}
-		if err := vol.CheckDraining(); err != nil {
-			slot.Release()
-			return o.refuse(ctx, store, id, err)
-		}
-		err = w.Run(ctx, id)
-		slot.Release()
+		err := o.runInSlot(ctx, w, store, vol, slots, id)
 		var re *worker.RetryError
 		if !errors.As(err, &re) {
 			return err
@@ -214,6 +153,21 @@ func (o *workerRunOptions) runJob(ctx context.Context, w *worker.Worker, store *
 			return err
 		}
 	}
+}
+
+// runInSlot runs one attempt of a job in one of the volume's job slots:
+// what `worker run` repeats until the job ends, and what `worker serve`
+// runs for each message (a retry then goes back to the stream).
+func (o *workerRunOptions) runInSlot(ctx context.Context, w *worker.Worker, store *jobstore.Store, vol *volume.Volume, slots int, id string) error {
+	slot, err := vol.AcquireSlot(ctx, slots)
+	if err != nil {
+		return err
+	}
+	defer slot.Release()
+	if err := vol.CheckDraining(); err != nil {
+		return o.refuse(ctx, store, id, err)
+	}
+	return w.Run(ctx, id)
 }
 
 // refuse leaves a job this worker will not take, because it is leaving
@@ -257,4 +211,87 @@ func (o *workerRunOptions) workerOutcome(ctx context.Context, cn *conn, c FileCo
 func mustLog(v *volume.Volume, id string) string {
 	p, _ := v.LogPath(id)
 	return p
+}
+
+// jobWorker is what `worker run` and `worker serve` run jobs with: the
+// processor made ready, the volume (this process registered on it), the
+// store, and the worker with its observers.
+type jobWorker struct {
+	w        *worker.Worker
+	cn       *conn
+	vol      *volume.Volume
+	draining error // the volume's drain mark, when its worker is leaving
+	close    func()
+}
+
+// prepareJobWorker builds the worker of `worker run` and `worker serve`:
+// one code path for both. volumeFlag, if set, overrides the configured
+// volume.
+func (o *workerRunOptions) prepareJobWorker(ctx context.Context, c *FileConfig, volumeFlag string) (jw *jobWorker, err error) {
+	if volumeFlag != "" {
+		c.Volume = volumeFlag
+		if err := absDataDir(c); err != nil {
+			return nil, err
+		}
+	}
+	if c.Workers < 1 {
+		return nil, usageErrorf("workers must be at least 1 for a worker, got %d", c.Workers)
+	}
+	if err := c.validateComponents(); err != nil {
+		return nil, err
+	}
+	// Before any claim: a bundle whose setup fails takes no job.
+	vers, err := c.prepareProcessor(ctx, o.Err)
+	if err != nil {
+		return nil, err
+	}
+	proc, err := processor.New(c.processorConfig())
+	if err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	if note := processor.SandboxNote(proc); note != "" {
+		fmt.Fprintf(o.Err, "%s %s\n", time.Now().Format("15:04:05"), note)
+	}
+	vol, err := volume.Open(c.volumePath())
+	if err != nil {
+		return nil, err
+	}
+	// A worker leaving its fleet takes no job: the job stays queued for
+	// another worker. Registered first, this process is signalled to hand
+	// its job back when a drain starts (`worker watch`), and a drain waits
+	// for it; it checks the drain mark only once registered, so none
+	// slips between the two.
+	reg, err := vol.RegisterRun()
+	if err != nil {
+		return nil, err
+	}
+	jw = &jobWorker{vol: vol, close: reg.Done}
+	defer func() {
+		if err != nil {
+			jw.close()
+		}
+	}()
+	jw.draining = vol.CheckDraining()
+	if jw.cn, err = connect(ctx, *c); err != nil {
+		return nil, err
+	}
+	wc := c.workerConfig()
+	wc.ConfigVersion, wc.ProcessorVersion = vers.Config, vers.Processor
+	wc.LogBucket = c.Buckets.State // the client reads the log there (conveyor logs)
+	if jw.w, err = worker.New(wc, jw.cn.S3, jw.cn.Store, vol, proc); err != nil {
+		return nil, usageErrorf("%v", err)
+	}
+	jw.w.Logf = func(format string, args ...any) {
+		fmt.Fprintf(o.Err, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+	obs, err := c.newObservers(ctx, o.Out, o.Err) // observe.go: job events and metrics
+	if err != nil {
+		return nil, err
+	}
+	jw.close = func() { obs.close(); reg.Done() }
+	jw.w.OnChange = obs.changed
+	if jw.w.LogSink, err = c.logSink(ctx); err != nil {
+		return nil, err
+	}
+	return jw, nil
 }

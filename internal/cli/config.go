@@ -195,6 +195,31 @@ type FileConfig struct {
 		Token string `yaml:"token" env:"CONVEYOR_DASHBOARD_TOKEN"`
 	} `yaml:"dashboard"`
 
+	// Cluster spreads jobs over workers on many machines through NATS
+	// JetStream (cluster_nats.go): `conveyor up` publishes job IDs to a
+	// work-queue stream and `conveyor worker serve` processes pull them.
+	Cluster struct {
+		// NATS is "" (off), "embedded" (conveyor up runs a NATS server) or
+		// server URLs: nats://host:4222, tls://host:4222, comma-separated.
+		NATS string `yaml:"nats" env:"CONVEYOR_CLUSTER_NATS"`
+		// NATSAddr is where the embedded server listens (default
+		// 127.0.0.1:4222).
+		NATSAddr string `yaml:"nats_addr" env:"CONVEYOR_CLUSTER_NATS_ADDR"`
+		// NATSUser and NATSPassword, or NATSCreds (a credentials file),
+		// authenticate; with the embedded server they default to the ones
+		// stored in <data dir>/nats-credentials.json.
+		NATSUser     string `yaml:"nats_user" env:"CONVEYOR_CLUSTER_NATS_USER"`
+		NATSPassword string `yaml:"nats_password" env:"CONVEYOR_CLUSTER_NATS_PASSWORD"`
+		NATSCreds    string `yaml:"nats_creds" env:"CONVEYOR_CLUSTER_NATS_CREDS"`
+		// NATSCA is a PEM file of the CAs of the servers' TLS certificates.
+		NATSCA string `yaml:"nats_ca" env:"CONVEYOR_CLUSTER_NATS_CA"`
+		// NATSStream, NATSSubject and NATSReplicas name and keep the
+		// stream (defaults CONVEYOR_JOBS, conveyor.jobs, 1).
+		NATSStream   string `yaml:"nats_stream" env:"CONVEYOR_CLUSTER_NATS_STREAM"`
+		NATSSubject  string `yaml:"nats_subject" env:"CONVEYOR_CLUSTER_NATS_SUBJECT"`
+		NATSReplicas int    `yaml:"nats_replicas" env:"CONVEYOR_CLUSTER_NATS_REPLICAS"`
+	} `yaml:"cluster"`
+
 	// getenv is how the configuration was read (AWS endpoint overrides
 	// of --stack); nil is os.Getenv's absence: nothing set.
 	getenv func(string) string
@@ -438,6 +463,15 @@ func envFields(c *FileConfig) []envField {
 		{"CONVEYOR_NOTIFICATIONS_WEBHOOK_SECRET_FILE", str(&c.Notifications.Webhook.SecretFile)},
 		{"CONVEYOR_DASHBOARD_ADDR", str(&c.Dashboard.Addr)},
 		{"CONVEYOR_DASHBOARD_TOKEN", str(&c.Dashboard.Token)},
+		{"CONVEYOR_CLUSTER_NATS", str(&c.Cluster.NATS)},
+		{"CONVEYOR_CLUSTER_NATS_ADDR", str(&c.Cluster.NATSAddr)},
+		{"CONVEYOR_CLUSTER_NATS_USER", str(&c.Cluster.NATSUser)},
+		{"CONVEYOR_CLUSTER_NATS_PASSWORD", str(&c.Cluster.NATSPassword)},
+		{"CONVEYOR_CLUSTER_NATS_CREDS", str(&c.Cluster.NATSCreds)},
+		{"CONVEYOR_CLUSTER_NATS_CA", str(&c.Cluster.NATSCA)},
+		{"CONVEYOR_CLUSTER_NATS_STREAM", str(&c.Cluster.NATSStream)},
+		{"CONVEYOR_CLUSTER_NATS_SUBJECT", str(&c.Cluster.NATSSubject)},
+		{"CONVEYOR_CLUSTER_NATS_REPLICAS", num("CONVEYOR_CLUSTER_NATS_REPLICAS", &c.Cluster.NATSReplicas)},
 	}
 }
 
@@ -464,8 +498,8 @@ func splitList(v string) []string {
 
 // validate checks what no component checks for itself.
 func (c *FileConfig) validate() error {
-	if c.Workers < 1 || c.Workers > 256 {
-		return usageErrorf("workers must be between 1 and 256, got %d", c.Workers)
+	if c.Workers < 0 || c.Workers > 256 || c.Workers == 0 && c.Cluster.NATS == "" {
+		return usageErrorf("workers must be between 1 and 256 (0 only with cluster.nats: conveyor up then coordinates and runs no job), got %d", c.Workers)
 	}
 	if c.Buckets.Input == c.Buckets.Output {
 		return usageErrorf("buckets.input and buckets.output must differ (both are %q): outputs would trigger new jobs", c.Buckets.Input)

@@ -15,6 +15,13 @@
 //	<data>/credentials.json S3 credentials, mode 0600
 //	<data>/run.json         the running pipeline's endpoint and pid
 //	<data>/lock             held by the running `conveyor up`
+//	<data>/nats/            the embedded NATS server's store (--nats embedded)
+//	<data>/nats-credentials.json  its user and password, mode 0600
+//
+// With NATS (cluster.go) the orchestrator dispatches through the
+// dispatch/nats driver and this process's workers, if any, pull from the
+// same stream as `conveyor worker serve` on other machines; the
+// reconciler then follows the rules of a remote dispatcher.
 //
 // Everything here is wiring; the decisions live in the packages it wires.
 package local

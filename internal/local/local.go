@@ -14,7 +14,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/conveyorhq/conveyor/internal/dashboard"
+	"github.com/conveyorhq/conveyor/internal/dispatch"
 	localdispatch "github.com/conveyorhq/conveyor/internal/dispatch/local"
+	natsdispatch "github.com/conveyorhq/conveyor/internal/dispatch/nats"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/metrics"
@@ -65,6 +67,10 @@ type Config struct {
 	// where its notifications come from (store.go, events.go).
 	External *ExternalStore
 	Events   EventSources
+	// NATS, if set, dispatches through a NATS JetStream work queue
+	// (cluster.go) that `conveyor worker serve` processes share with this
+	// one's Workers; Workers 0 then runs no job here.
+	NATS *NATSConfig
 }
 
 // Pipeline is a running `conveyor up`.
@@ -79,7 +85,10 @@ type Pipeline struct {
 	Dashboard  *dashboard.Server // nil when Config.Dashboard is nil
 
 	lock       *os.File
-	dispatcher *localdispatch.Dispatcher
+	dispatcher dispatch.Dispatcher
+	pool       *localdispatch.Dispatcher // nil with NATS
+	quiescer   snapshot.Quiescer
+	nats       *natsParts              // nil without NATS
 	control    *snapshot.QuiesceServer // nil when the socket could not be made
 	events     *queue[[]byte]
 	observers  *observers
@@ -152,9 +161,27 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 	w.Logf = p.logf
 	w.Objects = st.objects
 	w.OnChange = p.jobChanged
-	p.dispatcher = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
+	if cfg.NATS == nil {
+		p.pool = localdispatch.New(w.Run, localdispatch.Config{Workers: cfg.Workers, OnDone: p.onDone})
+		p.dispatcher, p.quiescer = p.pool, p.pool
+	} else {
+		if p.nats, err = p.startNATS(ctx, *cfg.NATS); err != nil {
+			return nil, err
+		}
+		if p.dispatcher, err = natsdispatch.New(ctx, p.nats.js, cfg.NATS.Stream); err != nil {
+			return nil, err
+		}
+		p.quiescer = noQuiesce{}
+		if cfg.Workers > 0 {
+			// This process is one more worker on the shared queue.
+			if err := p.nats.startConsumer(ctx, cfg.Workers, wcfg.Lease, w.Run, p.logf); err != nil {
+				return nil, err
+			}
+			p.quiescer = p.nats.consumer
+		}
+	}
 	// `conveyor snapshot create --quiesce` pauses the pool through it.
-	if p.control, err = snapshot.ListenQuiesce(paths.ControlSocket(), p.dispatcher); err != nil {
+	if p.control, err = snapshot.ListenQuiesce(paths.ControlSocket(), p.quiescer); err != nil {
 		p.logf("snapshot --quiesce unavailable: %v", err)
 	}
 	ocfg := cfg.Orchestrator
@@ -174,10 +201,21 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 		go p.consume()
 	}
 	p.Reconciler = orchestrator.NewReconciler(p.Orch, cfg.Reconcile)
-	p.Reconciler.ResumeLiveLeases = true
-	// Dispatch is in process: InHand says what is in flight, and a job
-	// dispatched by a previous run of this process was lost with it.
-	p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = 0, 0
+	if p.pool != nil {
+		p.Reconciler.ResumeLiveLeases = true
+		// Dispatch is in process: InHand says what is in flight, and a job
+		// dispatched by a previous run of this process was lost with it.
+		p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = 0, 0
+		p.Reconciler.InHand = p.pool.Has
+	} else {
+		// Dispatch is remote, as on AWS: workers on other volumes hold
+		// jobs by their lease, and a message on its way is left alone for
+		// RedispatchAfter. The stream keeps a job's message until a worker
+		// acknowledges it, so waiting in a backlog with no worker up is not
+		// a lost delivery: no job is ended for too many dispatches.
+		p.Reconciler.ResumeLiveLeases = false
+		p.Reconciler.RedispatchAfter, p.Reconciler.MaxUndelivered = orchestrator.DefaultRedispatchAfter, 0
+	}
 	p.Reconciler.Versioned = st.versioned
 	p.Reconciler.Budget, p.Reconciler.SweepEvery, p.Reconciler.Retention = cfg.ReconcileBudget, cfg.SweepEvery, cfg.Retention
 	p.Reconciler.MaxAge = cfg.Retention // an input older than the history kept is never taken for a lost event
@@ -196,7 +234,6 @@ func Start(ctx context.Context, cfg Config) (*Pipeline, error) {
 			return nil, err
 		}
 	}
-	p.Reconciler.InHand = p.dispatcher.Has
 	p.Reconciler.OnReport = func(r orchestrator.Report) {
 		p.observers.reconciled(r)
 		if r.Missing > 0 || r.Unfinished > 0 || r.Repaired > 0 || r.Expired > 0 || r.Superseded > 0 || r.Indexed > 0 || len(r.Errors) > 0 {
@@ -298,6 +335,9 @@ func (p *Pipeline) Stop() error {
 		if p.dispatcher != nil {
 			p.dispatcher.Close()
 		}
+		// Hands this process's jobs back through the S3 server, still up.
+		p.nats.stopConsumer()
+		p.nats.close()
 		// After the workers: the hand-backs of their jobs are changes too.
 		p.cfg.Webhooks.Stop()
 		if p.Server != nil {
@@ -369,14 +409,14 @@ func (p Paths) ControlSocket() string { return filepath.Join(p.Root, "control.so
 // Quiesce stops new jobs from starting and waits up to timeout for the
 // running ones; resume lets them start again. For scheduled snapshots.
 func (p *Pipeline) Quiesce(ctx context.Context, timeout time.Duration) (resume func(), err error) {
-	p.dispatcher.Pause()
+	p.quiescer.Pause()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := p.dispatcher.WaitIdle(ctx); err != nil {
-		p.dispatcher.Resume()
+	if err := p.quiescer.WaitIdle(ctx); err != nil {
+		p.quiescer.Resume()
 		return nil, fmt.Errorf("running jobs did not finish within %s", timeout)
 	}
-	return p.dispatcher.Resume, nil
+	return p.quiescer.Resume, nil
 }
 
 func limitedNote(limited bool) string {
