@@ -80,6 +80,10 @@ type gateway struct {
 	Endpoint string
 	S3       *s3.Client
 	out      *syncBuffer
+	dir      string
+	port     int
+	// stop kills the process and waits for it.
+	stop func()
 }
 
 // startGateway runs versitygw as its own process on a temporary
@@ -88,14 +92,19 @@ type gateway struct {
 // three buckets and turns versioning on for the input bucket.
 func startGateway(t *testing.T, bin, natsURL, subject string) *gateway {
 	t.Helper()
-	dir := t.TempDir()
+	return startGatewayAt(t, bin, t.TempDir(), freePort(t), natsURL, subject, true)
+}
+
+// startGatewayAt is startGateway on dir and port, creating the buckets
+// only when create is set (a restart of the same store).
+func startGatewayAt(t *testing.T, bin, dir string, port int, natsURL, subject string, create bool) *gateway {
+	t.Helper()
 	data, versions := filepath.Join(dir, "data"), filepath.Join(dir, "versions")
 	for _, d := range []string{data, versions} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
-	port := freePort(t)
 	args := []string{"--port", fmt.Sprintf("127.0.0.1:%d", port), "--access", vgwAccess, "--secret", vgwSecret, "--region", "us-east-1"}
 	if natsURL != "" {
 		// versitygw's filter file: event name -> send it.
@@ -106,7 +115,7 @@ func startGateway(t *testing.T, bin, natsURL, subject string) *gateway {
 		args = append(args, "--event-nats-url", natsURL, "--event-nats-topic", subject, "--event-filter", filter)
 	}
 	args = append(args, "posix", "--versioning-dir", versions, data)
-	g := &gateway{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), out: &syncBuffer{}}
+	g := &gateway{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), out: &syncBuffer{}, dir: dir, port: port}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = g.out, g.out
@@ -115,9 +124,12 @@ func startGateway(t *testing.T, bin, natsURL, subject string) *gateway {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	g.stop = func() {
 		cmd.Process.Kill()
 		<-exited
+	}
+	t.Cleanup(func() {
+		g.stop()
 		if t.Failed() {
 			t.Logf("versitygw output:\n%s", g.out)
 		}
@@ -139,6 +151,9 @@ func startGateway(t *testing.T, bin, natsURL, subject string) *gateway {
 			t.Fatalf("versitygw not serving within %s: %v\n%s", readyTimeout, err, g.out)
 		}
 		time.Sleep(pollEvery)
+	}
+	if !create {
+		return g
 	}
 	for _, b := range []string{inputBucket, outputBucket, stateBucket} {
 		if _, err := g.S3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(b)}); err != nil {
@@ -570,4 +585,47 @@ func TestExternalStoreWebhook(t *testing.T) {
 	if !strings.Contains(up.stderr.String(), "refused a webhook POST") {
 		t.Errorf("the refused POSTs were not logged:\n%s", up.stderr)
 	}
+}
+
+// TestExternalStoreEmbeddedNATS: the issue's whole picture on one
+// machine without the embedded S3 server. `conveyor up --nats embedded`
+// on a versitygw store of its own, the store's NATS event target pointed
+// at the NATS server `up` runs (notifications.nats.url: cluster), with the
+// credentials `up` generated. The store is restarted with its event target
+// once `up` (and so its NATS server) runs, as an operator would wire it.
+func TestExternalStoreEmbeddedNATS(t *testing.T) {
+	bin := buildVersityGW(t)
+	g := startGateway(t, bin, "", "")
+	const subject = "store.events"
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dataDir := t.TempDir()
+	up := startUpExternal(t, g, dataDir, externalConfig(g, fmt.Sprintf(
+		"cluster: {nats: embedded, nats_addr: %q}\nnotifications:\n  nats: {url: cluster, subject: %q}\n", natsAddr, subject)))
+	if !strings.Contains(up.stdout.String(), natsAddr) {
+		t.Errorf("banner does not name the NATS server at %s:\n%s", natsAddr, up.stdout)
+	}
+	waitLog(t, up, "subscribed to NATS subject "+subject)
+
+	// The store publishes with the user `up` generated for its server.
+	b, err := os.ReadFile(filepath.Join(dataDir, "nats-credentials.json"))
+	if err != nil {
+		t.Fatalf("up --nats embedded wrote no credentials: %v", err)
+	}
+	var creds struct{ User, Password string }
+	if err := json.Unmarshal(b, &creds); err != nil || creds.User == "" || creds.Password == "" {
+		t.Fatalf("nats-credentials.json = %s (%v), want a user and a password", b, err)
+	}
+	u := url.URL{Scheme: "nats", Host: natsAddr, User: url.UserPassword(creds.User, creds.Password)}
+	g.stop()
+	g = startGatewayAt(t, bin, g.dir, g.port, u.String(), subject, false)
+
+	// The start-up sweep is long past: these jobs come from the events.
+	v1, v2 := []byte("first, announced through up's own NATS\n"), []byte("second version\n")
+	id1, _, _ := putVersion(t, g.S3, "embedded/nats.txt", v1)
+	checkReport(t, g.S3, waitState(t, g.S3, id1, job.Succeeded, jobTimeout), v1)
+	id2, _, _ := putVersion(t, g.S3, "embedded/nats.txt", v2)
+	if id2 == id1 {
+		t.Fatalf("the overwrite has the first version's job ID %s", id1)
+	}
+	checkReport(t, g.S3, waitState(t, g.S3, id2, job.Succeeded, jobTimeout), v2)
 }

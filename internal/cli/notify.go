@@ -19,6 +19,11 @@ import (
 // notifications.nats.url is set without a subject.
 const DefaultNotificationsSubject = "conveyor.s3events"
 
+// NotificationsFromCluster, as notifications.nats.url, reads the store's
+// notifications from the NATS server of cluster.nats (with `up --nats
+// embedded`, the one `up` runs).
+const NotificationsFromCluster = "cluster"
+
 // externalMode tells `conveyor up` to use the store at s3.endpoint
 // instead of starting the embedded server.
 func (c FileConfig) externalMode() bool { return c.S3.Endpoint != "" }
@@ -40,7 +45,10 @@ func (c FileConfig) validateNotifications() error {
 	if u.User != nil {
 		return usageErrorf("s3.endpoint must not carry credentials: use s3.access_key_id and s3.secret_access_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
 	}
-	if n.NATS.URL != "" {
+	if n.NATS.URL == NotificationsFromCluster && c.Cluster.NATS == "" {
+		return usageErrorf("notifications.nats.url: cluster reads the store's notifications from the NATS server of cluster.nats, which is not set: set cluster.nats (embedded, or a URL), or name the store's NATS server in notifications.nats.url")
+	}
+	if n.NATS.URL != "" && n.NATS.URL != NotificationsFromCluster {
 		if n.NATS.Creds != "" && (n.NATS.User != "" || n.NATS.Password != "") {
 			return usageErrorf("set either notifications.nats.creds or notifications.nats.user and password, not both")
 		}
@@ -114,7 +122,11 @@ func (c FileConfig) upStore(ctx context.Context, errw io.Writer) (*local.Externa
 		if subject == "" {
 			subject = DefaultNotificationsSubject
 		}
-		ev.NATS = &local.NATSEvents{URL: n.URL, Subject: subject, Options: c.natsOptions()}
+		if n.URL == NotificationsFromCluster {
+			ev.NATS = &local.NATSEvents{FromCluster: true, Subject: subject}
+		} else {
+			ev.NATS = &local.NATSEvents{URL: n.URL, Subject: subject, Options: c.natsOptions()}
+		}
 	}
 	if c.Notifications.Webhook.Enabled {
 		wc, err := c.webhookConfig()

@@ -25,6 +25,10 @@ type NATSEvents struct {
 	URL     string
 	Subject string
 	Options []nats.Option
+	// FromCluster takes URL and Options from the pipeline's own NATS
+	// server (Config.NATS: the embedded one or the cluster's), so a store
+	// can publish its notifications to the server `up --nats` runs.
+	FromCluster bool
 }
 
 // eventSources are the running receivers.
@@ -44,6 +48,15 @@ type eventSources struct {
 func (p *Pipeline) startEvents(cfg EventSources) error {
 	push := func(b []byte) { p.events.push(b) }
 	if n := cfg.NATS; n != nil {
+		if n.FromCluster {
+			info, ok := p.NATS()
+			if !ok {
+				return fmt.Errorf("bucket notifications from the cluster's NATS server need one: set cluster.nats (embedded or a URL), or name a server in notifications.nats.url")
+			}
+			c := *n
+			c.URL, c.Options = info.URL, info.Options
+			n = &c
+		}
 		sub, err := eventsource.SubscribeNATS(n.URL, n.Subject, n.Options, push, p.logf)
 		if err != nil {
 			return err
