@@ -601,8 +601,12 @@ func TestExternalStoreEmbeddedNATS(t *testing.T) {
 	dataDir := t.TempDir()
 	up := startUpExternal(t, g, dataDir, externalConfig(g, fmt.Sprintf(
 		"cluster: {nats: embedded, nats_addr: %q}\nnotifications:\n  nats: {url: cluster, subject: %q}\n", natsAddr, subject)))
-	if !strings.Contains(up.stdout.String(), natsAddr) {
-		t.Errorf("banner does not name the NATS server at %s:\n%s", natsAddr, up.stdout)
+	// The banner follows its first line, which startUpExternal waited for.
+	for deadline := time.Now().Add(readyTimeout); !strings.Contains(up.stdout.String(), "conveyor worker serve --nats nats://"+natsAddr); {
+		if time.Now().After(deadline) {
+			t.Fatalf("banner does not tell workers to use the NATS server at %s:\n%s", natsAddr, up.stdout)
+		}
+		time.Sleep(pollEvery)
 	}
 	waitLog(t, up, "subscribed to NATS subject "+subject)
 
