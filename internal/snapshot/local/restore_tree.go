@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,11 +83,9 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		}
 	}
 	show := func(e *entry) string { return filepath.Join(target, filepath.FromSlash(e.Path)) }
-	// Plan: every blob needed, grouped by pack; each pack ranked by the
-	// first file it serves, so that files are completed (and closed) one
-	// after another rather than all kept open.
+	// Plan: every blob needed, grouped by pack, then into spans (see
+	// planSpans).
 	need := map[ID]map[ID][]piece{} // pack -> blob -> pieces
-	rank := map[ID]int{}
 	var total int64
 	for i := range t.Entries {
 		e := &t.Entries[i]
@@ -100,7 +97,6 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			}
 			if need[loc.Pack] == nil {
 				need[loc.Pack] = map[ID][]piece{}
-				rank[loc.Pack] = i
 			}
 			need[loc.Pack][c] = append(need[loc.Pack][c], piece{i, off})
 			off += int64(loc.Raw)
@@ -156,34 +152,32 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			}
 		}()
 	}
-	packs := make([]ID, 0, len(need))
-	for p := range need {
-		packs = append(packs, p)
-	}
-	sort.Slice(packs, func(i, j int) bool {
-		if rank[packs[i]] != rank[packs[j]] {
-			return rank[packs[i]] < rank[packs[j]]
-		}
-		return string(packs[i][:]) < string(packs[j][:])
-	})
+	spans := planSpans(x, need)
+	need = nil // the spans hold the plan now
 	var errMu sync.Mutex
-	var problems []error
+	problems := map[ID]*packProblem{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	var codecs sync.Pool
 	codecs.New = func() any { return r.newCodec() }
-	for _, p := range packs {
+	for i := range spans {
+		sp := &spans[i]
 		g.Go(func() error {
 			cd := codecs.Get().(*codec)
 			defer codecs.Put(cd)
-			err := r.restorePack(gctx, cd, x, p, need[p], w, &done)
-			var ce corruptError
-			if errors.As(err, &ce) {
+			missing, bad, err := r.restoreSpan(gctx, cd, sp, w, &done)
+			if missing || len(bad) > 0 {
 				// Go on: report every damaged object, not the first one.
 				errMu.Lock()
-				problems = append(problems, err)
+				pp := problems[sp.pack]
+				if pp == nil {
+					pp = &packProblem{}
+					problems[sp.pack] = pp
+				}
+				pp.missing = pp.missing || missing
+				pp.blobs += len(sp.blobs)
+				pp.bad = append(pp.bad, bad...)
 				errMu.Unlock()
-				return nil
 			}
 			return err
 		})
@@ -192,7 +186,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		return err
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %d object(s) could not be restored:\n%w", errCorrupt, len(problems), errors.Join(problems...))
+		return fmt.Errorf("%w: %d object(s) could not be restored:\n%w", errCorrupt, len(problems), r.problemsError(problems))
 	}
 	// Hard links once their file is complete: they share its inode.
 	for i := range t.Entries {

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -195,49 +196,139 @@ func (w *fileWriter) closeAll() {
 	}
 }
 
-// corruptError is a missing or damaged object: restore and verify go on
-// past it to name every one.
-type corruptError struct{ msg string }
+// span is a run of blobs of one pack read with one ranged GET and
+// restored by one worker.
+type span struct {
+	pack       ID
+	start, end int64 // the byte range of the pack
+	rank       int   // the first entry it writes to
+	blobs      []spanBlob
+}
 
-func (e corruptError) Error() string { return e.msg }
+type spanBlob struct {
+	id     ID
+	loc    location
+	pieces []piece
+}
 
-func (r *Repo) restorePack(ctx context.Context, cd *codec, x *index, pack ID, blobs map[ID][]piece, w *fileWriter, done *atomic.Int64) error {
-	name := "packs/" + pack.String()
-	body, err := r.getInto(ctx, name, cd.pbuf)
+// Spans are cut at about spanSize bytes, and where a gap of more than
+// spanGap bytes of blobs not needed lies between two blobs. A whole pack
+// (several MiB) was one task: with a few packs per core, the last one
+// restored alone while the other cores idled, and each worker held a
+// pack's worth of buffer. Spans of 1 MiB keep the cores busy to the end
+// and the buffers small, for about one request per MiB.
+const (
+	spanSize = 1 << 20
+	spanGap  = 64 << 10
+)
+
+// planSpans cuts the blobs needed (pack -> blob -> pieces) into spans,
+// ordered by the first file each serves, so that files are completed
+// (and closed) one after another rather than all kept open.
+func planSpans(x *index, need map[ID]map[ID][]piece) []span {
+	var spans []span
+	var bs []spanBlob
+	for p, blobs := range need {
+		bs = bs[:0]
+		for id, pcs := range blobs {
+			loc, _ := x.lookup(id)
+			bs = append(bs, spanBlob{id, loc, pcs})
+		}
+		sort.Slice(bs, func(i, j int) bool { return bs[i].loc.Offset < bs[j].loc.Offset })
+		for _, b := range bs {
+			off, end := int64(b.loc.Offset), int64(b.loc.Offset)+int64(b.loc.Length)
+			first := b.pieces[0].file
+			for _, pc := range b.pieces {
+				first = min(first, pc.file)
+			}
+			if n := len(spans); n > 0 && spans[n-1].pack == p && off-spans[n-1].end <= spanGap && end-spans[n-1].start <= spanSize {
+				sp := &spans[n-1]
+				sp.end = max(sp.end, end)
+				sp.rank = min(sp.rank, first)
+				sp.blobs = append(sp.blobs, b)
+				continue
+			}
+			spans = append(spans, span{pack: p, start: off, end: end, rank: first, blobs: []spanBlob{b}})
+		}
+	}
+	sort.Slice(spans, func(i, j int) bool {
+		a, b := &spans[i], &spans[j]
+		if a.rank != b.rank {
+			return a.rank < b.rank
+		}
+		if c := bytes.Compare(a.pack[:], b.pack[:]); c != 0 {
+			return c < 0
+		}
+		return a.start < b.start
+	})
+	return spans
+}
+
+// packProblem is what a restore found wrong with one pack: missing, or
+// blobs that do not open. Restore goes on past it to name every one.
+type packProblem struct {
+	missing bool
+	blobs   int // blobs of the snapshot it holds
+	bad     []string
+}
+
+func (r *Repo) problemsError(problems map[ID]*packProblem) error {
+	packs := make([]ID, 0, len(problems))
+	for p := range problems {
+		packs = append(packs, p)
+	}
+	sort.Slice(packs, func(i, j int) bool { return bytes.Compare(packs[i][:], packs[j][:]) < 0 })
+	var errs []error
+	for _, p := range packs {
+		pp, name := problems[p], r.key("packs/"+p.String())
+		if pp.missing {
+			errs = append(errs, fmt.Errorf("%s is missing (it holds %d blob(s) of this snapshot)", name, pp.blobs))
+			continue
+		}
+		sort.Strings(pp.bad)
+		errs = append(errs, fmt.Errorf("%s is damaged: %s", name, strings.Join(pp.bad, "; ")))
+	}
+	return errors.Join(errs...)
+}
+
+// restoreSpan reads a span into its codec's reused buffer, opens each
+// blob where it lies (decrypted in place) and writes it to every place
+// it goes. A missing pack, or blobs that do not open, are returned as
+// such, the rest of the span restored; err is what stops the restore.
+func (r *Repo) restoreSpan(ctx context.Context, cd *codec, sp *span, w *fileWriter, done *atomic.Int64) (missing bool, bad []string, err error) {
+	name := "packs/" + sp.pack.String()
+	body, err := r.read(ctx, name, sp.start, sp.end-sp.start, cd.pbuf[:0])
 	if errors.Is(err, errNoKey) {
-		return corruptError{fmt.Sprintf("%s is missing (it holds %d blob(s) of this snapshot)", r.key(name), len(blobs))}
+		return true, nil, nil
+	}
+	if apiCode(err) == "InvalidRange" {
+		err, body = nil, nil // the pack is shorter than the index says: every blob is cut short
 	}
 	if err != nil {
-		return err
+		return false, nil, err
 	}
 	if cap(body) <= 64<<20 {
 		cd.pbuf = body[:0] // body is not used past this call
 	}
 	// The pack's own table is not read: the index says where each blob
 	// is, and each blob's hash is checked.
-	var bad []string
-	for id, pieces := range blobs {
-		loc, _ := x.lookup(id)
-		end := int(loc.Offset) + int(loc.Length)
-		if end > len(body) {
-			bad = append(bad, fmt.Sprintf("blob %s is cut short", id))
+	for _, b := range sp.blobs {
+		from, to := int64(b.loc.Offset)-sp.start, int64(b.loc.Offset)+int64(b.loc.Length)-sp.start
+		if to > int64(len(body)) {
+			bad = append(bad, fmt.Sprintf("blob %s is cut short", b.id))
 			continue
 		}
-		data, err := cd.openInto(blobEntry{ID: id, location: loc}, body[loc.Offset:end])
+		data, err := cd.openInto(blobEntry{ID: b.id, location: b.loc}, body[from:to])
 		if err != nil {
-			bad = append(bad, err.Error()+" (file "+w.t.Entries[pieces[0].file].Path+")")
+			bad = append(bad, err.Error()+" (file "+w.t.Entries[b.pieces[0].file].Path+")")
 			continue
 		}
-		for _, pc := range pieces {
+		for _, pc := range b.pieces {
 			if err := w.write(pc.file, data, pc.off); err != nil {
-				return err
+				return false, bad, err
 			}
 			done.Add(int64(len(data)))
 		}
 	}
-	if len(bad) > 0 {
-		sort.Strings(bad)
-		return corruptError{fmt.Sprintf("%s is damaged: %s", r.key(name), strings.Join(bad, "; "))}
-	}
-	return nil
+	return false, bad, nil
 }
