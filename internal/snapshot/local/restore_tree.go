@@ -23,7 +23,7 @@ import (
 // is not a directory of the tree (`a -> /etc` then `a/x`), a hard link to
 // anything but an earlier file.
 func checkTree(t *tree) error {
-	kind := make(map[string]string, len(t.Entries))
+	kind := make(map[string]byte, len(t.Entries)) // path -> type (its one letter)
 	for i := range t.Entries {
 		e := &t.Entries[i]
 		if e.Path == "." {
@@ -37,16 +37,16 @@ func checkTree(t *tree) error {
 			return fmt.Errorf("tree entry %q is given twice", e.Path)
 		}
 		if e.Path != "." {
-			if dir, _ := splitPath(e.Path); dir != "." && kind[dir] != typeDir {
-				if kind[dir] == "" {
+			if dir, _ := splitPath(e.Path); dir != "." && kind[dir] != typeDir[0] {
+				if kind[dir] == 0 {
 					return fmt.Errorf("tree entry %q comes before its directory %q, or has none", e.Path, dir)
 				}
-				return fmt.Errorf("tree entry %q is under %q, which is not a directory (type %q): restore follows no link", e.Path, dir, kind[dir])
+				return fmt.Errorf("tree entry %q is under %q, which is not a directory (type %q): restore follows no link", e.Path, dir, string(kind[dir]))
 			}
 		}
 		switch e.Type {
 		case typeHardlink:
-			if kind[e.Target] != typeFile {
+			if kind[e.Target] != typeFile[0] {
 				return fmt.Errorf("tree entry %q links to %q, which is not an earlier file of the tree", e.Path, e.Target)
 			}
 			if len(e.Chunks) > 0 {
@@ -56,7 +56,7 @@ func checkTree(t *tree) error {
 		default:
 			return fmt.Errorf("tree entry %q has unknown type %q; a newer conveyor wrote it", e.Path, e.Type)
 		}
-		kind[e.Path] = e.Type
+		kind[e.Path] = e.Type[0]
 	}
 	return nil
 }
@@ -83,9 +83,11 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		}
 	}
 	show := func(e *entry) string { return filepath.Join(target, filepath.FromSlash(e.Path)) }
-	// Plan: every blob needed, grouped by pack, then into spans (see
+	// Plan: every place a blob goes, then cut into spans (see
 	// planSpans).
-	need := map[ID]map[ID][]piece{} // pack -> blob -> pieces
+	var uses []blobUse
+	packNo := map[ID]int32{}
+	var packs []ID
 	var total int64
 	for i := range t.Entries {
 		e := &t.Entries[i]
@@ -95,10 +97,13 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			if !ok {
 				return fmt.Errorf("%w: blob %s of %s is in no index", errCorrupt, c, e.Path)
 			}
-			if need[loc.Pack] == nil {
-				need[loc.Pack] = map[ID][]piece{}
+			n, ok := packNo[loc.Pack]
+			if !ok {
+				n = int32(len(packs))
+				packNo[loc.Pack] = n
+				packs = append(packs, loc.Pack)
 			}
-			need[loc.Pack][c] = append(need[loc.Pack][c], piece{i, off})
+			uses = append(uses, blobUse{id: c, pack: n, offset: loc.Offset, end: loc.Offset + loc.Length, file: int32(i), off: off})
 			off += int64(loc.Raw)
 		}
 		total += e.Size
@@ -114,7 +119,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		w.maxOpen = maxOpenFiles
 	}
 	for i := range t.Entries {
-		w.files[i].left = len(t.Entries[i].Chunks)
+		w.files[i].left = int32(len(t.Entries[i].Chunks))
 	}
 	defer w.closeAll()
 	dirs := dirCache{root: root, fd: -1}
@@ -152,8 +157,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			}
 		}()
 	}
-	spans := planSpans(x, need)
-	need = nil // the spans hold the plan now
+	spans := planSpans(uses, packs)
 	var errMu sync.Mutex
 	problems := map[ID]*packProblem{}
 	g, gctx := errgroup.WithContext(ctx)
@@ -165,7 +169,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		g.Go(func() error {
 			cd := codecs.Get().(*codec)
 			defer codecs.Put(cd)
-			missing, bad, err := r.restoreSpan(gctx, cd, sp, w, &done)
+			missing, bad, err := r.restoreSpan(gctx, cd, x, sp, w, &done)
 			if missing || len(bad) > 0 {
 				// Go on: report every damaged object, not the first one.
 				errMu.Lock()
@@ -175,7 +179,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 					problems[sp.pack] = pp
 				}
 				pp.missing = pp.missing || missing
-				pp.blobs += len(sp.blobs)
+				pp.blobs += sp.blobs()
 				pp.bad = append(pp.bad, bad...)
 				errMu.Unlock()
 			}

@@ -16,12 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// piece is where one blob goes: a file and an offset.
-type piece struct {
-	file int // entry index
-	off  int64
-}
-
 // maxOpenFiles bounds the files kept open between two of their chunks;
 // past it, a file is closed after each write and opened again.
 const maxOpenFiles = 256
@@ -87,11 +81,11 @@ func futimens(fd int, ts []unix.Timespec) error {
 // openFile is one restored file's descriptor while its chunks arrive.
 type openFile struct {
 	mu      sync.Mutex
-	fd      int // valid while isOpen
+	fd      int32 // valid while isOpen
+	users   int32 // writes in progress
+	left    int32 // chunks not yet written
 	isOpen  bool
 	created bool  // the file exists: later opens do not create it
-	users   int   // writes in progress
-	left    int   // chunks not yet written
 	written int64 // bytes written
 }
 
@@ -126,11 +120,11 @@ func (w *fileWriter) write(i int, data []byte, off int64) error {
 			of.mu.Unlock()
 			return fmt.Errorf("restore %s: %w", w.show(e), beneathError(err))
 		}
-		of.fd, of.isOpen, of.created = fd, true, true
+		of.fd, of.isOpen, of.created = int32(fd), true, true
 		w.open.Add(1)
 	}
 	of.users++
-	fd := of.fd
+	fd := int(of.fd)
 	of.mu.Unlock()
 
 	var err error
@@ -189,26 +183,42 @@ func (w *fileWriter) closeAll() {
 		of := &w.files[i]
 		of.mu.Lock()
 		if of.isOpen {
-			unix.Close(of.fd)
+			unix.Close(int(of.fd))
 			of.isOpen = false
 		}
 		of.mu.Unlock()
 	}
 }
 
+// blobUse is one place a blob goes: a file (entry index) and an offset
+// in it. A restore plans one per chunk of every file, so it is kept
+// small: the pack by number, the blob's place in it, no location.
+type blobUse struct {
+	id          ID
+	pack        int32  // in planSpans' packs
+	offset, end uint32 // the stored blob's bytes in its pack
+	file        int32  // entry index
+	off         int64  // in the file
+}
+
 // span is a run of blobs of one pack read with one ranged GET and
 // restored by one worker.
 type span struct {
 	pack       ID
-	start, end int64 // the byte range of the pack
-	rank       int   // the first entry it writes to
-	blobs      []spanBlob
+	start, end int64     // the byte range of the pack
+	rank       int32     // the first entry it writes to
+	uses       []blobUse // by offset: the uses of one blob follow one another
 }
 
-type spanBlob struct {
-	id     ID
-	loc    location
-	pieces []piece
+// blobs is how many blobs the span holds.
+func (sp *span) blobs() int {
+	n := 0
+	for i := range sp.uses {
+		if i == 0 || sp.uses[i].offset != sp.uses[i-1].offset {
+			n++
+		}
+	}
+	return n
 }
 
 // Spans are cut at about spanSize bytes, and where a gap of more than
@@ -222,34 +232,40 @@ const (
 	spanGap  = 64 << 10
 )
 
-// planSpans cuts the blobs needed (pack -> blob -> pieces) into spans,
+// planSpans sorts uses by pack and offset and cuts them into spans,
 // ordered by the first file each serves, so that files are completed
-// (and closed) one after another rather than all kept open.
-func planSpans(x *index, need map[ID]map[ID][]piece) []span {
-	var spans []span
-	var bs []spanBlob
-	for p, blobs := range need {
-		bs = bs[:0]
-		for id, pcs := range blobs {
-			loc, _ := x.lookup(id)
-			bs = append(bs, spanBlob{id, loc, pcs})
+// (and closed) one after another rather than all kept open. The spans
+// share uses' storage.
+func planSpans(uses []blobUse, packs []ID) []span {
+	sort.Slice(uses, func(i, j int) bool {
+		a, b := &uses[i], &uses[j]
+		if a.pack != b.pack {
+			return a.pack < b.pack
 		}
-		sort.Slice(bs, func(i, j int) bool { return bs[i].loc.Offset < bs[j].loc.Offset })
-		for _, b := range bs {
-			off, end := int64(b.loc.Offset), int64(b.loc.Offset)+int64(b.loc.Length)
-			first := b.pieces[0].file
-			for _, pc := range b.pieces {
-				first = min(first, pc.file)
-			}
-			if n := len(spans); n > 0 && spans[n-1].pack == p && off-spans[n-1].end <= spanGap && end-spans[n-1].start <= spanSize {
-				sp := &spans[n-1]
-				sp.end = max(sp.end, end)
-				sp.rank = min(sp.rank, first)
-				sp.blobs = append(sp.blobs, b)
+		if a.offset != b.offset {
+			return a.offset < b.offset
+		}
+		if a.file != b.file {
+			return a.file < b.file
+		}
+		return a.off < b.off
+	})
+	var spans []span
+	from := 0
+	for i := 1; i <= len(uses); i++ {
+		if i < len(uses) {
+			a, b := &uses[i-1], &uses[i]
+			if a.pack == b.pack && (b.offset == a.offset || int64(b.offset)-int64(a.end) <= spanGap && int64(b.end)-int64(uses[from].offset) <= spanSize) {
 				continue
 			}
-			spans = append(spans, span{pack: p, start: off, end: end, rank: first, blobs: []spanBlob{b}})
 		}
+		sp := span{pack: packs[uses[from].pack], start: int64(uses[from].offset), rank: uses[from].file, uses: uses[from:i:i]}
+		for _, u := range sp.uses {
+			sp.end = max(sp.end, int64(u.end))
+			sp.rank = min(sp.rank, u.file)
+		}
+		spans = append(spans, sp)
+		from = i
 	}
 	sort.Slice(spans, func(i, j int) bool {
 		a, b := &spans[i], &spans[j]
@@ -295,7 +311,7 @@ func (r *Repo) problemsError(problems map[ID]*packProblem) error {
 // blob where it lies (decrypted in place) and writes it to every place
 // it goes. A missing pack, or blobs that do not open, are returned as
 // such, the rest of the span restored; err is what stops the restore.
-func (r *Repo) restoreSpan(ctx context.Context, cd *codec, sp *span, w *fileWriter, done *atomic.Int64) (missing bool, bad []string, err error) {
+func (r *Repo) restoreSpan(ctx context.Context, cd *codec, x *index, sp *span, w *fileWriter, done *atomic.Int64) (missing bool, bad []string, err error) {
 	name := "packs/" + sp.pack.String()
 	body, err := r.read(ctx, name, sp.start, sp.end-sp.start, cd.pbuf[:0])
 	if errors.Is(err, errNoKey) {
@@ -312,19 +328,27 @@ func (r *Repo) restoreSpan(ctx context.Context, cd *codec, sp *span, w *fileWrit
 	}
 	// The pack's own table is not read: the index says where each blob
 	// is, and each blob's hash is checked.
-	for _, b := range sp.blobs {
-		from, to := int64(b.loc.Offset)-sp.start, int64(b.loc.Offset)+int64(b.loc.Length)-sp.start
+	for i := 0; i < len(sp.uses); {
+		u := &sp.uses[i]
+		j := i + 1
+		for j < len(sp.uses) && sp.uses[j].offset == u.offset {
+			j++
+		}
+		pieces := sp.uses[i:j]
+		i = j
+		from, to := int64(u.offset)-sp.start, int64(u.end)-sp.start
 		if to > int64(len(body)) {
-			bad = append(bad, fmt.Sprintf("blob %s is cut short", b.id))
+			bad = append(bad, fmt.Sprintf("blob %s is cut short", u.id))
 			continue
 		}
-		data, err := cd.openInto(blobEntry{ID: b.id, location: b.loc}, body[from:to])
+		loc, _ := x.lookup(u.id)
+		data, err := cd.openInto(blobEntry{ID: u.id, location: loc}, body[from:to])
 		if err != nil {
-			bad = append(bad, err.Error()+" (file "+w.t.Entries[b.pieces[0].file].Path+")")
+			bad = append(bad, err.Error()+" (file "+w.t.Entries[u.file].Path+")")
 			continue
 		}
-		for _, pc := range b.pieces {
-			if err := w.write(pc.file, data, pc.off); err != nil {
+		for _, pc := range pieces {
+			if err := w.write(int(pc.file), data, pc.off); err != nil {
 				return false, bad, err
 			}
 			done.Add(int64(len(data)))
