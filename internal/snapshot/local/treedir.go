@@ -161,11 +161,10 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	level := []ID{*root.Sub}
 	total := 1
 	for len(level) > 0 {
-		blobs, err := r.loadBlobs(ctx, x, level)
-		if err != nil {
-			return err
-		}
-		for id, b := range blobs {
+		// Each blob is decoded as soon as it is read, so that a level's
+		// plaintext is not held whole beside its entries.
+		var mu sync.Mutex
+		err := r.loadBlobs(ctx, x, level, func(id ID, b []byte) error {
 			var d tree
 			if err := json.Unmarshal(b, &d); err != nil {
 				return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
@@ -173,7 +172,13 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 			if d.Version != 3 {
 				return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
 			}
+			mu.Lock()
 			dirs[id] = d.Entries
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if total += countKids(level, dirs); total > maxTreeEntries {
 			return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
@@ -235,10 +240,12 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	return nil
 }
 
-// loadBlobs reads several blobs and checks them, with one ranged read
-// for blobs that lie close together in a pack (the tree blobs a snapshot
-// adds are written one after the other), not one request per blob.
-func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte, error) {
+// loadBlobs reads several blobs, checks them and gives each to fn, with
+// one ranged read for blobs that lie close together in a pack (the tree
+// blobs a snapshot adds are written one after the other), not one
+// request per blob. fn is called from several goroutines at once, and
+// its plaintext is valid during the call only.
+func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID, fn func(ID, []byte) error) error {
 	type blob struct {
 		id  ID
 		loc location
@@ -247,7 +254,7 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 	for _, id := range ids {
 		loc, ok := x.lookup(id)
 		if !ok {
-			return nil, fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
+			return fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
 		}
 		byPack[loc.Pack] = append(byPack[loc.Pack], blob{id, loc})
 	}
@@ -271,8 +278,6 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 			spans = append(spans, span{p, off, end, []blob{b}})
 		}
 	}
-	out := make(map[ID][]byte, len(ids))
-	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	for _, sp := range spans {
@@ -291,18 +296,18 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 				if to > int64(len(body)) {
 					return fmt.Errorf("%w: %s: blob %s is cut short", errCorrupt, r.key(name), b.id)
 				}
-				data, err := cd.open(blobEntry{ID: b.id, location: b.loc}, body[from:to])
+				data, err := cd.openInto(blobEntry{ID: b.id, location: b.loc}, body[from:to])
 				if err != nil {
 					return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
 				}
-				mu.Lock()
-				out[b.id] = data
-				mu.Unlock()
+				if err := fn(b.id, data); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
 	}
-	return out, g.Wait()
+	return g.Wait()
 }
 
 // countKids is how many entries the blobs of level hold (each once).
