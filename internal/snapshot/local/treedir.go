@@ -41,6 +41,11 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 		return ID{}, errors.New("snapshot tree: the source directory is not the first entry")
 	}
 	cd := c.r.newCodec()
+	// The entries of the directories being built, one after the other
+	// from the root down: each directory's own at the end, dropped once
+	// its blob is stored, so that this holds the directories of one path
+	// (what the widest ones take), not a copy of the whole tree.
+	var stack []entry
 	// build stores the blob of the directory entries[dir] and returns its
 	// ID and the index of the first entry after its descendants.
 	var build func(dir int) (ID, int, error)
@@ -49,7 +54,8 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 		if dir == 0 {
 			prefix = ""
 		}
-		var kids []entry
+		base := len(stack)
+		defer func() { clear(stack[base:]); stack = stack[:base] }()
 		j := dir + 1
 		for j < len(entries) && strings.HasPrefix(entries[j].Path, prefix) {
 			e := entries[j]
@@ -63,8 +69,9 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 			} else {
 				j++
 			}
-			kids = append(kids, e)
+			stack = append(stack, e)
 		}
+		kids := stack[base:]
 		if id, ok := c.sameAsParent(entries[dir].Path, prefix, kids); ok {
 			if c.r.onTree != nil {
 				c.r.onTree(entries[dir].Path, true)
