@@ -333,10 +333,14 @@ func checkPath(p string) error {
 	if p == "" || strings.HasPrefix(p, "/") {
 		return fmt.Errorf("tree entry %q is not a relative path", p)
 	}
-	for _, c := range strings.Split(p, "/") {
+	for rest := p; ; {
+		c, more, found := strings.Cut(rest, "/")
 		if c == "" || c == "." || c == ".." {
 			return fmt.Errorf("tree entry %q has a %q component: it could leave the target directory", p, c)
 		}
+		if !found {
+			return nil
+		}
+		rest = more
 	}
-	return nil
 }
