@@ -20,15 +20,16 @@ type volStats struct {
 }
 
 // shape is a kind of volume: how to generate it (seeded) and change it
-// between snapshots.
+// between snapshots: part is 1 for the change before the incremental
+// snapshot, 1/4 for the smaller ones before prune.
 type shape struct {
 	generate func(root string, scale float64, seed int64) (volStats, error)
-	change   func(root string, scale float64, seed int64) error
+	change   func(root string, scale, part float64, seed int64) error
 }
 
 var shapes = map[string]shape{
-	"mixed": {generate, change},
-	"small": {generateSmall, changeSmall},
+	"mixed": {generate, func(root string, scale, part float64, seed int64) error { return change(root, scale*part, seed) }},
+	"small": {generateSmall, func(root string, _, part float64, seed int64) error { return changeSmall(root, part, seed) }},
 }
 
 // smallFiles is the small shape's file count at scale 1.
@@ -81,8 +82,9 @@ func generateSmall(root string, scale float64, seed int64) (volStats, error) {
 }
 
 // changeSmall rewrites 2% of the small shape's files (every 50th in walk
-// order, from a seeded offset) and adds 1% in new directories.
-func changeSmall(root string, scale float64, seed int64) error {
+// order, from a seeded offset) and adds 1% in new directories, times
+// part (at most 1), whatever the volume's scale.
+func changeSmall(root string, part float64, seed int64) error {
 	rng := rand.New(rand.NewPCG(uint64(seed), 4))
 	var files []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -94,15 +96,13 @@ func changeSmall(root string, scale float64, seed int64) error {
 	if err != nil {
 		return err
 	}
-	// scale is that of the change: 1 for the incremental snapshot, 1/4
-	// for the later ones.
-	step := max(1, int(50/min(1, scale)))
+	step := max(1, int(50/min(1, part)))
 	for i := rng.IntN(step); i < len(files); i += step {
 		if err := os.WriteFile(files[i], logText(rng, rng.IntN(4097), i), 0o644); err != nil {
 			return err
 		}
 	}
-	added := int(float64(len(files)) / 100 * min(1, scale))
+	added := int(float64(len(files)) / 100 * min(1, part))
 	for i := 0; i < added; i++ {
 		dir := filepath.Join(root, fmt.Sprintf("new-%d/w%03d", seed, i/200))
 		if i%200 == 0 {

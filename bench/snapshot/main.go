@@ -179,7 +179,7 @@ func phasesOf(tl tool, sh shape, vol, dir string, o options, run int) (map[strin
 	}
 	out["initial"] = m
 	size := tl.repoSize()
-	if err := sh.change(vol, scale, int64(run*10+1)); err != nil {
+	if err := sh.change(vol, scale, 1, int64(run*10+1)); err != nil {
 		return nil, 0, err
 	}
 	if out["incremental"], err = tl.backup(); err != nil {
@@ -199,7 +199,7 @@ func phasesOf(tl tool, sh shape, vol, dir string, o options, run int) (map[strin
 	os.RemoveAll(target)
 	if o.prune {
 		for i := 0; i < 2; i++ {
-			if err := sh.change(vol, scale/4, int64(run*10+2+i)); err != nil {
+			if err := sh.change(vol, scale, 0.25, int64(run*10+2+i)); err != nil {
 				return nil, 0, err
 			}
 			if _, err := tl.backup(); err != nil {
