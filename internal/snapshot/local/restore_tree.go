@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -96,6 +97,9 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			loc, ok := x.lookup(c)
 			if !ok {
 				return fmt.Errorf("%w: blob %s of %s is in no index", errCorrupt, c, e.Path)
+			}
+			if uint64(loc.Offset)+uint64(loc.Length) > math.MaxUint32 {
+				return fmt.Errorf("%w: blob %s of %s lies past 4 GiB in its pack, as no pack does", errCorrupt, c, e.Path)
 			}
 			n, ok := packNo[loc.Pack]
 			if !ok {
