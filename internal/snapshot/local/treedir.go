@@ -165,22 +165,36 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	// ones once.
 	dirs := map[ID][]entry{}
 	refs := map[ID]int{*root.Sub: 1} // how many directories use each blob
+	scratch := sync.Pool{New: func() any { return new([]entry) }}
 	level := []ID{*root.Sub}
 	total := 1
 	for len(level) > 0 {
 		// Each blob is decoded as soon as it is read, so that a level's
 		// plaintext is not held whole beside its entries.
+		// Entries are decoded into a reused, zeroed slice and kept in one
+		// of exactly their number: decoding straight into a new slice grew
+		// it by doubling, about as much garbage again as the entries.
 		var mu sync.Mutex
 		err := r.loadBlobs(ctx, x, level, func(id ID, b []byte) error {
-			var d tree
-			if err := json.Unmarshal(b, &d); err != nil {
+			sp := scratch.Get().(*[]entry)
+			defer func() {
+				s := (*sp)[:cap(*sp)]
+				clear(s) // the next decode starts from zero values
+				*sp = s[:0]
+				scratch.Put(sp)
+			}()
+			d := tree{Entries: (*sp)[:0]}
+			err := json.Unmarshal(b, &d)
+			*sp = d.Entries
+			if err != nil {
 				return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
 			}
 			if d.Version != 3 {
 				return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
 			}
+			ents := slices.Clone(d.Entries)
 			mu.Lock()
-			dirs[id] = d.Entries
+			dirs[id] = ents
 			mu.Unlock()
 			return nil
 		})
