@@ -19,6 +19,104 @@ type volStats struct {
 	bytes int64
 }
 
+// shape is a kind of volume: how to generate it (seeded) and change it
+// between snapshots: part is 1 for the change before the incremental
+// snapshot, 1/4 for the smaller ones before prune.
+type shape struct {
+	generate func(root string, scale float64, seed int64) (volStats, error)
+	change   func(root string, scale, part float64, seed int64) error
+}
+
+var shapes = map[string]shape{
+	"mixed": {generate, func(root string, scale, part float64, seed int64) error { return change(root, scale*part, seed) }},
+	"small": {generateSmall, func(root string, _, part float64, seed int64) error { return changeSmall(root, part, seed) }},
+}
+
+// smallFiles is the small shape's file count at scale 1.
+const smallFiles = 1_000_000
+
+// generateSmall writes a volume of many small files: 1,000,000 at scale
+// 1, of 0-4 KiB each (uniformly; about 1 in 4,000 empty), in a tree like
+// a job output volume: 16 top directories, 32 below each, and leaf
+// directories of 1 to 200 files (about 10,000 leaves at scale 1). 7 in 10
+// are log-like text, 2 in 10 random bytes, 1 in 10 a copy of an earlier
+// file. Seeded.
+func generateSmall(root string, scale float64, seed int64) (volStats, error) {
+	var st volStats
+	rng := rand.New(rand.NewPCG(uint64(seed), 3))
+	n := max(1, int(smallFiles*scale))
+	var kept [][]byte
+	leaf, left := 0, 0
+	var dir string
+	for i := 0; i < n; i++ {
+		if left == 0 {
+			left = 1 + rng.IntN(200)
+			dir = filepath.Join(root, fmt.Sprintf("t%02d/u%02d/v%05d", leaf%16, (leaf/16)%32, leaf))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return st, err
+			}
+			leaf++
+		}
+		left--
+		var b []byte
+		switch k := rng.IntN(10); {
+		case k == 9 && len(kept) > 0:
+			b = kept[rng.IntN(len(kept))]
+		case k >= 7:
+			b = randBytes(rng, rng.IntN(4097))
+		default:
+			b = logText(rng, rng.IntN(4097), i)
+		}
+		if len(kept) < 4096 {
+			kept = append(kept, b)
+		} else if rng.IntN(64) == 0 {
+			kept[rng.IntN(len(kept))] = b
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%07d.dat", i)), b, 0o644); err != nil {
+			return st, err
+		}
+		st.files++
+		st.bytes += int64(len(b))
+	}
+	return st, nil
+}
+
+// changeSmall rewrites 2% of the small shape's files (every 50th in walk
+// order, from a seeded offset) and adds 1% in new directories, times
+// part (at most 1), whatever the volume's scale.
+func changeSmall(root string, part float64, seed int64) error {
+	rng := rand.New(rand.NewPCG(uint64(seed), 4))
+	var files []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	step := max(1, int(50/min(1, part)))
+	for i := rng.IntN(step); i < len(files); i += step {
+		if err := os.WriteFile(files[i], logText(rng, rng.IntN(4097), i), 0o644); err != nil {
+			return err
+		}
+	}
+	added := int(float64(len(files)) / 100 * min(1, part))
+	for i := 0; i < added; i++ {
+		dir := filepath.Join(root, fmt.Sprintf("new-%d/w%03d", seed, i/200))
+		if i%200 == 0 {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("g%07d.dat", i)), logText(rng, rng.IntN(4097), i), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // generate writes the benchmark volume: log-like text (1 GB at scale 1),
 // random binaries (500 MB, 5 of the 50 duplicated), 20,000 small files of
 // 1-8 KB (every 10th a copy of another). Seeded: the same seed gives the

@@ -4,7 +4,10 @@
 // each tool runs as a child process, so wall time, CPU time and peak RSS
 // come from the child's rusage. Conveyor's child runs the embedded S3
 // server and the snapshot engine in one process (its CPU and memory count),
-// restic's backs up to a local repository. See bench/README.md.
+// restic's backs up to a local repository. -shape small is a volume of
+// 1,000,000 files of 0-4 KiB (times -scale); -baseline runs a second
+// Conveyor, built from another commit, in the same runs. See
+// bench/README.md.
 package main
 
 import (
@@ -20,12 +23,15 @@ import (
 )
 
 type options struct {
-	tmp     string
-	scale   float64
-	runs    int
-	keep    bool
-	restic  string
-	workers int
+	tmp      string
+	scale    float64
+	runs     int
+	keep     bool
+	restic   string
+	workers  int
+	shape    string
+	baseline string
+	prune    bool
 }
 
 func main() {
@@ -33,12 +39,20 @@ func main() {
 		os.Exit(child(os.Args[2:]))
 	}
 	if len(os.Args) > 2 && os.Args[1] == "generate" {
-		// For profiling by hand: generate DIR [SCALE]
-		scale := 1.0
+		// For profiling by hand: generate DIR [SCALE [SHAPE]]
+		scale, name := 1.0, "mixed"
 		if len(os.Args) > 3 {
 			fmt.Sscan(os.Args[3], &scale)
 		}
-		st, err := generate(os.Args[2], scale, 0)
+		if len(os.Args) > 4 {
+			name = os.Args[4]
+		}
+		sh, ok := shapes[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "unknown shape %q: mixed or small\n", name)
+			os.Exit(2)
+		}
+		st, err := sh.generate(os.Args[2], scale, 0)
 		fmt.Println(st.files, st.bytes, err)
 		return
 	}
@@ -53,6 +67,9 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temp dir")
 	flag.StringVar(&o.restic, "restic", "restic", "restic binary; the goals are against 0.18.1 (go install github.com/restic/restic/cmd/restic@v0.18.1)")
 	flag.IntVar(&o.workers, "workers", 0, "conveyor snapshot workers (0: GOMAXPROCS)")
+	flag.StringVar(&o.shape, "shape", "mixed", "volume: mixed (logs, binaries, 20,000 small files; ~2 GB at scale 1) or small (1,000,000 files of 0-4 KiB at scale 1)")
+	flag.StringVar(&o.baseline, "baseline", "", "a bench/snapshot binary built from another commit: its Conveyor runs too, interleaved, as \"baseline\"")
+	flag.BoolVar(&o.prune, "prune", true, "also measure prune (two more changes and snapshots per run)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/snapshot:", err)
@@ -68,6 +85,15 @@ var phases = []string{"initial", "incremental", "unchanged", "restore", "prune"}
 var targets = map[string]float64{"initial": 0.5, "incremental": 0.3, "unchanged": 0.25, "restore": 0.5, "repo": 1.0}
 
 func run(o options) error {
+	sh, ok := shapes[o.shape]
+	if !ok {
+		return fmt.Errorf("unknown -shape %q: mixed or small", o.shape)
+	}
+	if o.baseline != "" {
+		if _, err := os.Stat(o.baseline); err != nil {
+			return fmt.Errorf("-baseline: %v (build one with: git worktree add /tmp/base COMMIT && go -C /tmp/base build -o /tmp/bench-base ./bench/snapshot)", err)
+		}
+	}
 	if _, err := exec.LookPath(o.restic); err != nil {
 		return fmt.Errorf("restic not found (%v): go install github.com/restic/restic/cmd/restic@v0.18.1, then -restic $(go env GOPATH)/bin/restic", err)
 	}
@@ -84,40 +110,48 @@ func run(o options) error {
 	}
 	printMachine(o)
 	results := map[string][]map[string]measure{} // tool -> runs
-	var sizes [2][]int64
+	sizes := map[string][]int64{}
+	var names []string
 	for run := 0; run < o.runs; run++ {
 		vol := filepath.Join(dir, "volume")
 		os.RemoveAll(vol)
 		t0 := time.Now()
-		st, err := generate(vol, o.scale, int64(run))
+		st, err := sh.generate(vol, o.scale, int64(run))
 		if err != nil {
 			return err
 		}
 		fmt.Printf("\nrun %d: volume %s: %d files, %.0f MB (generated in %s)\n", run+1, vol, st.files, float64(st.bytes)/1e6, time.Since(t0).Round(time.Millisecond))
 		tools := []tool{
 			&resticTool{bin: o.restic, repo: filepath.Join(dir, "restic-repo"), vol: vol},
-			&conveyorTool{self: self, data: filepath.Join(dir, "conveyor-s3"), vol: vol, workers: o.workers},
+			&conveyorTool{self: self, label: "conveyor", data: filepath.Join(dir, "conveyor-s3"), vol: vol, workers: o.workers},
 		}
-		// Alternate the order between runs: neither always gets the warmer cache.
-		if run%2 == 1 {
-			tools[0], tools[1] = tools[1], tools[0]
+		if o.baseline != "" {
+			tools = append(tools, &conveyorTool{self: o.baseline, label: "baseline", data: filepath.Join(dir, "baseline-s3"), vol: vol, workers: o.workers})
 		}
+		if run == 0 {
+			for _, tl := range tools {
+				names = append(names, tl.name())
+			}
+		}
+		// Rotate the order between runs: none always gets the warmer cache.
+		k := run % len(tools)
+		tools = append(tools[k:], tools[:k]...)
 		for _, tl := range tools {
-			m, size, err := phasesOf(tl, vol, dir, o.scale, run)
+			m, size, err := phasesOf(tl, sh, vol, dir, o, run)
 			if err != nil {
 				return fmt.Errorf("%s: %w", tl.name(), err)
 			}
 			results[tl.name()] = append(results[tl.name()], m)
-			i := 0
-			if tl.name() == "conveyor" {
-				i = 1
-			}
-			sizes[i] = append(sizes[i], size)
+			sizes[tl.name()] = append(sizes[tl.name()], size)
 		}
 		// Volume back to its initial state for the next run.
 		os.RemoveAll(vol)
 	}
-	report(results, median(sizes[0]), median(sizes[1]))
+	repo := map[string]int64{}
+	for n, v := range sizes {
+		repo[n] = median(v)
+	}
+	report(names, results, repo, o.prune)
 	return nil
 }
 
@@ -132,7 +166,8 @@ type tool interface {
 	clean()
 }
 
-func phasesOf(tl tool, vol, dir string, scale float64, run int) (map[string]measure, int64, error) {
+func phasesOf(tl tool, sh shape, vol, dir string, o options, run int) (map[string]measure, int64, error) {
+	scale := o.scale
 	defer tl.clean()
 	out := map[string]measure{}
 	if err := tl.init(); err != nil {
@@ -144,7 +179,7 @@ func phasesOf(tl tool, vol, dir string, scale float64, run int) (map[string]meas
 	}
 	out["initial"] = m
 	size := tl.repoSize()
-	if err := change(vol, scale, int64(run*10+1)); err != nil {
+	if err := sh.change(vol, scale, 1, int64(run*10+1)); err != nil {
 		return nil, 0, err
 	}
 	if out["incremental"], err = tl.backup(); err != nil {
@@ -162,21 +197,25 @@ func phasesOf(tl tool, vol, dir string, scale float64, run int) (map[string]meas
 		return nil, 0, err
 	}
 	os.RemoveAll(target)
-	for i := 0; i < 2; i++ {
-		if err := change(vol, scale/4, int64(run*10+2+i)); err != nil {
+	if o.prune {
+		for i := 0; i < 2; i++ {
+			if err := sh.change(vol, scale, 0.25, int64(run*10+2+i)); err != nil {
+				return nil, 0, err
+			}
+			if _, err := tl.backup(); err != nil {
+				return nil, 0, err
+			}
+		}
+		if out["prune"], err = tl.prune(); err != nil {
 			return nil, 0, err
 		}
-		if _, err := tl.backup(); err != nil {
-			return nil, 0, err
-		}
+		fmt.Printf("  %-8s repository: %.0f MB after the initial snapshot, %.0f MB after prune\n", tl.name(), float64(size)/1e6, float64(tl.repoSize())/1e6)
+	} else {
+		fmt.Printf("  %-8s repository: %.0f MB after the initial snapshot\n", tl.name(), float64(size)/1e6)
 	}
-	if out["prune"], err = tl.prune(); err != nil {
-		return nil, 0, err
-	}
-	fmt.Printf("  %-8s repository: %.0f MB after the initial snapshot, %.0f MB after prune\n", tl.name(), float64(size)/1e6, float64(tl.repoSize())/1e6)
-	// The same volume again for the other tool (generation is seeded).
+	// The same volume again for the other tools (generation is seeded).
 	os.RemoveAll(vol)
-	if _, err := generate(vol, scale, int64(run)); err != nil {
+	if _, err := sh.generate(vol, scale, int64(run)); err != nil {
 		return nil, 0, err
 	}
 	return out, size, nil

@@ -39,7 +39,10 @@ func printMachine(o options) {
 	fmt.Printf("scale %.2f, %d run(s), load average %s at start\n", o.scale, o.runs, benchproc.LoadAvg())
 }
 
-func report(results map[string][]map[string]measure, resticRepo, conveyorRepo int64) {
+// report prints, for each Conveyor (this build, and -baseline's), the
+// medians of every phase against restic's, the ratio and issue 14's
+// target; with a baseline, this build's times over the baseline's too.
+func report(names []string, results map[string][]map[string]measure, repo map[string]int64, prune bool) {
 	med := func(tool, phase string, f func(measure) float64) float64 {
 		var v []float64
 		for _, r := range results[tool] {
@@ -50,34 +53,52 @@ func report(results map[string][]map[string]measure, resticRepo, conveyorRepo in
 	wall := func(m measure) float64 { return m.Wall.Seconds() }
 	cpu := func(m measure) float64 { return m.CPU.Seconds() }
 	rss := func(m measure) float64 { return float64(m.MaxRSS) / 1e6 }
-	fmt.Printf("\n%-12s %9s %9s %7s %7s | %8s %8s | %7s %7s\n", "phase", "restic s", "conveyor", "ratio", "target", "cpu r/c", "", "rss MB", "r/c")
+	ps := phases
+	if !prune {
+		ps = phases[:len(phases)-1]
+	}
 	rssOK := func(r, c float64) string {
 		if c <= r {
 			return " ok"
 		}
 		return " MISS"
 	}
-	for _, p := range phases {
-		rw, cw := med("restic", p, wall), med("conveyor", p, wall)
-		tg := "-"
-		ok := ""
-		if t, has := targets[p]; has {
-			tg = fmt.Sprintf("<=%.2f", t)
-			if cw/rw <= t {
-				ok = " ok"
-			} else {
-				ok = " MISS"
-			}
+	for _, name := range names {
+		if name == "restic" {
+			continue
 		}
-		rr, cr := med("restic", p, rss), med("conveyor", p, rss)
-		fmt.Printf("%-12s %9.2f %9.2f %7.2f %7s%s | %8.2f %8.2f | %7.0f %7.0f%s\n", p, rw, cw, cw/rw, tg, ok,
-			med("restic", p, cpu), med("conveyor", p, cpu), rr, cr, rssOK(rr, cr))
+		fmt.Printf("\n%s against restic (medians of %d run(s))\n", name, len(results[name]))
+		fmt.Printf("%-12s %9s %9s %7s %7s | %8s %8s | %7s %7s\n", "phase", "restic s", name, "ratio", "target", "cpu r/c", "", "rss MB", "r/c")
+		for _, p := range ps {
+			rw, cw := med("restic", p, wall), med(name, p, wall)
+			tg := "-"
+			ok := ""
+			if t, has := targets[p]; has {
+				tg = fmt.Sprintf("<=%.2f", t)
+				if cw/rw <= t {
+					ok = " ok"
+				} else {
+					ok = " MISS"
+				}
+			}
+			rr, cr := med("restic", p, rss), med(name, p, rss)
+			fmt.Printf("%-12s %9.2f %9.2f %7.2f %7s%s | %8.2f %8.2f | %7.0f %7.0f%s\n", p, rw, cw, cw/rw, tg, ok,
+				med("restic", p, cpu), med(name, p, cpu), rr, cr, rssOK(rr, cr))
+		}
+		ratio := float64(repo[name]) / float64(repo["restic"])
+		ok := " ok"
+		if ratio > targets["repo"] {
+			ok = " MISS"
+		}
+		fmt.Printf("%-12s %8.0fM %8.0fM %7.2f %7s%s\n", "repository", float64(repo["restic"])/1e6, float64(repo[name])/1e6, ratio, fmt.Sprintf("<=%.2f", targets["repo"]), ok)
 	}
-	ratio := float64(conveyorRepo) / float64(resticRepo)
-	ok := " ok"
-	if ratio > targets["repo"] {
-		ok = " MISS"
+	if _, ok := results["baseline"]; ok {
+		fmt.Printf("\nconveyor against baseline (medians): wall, cpu and peak RSS ratios\n")
+		for _, p := range ps {
+			fmt.Printf("%-12s wall %5.2f / %5.2f s = %5.2f   cpu %5.2f   rss %4.0f / %4.0f MB\n", p,
+				med("conveyor", p, wall), med("baseline", p, wall), med("conveyor", p, wall)/med("baseline", p, wall),
+				med("conveyor", p, cpu)/med("baseline", p, cpu), med("conveyor", p, rss), med("baseline", p, rss))
+		}
 	}
-	fmt.Printf("%-12s %8.0fM %8.0fM %7.2f %7s%s\n", "repository", float64(resticRepo)/1e6, float64(conveyorRepo)/1e6, ratio, fmt.Sprintf("<=%.2f", targets["repo"]), ok)
 	fmt.Printf("load average %s at the end\n", benchproc.LoadAvg())
 }

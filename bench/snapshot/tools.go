@@ -70,11 +70,11 @@ func (r *resticTool) clean()          { os.RemoveAll(r.repo); os.RemoveAll(r.rep
 // conveyorTool runs this binary's child mode: embedded S3 server and the
 // snapshot engine in one process.
 type conveyorTool struct {
-	self, data, vol string
-	workers         int
+	self, label, data, vol string
+	workers                int
 }
 
-func (c *conveyorTool) name() string { return "conveyor" }
+func (c *conveyorTool) name() string { return c.label }
 
 func (c *conveyorTool) cmd(op string, args ...string) *exec.Cmd {
 	a := []string{"child", "-op", op, "-data", c.data, "-vol", c.vol, "-workers", strconv.Itoa(c.workers)}
@@ -94,17 +94,17 @@ func (c *conveyorTool) run(name string, cmd *exec.Cmd) (measure, error) {
 		var res map[string]any
 		if json.Unmarshal([]byte(out.String()), &res) == nil {
 			if st, ok := res["stats"].(map[string]any); ok {
-				fmt.Printf("  conveyor %-8s files read %v, added %.1f MB\n", strings.TrimPrefix(name, "conveyor "), st["files_read"], st["bytes_added"].(float64)/1e6)
+				fmt.Printf("  %s %-8s files read %v, added %.1f MB\n", c.label, strings.TrimPrefix(name, c.label+" "), st["files_read"], st["bytes_added"].(float64)/1e6)
 			}
 		}
 	}
 	return m, err
 }
 
-func (c *conveyorTool) backup() (measure, error) { return c.run("conveyor create", c.cmd("create")) }
+func (c *conveyorTool) backup() (measure, error) { return c.run(c.label+" create", c.cmd("create")) }
 func (c *conveyorTool) restore(target string) (measure, error) {
-	return c.run("conveyor restore", c.cmd("restore", "-target", target))
+	return c.run(c.label+" restore", c.cmd("restore", "-target", target))
 }
-func (c *conveyorTool) prune() (measure, error) { return c.run("conveyor prune", c.cmd("prune")) }
+func (c *conveyorTool) prune() (measure, error) { return c.run(c.label+" prune", c.cmd("prune")) }
 func (c *conveyorTool) repoSize() int64         { return dirSize(c.data) }
 func (c *conveyorTool) clean()                  { os.RemoveAll(c.data) }

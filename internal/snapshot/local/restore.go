@@ -53,6 +53,7 @@ func (r *Repo) Restore(ctx context.Context, id string, opts snapshot.RestoreOpti
 	if err != nil {
 		return err
 	}
+	x.packs = nil // each pack's table: restore needs the blobs' locations only
 	t, err := r.loadTree(ctx, x, s)
 	if err != nil {
 		return err

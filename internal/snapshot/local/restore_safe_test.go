@@ -80,6 +80,9 @@ func TestRestoreMaliciousTrees(t *testing.T) {
 		"hard link outside":              {[]entry{{Path: "h", Type: typeHardlink, Target: "../../etc/passwd"}}, "not an earlier file"},
 		"dot component":                  {[]entry{at(dir, "d"), at(file, "d/./x")}, `"." component`},
 		"no parent":                      {[]entry{at(file, "nodir/x")}, "has none"},
+		"empty component":                {[]entry{at(dir, "d"), at(file, "d//x")}, `"" component`},
+		"trailing slash":                 {[]entry{at(dir, "d"), at(file, "d/")}, `"" component`},
+		"dotdot last":                    {[]entry{at(dir, "d"), at(file, "d/..")}, `".." component`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := craft(t, r, tc.entries)

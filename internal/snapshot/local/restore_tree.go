@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,7 +24,7 @@ import (
 // is not a directory of the tree (`a -> /etc` then `a/x`), a hard link to
 // anything but an earlier file.
 func checkTree(t *tree) error {
-	kind := make(map[string]string, len(t.Entries))
+	kind := make(map[string]byte, len(t.Entries)) // path -> type (its one letter)
 	for i := range t.Entries {
 		e := &t.Entries[i]
 		if e.Path == "." {
@@ -38,16 +38,16 @@ func checkTree(t *tree) error {
 			return fmt.Errorf("tree entry %q is given twice", e.Path)
 		}
 		if e.Path != "." {
-			if dir, _ := splitPath(e.Path); dir != "." && kind[dir] != typeDir {
-				if kind[dir] == "" {
+			if dir, _ := splitPath(e.Path); dir != "." && kind[dir] != typeDir[0] {
+				if kind[dir] == 0 {
 					return fmt.Errorf("tree entry %q comes before its directory %q, or has none", e.Path, dir)
 				}
-				return fmt.Errorf("tree entry %q is under %q, which is not a directory (type %q): restore follows no link", e.Path, dir, kind[dir])
+				return fmt.Errorf("tree entry %q is under %q, which is not a directory (type %q): restore follows no link", e.Path, dir, string(kind[dir]))
 			}
 		}
 		switch e.Type {
 		case typeHardlink:
-			if kind[e.Target] != typeFile {
+			if kind[e.Target] != typeFile[0] {
 				return fmt.Errorf("tree entry %q links to %q, which is not an earlier file of the tree", e.Path, e.Target)
 			}
 			if len(e.Chunks) > 0 {
@@ -57,7 +57,7 @@ func checkTree(t *tree) error {
 		default:
 			return fmt.Errorf("tree entry %q has unknown type %q; a newer conveyor wrote it", e.Path, e.Type)
 		}
-		kind[e.Path] = e.Type
+		kind[e.Path] = e.Type[0]
 	}
 	return nil
 }
@@ -84,11 +84,11 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		}
 	}
 	show := func(e *entry) string { return filepath.Join(target, filepath.FromSlash(e.Path)) }
-	// Plan: every blob needed, grouped by pack; each pack ranked by the
-	// first file it serves, so that files are completed (and closed) one
-	// after another rather than all kept open.
-	need := map[ID]map[ID][]piece{} // pack -> blob -> pieces
-	rank := map[ID]int{}
+	// Plan: every place a blob goes, then cut into spans (see
+	// planSpans).
+	var uses []blobUse
+	packNo := map[ID]int32{}
+	var packs []ID
 	var total int64
 	for i := range t.Entries {
 		e := &t.Entries[i]
@@ -98,11 +98,16 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			if !ok {
 				return fmt.Errorf("%w: blob %s of %s is in no index", errCorrupt, c, e.Path)
 			}
-			if need[loc.Pack] == nil {
-				need[loc.Pack] = map[ID][]piece{}
-				rank[loc.Pack] = i
+			if uint64(loc.Offset)+uint64(loc.Length) > math.MaxUint32 {
+				return fmt.Errorf("%w: blob %s of %s lies past 4 GiB in its pack, as no pack does", errCorrupt, c, e.Path)
 			}
-			need[loc.Pack][c] = append(need[loc.Pack][c], piece{i, off})
+			n, ok := packNo[loc.Pack]
+			if !ok {
+				n = int32(len(packs))
+				packNo[loc.Pack] = n
+				packs = append(packs, loc.Pack)
+			}
+			uses = append(uses, blobUse{id: c, pack: n, offset: loc.Offset, end: loc.Offset + loc.Length, file: int32(i), off: off})
 			off += int64(loc.Raw)
 		}
 		total += e.Size
@@ -118,7 +123,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		w.maxOpen = maxOpenFiles
 	}
 	for i := range t.Entries {
-		w.files[i].left = len(t.Entries[i].Chunks)
+		w.files[i].left = int32(len(t.Entries[i].Chunks))
 	}
 	defer w.closeAll()
 	dirs := dirCache{root: root, fd: -1}
@@ -156,34 +161,31 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 			}
 		}()
 	}
-	packs := make([]ID, 0, len(need))
-	for p := range need {
-		packs = append(packs, p)
-	}
-	sort.Slice(packs, func(i, j int) bool {
-		if rank[packs[i]] != rank[packs[j]] {
-			return rank[packs[i]] < rank[packs[j]]
-		}
-		return string(packs[i][:]) < string(packs[j][:])
-	})
+	spans := planSpans(uses, packs)
 	var errMu sync.Mutex
-	var problems []error
+	problems := map[ID]*packProblem{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	var codecs sync.Pool
 	codecs.New = func() any { return r.newCodec() }
-	for _, p := range packs {
+	for i := range spans {
+		sp := &spans[i]
 		g.Go(func() error {
 			cd := codecs.Get().(*codec)
 			defer codecs.Put(cd)
-			err := r.restorePack(gctx, cd, x, p, need[p], w, &done)
-			var ce corruptError
-			if errors.As(err, &ce) {
+			missing, bad, err := r.restoreSpan(gctx, cd, x, sp, w, &done)
+			if missing || len(bad) > 0 {
 				// Go on: report every damaged object, not the first one.
 				errMu.Lock()
-				problems = append(problems, err)
+				pp := problems[sp.pack]
+				if pp == nil {
+					pp = &packProblem{}
+					problems[sp.pack] = pp
+				}
+				pp.missing = pp.missing || missing
+				pp.blobs += sp.blobs()
+				pp.bad = append(pp.bad, bad...)
 				errMu.Unlock()
-				return nil
 			}
 			return err
 		})
@@ -192,7 +194,7 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, t *tree, target string
 		return err
 	}
 	if len(problems) > 0 {
-		return fmt.Errorf("%w: %d object(s) could not be restored:\n%w", errCorrupt, len(problems), errors.Join(problems...))
+		return fmt.Errorf("%w: %d object(s) could not be restored:\n%w", errCorrupt, len(problems), r.problemsError(problems))
 	}
 	// Hard links once their file is complete: they share its inode.
 	for i := range t.Entries {
@@ -335,10 +337,14 @@ func checkPath(p string) error {
 	if p == "" || strings.HasPrefix(p, "/") {
 		return fmt.Errorf("tree entry %q is not a relative path", p)
 	}
-	for _, c := range strings.Split(p, "/") {
+	for rest := p; ; {
+		c, more, found := strings.Cut(rest, "/")
 		if c == "" || c == "." || c == ".." {
 			return fmt.Errorf("tree entry %q has a %q component: it could leave the target directory", p, c)
 		}
+		if !found {
+			return nil
+		}
+		rest = more
 	}
-	return nil
 }

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,12 +15,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// piece is where one blob goes: a file and an offset.
-type piece struct {
-	file int // entry index
-	off  int64
-}
 
 // maxOpenFiles bounds the files kept open between two of their chunks;
 // past it, a file is closed after each write and opened again.
@@ -86,11 +81,11 @@ func futimens(fd int, ts []unix.Timespec) error {
 // openFile is one restored file's descriptor while its chunks arrive.
 type openFile struct {
 	mu      sync.Mutex
-	fd      int // valid while isOpen
+	fd      int32 // valid while isOpen
+	users   int32 // writes in progress
+	left    int32 // chunks not yet written
 	isOpen  bool
 	created bool  // the file exists: later opens do not create it
-	users   int   // writes in progress
-	left    int   // chunks not yet written
 	written int64 // bytes written
 }
 
@@ -125,11 +120,11 @@ func (w *fileWriter) write(i int, data []byte, off int64) error {
 			of.mu.Unlock()
 			return fmt.Errorf("restore %s: %w", w.show(e), beneathError(err))
 		}
-		of.fd, of.isOpen, of.created = fd, true, true
+		of.fd, of.isOpen, of.created = int32(fd), true, true
 		w.open.Add(1)
 	}
 	of.users++
-	fd := of.fd
+	fd := int(of.fd)
 	of.mu.Unlock()
 
 	var err error
@@ -188,56 +183,176 @@ func (w *fileWriter) closeAll() {
 		of := &w.files[i]
 		of.mu.Lock()
 		if of.isOpen {
-			unix.Close(of.fd)
+			unix.Close(int(of.fd))
 			of.isOpen = false
 		}
 		of.mu.Unlock()
 	}
 }
 
-// corruptError is a missing or damaged object: restore and verify go on
-// past it to name every one.
-type corruptError struct{ msg string }
+// blobUse is one place a blob goes: a file (entry index) and an offset
+// in it. A restore plans one per chunk of every file, so it is kept
+// small: the pack by number, the blob's place in it, no location.
+type blobUse struct {
+	id          ID
+	pack        int32  // in planSpans' packs
+	offset, end uint32 // the stored blob's bytes in its pack
+	file        int32  // entry index
+	off         int64  // in the file
+}
 
-func (e corruptError) Error() string { return e.msg }
+// span is a run of blobs of one pack read with one ranged GET and
+// restored by one worker.
+type span struct {
+	pack       ID
+	start, end int64     // the byte range of the pack
+	rank       int32     // the first entry it writes to
+	uses       []blobUse // by offset: the uses of one blob follow one another
+}
 
-func (r *Repo) restorePack(ctx context.Context, cd *codec, x *index, pack ID, blobs map[ID][]piece, w *fileWriter, done *atomic.Int64) error {
-	name := "packs/" + pack.String()
-	body, err := r.getInto(ctx, name, cd.pbuf)
+// blobs is how many blobs the span holds.
+func (sp *span) blobs() int {
+	n := 0
+	for i := range sp.uses {
+		if i == 0 || sp.uses[i].offset != sp.uses[i-1].offset {
+			n++
+		}
+	}
+	return n
+}
+
+// Spans are cut at about spanSize bytes, and where a gap of more than
+// spanGap bytes of blobs not needed lies between two blobs. A whole pack
+// (several MiB) was one task: with a few packs per core, the last one
+// restored alone while the other cores idled, and each worker held a
+// pack's worth of buffer. Spans of 1 MiB keep the cores busy to the end
+// and the buffers small, for about one request per MiB.
+const (
+	spanSize = 1 << 20
+	spanGap  = 64 << 10
+)
+
+// planSpans sorts uses by pack and offset and cuts them into spans,
+// ordered by the first file each serves, so that files are completed
+// (and closed) one after another rather than all kept open. The spans
+// share uses' storage.
+func planSpans(uses []blobUse, packs []ID) []span {
+	sort.Slice(uses, func(i, j int) bool {
+		a, b := &uses[i], &uses[j]
+		if a.pack != b.pack {
+			return a.pack < b.pack
+		}
+		if a.offset != b.offset {
+			return a.offset < b.offset
+		}
+		if a.file != b.file {
+			return a.file < b.file
+		}
+		return a.off < b.off
+	})
+	var spans []span
+	from := 0
+	for i := 1; i <= len(uses); i++ {
+		if i < len(uses) {
+			a, b := &uses[i-1], &uses[i]
+			if a.pack == b.pack && (b.offset == a.offset || int64(b.offset)-int64(a.end) <= spanGap && int64(b.end)-int64(uses[from].offset) <= spanSize) {
+				continue
+			}
+		}
+		sp := span{pack: packs[uses[from].pack], start: int64(uses[from].offset), rank: uses[from].file, uses: uses[from:i:i]}
+		for _, u := range sp.uses {
+			sp.end = max(sp.end, int64(u.end))
+			sp.rank = min(sp.rank, u.file)
+		}
+		spans = append(spans, sp)
+		from = i
+	}
+	sort.Slice(spans, func(i, j int) bool {
+		a, b := &spans[i], &spans[j]
+		if a.rank != b.rank {
+			return a.rank < b.rank
+		}
+		if c := bytes.Compare(a.pack[:], b.pack[:]); c != 0 {
+			return c < 0
+		}
+		return a.start < b.start
+	})
+	return spans
+}
+
+// packProblem is what a restore found wrong with one pack: missing, or
+// blobs that do not open. Restore goes on past it to name every one.
+type packProblem struct {
+	missing bool
+	blobs   int // blobs of the snapshot it holds
+	bad     []string
+}
+
+func (r *Repo) problemsError(problems map[ID]*packProblem) error {
+	packs := make([]ID, 0, len(problems))
+	for p := range problems {
+		packs = append(packs, p)
+	}
+	sort.Slice(packs, func(i, j int) bool { return bytes.Compare(packs[i][:], packs[j][:]) < 0 })
+	var errs []error
+	for _, p := range packs {
+		pp, name := problems[p], r.key("packs/"+p.String())
+		if pp.missing {
+			errs = append(errs, fmt.Errorf("%s is missing (it holds %d blob(s) of this snapshot)", name, pp.blobs))
+			continue
+		}
+		sort.Strings(pp.bad)
+		errs = append(errs, fmt.Errorf("%s is damaged: %s", name, strings.Join(pp.bad, "; ")))
+	}
+	return errors.Join(errs...)
+}
+
+// restoreSpan reads a span into its codec's reused buffer, opens each
+// blob where it lies (decrypted in place) and writes it to every place
+// it goes. A missing pack, or blobs that do not open, are returned as
+// such, the rest of the span restored; err is what stops the restore.
+func (r *Repo) restoreSpan(ctx context.Context, cd *codec, x *index, sp *span, w *fileWriter, done *atomic.Int64) (missing bool, bad []string, err error) {
+	name := "packs/" + sp.pack.String()
+	body, err := r.read(ctx, name, sp.start, sp.end-sp.start, cd.pbuf[:0])
 	if errors.Is(err, errNoKey) {
-		return corruptError{fmt.Sprintf("%s is missing (it holds %d blob(s) of this snapshot)", r.key(name), len(blobs))}
+		return true, nil, nil
+	}
+	if apiCode(err) == "InvalidRange" {
+		err, body = nil, nil // the pack is shorter than the index says: every blob is cut short
 	}
 	if err != nil {
-		return err
+		return false, nil, err
 	}
 	if cap(body) <= 64<<20 {
 		cd.pbuf = body[:0] // body is not used past this call
 	}
 	// The pack's own table is not read: the index says where each blob
 	// is, and each blob's hash is checked.
-	var bad []string
-	for id, pieces := range blobs {
-		loc, _ := x.lookup(id)
-		end := int(loc.Offset) + int(loc.Length)
-		if end > len(body) {
-			bad = append(bad, fmt.Sprintf("blob %s is cut short", id))
+	for i := 0; i < len(sp.uses); {
+		u := &sp.uses[i]
+		j := i + 1
+		for j < len(sp.uses) && sp.uses[j].offset == u.offset {
+			j++
+		}
+		pieces := sp.uses[i:j]
+		i = j
+		from, to := int64(u.offset)-sp.start, int64(u.end)-sp.start
+		if to > int64(len(body)) {
+			bad = append(bad, fmt.Sprintf("blob %s is cut short", u.id))
 			continue
 		}
-		data, err := cd.openInto(blobEntry{ID: id, location: loc}, body[loc.Offset:end])
+		loc, _ := x.lookup(u.id)
+		data, err := cd.openInto(blobEntry{ID: u.id, location: loc}, body[from:to])
 		if err != nil {
-			bad = append(bad, err.Error()+" (file "+w.t.Entries[pieces[0].file].Path+")")
+			bad = append(bad, err.Error()+" (file "+w.t.Entries[u.file].Path+")")
 			continue
 		}
 		for _, pc := range pieces {
-			if err := w.write(pc.file, data, pc.off); err != nil {
-				return err
+			if err := w.write(int(pc.file), data, pc.off); err != nil {
+				return false, bad, err
 			}
 			done.Add(int64(len(data)))
 		}
 	}
-	if len(bad) > 0 {
-		sort.Strings(bad)
-		return corruptError{fmt.Sprintf("%s is damaged: %s", r.key(name), strings.Join(bad, "; "))}
-	}
-	return nil
+	return false, bad, nil
 }

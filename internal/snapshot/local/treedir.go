@@ -41,6 +41,11 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 		return ID{}, errors.New("snapshot tree: the source directory is not the first entry")
 	}
 	cd := c.r.newCodec()
+	// The entries of the directories being built, one after the other
+	// from the root down: each directory's own at the end, dropped once
+	// its blob is stored, so that this holds the directories of one path
+	// (what the widest ones take), not a copy of the whole tree.
+	var stack []entry
 	// build stores the blob of the directory entries[dir] and returns its
 	// ID and the index of the first entry after its descendants.
 	var build func(dir int) (ID, int, error)
@@ -49,7 +54,8 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 		if dir == 0 {
 			prefix = ""
 		}
-		var kids []entry
+		base := len(stack)
+		defer func() { clear(stack[base:]); stack = stack[:base] }()
 		j := dir + 1
 		for j < len(entries) && strings.HasPrefix(entries[j].Path, prefix) {
 			e := entries[j]
@@ -63,8 +69,9 @@ func (c *creator) writeTrees(entries []entry) (ID, error) {
 			} else {
 				j++
 			}
-			kids = append(kids, e)
+			stack = append(stack, e)
 		}
+		kids := stack[base:]
 		if id, ok := c.sameAsParent(entries[dir].Path, prefix, kids); ok {
 			if c.r.onTree != nil {
 				c.r.onTree(entries[dir].Path, true)
@@ -158,22 +165,41 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	// ones once.
 	dirs := map[ID][]entry{}
 	refs := map[ID]int{*root.Sub: 1} // how many directories use each blob
+	scratch := sync.Pool{New: func() any { return new([]entry) }}
 	level := []ID{*root.Sub}
 	total := 1
 	for len(level) > 0 {
-		blobs, err := r.loadBlobs(ctx, x, level)
-		if err != nil {
-			return err
-		}
-		for id, b := range blobs {
-			var d tree
-			if err := json.Unmarshal(b, &d); err != nil {
+		// Each blob is decoded as soon as it is read, so that a level's
+		// plaintext is not held whole beside its entries.
+		// Entries are decoded into a reused, zeroed slice and kept in one
+		// of exactly their number: decoding straight into a new slice grew
+		// it by doubling, about as much garbage again as the entries.
+		var mu sync.Mutex
+		err := r.loadBlobs(ctx, x, level, func(id ID, b []byte) error {
+			sp := scratch.Get().(*[]entry)
+			defer func() {
+				s := (*sp)[:cap(*sp)]
+				clear(s) // the next decode starts from zero values
+				*sp = s[:0]
+				scratch.Put(sp)
+			}()
+			d := tree{Entries: (*sp)[:0]}
+			err := json.Unmarshal(b, &d)
+			*sp = d.Entries
+			if err != nil {
 				return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
 			}
 			if d.Version != 3 {
 				return fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, d.Version)
 			}
-			dirs[id] = d.Entries
+			ents := slices.Clone(d.Entries)
+			mu.Lock()
+			dirs[id] = ents
+			mu.Unlock()
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		if total += countKids(level, dirs); total > maxTreeEntries {
 			return fmt.Errorf("%w: the tree describes more than %d entries", errCorrupt, maxTreeEntries)
@@ -235,10 +261,12 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 	return nil
 }
 
-// loadBlobs reads several blobs and checks them, with one ranged read
-// for blobs that lie close together in a pack (the tree blobs a snapshot
-// adds are written one after the other), not one request per blob.
-func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte, error) {
+// loadBlobs reads several blobs, checks them and gives each to fn, with
+// one ranged read for blobs that lie close together in a pack (the tree
+// blobs a snapshot adds are written one after the other), not one
+// request per blob. fn is called from several goroutines at once, and
+// its plaintext is valid during the call only.
+func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID, fn func(ID, []byte) error) error {
 	type blob struct {
 		id  ID
 		loc location
@@ -247,7 +275,7 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 	for _, id := range ids {
 		loc, ok := x.lookup(id)
 		if !ok {
-			return nil, fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
+			return fmt.Errorf("%w: blob %s is in no index", errCorrupt, id)
 		}
 		byPack[loc.Pack] = append(byPack[loc.Pack], blob{id, loc})
 	}
@@ -271,8 +299,6 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 			spans = append(spans, span{p, off, end, []blob{b}})
 		}
 	}
-	out := make(map[ID][]byte, len(ids))
-	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	for _, sp := range spans {
@@ -291,18 +317,18 @@ func (r *Repo) loadBlobs(ctx context.Context, x *index, ids []ID) (map[ID][]byte
 				if to > int64(len(body)) {
 					return fmt.Errorf("%w: %s: blob %s is cut short", errCorrupt, r.key(name), b.id)
 				}
-				data, err := cd.open(blobEntry{ID: b.id, location: b.loc}, body[from:to])
+				data, err := cd.openInto(blobEntry{ID: b.id, location: b.loc}, body[from:to])
 				if err != nil {
 					return fmt.Errorf("%w: %s: %v", errCorrupt, r.key(name), err)
 				}
-				mu.Lock()
-				out[b.id] = data
-				mu.Unlock()
+				if err := fn(b.id, data); err != nil {
+					return err
+				}
 			}
 			return nil
 		})
 	}
-	return out, g.Wait()
+	return g.Wait()
 }
 
 // countKids is how many entries the blobs of level hold (each once).
