@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,10 +129,17 @@ func hostOf(addr string) string {
 
 // natsLocalCredentials fills in the embedded server's user and password
 // from the data dir when none is configured and a `conveyor up
-// --nats embedded` keeps them there (a worker on the same machine).
+// --nats embedded` keeps them there (a worker on the same machine). Only
+// for servers on loopback: a URL naming another host never receives them.
 func (c *FileConfig) natsLocalCredentials() {
 	if c.Cluster.NATSUser != "" || c.Cluster.NATSCreds != "" {
 		return
+	}
+	for _, u := range strings.Split(c.Cluster.NATS, ",") {
+		parsed, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || !isLoopback(parsed.Hostname()) {
+			return
+		}
 	}
 	path := local.Paths{Root: c.DataDir}.NATSCredentials()
 	if _, err := os.Stat(filepath.Clean(path)); err != nil {

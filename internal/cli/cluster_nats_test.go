@@ -5,6 +5,9 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/conveyorhq/conveyor/internal/local"
+	"github.com/conveyorhq/conveyor/internal/natsserver"
 )
 
 // Bad cluster settings are usage errors (exit 2) that say what to do,
@@ -33,6 +36,37 @@ func TestClusterUsageErrors(t *testing.T) {
 		code := Run(context.Background(), tc.args, &out, &errb, func(k string) string { return env[k] })
 		if code != ExitUsage || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("conveyor %v (env %v) = exit %d, %q; want exit %d saying %q", tc.args, tc.env, code, errb.String(), ExitUsage, tc.want)
+		}
+	}
+}
+
+// TestNATSLocalCredentialsStayLocal: the embedded server's password in
+// the data dir is used for a server on loopback only; a worker given
+// another host's URL never sends it there.
+func TestNATSLocalCredentialsStayLocal(t *testing.T) {
+	dir := t.TempDir()
+	saved, err := natsserver.EnsureCredentials(local.Paths{Root: dir}.NATSCredentials())
+	if err != nil || saved.Password == "" {
+		t.Fatalf("set up the data dir's NATS credentials: %+v, %v", saved, err)
+	}
+	for _, tc := range []struct {
+		urls string
+		want bool
+	}{
+		{"nats://127.0.0.1:4222", true},
+		{"nats://localhost:4222,nats://[::1]:4223", true},
+		{"nats://10.0.0.5:4222", false},
+		{"nats://127.0.0.1:4222,nats://nats.example.com:4222", false},
+		{"tls://nats.example.com:4222", false},
+	} {
+		c := FileConfig{DataDir: dir}
+		c.Cluster.NATS = tc.urls
+		c.natsLocalCredentials()
+		if got := c.Cluster.NATSPassword == saved.Password && c.Cluster.NATSUser == saved.User; got != tc.want {
+			t.Errorf("%s: data dir credentials used = %v, want %v", tc.urls, got, tc.want)
+		}
+		if !tc.want && (c.Cluster.NATSUser != "" || c.Cluster.NATSPassword != "") {
+			t.Errorf("%s: credentials set to %q/%q", tc.urls, c.Cluster.NATSUser, c.Cluster.NATSPassword)
 		}
 	}
 }
