@@ -85,6 +85,9 @@ func runUp(ctx context.Context, o *upOptions) error {
 		return usageErrorf("%v", err)
 	}
 	if o.s3Addr != "" {
+		if c.externalMode() {
+			return usageErrorf("--s3-addr is where the embedded S3 server listens, and with s3.endpoint (%s) none runs: drop --s3-addr, or s3.endpoint to use the embedded server", c.S3.Endpoint)
+		}
 		c.S3.Addr = o.s3Addr
 	}
 	if o.workers != 0 || o.workersSet {
