@@ -40,7 +40,16 @@ func child(args []string) int {
 		}()
 	}
 	if *prof != "" {
-		f, err := os.Create(*prof + "." + *op)
+		// One file per run of an op: the initial, incremental and
+		// unchanged snapshots are each a create.
+		name := *prof + "." + *op
+		for n := 2; ; n++ {
+			if _, err := os.Stat(name); err != nil {
+				break
+			}
+			name = fmt.Sprintf("%s.%s.%d", *prof, *op, n)
+		}
+		f, err := os.Create(name)
 		if err == nil {
 			pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
