@@ -19,6 +19,8 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/conveyorhq/conveyor/internal/cli"
+	natsdispatch "github.com/conveyorhq/conveyor/internal/dispatch/nats"
+	"github.com/conveyorhq/conveyor/internal/natsworker"
 )
 
 // The names the manifests share with Conveyor's code, in one place. The
@@ -27,8 +29,8 @@ import (
 const (
 	deploymentName = "conveyor-worker"
 	configMapName  = "conveyor-config"
-	streamName     = "CONVEYOR_JOBS"
-	consumerName   = "conveyor-workers"
+	streamName     = natsdispatch.DefaultStream // what up --nats publishes to
+	consumerName   = natsworker.DefaultDurable  // what worker serve pulls through
 	imageName      = "conveyor"
 	binary         = "/usr/local/bin/conveyor" // deploy/image
 	imageUID       = 65532                     // deploy/image
