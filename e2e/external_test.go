@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -190,39 +189,7 @@ func startUpExternal(t *testing.T, g *gateway, dataDir, cfg string, env ...strin
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(conveyorBin, "up", "--data-dir", dataDir, "--config", path)
-	p.cmd.Env = cleanEnv(env...)
-	p.cmd.Dir = t.TempDir()
-	p.cmd.Stderr = p.stderr
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		var once sync.Once
-		for sc.Scan() {
-			fmt.Fprintln(p.stdout, sc.Text())
-			if sc.Text() == "conveyor is up" {
-				once.Do(func() { close(ready) })
-			}
-		}
-		io.Copy(io.Discard, out)
-		p.waitErr = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(p.stop)
-	select {
-	case <-ready:
-	case <-p.exited:
-		t.Fatalf("conveyor up exited before it was up: %v\nstdout:\n%s\nstderr:\n%s", p.waitErr, p.stdout, p.stderr)
-	case <-time.After(readyTimeout):
-		t.Fatalf("conveyor up not up within %s\nstdout:\n%s\nstderr:\n%s", readyTimeout, p.stdout, p.stderr)
-	}
+	p.launch([]string{"up", "--data-dir", dataDir, "--config", path}, env)
 	if _, err := os.Stat(filepath.Join(dataDir, "credentials.json")); err == nil {
 		t.Error("conveyor up on an external store wrote credentials.json: it has no server to protect")
 	}

@@ -200,8 +200,38 @@ func startUp(t *testing.T, o upOptions) *upProc {
 		}
 		args = append(args, "--config", cfg)
 	}
+	p.launch(args, o.Env)
+
+	credPath := filepath.Join(o.DataDir, "credentials.json")
+	st, err := os.Stat(credPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %v, want 0600", credPath, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(credPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &p.Creds); err != nil {
+		t.Fatalf("decode %s: %v", credPath, err)
+	}
+	if p.Creds.AccessKeyID == "" || p.Creds.SecretAccessKey == "" {
+		t.Fatalf("%s lacks a key: %s", credPath, b)
+	}
+	p.S3 = s3server.NewClient(p.Endpoint, p.Creds.AccessKeyID, p.Creds.SecretAccessKey, "us-east-1")
+	return p
+}
+
+// launch starts `conveyor <args>` (an up) with env, copies its stdout
+// to p.stdout, and returns once it printed "conveyor is up"; p.stop runs
+// at the test's end.
+func (p *upProc) launch(args, env []string) {
+	t := p.t
+	t.Helper()
 	p.cmd = exec.Command(conveyorBin, args...)
-	p.cmd.Env = cleanEnv(o.Env...)
+	p.cmd.Env = cleanEnv(env...)
 	p.cmd.Dir = t.TempDir() // no stray ./conveyor.yaml
 	p.cmd.Stderr = p.stderr
 	out, err := p.cmd.StdoutPipe()
@@ -239,27 +269,6 @@ func startUp(t *testing.T, o upOptions) *upProc {
 	case <-time.After(readyTimeout):
 		t.Fatalf("conveyor up did not print \"conveyor is up\" within %s\nstdout:\n%s\nstderr:\n%s", readyTimeout, p.stdout, p.stderr)
 	}
-
-	credPath := filepath.Join(o.DataDir, "credentials.json")
-	st, err := os.Stat(credPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Mode().Perm() != 0o600 {
-		t.Errorf("%s has mode %v, want 0600", credPath, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(credPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &p.Creds); err != nil {
-		t.Fatalf("decode %s: %v", credPath, err)
-	}
-	if p.Creds.AccessKeyID == "" || p.Creds.SecretAccessKey == "" {
-		t.Fatalf("%s lacks a key: %s", credPath, b)
-	}
-	p.S3 = s3server.NewClient(p.Endpoint, p.Creds.AccessKeyID, p.Creds.SecretAccessKey, "us-east-1")
-	return p
 }
 
 // PID is the process ID of `conveyor up`.
