@@ -225,7 +225,8 @@ func startUp(t *testing.T, o upOptions) *upProc {
 }
 
 // launch starts `conveyor <args>` (an up) with env, copies its stdout
-// to p.stdout, and returns once it printed "conveyor is up"; p.stop runs
+// to p.stdout, and returns once it printed its whole banner, from
+// "conveyor is up" to "Stop with Ctrl-C."; p.stop runs
 // at the test's end.
 func (p *upProc) launch(args, env []string) {
 	t := p.t
@@ -246,11 +247,20 @@ func (p *upProc) launch(args, env []string) {
 	go func() {
 		defer close(scanDone)
 		sc := bufio.NewScanner(out)
+		// The banner starts with "conveyor is up" and ends with "Stop
+		// with Ctrl-C.": ready only once the whole banner is in p.stdout,
+		// so a test may read any line of it.
 		once := sync.Once{}
+		up := false
 		for sc.Scan() {
 			fmt.Fprintln(p.stdout, sc.Text())
-			if sc.Text() == "conveyor is up" {
-				once.Do(func() { close(ready) })
+			switch sc.Text() {
+			case "conveyor is up":
+				up = true
+			case "Stop with Ctrl-C.":
+				if up {
+					once.Do(func() { close(ready) })
+				}
 			}
 		}
 		io.Copy(io.Discard, out)
@@ -267,7 +277,7 @@ func (p *upProc) launch(args, env []string) {
 	case <-p.exited:
 		t.Fatalf("conveyor up exited before it was up: %v\nstdout:\n%s\nstderr:\n%s", p.waitErr, p.stdout, p.stderr)
 	case <-time.After(readyTimeout):
-		t.Fatalf("conveyor up did not print \"conveyor is up\" within %s\nstdout:\n%s\nstderr:\n%s", readyTimeout, p.stdout, p.stderr)
+		t.Fatalf("conveyor up did not print its banner (\"conveyor is up\" ... \"Stop with Ctrl-C.\") within %s\nstdout:\n%s\nstderr:\n%s", readyTimeout, p.stdout, p.stderr)
 	}
 }
 
