@@ -46,63 +46,49 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	prev := map[string]*entry{}
-	prevKids := map[string]int{} // directory -> how many entries it had
+	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, links: map[[2]uint64]string{}}
 	var parent string
+	var rootOld *ID
 	if len(list) > 0 {
 		p := list[len(list)-1]
-		if t, err := r.loadTree(ctx, x, p); err != nil {
+		if par, sub, err := r.openParent(ctx, x, p); err != nil {
 			// A damaged parent only costs reading every file again.
 			r.cfg.Logf("snapshot: previous snapshot %s unreadable, reading every file: %v", p.ID, err)
 		} else {
-			parent = p.ID
-			for i := range t.Entries {
-				e := &t.Entries[i]
-				prev[e.Path] = e
-				if e.Path != "." {
-					dir, _ := splitPath(e.Path)
-					prevKids[dir]++
-				}
-			}
+			parent, c.par, rootOld = p.ID, par, sub
 		}
 	}
-
-	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, prev: prev, prevKids: prevKids}
 	c.bufs.New = func() any { return new([]byte) }
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c.pk = newPacker(ctx, r)
 	c.pk.crash = crashCreatePack
+	c.tpk = newPacker(ctx, r)
+	c.tpk.crash = crashCreatePack
 	if opts.Progress != nil {
+		go c.scanTotal(ctx)
 		stop := c.report(opts.Progress)
 		defer stop()
 	}
-	entries, err := c.run(ctx, c.prev)
-	if err != nil {
-		c.pk.finish()
+	finish := func() ([]sealedPack, error) {
+		packs, err := c.pk.finish()
+		tpacks, terr := c.tpk.finish()
+		return append(packs, tpacks...), errors.Join(err, terr)
+	}
+	if err := c.run(ctx, rootOld); err != nil {
+		finish()
 		if lerr := lk.check(); lerr != nil {
 			return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", lerr)
 		}
 		return snapshot.Snapshot{}, err
 	}
-	st := snapshot.Stats{FilesRead: int(c.filesRead.Load())}
-	for _, e := range entries {
-		switch e.Type {
-		case typeFile:
-			st.Files++
-			st.Bytes += e.Size
-		case typeDir:
-			if e.Path != "." {
-				st.Dirs++
-			}
-		}
-	}
-	tid, err := c.writeTrees(entries)
+	st := snapshot.Stats{FilesRead: int(c.filesRead.Load()), Files: int(c.stFiles.Load()), Dirs: int(c.stDirs.Load()), Bytes: c.stBytes.Load()}
+	tid, err := c.putTree(r.newCodec(), tree{Version: treeVersion, Entries: []entry{c.root}})
 	if err != nil {
-		c.pk.finish()
+		finish()
 		return snapshot.Snapshot{}, err
 	}
-	packs, err := c.pk.finish()
+	packs, err := finish()
 	if err := lk.check(); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
 	}
@@ -114,7 +100,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	st.BytesAdded = c.pk.bytesAdded()
+	st.BytesAdded = c.pk.bytesAdded() + c.tpk.bytesAdded()
 	s := snapshot.Snapshot{ID: snapshotName(started), Time: started, Parent: parent, Host: hostname(), Source: src, Tree: tid.String(), Stats: st, Tags: opts.Tags}
 	if err := lk.check(); err != nil {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot not written: %w", err)
@@ -142,10 +128,12 @@ type creator struct {
 
 	bufs sync.Pool // *[]byte of up to a chunk: new chunks, keptPrefix
 
-	// The parent snapshot's entries by path, and how many entries each
-	// of its directories had.
-	prev     map[string]*entry
-	prevKids map[string]int
+	tpk   *packer              // tree blobs, in packs of their own
+	par   parentTree           // the parent snapshot's directories; nil: none
+	root  entry                // the source directory's own entry
+	links map[[2]uint64]string // (device, inode) -> first path of a file with several links (walker only)
+
+	stFiles, stDirs, stBytes atomic.Int64 // Stats, added as directories end
 }
 
 // known reports whether the blob is stored or being stored; if not, it
@@ -190,47 +178,30 @@ type chunk struct {
 	buf  *[]byte // data's buffer, back to creator.bufs once packed
 }
 
-// run walks the source and stores every new chunk. Unchanged files (same
-// size, mtime and inode as in the parent, chunks all indexed) are not read.
-func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, error) {
-	entries, err := c.walk()
+// run walks the source (walk.go) and stores every new chunk and every
+// new directory blob; c.root is then the source's entry, its Sub set.
+// Unchanged files (same size, mtime and inode as in the parent, chunks
+// all indexed) are not read. rootOld is the parent's blob of the source
+// directory, if any.
+func (c *creator) run(ctx context.Context, rootOld *ID) error {
+	root, ok, err := c.statEntry(c.src, nil, ".")
 	if err != nil {
-		return nil, err
+		return err
 	}
-
+	if !ok || root.Type != typeDir {
+		return fmt.Errorf("snapshot source %s is not a directory", c.src)
+	}
+	c.root = root
 	g, gctx := errgroup.WithContext(ctx)
-	type job struct {
-		i   int
-		old *entry // the parent's entry of this path, if any
-	}
-	work := make(chan job, 64)
+	work := make(chan fileJob, 64)
 	// Readers run ahead of the compressors: a longer queue would only
 	// hold more chunk buffers (up to 4 MiB each).
 	chunks := make(chan chunk, 1)
 	g.Go(func() error {
 		defer close(work)
-		for i := range entries {
-			e := &entries[i]
-			if e.Type != typeFile {
-				continue
-			}
-			old := prev[e.Path]
-			if old != nil && old.Type != typeFile {
-				old = nil
-			}
-			if old != nil && old.Size == e.Size && old.MTime == e.MTime && old.Inode == e.Inode && c.allIndexed(old.Chunks) {
-				e.Chunks = old.Chunks
-				c.files.Add(1)
-				c.bytes.Add(e.Size)
-				continue
-			}
-			select {
-			case work <- job{i, old}:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
+		d := &dirState{rel: ".", oldSub: rootOld}
+		d.left.Store(1)
+		return c.walkDir(gctx, d, work, c.r.newCodec())
 	})
 	var readers sync.WaitGroup
 	for i := 0; i < c.r.cfg.Workers; i++ {
@@ -238,8 +209,15 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		g.Go(func() error {
 			defer readers.Done()
 			cut := newCDC(c.r.rc.Chunker.Min, c.r.rc.Chunker.Avg, c.r.rc.Chunker.Max)
+			cd := c.r.newCodec()
 			for j := range work {
-				if err := c.readFile(gctx, &entries[j.i], j.old, cut, chunks); err != nil {
+				if gctx.Err() != nil {
+					continue // drain
+				}
+				if err := c.readFile(gctx, &j.dir.kids[j.i], j.rel, j.old, cut, chunks); err != nil {
+					return err
+				}
+				if err := c.finishDir(j.dir, cd); err != nil {
 					return err
 				}
 			}
@@ -252,6 +230,7 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 			cd := c.r.newCodec()
 			for ch := range chunks {
 				if gctx.Err() != nil {
+					c.bufs.Put(ch.buf)
 					continue // drain
 				}
 				stored, z := cd.storeTemp(ch.data)
@@ -265,9 +244,12 @@ func (c *creator) run(ctx context.Context, prev map[string]*entry) ([]entry, err
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return err
 	}
-	return entries, nil
+	if c.root.Sub == nil {
+		return errors.New("snapshot: the walk ended before every directory did") // a bug, never a partial tree
+	}
+	return nil
 }
 
 func (c *creator) allIndexed(ids []ID) bool {
@@ -283,8 +265,8 @@ func (c *creator) allIndexed(ids []ID) bool {
 // With the parent's entry of the same path (old), the chunks of the old
 // file that are still there byte for byte are kept without chunking: see
 // keptPrefix.
-func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, out chan<- chunk) error {
-	p := filepath.Join(c.src, filepath.FromSlash(e.Path))
+func (c *creator) readFile(ctx context.Context, e *entry, rel string, old *entry, cut *cdc, out chan<- chunk) error {
+	p := filepath.Join(c.src, filepath.FromSlash(rel))
 	f, err := os.Open(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		e.Size = 0 // removed since the walk: an empty file keeps the tree sound
@@ -359,7 +341,7 @@ func (c *creator) readFile(ctx context.Context, e *entry, old *entry, cut *cdc, 
 		}
 	}
 	if c.r.onChunk != nil {
-		c.r.onChunk(e.Path, start)
+		c.r.onChunk(rel, start)
 	}
 	cut.reset(io.NewSectionReader(f, start, e.Size-start))
 	for {

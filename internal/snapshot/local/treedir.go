@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
 
 // Version 3 trees: a tree blob per directory.
@@ -33,90 +35,30 @@ import (
 // could share one so as to describe more entries than memory holds.
 const maxTreeEntries = 1 << 27
 
-// writeTrees stores the blob of every directory of entries (in walk
-// order: parents first, each directory followed by its descendants) not
-// stored yet, and returns the ID of the snapshot's tree blob.
-func (c *creator) writeTrees(entries []entry) (ID, error) {
-	if len(entries) == 0 || entries[0].Path != "." || entries[0].Type != typeDir {
-		return ID{}, errors.New("snapshot tree: the source directory is not the first entry")
-	}
-	cd := c.r.newCodec()
-	// The entries of the directories being built, one after the other
-	// from the root down: each directory's own at the end, dropped once
-	// its blob is stored, so that this holds the directories of one path
-	// (what the widest ones take), not a copy of the whole tree.
-	var stack []entry
-	// build stores the blob of the directory entries[dir] and returns its
-	// ID and the index of the first entry after its descendants.
-	var build func(dir int) (ID, int, error)
-	build = func(dir int) (ID, int, error) {
-		prefix := entries[dir].Path + "/"
-		if dir == 0 {
-			prefix = ""
-		}
-		base := len(stack)
-		defer func() { clear(stack[base:]); stack = stack[:base] }()
-		j := dir + 1
-		for j < len(entries) && strings.HasPrefix(entries[j].Path, prefix) {
-			e := entries[j]
-			e.Path = e.Path[len(prefix):]
-			if e.Type == typeDir {
-				id, next, err := build(j)
-				if err != nil {
-					return ID{}, 0, err
-				}
-				e.Sub, j = &id, next
-			} else {
-				j++
-			}
-			stack = append(stack, e)
-		}
-		kids := stack[base:]
-		if id, ok := c.sameAsParent(entries[dir].Path, prefix, kids); ok {
-			if c.r.onTree != nil {
-				c.r.onTree(entries[dir].Path, true)
-			}
-			return id, j, nil
-		}
-		if c.r.onTree != nil {
-			c.r.onTree(entries[dir].Path, false)
-		}
-		id, err := c.putTree(cd, tree{Version: treeVersion, Entries: kids})
-		return id, j, err
-	}
-	sub, end, err := build(0)
+// openParent opens the parent snapshot s for Create: how to read its
+// directories, and the blob of the source directory's entries (a
+// placeholder for a version 1 or 2 tree, whose directories are found by
+// path).
+func (r *Repo) openParent(ctx context.Context, x *index, s snapshot.Snapshot) (parentTree, *ID, error) {
+	id, err := parseID(s.Tree)
 	if err != nil {
-		return ID{}, err
+		return nil, nil, fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
 	}
-	if end != len(entries) {
-		return ID{}, fmt.Errorf("snapshot tree: entry %q is outside the source directory", entries[end].Path)
+	b, err := r.loadBlob(ctx, x, id)
+	if err != nil {
+		return nil, nil, err
 	}
-	root := entries[0]
-	root.Sub = &sub
-	return c.putTree(cd, tree{Version: treeVersion, Entries: []entry{root}})
-}
-
-// sameAsParent returns the parent snapshot's subtree of the directory
-// path when its entries (kids, by name; prefix is the directory's path
-// and a slash) are those of the parent's, field by field and subtree by
-// subtree, and that subtree is stored: the directory is then neither
-// encoded nor hashed again. (Were it encoded, it would hash to that ID
-// all the same.)
-func (c *creator) sameAsParent(path, prefix string, kids []entry) (ID, bool) {
-	old := c.prev[path]
-	if old == nil || old.Type != typeDir || old.Sub == nil || c.prevKids[path] != len(kids) {
-		return ID{}, false
+	var t tree
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, nil, fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
 	}
-	if _, ok := c.x.lookup(*old.Sub); !ok {
-		return ID{}, false
+	if t.Version < 3 {
+		return newLegacyTree(&t), &ID{}, nil
 	}
-	for i := range kids {
-		o := c.prev[prefix+kids[i].Path]
-		if o == nil || !sameEntry(&kids[i], o) {
-			return ID{}, false
-		}
+	if len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil {
+		return nil, nil, fmt.Errorf("%w: a version 3 tree's root blob holds the source directory alone", errCorrupt)
 	}
-	return *old.Sub, true
+	return newTreeCache(r, x), t.Entries[0].Sub, nil
 }
 
 // sameEntry compares everything a directory's blob records of an entry
@@ -151,7 +93,7 @@ func (c *creator) putTree(cd *codec, t tree) (ID, error) {
 		return id, nil
 	}
 	stored, z := cd.storeTemp(b)
-	return id, c.pk.add(id, blobTree, stored, z, len(b))
+	return id, c.tpk.add(id, blobTree, stored, z, len(b))
 }
 
 // loadDirs reads the directory blobs of a version 3 tree t (its root

@@ -112,8 +112,10 @@ func TestUnchangedSubtreeNotRewritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := cp.take(); n["packs"] != 1 || n["index"] != 1 {
-		t.Fatalf("one changed file put %v, want one pack and one index object", n)
+	// Tree blobs have packs of their own (so that the next snapshot
+	// reads the parent's directories from a few ranges).
+	if n := cp.take(); n["packs"] != 2 || n["index"] != 1 {
+		t.Fatalf("one changed file put %v, want two packs (its data, the changed directories) and one index object", n)
 	}
 	if diff := cmp.Diff([]string{"a/x/y", "a/x", "a", "."}, encoded); diff != "" {
 		t.Fatalf("directories encoded (-want +got):\n%s", diff)
@@ -167,7 +169,7 @@ func TestVersion3BadNames(t *testing.T) {
 			r, _ := setup(t)
 			ctx := context.Background()
 			pk := newPacker(ctx, r)
-			c := &creator{r: r, x: newIndex(), pk: pk, pending: map[ID]bool{}}
+			c := &creator{r: r, x: newIndex(), tpk: pk, pending: map[ID]bool{}}
 			cd := r.newCodec()
 			sub, err := c.putTree(cd, tree{Version: 3, Entries: []entry{{Path: name, Type: typeFile, Mode: 0o644}}})
 			if err != nil {
@@ -296,4 +298,40 @@ func maxRSS() (int64, bool) {
 		return 0, false
 	}
 	return ru.Maxrss << 10, true
+}
+
+// A version 2 parent (one flat tree) still spares reading the files it
+// describes as they are: Create finds its directories by path.
+func TestCreateOverVersion2Parent(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	mt := time.Unix(1e9, 0)
+	writeFile(t, filepath.Join(b.src, "a/f1"), []byte("evil"), 0o644, mt)
+	writeFile(t, filepath.Join(b.src, "b/f2"), []byte("not what the parent says"), 0o644, mt)
+	ino := func(rel string) uint64 {
+		st, err := os.Stat(filepath.Join(b.src, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Sys().(*syscall.Stat_t).Ino
+	}
+	craft(t, r, []entry{
+		{Path: ".", Type: typeDir, Mode: 0o755},
+		{Path: "a", Type: typeDir, Mode: 0o755},
+		{Path: "a/f1", Type: typeFile, Mode: 0o644, MTime: mt.UnixNano(), Inode: ino("a/f1")},
+		{Path: "b", Type: typeDir, Mode: 0o755},
+		{Path: "b/f2", Type: typeFile, Mode: 0o644, MTime: mt.UnixNano(), Inode: ino("b/f2")}, // size 4: changed
+	})
+	s, err := r.Create(ctx, snapshot.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Stats.FilesRead != 1 || s.Stats.Files != 2 || s.Stats.Dirs != 2 {
+		t.Fatalf("stats %+v: want 2 files, 2 directories, 1 read (b/f2; a/f1 is as the version 2 parent has it)", s.Stats)
+	}
+	restoreAndCompare(t, r, s.ID, b.src)
+	if _, err := r.Verify(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
 }

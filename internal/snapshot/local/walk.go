@@ -1,81 +1,430 @@
 package local
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
-// walk lists the source: every entry with its metadata (tree version 2:
-// the root ".", owners, xattrs, hard links, holes, FIFOs and devices),
-// in lexical order, parents first. Files are not read here.
-func (c *creator) walk() ([]entry, error) {
-	var entries []entry
-	links := map[[2]uint64]string{} // (device, inode) -> first path of a file with several links
-	err := filepath.WalkDir(c.src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return fmt.Errorf("walk %s: %w", p, err)
+// Create walks the source a directory at a time, as restic does, so that
+// what it holds follows the widest directories, not the whole volume:
+//
+//   - One walker goroutine lists a directory (lexical order, as
+//     filepath.WalkDir), reads the parent snapshot's blob of the same
+//     directory, keeps the chunks of every unchanged file, hands each
+//     other file to the readers and descends into each subdirectory as it
+//     meets it.
+//   - A directory is finished when its listing is done and its files and
+//     subdirectories are: its blob is then compared with the parent's
+//     (same entries: the parent's blob is used, nothing is encoded) or
+//     stored, its entry in its own parent gets the blob's ID, and the
+//     parent is one step nearer its own end. Whoever finishes the last
+//     piece (the walker or a reader) finishes the directory.
+//
+// So a directory's entries are held from its listing to its end: those of
+// the directories on the walker's path, and of the few whose files are
+// still being read. Tree blobs go to packs of their own (as restic's do),
+// written in the order directories end, so the next snapshot reads the
+// parent's blobs from a few ranges of a few packs (treeCache).
+
+// dirState is a directory of the source being snapshotted.
+type dirState struct {
+	parent *dirState
+	slot   int    // this directory's index in parent.kids
+	rel    string // slash-separated path below the source, "." for the source
+	kids   []entry
+	// The parent snapshot's blob of this directory: its ID and entries
+	// (by name, in order); nil when the directory is new or that blob
+	// could not be read.
+	oldSub *ID
+	old    []entry
+	// left counts what is unfinished: one for the listing, one for each
+	// file being read and each subdirectory.
+	left atomic.Int64
+}
+
+// child is the path of name in d.
+func (d *dirState) child(name string) string {
+	if d.rel == "." {
+		return name
+	}
+	return d.rel + "/" + name
+}
+
+// oldEntry is the parent snapshot's entry named name in d, if any.
+func (d *dirState) oldEntry(name string) *entry {
+	i, ok := slices.BinarySearchFunc(d.old, name, func(e entry, n string) int { return strings.Compare(e.Path, n) })
+	if !ok {
+		return nil
+	}
+	return &d.old[i]
+}
+
+// fileJob is a file of a directory to read.
+type fileJob struct {
+	dir *dirState
+	i   int    // index in dir.kids
+	rel string // path below the source
+	old *entry // the parent snapshot's entry of this path, if a file
+}
+
+// walkDir lists d (whose own entry is in its parent's kids, or is the
+// root), sends every file to read on work, walks its subdirectories, and
+// drops the listing's share of d.left.
+func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob, cd *codec) error {
+	dir := filepath.Join(c.src, filepath.FromSlash(d.rel))
+	des, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		des, err = nil, nil // removed while we walk: an empty directory keeps the tree sound
+	}
+	if err != nil {
+		return fmt.Errorf("walk %s: %w", dir, err)
+	}
+	if d.oldSub != nil && c.par != nil {
+		if d.old, err = c.par.dir(ctx, d.rel, d.oldSub); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// A damaged parent only costs reading its files again.
+			c.r.cfg.Logf("snapshot: previous snapshot's tree of %s unreadable, reading its files: %v", d.rel, err)
+			d.old, d.oldSub = nil, nil
 		}
-		info, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // removed while we walk
+	}
+	d.kids = make([]entry, 0, len(des))
+	for _, de := range des {
+		name := de.Name()
+		if d.rel == "." && de.IsDir() && (strings.HasPrefix(name, stagingPrefix) || strings.HasPrefix(name, asidePrefix)) {
+			continue // what an interrupted in-place restore left
 		}
+		e, ok, err := c.statEntry(filepath.Join(dir, name), de, d.child(name))
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(c.src, p)
-		if d.IsDir() && !strings.Contains(rel, "/") && (strings.HasPrefix(rel, stagingPrefix) || strings.HasPrefix(rel, asidePrefix)) {
-			return filepath.SkipDir // what an interrupted in-place restore left
+		if ok {
+			e.Path = name
+			d.kids = append(d.kids, e)
 		}
-		e := entry{Path: filepath.ToSlash(rel), Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
-		st, _ := info.Sys().(*syscall.Stat_t)
-		if st != nil {
-			e.Inode, e.UID, e.GID = st.Ino, st.Uid, st.Gid
-		}
-		switch {
-		case info.Mode().IsRegular():
-			e.Type, e.Size = typeFile, info.Size()
-			if st != nil && st.Nlink > 1 {
-				k := [2]uint64{uint64(st.Dev), st.Ino}
-				if first, ok := links[k]; ok {
-					e.Type, e.Target, e.Size = typeHardlink, first, 0
-					break
-				}
-				links[k] = e.Path
+	}
+	for i := range d.kids {
+		e := &d.kids[i]
+		rel := d.child(e.Path)
+		old := d.oldEntry(e.Path)
+		switch e.Type {
+		case typeFile:
+			if old != nil && old.Type != typeFile {
+				old = nil
 			}
-			if st != nil && st.Blocks*512 < st.Size {
-				e.Sparse = hasHoles(p, e.Size)
+			if old != nil && old.Size == e.Size && old.MTime == e.MTime && old.Inode == e.Inode && c.allIndexed(old.Chunks) {
+				e.Chunks = old.Chunks
+				c.files.Add(1)
+				c.bytes.Add(e.Size)
+				continue
 			}
-			c.total.Add(e.Size)
-		case info.IsDir():
-			e.Type = typeDir
-		case info.Mode()&fs.ModeSymlink != 0:
-			e.Type = typeSymlink
-			if e.Target, err = os.Readlink(p); err != nil {
+			d.left.Add(1)
+			select {
+			case work <- fileJob{dir: d, i: i, rel: rel, old: old}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case typeDir:
+			sub := &dirState{parent: d, slot: i, rel: rel}
+			if old != nil && old.Type == typeDir && old.Sub != nil {
+				sub.oldSub = old.Sub
+			} else if old != nil && old.Type == typeDir && c.par != nil && c.par.legacy() {
+				sub.oldSub = &ID{} // a version 1 or 2 parent: found by path
+			}
+			sub.left.Store(1)
+			d.left.Add(1)
+			if err := c.walkDir(ctx, sub, work, cd); err != nil {
 				return err
 			}
-		case info.Mode()&fs.ModeNamedPipe != 0:
-			e.Type = typeFIFO
-		case info.Mode()&fs.ModeDevice != 0 && st != nil:
-			e.Type, e.Rdev = typeBlock, uint64(st.Rdev)
-			if info.Mode()&fs.ModeCharDevice != 0 {
-				e.Type = typeChar
-			}
-		default:
-			c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
+		}
+	}
+	return c.finishDir(d, cd)
+}
+
+// finishDir drops one share of d.left; the last one stores d's blob (or
+// finds it the parent's), hands its ID to d's entry in its parent, and
+// finishes a share of the parent in turn.
+func (c *creator) finishDir(d *dirState, cd *codec) error {
+	for d != nil {
+		if d.left.Add(-1) != 0 {
 			return nil
 		}
-		if e.Type != typeSymlink && e.Type != typeHardlink {
-			if e.Xattrs, err = readXattrs(p); err != nil {
-				return err
+		id, err := c.dirBlob(d, cd)
+		if err != nil {
+			return err
+		}
+		if d.parent == nil {
+			c.root.Sub = &id
+			return nil
+		}
+		d.parent.kids[d.slot].Sub = &id
+		d = d.parent
+	}
+	return nil
+}
+
+// dirBlob is the ID of the blob of d's entries, all known: the parent
+// snapshot's when they are the same, field by field and subtree by
+// subtree, and it is stored (the directory is then neither encoded nor
+// hashed again; were it encoded, it would hash to that ID all the same);
+// otherwise a new one, stored now.
+func (c *creator) dirBlob(d *dirState, cd *codec) (ID, error) {
+	var files, dirs, size int64
+	for i := range d.kids {
+		switch d.kids[i].Type {
+		case typeFile:
+			files++
+			size += d.kids[i].Size
+		case typeDir:
+			dirs++
+		}
+	}
+	c.stFiles.Add(files)
+	c.stDirs.Add(dirs)
+	c.stBytes.Add(size)
+	same := d.oldSub != nil && len(d.old) == len(d.kids) && !c.par.legacy()
+	if same {
+		_, same = c.x.lookup(*d.oldSub)
+	}
+	for i := 0; same && i < len(d.kids); i++ {
+		same = d.kids[i].Path == d.old[i].Path && sameEntry(&d.kids[i], &d.old[i])
+	}
+	c.treeEvent(d.rel, same)
+	if same {
+		return *d.oldSub, nil
+	}
+	return c.putTree(cd, tree{Version: treeVersion, Entries: d.kids})
+}
+
+func (c *creator) treeEvent(rel string, reused bool) {
+	if c.r.onTree == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.r.onTree(rel, reused)
+}
+
+// statEntry describes the entry at p (rel below the source) with its
+// metadata (tree version 2: owners, xattrs, hard links, holes, FIFOs and
+// devices); ok is false for what is not kept (a socket, or a file removed
+// since it was listed). Files are not read here.
+func (c *creator) statEntry(p string, d fs.DirEntry, rel string) (e entry, ok bool, err error) {
+	var info fs.FileInfo
+	if d != nil {
+		info, err = d.Info()
+	} else {
+		info, err = os.Lstat(p)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return entry{}, false, nil // removed while we walk
+	}
+	if err != nil {
+		return entry{}, false, err
+	}
+	e = entry{Path: rel, Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
+	st, _ := info.Sys().(*syscall.Stat_t)
+	if st != nil {
+		e.Inode, e.UID, e.GID = st.Ino, st.Uid, st.Gid
+	}
+	switch {
+	case info.Mode().IsRegular():
+		e.Type, e.Size = typeFile, info.Size()
+		if st != nil && st.Nlink > 1 {
+			k := [2]uint64{uint64(st.Dev), st.Ino}
+			if first, ok := c.links[k]; ok {
+				e.Type, e.Target, e.Size = typeHardlink, first, 0
+				break
+			}
+			c.links[k] = rel
+		}
+		if st != nil && st.Blocks*512 < st.Size {
+			e.Sparse = hasHoles(p, e.Size)
+		}
+	case info.IsDir():
+		e.Type = typeDir
+	case info.Mode()&fs.ModeSymlink != 0:
+		e.Type = typeSymlink
+		if e.Target, err = os.Readlink(p); err != nil {
+			return entry{}, false, err
+		}
+	case info.Mode()&fs.ModeNamedPipe != 0:
+		e.Type = typeFIFO
+	case info.Mode()&fs.ModeDevice != 0 && st != nil:
+		e.Type, e.Rdev = typeBlock, uint64(st.Rdev)
+		if info.Mode()&fs.ModeCharDevice != 0 {
+			e.Type = typeChar
+		}
+	default:
+		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
+		return entry{}, false, nil
+	}
+	if e.Type != typeSymlink && e.Type != typeHardlink {
+		if e.Xattrs, err = readXattrs(p); err != nil {
+			return entry{}, false, err
+		}
+	}
+	return e, true, nil
+}
+
+// scanTotal adds the size of every regular file below the source to
+// c.total, for progress reports (the walk itself is only a little ahead
+// of the readers). Errors only stop the count.
+func (c *creator) scanTotal(ctx context.Context) {
+	filepath.WalkDir(c.src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				c.total.Add(info.Size())
 			}
 		}
-		entries = append(entries, e)
 		return nil
 	})
-	return entries, err
+}
+
+// parentTree reads the parent snapshot's directories.
+type parentTree interface {
+	// dir returns the entries of the directory rel, whose blob is sub.
+	dir(ctx context.Context, rel string, sub *ID) ([]entry, error)
+	// legacy: a version 1 or 2 tree, read whole (its directories have
+	// no blob of their own to reuse).
+	legacy() bool
+}
+
+// legacyTree is a version 1 or 2 parent, its entries grouped by directory.
+type legacyTree map[string][]entry
+
+func (lt legacyTree) legacy() bool { return true }
+
+func (lt legacyTree) dir(_ context.Context, rel string, _ *ID) ([]entry, error) { return lt[rel], nil }
+
+func newLegacyTree(t *tree) legacyTree {
+	lt := legacyTree{}
+	for _, e := range t.Entries {
+		if e.Path == "." {
+			continue
+		}
+		d, name := path.Split(e.Path)
+		d = strings.TrimSuffix(d, "/")
+		if d == "" {
+			d = "."
+		}
+		e.Path = name
+		lt[d] = append(lt[d], e)
+	}
+	for _, es := range lt {
+		slices.SortFunc(es, func(a, b entry) int { return strings.Compare(a.Path, b.Path) })
+	}
+	return lt
+}
+
+// treeCache reads directory blobs of a version 3 tree one at a time, for
+// a walk in the order Create writes them (each directory near its
+// descendants): a miss reads the pack range around the blob (the
+// neighbouring blobs come next), and the last few ranges are kept.
+type treeCache struct {
+	r  *Repo
+	x  *index
+	mu sync.Mutex
+	cd *codec
+	// spans, most recently used last.
+	spans   []*cachedSpan
+	scratch []byte
+}
+
+type cachedSpan struct {
+	pack       ID
+	start, end int64
+	body       []byte
+}
+
+const (
+	treeSpanReach = 2 << 20 // read this far on each side of a blob missed
+	treeSpans     = 4       // ranges kept
+)
+
+func newTreeCache(r *Repo, x *index) *treeCache {
+	return &treeCache{r: r, x: x, cd: r.newCodec()}
+}
+
+func (tc *treeCache) legacy() bool { return false }
+
+func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	id := *sub
+	loc, ok := tc.x.lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: tree blob %s is in no index", errCorrupt, id)
+	}
+	off, end := int64(loc.Offset), int64(loc.Offset)+int64(loc.Length)
+	var sp *cachedSpan
+	for i, s := range tc.spans {
+		if s.pack == loc.Pack && s.start <= off && end <= s.end {
+			sp = s
+			tc.spans = append(append(tc.spans[:i:i], tc.spans[i+1:]...), s)
+			break
+		}
+	}
+	if sp == nil {
+		packEnd := end
+		tc.x.mu.Lock()
+		for _, e := range tc.x.packs[loc.Pack] {
+			packEnd = max(packEnd, int64(e.Offset)+int64(e.Length))
+		}
+		tc.x.mu.Unlock()
+		from, to := max(0, off-treeSpanReach), min(packEnd, end+treeSpanReach)
+		name := "packs/" + loc.Pack.String()
+		body, err := tc.r.getRange(ctx, name, from, to-from)
+		if errors.Is(err, errNoKey) {
+			return nil, fmt.Errorf("%w: %s is missing (it holds tree blob %s)", errCorrupt, tc.r.key(name), id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if int64(len(body)) < end-from {
+			return nil, fmt.Errorf("%w: %s: tree blob %s is cut short", errCorrupt, tc.r.key(name), id)
+		}
+		sp = &cachedSpan{pack: loc.Pack, start: from, end: from + int64(len(body)), body: body}
+		if len(tc.spans) == treeSpans {
+			tc.spans = tc.spans[1:]
+		}
+		tc.spans = append(tc.spans, sp)
+	}
+	// openInto decrypts in place: a copy, the span stays as read.
+	tc.scratch = append(tc.scratch[:0], sp.body[off-sp.start:end-sp.start]...)
+	data, err := tc.cd.openInto(blobEntry{ID: id, location: loc}, tc.scratch)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, tc.r.key("packs/"+loc.Pack.String()), err)
+	}
+	var t tree
+	if err := json.Unmarshal(data, &t); err != nil {
+		return nil, fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+	}
+	if t.Version != 3 {
+		return nil, fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, t.Version)
+	}
+	for i := range t.Entries {
+		if err := checkName(t.Entries[i].Path); err != nil {
+			return nil, fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+		}
+	}
+	return t.Entries, nil
 }
