@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -14,7 +15,19 @@ import (
 
 // completionTimeout bounds the look-up of job IDs behind a <TAB>: a shell
 // that waits longer than this for a completion is worse than none.
+// CONVEYOR_COMPLETION_TIMEOUT (a Go duration, "5s") sets another bound,
+// for a store far away or a machine under load.
 const completionTimeout = 2 * time.Second
+
+// completionTimeoutEnv names the variable that overrides completionTimeout.
+const completionTimeoutEnv = "CONVEYOR_COMPLETION_TIMEOUT"
+
+func completionBound() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(completionTimeoutEnv)); err == nil && d > 0 {
+		return d
+	}
+	return completionTimeout
+}
 
 // completionLimit is how many recent jobs a <TAB> offers.
 const completionLimit = 200
@@ -25,7 +38,9 @@ func newCompletionCommand(g *globals) *cobra.Command {
 		Short: "Print the shell completion script",
 		Long: `Print the script that lets the shell complete conveyor's commands, flags,
 job IDs (get, logs, retry: the newest jobs of the running pipeline, read the
-way 'conveyor jobs' reads them) and job states (jobs --state).
+way 'conveyor jobs' reads them) and job states (jobs --state). Job IDs are
+looked up for at most 2s (CONVEYOR_COMPLETION_TIMEOUT=5s sets another bound);
+past that, or with no pipeline running, nothing is offered.
 
 Load it for the current shell, or install it for every new one:
   bash:  source <(conveyor completion bash)
@@ -71,7 +86,7 @@ func (g *globals) completeJobIDs(cmd *cobra.Command, args []string, toComplete s
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), completionTimeout)
+	ctx, cancel := context.WithTimeout(cmd.Context(), completionBound())
 	defer cancel()
 	c, err := g.config()
 	if err != nil {
