@@ -69,23 +69,23 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	// What the kept snapshots reference; read before deleting anything.
 	// A blob they use that no index names would be taken for garbage
 	// (its pack unindexed): prune refuses, and repair rebuilds the index.
+	// A directory the snapshots share is read once.
 	used := map[ID]bool{}
 	var unindexed []string
+	seen := map[ID]bool{}
+	tc := newTreeCache(r, x)
 	for _, s := range rep.Kept {
-		t, err := r.loadTree(ctx, x, s)
-		if err != nil {
-			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' (it rebuilds the index and names what is lost), or 'conveyor snapshot delete %s'", err, s.ID)
-		}
-		for _, id := range t.Subtrees {
-			used[id] = true
-		}
-		for _, e := range t.Entries {
+		err := r.eachEntry(ctx, x, tc, s, seen, func(id ID) { used[id] = true }, func(p string, e *entry) error {
 			for _, c := range e.Chunks {
 				used[c] = true
 				if _, ok := x.lookup(c); !ok && len(unindexed) < 5 {
-					unindexed = append(unindexed, fmt.Sprintf("%s of %s in snapshot %s", c, e.Path, s.ID))
+					unindexed = append(unindexed, fmt.Sprintf("%s of %s in snapshot %s", c, p, s.ID))
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return rep, fmt.Errorf("prune stops, nothing deleted: %w; run 'conveyor snapshot repair' (it rebuilds the index and names what is lost), or 'conveyor snapshot delete %s'", err, s.ID)
 		}
 	}
 	if len(unindexed) > 0 {

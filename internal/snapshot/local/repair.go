@@ -178,8 +178,24 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	// Every snapshot read whole (a damaged file is named in each snapshot
+	// that has it), a directory at a time.
+	tc := newTreeCache(r, x)
 	for _, s := range list {
-		t, err := r.loadTree(ctx, x, s)
+		var incomplete []string
+		var lostHere []ID
+		err := r.eachEntry(ctx, x, tc, s, nil, func(ID) {}, func(p string, e *entry) error {
+			complete := true
+			for _, c := range e.Chunks {
+				if _, ok := x.lookup(c); !ok {
+					lostHere, complete = append(lostHere, c), false
+				}
+			}
+			if !complete {
+				incomplete = append(incomplete, p)
+			}
+			return nil
+		})
 		if err != nil {
 			rep.Unreadable = append(rep.Unreadable, s.ID)
 			if tid, err := parseID(s.Tree); err == nil {
@@ -187,16 +203,11 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 			}
 			continue
 		}
-		for _, e := range t.Entries {
-			complete := true
-			for _, c := range e.Chunks {
-				if _, ok := x.lookup(c); !ok {
-					lost[c], complete = true, false
-				}
-			}
-			if !complete {
-				rep.Incomplete[s.ID] = append(rep.Incomplete[s.ID], e.Path)
-			}
+		for _, c := range lostHere {
+			lost[c] = true
+		}
+		if len(incomplete) > 0 {
+			rep.Incomplete[s.ID] = incomplete
 		}
 	}
 	rep.LostBlobs = len(lost)

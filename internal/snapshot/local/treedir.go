@@ -290,3 +290,77 @@ func checkName(name string) error {
 	}
 	return nil
 }
+
+// eachEntry visits every entry of snapshot s's tree, depth first, a
+// directory at a time (version 3; a version 1 or 2 tree is one blob, read
+// whole), with its path below the source; treeFn gets every tree blob the
+// snapshot uses. With seen, a directory blob in it is not read (nor its
+// descendants): what an earlier call visited is visited once, as prune
+// and verify want; each blob read is added to it. Without, every path is
+// visited, shared subtrees under each of their names, up to
+// maxTreeEntries. What it holds is the directories of one path.
+func (r *Repo) eachEntry(ctx context.Context, x *index, tc *treeCache, s snapshot.Snapshot, seen map[ID]bool, treeFn func(ID), fn func(path string, e *entry) error) error {
+	id, err := parseID(s.Tree)
+	if err != nil {
+		return fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
+	}
+	b, err := r.loadBlob(ctx, x, id)
+	if err != nil {
+		return fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
+	}
+	var t tree
+	if err := json.Unmarshal(b, &t); err != nil {
+		return fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
+	}
+	treeFn(id)
+	if t.Version < 3 {
+		for i := range t.Entries {
+			if err := fn(t.Entries[i].Path, &t.Entries[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil {
+		return fmt.Errorf("%w: tree of snapshot %s: a version 3 tree's root blob holds the source directory alone", errCorrupt, s.ID)
+	}
+	root := t.Entries[0]
+	if err := fn(".", &root); err != nil {
+		return err
+	}
+	n := 1
+	var visit func(id ID, prefix string) error
+	visit = func(id ID, prefix string) error {
+		if seen != nil {
+			if seen[id] {
+				return nil
+			}
+			seen[id] = true
+		}
+		treeFn(id)
+		kids, err := tc.dir(ctx, prefix, &id)
+		if err != nil {
+			return fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
+		}
+		if n += len(kids); n > maxTreeEntries {
+			return fmt.Errorf("%w: the tree of snapshot %s describes more than %d entries", errCorrupt, s.ID, maxTreeEntries)
+		}
+		for i := range kids {
+			e := &kids[i]
+			p := prefix + e.Path
+			if err := fn(p, e); err != nil {
+				return err
+			}
+			if e.Type == typeDir {
+				if e.Sub == nil {
+					return fmt.Errorf("%w: tree blob %s: directory %q names no subtree", errCorrupt, id, e.Path)
+				}
+				if err := visit(*e.Sub, p+"/"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return visit(*root.Sub, "")
+}

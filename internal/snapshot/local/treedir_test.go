@@ -335,3 +335,56 @@ func TestCreateOverVersion2Parent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Prune and verify read a directory the kept snapshots share once, not
+// once per snapshot: their cost follows what changed, not how many
+// snapshots are kept.
+func TestSharedDirectoriesReadOnce(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	mt := time.Unix(1e9, 0)
+	for d := 0; d < 10; d++ {
+		for f := 0; f < 3; f++ {
+			writeFile(t, filepath.Join(b.src, fmt.Sprintf("d%d/sub/f%d", d, f)), []byte(fmt.Sprint(d, f)), 0o644, mt)
+		}
+	}
+	const snaps = 4
+	for i := 0; i < snaps; i++ {
+		writeFile(t, filepath.Join(b.src, "d0/sub/f0"), []byte(fmt.Sprint("version ", i)), 0o644, mt.Add(time.Duration(i)*time.Hour))
+		if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	reads := map[ID]int{}
+	r.onDirRead = func(id ID) {
+		mu.Lock()
+		defer mu.Unlock()
+		reads[id]++
+	}
+	check := func(op string) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		// 21 directories (the source, d0..d9, their sub) in the first
+		// snapshot, and d0, d0/sub and the source again in each other.
+		if want := 21 + 3*(snaps-1); len(reads) != want {
+			t.Errorf("%s read %d directory blobs, want %d", op, len(reads), want)
+		}
+		for id, n := range reads {
+			if n != 1 {
+				t.Errorf("%s read directory blob %s %d times", op, id, n)
+			}
+		}
+		clear(reads)
+	}
+	if _, err := r.Prune(ctx, snapshot.Policy{KeepLast: snaps}); err != nil {
+		t.Fatal(err)
+	}
+	check("prune")
+	if _, err := r.Verify(ctx, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	check("verify")
+}

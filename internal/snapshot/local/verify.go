@@ -128,20 +128,19 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 		}
 		check[loc.Pack][b] = true
 	}
+	// A directory the snapshots share is read once.
+	seen := map[ID]bool{}
+	tc := newTreeCache(r, x)
 	for _, s := range list {
 		rep.Snapshots++
-		t, err := r.loadTree(ctx, x, s)
+		err := r.eachEntry(ctx, x, tc, s, seen, func(id ID) { want(id, "tree of snapshot "+s.ID) }, func(p string, e *entry) error {
+			for _, c := range e.Chunks {
+				want(c, p+" in snapshot "+s.ID)
+			}
+			return nil
+		})
 		if err != nil {
 			problem("%v", err)
-			continue
-		}
-		for _, id := range t.Subtrees {
-			want(id, "tree of snapshot "+s.ID)
-		}
-		for _, e := range t.Entries {
-			for _, c := range e.Chunks {
-				want(c, e.Path+" in snapshot "+s.ID)
-			}
 		}
 	}
 	if id == "" {

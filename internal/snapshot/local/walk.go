@@ -370,6 +370,9 @@ func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	id := *sub
+	if tc.r.onDirRead != nil {
+		tc.r.onDirRead(id)
+	}
 	loc, ok := tc.x.lookup(id)
 	if !ok {
 		return nil, fmt.Errorf("%w: tree blob %s is in no index", errCorrupt, id)
