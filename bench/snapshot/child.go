@@ -8,7 +8,9 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
+	"time"
 
 	"github.com/conveyorhq/conveyor/internal/s3server"
 	"github.com/conveyorhq/conveyor/internal/snapshot"
@@ -27,7 +29,12 @@ func child(args []string) int {
 	workers := fs.Int("workers", 0, "workers")
 	prof := fs.String("cpuprofile", os.Getenv("BENCH_CPUPROFILE"), "write a CPU profile of the child here")
 	memprof := fs.String("memprofile", os.Getenv("BENCH_MEMPROFILE"), "write an allocation profile of the child here")
+	heapprof := fs.String("heapprofile", os.Getenv("BENCH_HEAPPROFILE"), "write the live heap at its peak here (sampled every 200ms)")
 	fs.Parse(args)
+	if *heapprof != "" {
+		stop := peakHeapProfile(*heapprof + "." + *op)
+		defer stop()
+	}
 	if *memprof != "" {
 		// Every allocation of 512 KiB or more is sampled: chunk and pack
 		// buffers are what the peak RSS is made of.
@@ -99,4 +106,35 @@ func childRun(op, data, vol, target string, workers int) error {
 		json.NewEncoder(os.Stdout).Encode(res)
 	}
 	return nil
+}
+
+// peakHeapProfile writes a heap profile to path each time the live heap
+// (as of the last collection) reaches a new peak, checked every 200 ms:
+// what the peak RSS of an operation is made of.
+func peakHeapProfile(path string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		var peak uint64
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			metrics.Read(sample)
+			if v := sample[0].Value.Uint64(); v > peak+peak/20 {
+				peak = v
+				if f, err := os.Create(path); err == nil {
+					pprof.Lookup("heap").WriteTo(f, 0)
+					f.Close()
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }

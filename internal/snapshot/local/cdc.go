@@ -17,7 +17,7 @@ type cdc struct {
 	maskS, maskL               uint64
 
 	rd     io.Reader
-	buf    []byte // cap 2*maxSize, kept across files
+	buf    []byte // cap 2*maxSize, kept across files; made by the first reset
 	cursor int
 	eof    bool
 }
@@ -28,12 +28,16 @@ func newCDC(min, avg, max int) *cdc {
 		minSize: min, maxSize: max, normSize: avg,
 		maskS: 1<<(bits+2) - 1,
 		maskL: 1<<(bits-2) - 1,
-		buf:   make([]byte, 2*max),
 	}
 }
 
-// reset starts chunking rd, keeping the buffer.
+// reset starts chunking rd, keeping the buffer. The buffer is made on the
+// first reset: a reader that only meets files of one chunk (read whole
+// without chunking) never needs its 2*maxSize bytes.
 func (c *cdc) reset(rd io.Reader) {
+	if c.buf == nil {
+		c.buf = make([]byte, 2*c.maxSize)
+	}
 	c.rd, c.eof = rd, false
 	c.buf = c.buf[:cap(c.buf)]
 	c.cursor = len(c.buf)

@@ -38,7 +38,7 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	ctx = lk.ctx
 
 	started := time.Now().UTC()
-	x, err := r.loadIndex(ctx)
+	x, err := r.loadLookupIndex(ctx)
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
@@ -63,8 +63,21 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	defer cancel()
 	c.pk = newPacker(ctx, r)
 	c.pk.crash = crashCreatePack
-	c.tpk = newPacker(ctx, r)
+	c.tpk = newPackerSize(ctx, r, treePackSize(r))
 	c.tpk.crash = crashCreatePack
+	// The new packs' tables go to index objects as they fill, not all
+	// at the end: memory stays bounded, and what a create cut short
+	// stored is found by the next one (a kill leaves indexed packs that
+	// no snapshot uses, which prune removes).
+	flush := func(packs []sealedPack) error {
+		if err := lk.check(); err != nil {
+			return fmt.Errorf("snapshot not written: %w", err)
+		}
+		_, err := r.writeIndex(ctx, packs)
+		crashCreateIndex.hit()
+		return err
+	}
+	c.pk.flush, c.tpk.flush = flush, flush
 	if opts.Progress != nil {
 		go c.scanTotal(ctx)
 		stop := c.report(opts.Progress)
@@ -139,7 +152,7 @@ type creator struct {
 // known reports whether the blob is stored or being stored; if not, it
 // marks it as being stored by the caller.
 func (c *creator) known(id ID) bool {
-	if _, ok := c.x.lookup(id); ok {
+	if c.x.has(id) {
 		return true
 	}
 	c.mu.Lock()
@@ -254,7 +267,7 @@ func (c *creator) run(ctx context.Context, rootOld *ID) error {
 
 func (c *creator) allIndexed(ids []ID) bool {
 	for _, id := range ids {
-		if _, ok := c.x.lookup(id); !ok {
+		if !c.x.has(id) {
 			return false
 		}
 	}

@@ -20,6 +20,12 @@
 // Versions 1 and 2 keep a snapshot's whole tree in one blob; version 3
 // (treedir.go) keeps a blob per directory, naming its subdirectories'
 // blobs, so an unchanged directory is stored once for all snapshots.
+// Create walks the source a directory at a time (walk.go) beside the
+// parent snapshot's same directory, so its memory follows the widest
+// directories rather than the volume; tree blobs go to packs of their
+// own, which the next Create, prune, verify and repair read by ranges a
+// directory at a time (prune and verify read a directory shared by
+// several snapshots once).
 // Objects are written in the order packs, index, snapshot, so an
 // interrupted run leaves only packs that nothing references, which Prune
 // removes once they are older than a margin.

@@ -15,31 +15,85 @@ import (
 const indexMagic = "CVYIDX01"
 
 // index maps every blob to a location. Built from the index objects.
+//
+// A repository of a million small files has about as many blobs: each is
+// held as a 20-byte slot naming its pack by number, not as a location
+// with the pack's 32-byte ID, and each pack's table (what prune, verify
+// and repair walk) is kept only when asked for (loadIndex's full).
 type index struct {
-	mu    sync.Mutex
-	blobs map[ID]location
-	files []string           // index object names read
-	packs map[ID][]blobEntry // pack -> its blobs
+	mu      sync.Mutex
+	blobs   map[ID]slot
+	packIDs []ID    // pack number -> ID
+	packEnd []int64 // pack number -> end of its last blob known
+	packNum map[ID]uint32
+	files   []string           // index object names read
+	packs   map[ID][]blobEntry // pack -> its blobs; nil when not kept
+}
+
+// slot is a blob's location with its pack by number.
+type slot struct {
+	pack                uint32
+	typ                 byte
+	compressed          bool
+	offset, length, raw uint32
 }
 
 func newIndex() *index {
-	return &index{blobs: map[ID]location{}, packs: map[ID][]blobEntry{}}
+	return &index{blobs: map[ID]slot{}, packNum: map[ID]uint32{}, packs: map[ID][]blobEntry{}}
+}
+
+// newLookupIndex is an index that keeps no pack tables.
+func newLookupIndex() *index {
+	x := newIndex()
+	x.packs = nil
+	return x
 }
 
 func (x *index) addPack(sp sealedPack) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.packs[sp.ID] = sp.Entries
+	n, ok := x.packNum[sp.ID]
+	if !ok {
+		n = uint32(len(x.packIDs))
+		x.packNum[sp.ID] = n
+		x.packIDs = append(x.packIDs, sp.ID)
+		x.packEnd = append(x.packEnd, 0)
+	}
+	if x.packs != nil {
+		x.packs[sp.ID] = sp.Entries
+	}
 	for _, e := range sp.Entries {
-		x.blobs[e.ID] = e.location
+		x.blobs[e.ID] = slot{pack: n, typ: e.Type, compressed: e.Compressed, offset: e.Offset, length: e.Length, raw: e.Raw}
+		x.packEnd[n] = max(x.packEnd[n], int64(e.Offset)+int64(e.Length))
 	}
 }
 
 func (x *index) lookup(id ID) (location, bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	l, ok := x.blobs[id]
-	return l, ok
+	s, ok := x.blobs[id]
+	if !ok {
+		return location{}, false
+	}
+	return location{Pack: x.packIDs[s.pack], Type: s.typ, Compressed: s.compressed, Offset: s.offset, Length: s.length, Raw: s.raw}, true
+}
+
+// has reports whether the blob is indexed.
+func (x *index) has(id ID) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.blobs[id]
+	return ok
+}
+
+// packSize is where the last blob the index knows of pack ends.
+func (x *index) packSize(pack ID) int64 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if n, ok := x.packNum[pack]; ok {
+		return x.packEnd[n]
+	}
+	return 0
 }
 
 // encodeIndex: the table of every pack, compressed, then sealed in an
@@ -108,13 +162,22 @@ func (r *Repo) writeIndex(ctx context.Context, packs []sealedPack) (string, erro
 	return name, r.put(ctx, name, b, false)
 }
 
-// loadIndex reads every index object.
+// loadIndex reads every index object, with every pack's table.
 func (r *Repo) loadIndex(ctx context.Context) (*index, error) {
+	return r.readIndex(ctx, newIndex())
+}
+
+// loadLookupIndex reads every index object for lookups only (Create,
+// Restore): no pack tables.
+func (r *Repo) loadLookupIndex(ctx context.Context) (*index, error) {
+	return r.readIndex(ctx, newLookupIndex())
+}
+
+func (r *Repo) readIndex(ctx context.Context, x *index) (*index, error) {
 	objs, err := r.list(ctx, "index/")
 	if err != nil {
 		return nil, err
 	}
-	x := newIndex()
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	for _, o := range objs {

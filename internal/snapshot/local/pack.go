@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -296,6 +297,12 @@ type packer struct {
 	size int
 	// crash is passed after each pack upload (crash.go); nil: none.
 	crash *crashPoint
+	// flush, when set, is given the packs uploaded so far each time
+	// they hold flushBlobs blobs or more (Create writes an index object
+	// of them), and forgets them: what a snapshot of a million files
+	// holds of its new packs' tables stays bounded.
+	flush      func([]sealedPack) error
+	flushCount int // blobs in uploaded
 
 	mu      sync.Mutex
 	buf     []byte
@@ -320,8 +327,18 @@ type packer struct {
 const maxPackBufs = 2
 
 func newPacker(ctx context.Context, r *Repo) *packer {
+	return newPackerSize(ctx, r, r.cfg.PackSize)
+}
+
+// treePackSize is the size of Create's packs of tree blobs, a quarter of
+// the data packs': they are a small part of a snapshot, and two pack
+// buffers more of the full size were a good part of the peak memory of a
+// snapshot of small files.
+func treePackSize(r *Repo) int { return min(r.cfg.PackSize, max(r.cfg.PackSize/4, 1<<20)) }
+
+func newPackerSize(ctx context.Context, r *Repo, size int) *packer {
 	n := min(r.cfg.Uploads, maxPackBufs-1)
-	p := &packer{r: r, ctx: ctx, size: r.cfg.PackSize, queue: make(chan sealedPack), free: make(chan []byte, maxPackBufs)}
+	p := &packer{r: r, ctx: ctx, size: size, queue: make(chan sealedPack), free: make(chan []byte, maxPackBufs)}
 	for i := 0; i < n; i++ {
 		p.wg.Add(1)
 		go p.upload()
@@ -435,10 +452,28 @@ func (p *packer) upload() {
 			p.added += int64(len(sp.Body))
 			sp.Body = nil
 			p.uploaded = append(p.uploaded, sp)
+			p.flushCount += len(sp.Entries)
+		}
+		var flush []sealedPack
+		if p.err == nil && p.flush != nil && p.flushCount >= cmp.Or(p.r.indexEvery, flushBlobs) {
+			flush, p.uploaded, p.flushCount = p.uploaded, nil, 0
 		}
 		p.resMu.Unlock()
+		if flush != nil {
+			if err := p.flush(flush); err != nil {
+				p.resMu.Lock()
+				if p.err == nil {
+					p.err = err
+				}
+				p.resMu.Unlock()
+			}
+		}
 	}
 }
+
+// flushBlobs is how many blobs of uploaded packs a packer with flush
+// holds before it hands them on: 65,536 table rows, about 5 MB.
+const flushBlobs = 1 << 16
 
 // release hands a pack buffer back once its upload is over. One that
 // grew past its size (a last blob larger than the slack) is dropped.
@@ -479,7 +514,7 @@ func (p *packer) takeUploaded() []sealedPack {
 	p.resMu.Lock()
 	defer p.resMu.Unlock()
 	u := p.uploaded
-	p.uploaded = nil
+	p.uploaded, p.flushCount = nil, 0
 	return u
 }
 

@@ -178,6 +178,9 @@ type Repo struct {
 	// For tests: called for each directory Create records, reused when
 	// the parent snapshot's subtree was taken as it is.
 	onTree func(dir string, reused bool)
+	// For tests: Create's index objects every this many blobs (0:
+	// flushBlobs).
+	indexEvery int
 	// For tests: called for each directory blob read one at a time
 	// (Create's parent, prune, verify, repair).
 	onDirRead func(id ID)

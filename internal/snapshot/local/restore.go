@@ -49,11 +49,10 @@ func (r *Repo) Restore(ctx context.Context, id string, opts snapshot.RestoreOpti
 	if err := os.MkdirAll(target, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", target, err)
 	}
-	x, err := r.loadIndex(ctx)
+	x, err := r.loadLookupIndex(ctx) // the blobs' locations, no pack tables
 	if err != nil {
 		return err
 	}
-	x.packs = nil // each pack's table: restore needs the blobs' locations only
 	t, err := r.loadTree(ctx, x, s)
 	if err != nil {
 		return err

@@ -57,8 +57,8 @@ func treeBlobs(t *testing.T, r *Repo) map[ID]bool {
 		t.Fatal(err)
 	}
 	out := map[ID]bool{}
-	for id, loc := range x.blobs {
-		if loc.Type == blobTree {
+	for id, sl := range x.blobs {
+		if sl.typ == blobTree {
 			out[id] = true
 		}
 	}

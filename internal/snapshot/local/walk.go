@@ -196,7 +196,7 @@ func (c *creator) dirBlob(d *dirState, cd *codec) (ID, error) {
 	c.stBytes.Add(size)
 	same := d.oldSub != nil && len(d.old) == len(d.kids) && !c.par.legacy()
 	if same {
-		_, same = c.x.lookup(*d.oldSub)
+		same = c.x.has(*d.oldSub)
 	}
 	for i := 0; same && i < len(d.kids); i++ {
 		same = d.kids[i].Path == d.old[i].Path && sameEntry(&d.kids[i], &d.old[i])
@@ -387,12 +387,7 @@ func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error
 		}
 	}
 	if sp == nil {
-		packEnd := end
-		tc.x.mu.Lock()
-		for _, e := range tc.x.packs[loc.Pack] {
-			packEnd = max(packEnd, int64(e.Offset)+int64(e.Length))
-		}
-		tc.x.mu.Unlock()
+		packEnd := max(end, tc.x.packSize(loc.Pack))
 		from, to := max(0, off-treeSpanReach), min(packEnd, end+treeSpanReach)
 		name := "packs/" + loc.Pack.String()
 		body, err := tc.r.getRange(ctx, name, from, to-from)
