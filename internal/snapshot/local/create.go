@@ -197,24 +197,29 @@ type chunk struct {
 // all indexed) are not read. rootOld is the parent's blob of the source
 // directory, if any.
 func (c *creator) run(ctx context.Context, rootOld *ID) error {
-	root, ok, err := c.statEntry(c.src, nil, ".")
+	root, ok, err := c.statEntry(c.src, nil)
 	if err != nil {
 		return err
 	}
 	if !ok || root.Type != typeDir {
 		return fmt.Errorf("snapshot source %s is not a directory", c.src)
 	}
-	c.root = root
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan fileJob, 64)
 	// Readers run ahead of the compressors: a longer queue would only
 	// hold more chunk buffers (up to 4 MiB each).
 	chunks := make(chan chunk, 1)
+	root.Path, root.link = ".", [2]uint64{}
+	c.root = root
+	// Directories are prepared (listed, described, the parent's entries
+	// read) ahead of the walker, by as many prefetchers as workers, at
+	// most 4 per worker ahead: the walk uses every core even when no
+	// file is read, as in a snapshot of an unchanged volume.
+	pf := c.startPrefetch(gctx, c.r.cfg.Workers, 4*c.r.cfg.Workers)
+	defer pf.stop()
 	g.Go(func() error {
 		defer close(work)
-		d := &dirState{rel: ".", oldSub: rootOld}
-		d.left.Store(1)
-		return c.walkDir(gctx, d, work, c.r.newCodec())
+		return c.walkDir(gctx, newDirState(nil, 0, ".", rootOld), work, c.r.newCodec(), pf)
 	})
 	var readers sync.WaitGroup
 	for i := 0; i < c.r.cfg.Workers; i++ {

@@ -126,7 +126,7 @@ func (r *Repo) loadDirs(ctx context.Context, x *index, t *tree) error {
 				scratch.Put(sp)
 			}()
 			d := tree{Entries: (*sp)[:0]}
-			err := json.Unmarshal(b, &d)
+			err := decodeTree(b, &d)
 			*sp = d.Entries
 			if err != nil {
 				return fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)

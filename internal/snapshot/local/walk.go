@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -51,6 +50,21 @@ type dirState struct {
 	// left counts what is unfinished: one for the listing, one for each
 	// file being read and each subdirectory.
 	left atomic.Int64
+
+	// Preparing: listing the directory, describing its entries and
+	// reading the parent's blob of it, by a prefetcher ahead of the
+	// walker or by the walker itself, whichever claims it first.
+	claimed    atomic.Bool
+	done       chan struct{} // closed once prepared
+	prefetched bool          // by a prefetcher (which holds a slot until the walker takes it)
+	err        error
+	subs       []*dirState // the subdirectories, by index in kids
+}
+
+func newDirState(parent *dirState, slot int, rel string, oldSub *ID) *dirState {
+	d := &dirState{parent: parent, slot: slot, rel: rel, oldSub: oldSub, done: make(chan struct{})}
+	d.left.Store(1)
+	return d
 }
 
 // child is the path of name in d.
@@ -78,22 +92,25 @@ type fileJob struct {
 	old *entry // the parent snapshot's entry of this path, if a file
 }
 
-// walkDir lists d (whose own entry is in its parent's kids, or is the
-// root), sends every file to read on work, walks its subdirectories, and
-// drops the listing's share of d.left.
-func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob, cd *codec) error {
+// prepare lists d, describes its entries (hard links are told apart by
+// the walker, in walk order), reads the parent snapshot's entries of it
+// and makes the state of each subdirectory. It runs on a prefetcher or on
+// the walker, once (whoever claimed d), which then closes d.done.
+func (c *creator) prepare(ctx context.Context, d *dirState) {
 	dir := filepath.Join(c.src, filepath.FromSlash(d.rel))
 	des, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		des, err = nil, nil // removed while we walk: an empty directory keeps the tree sound
 	}
 	if err != nil {
-		return fmt.Errorf("walk %s: %w", dir, err)
+		d.err = fmt.Errorf("walk %s: %w", dir, err)
+		return
 	}
 	if d.oldSub != nil && c.par != nil {
 		if d.old, err = c.par.dir(ctx, d.rel, d.oldSub); err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				d.err = ctx.Err()
+				return
 			}
 			// A damaged parent only costs reading its files again.
 			c.r.cfg.Logf("snapshot: previous snapshot's tree of %s unreadable, reading its files: %v", d.rel, err)
@@ -106,9 +123,10 @@ func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob,
 		if d.rel == "." && de.IsDir() && (strings.HasPrefix(name, stagingPrefix) || strings.HasPrefix(name, asidePrefix)) {
 			continue // what an interrupted in-place restore left
 		}
-		e, ok, err := c.statEntry(filepath.Join(dir, name), de, d.child(name))
+		e, ok, err := c.statEntry(filepath.Join(dir, name), de)
 		if err != nil {
-			return err
+			d.err = err
+			return
 		}
 		if ok {
 			e.Path = name
@@ -117,10 +135,60 @@ func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob,
 	}
 	for i := range d.kids {
 		e := &d.kids[i]
+		if e.Type != typeDir {
+			continue
+		}
+		var oldSub *ID
+		if old := d.oldEntry(e.Path); old != nil && old.Type == typeDir {
+			if old.Sub != nil {
+				oldSub = old.Sub
+			} else if c.par != nil && c.par.legacy() {
+				oldSub = &ID{} // a version 1 or 2 parent: found by path
+			}
+		}
+		if d.subs == nil {
+			d.subs = make([]*dirState, len(d.kids))
+		}
+		d.subs[i] = newDirState(d, i, d.child(e.Path), oldSub)
+		d.left.Add(1)
+	}
+}
+
+// walkDir takes d prepared (waiting for a prefetcher, or preparing it
+// itself), sends every file to read on work, walks its subdirectories,
+// and drops the listing's share of d.left.
+func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob, cd *codec, pf *prefetcher) error {
+	if d.claimed.CompareAndSwap(false, true) {
+		c.prepare(ctx, d)
+		close(d.done)
+		pf.push(d.subs)
+	} else {
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if d.prefetched {
+			pf.taken()
+		}
+	}
+	if d.err != nil {
+		return d.err
+	}
+	for i := range d.kids {
+		e := &d.kids[i]
 		rel := d.child(e.Path)
-		old := d.oldEntry(e.Path)
+		if e.link != ([2]uint64{}) {
+			// Hard links in walk order: the first name met is the file.
+			if first, ok := c.links[e.link]; ok {
+				e.Type, e.Target, e.Size, e.Xattrs, e.Sparse = typeHardlink, first, 0, nil, false
+			} else {
+				c.links[e.link] = rel
+			}
+		}
 		switch e.Type {
 		case typeFile:
+			old := d.oldEntry(e.Path)
 			if old != nil && old.Type != typeFile {
 				old = nil
 			}
@@ -137,20 +205,104 @@ func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob,
 				return ctx.Err()
 			}
 		case typeDir:
-			sub := &dirState{parent: d, slot: i, rel: rel}
-			if old != nil && old.Type == typeDir && old.Sub != nil {
-				sub.oldSub = old.Sub
-			} else if old != nil && old.Type == typeDir && c.par != nil && c.par.legacy() {
-				sub.oldSub = &ID{} // a version 1 or 2 parent: found by path
-			}
-			sub.left.Store(1)
-			d.left.Add(1)
-			if err := c.walkDir(ctx, sub, work, cd); err != nil {
+			if err := c.walkDir(ctx, d.subs[i], work, cd, pf); err != nil {
 				return err
 			}
+			d.subs[i] = nil
 		}
 	}
+	d.subs = nil
 	return c.finishDir(d, cd)
+}
+
+// prefetcher prepares directories ahead of the walker, on Workers
+// goroutines: the most recently found first (the walker goes depth
+// first), at most limit prepared and not yet taken by the walker, which
+// bounds the memory ahead. The walker never waits for a slot: a directory
+// no prefetcher has claimed, it prepares itself.
+type prefetcher struct {
+	c      *creator
+	mu     sync.Mutex
+	cond   *sync.Cond
+	stack  []*dirState
+	ahead  int // claimed by a prefetcher, not yet taken by the walker
+	limit  int
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func (c *creator) startPrefetch(ctx context.Context, workers, limit int) *prefetcher {
+	pf := &prefetcher{c: c, limit: limit}
+	pf.cond = sync.NewCond(&pf.mu)
+	for i := 0; i < workers; i++ {
+		pf.wg.Add(1)
+		go pf.run(ctx)
+	}
+	return pf
+}
+
+func (pf *prefetcher) run(ctx context.Context) {
+	defer pf.wg.Done()
+	for {
+		pf.mu.Lock()
+		for !pf.closed && (len(pf.stack) == 0 || pf.ahead >= pf.limit) {
+			pf.cond.Wait()
+		}
+		if pf.closed {
+			pf.mu.Unlock()
+			return
+		}
+		d := pf.stack[len(pf.stack)-1]
+		pf.stack[len(pf.stack)-1] = nil
+		pf.stack = pf.stack[:len(pf.stack)-1]
+		if !d.claimed.CompareAndSwap(false, true) {
+			pf.mu.Unlock()
+			continue // the walker came first
+		}
+		pf.ahead++
+		pf.mu.Unlock()
+		pf.c.prepare(ctx, d)
+		if ctx.Err() == nil && d.err == nil {
+			pf.push(d.subs) // before done: then d is the walker's
+		}
+		d.prefetched = true
+		close(d.done)
+	}
+}
+
+// push offers subdirectories (some nil) to the prefetchers, the first to
+// be taken first.
+func (pf *prefetcher) push(subs []*dirState) {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	n := 0
+	for i := len(subs) - 1; i >= 0; i-- {
+		if d := subs[i]; d != nil && !d.claimed.Load() {
+			pf.stack = append(pf.stack, d)
+			n++
+		}
+	}
+	if n > 0 {
+		pf.cond.Broadcast()
+	}
+}
+
+// taken: the walker took a prefetched directory, its slot is free.
+func (pf *prefetcher) taken() {
+	pf.mu.Lock()
+	defer pf.mu.Unlock()
+	pf.ahead--
+	pf.cond.Signal()
+}
+
+// stop ends the prefetchers and waits for them.
+func (pf *prefetcher) stop() {
+	pf.mu.Lock()
+	pf.closed = true
+	pf.stack = nil
+	pf.cond.Broadcast()
+	pf.mu.Unlock()
+	pf.wg.Wait()
 }
 
 // finishDir drops one share of d.left; the last one stores d's blob (or
@@ -217,11 +369,11 @@ func (c *creator) treeEvent(rel string, reused bool) {
 	c.r.onTree(rel, reused)
 }
 
-// statEntry describes the entry at p (rel below the source) with its
+// statEntry describes the entry at p with its
 // metadata (tree version 2: owners, xattrs, hard links, holes, FIFOs and
 // devices); ok is false for what is not kept (a socket, or a file removed
 // since it was listed). Files are not read here.
-func (c *creator) statEntry(p string, d fs.DirEntry, rel string) (e entry, ok bool, err error) {
+func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, ok bool, err error) {
 	var info fs.FileInfo
 	if d != nil {
 		info, err = d.Info()
@@ -234,7 +386,7 @@ func (c *creator) statEntry(p string, d fs.DirEntry, rel string) (e entry, ok bo
 	if err != nil {
 		return entry{}, false, err
 	}
-	e = entry{Path: rel, Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
+	e = entry{Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
 	st, _ := info.Sys().(*syscall.Stat_t)
 	if st != nil {
 		e.Inode, e.UID, e.GID = st.Ino, st.Uid, st.Gid
@@ -243,12 +395,7 @@ func (c *creator) statEntry(p string, d fs.DirEntry, rel string) (e entry, ok bo
 	case info.Mode().IsRegular():
 		e.Type, e.Size = typeFile, info.Size()
 		if st != nil && st.Nlink > 1 {
-			k := [2]uint64{uint64(st.Dev), st.Ino}
-			if first, ok := c.links[k]; ok {
-				e.Type, e.Target, e.Size = typeHardlink, first, 0
-				break
-			}
-			c.links[k] = rel
+			e.link = [2]uint64{uint64(st.Dev), st.Ino} // the walker tells the first name from the others
 		}
 		if st != nil && st.Blocks*512 < st.Size {
 			e.Sparse = hasHoles(p, e.Size)
@@ -340,13 +487,11 @@ func newLegacyTree(t *tree) legacyTree {
 // descendants): a miss reads the pack range around the blob (the
 // neighbouring blobs come next), and the last few ranges are kept.
 type treeCache struct {
-	r  *Repo
-	x  *index
-	mu sync.Mutex
-	cd *codec
-	// spans, most recently used last.
-	spans   []*cachedSpan
-	scratch []byte
+	r      *Repo
+	x      *index
+	codecs sync.Pool // *codec
+	mu     sync.Mutex
+	spans  []*cachedSpan // most recently used last
 }
 
 type cachedSpan struct {
@@ -355,28 +500,11 @@ type cachedSpan struct {
 	body       []byte
 }
 
-const (
-	treeSpanReach = 2 << 20 // read this far on each side of a blob missed
-	treeSpans     = 4       // ranges kept
-)
-
-func newTreeCache(r *Repo, x *index) *treeCache {
-	return &treeCache{r: r, x: x, cd: r.newCodec()}
-}
-
-func (tc *treeCache) legacy() bool { return false }
-
-func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error) {
+// stored returns a copy of blob id's stored bytes (openInto decrypts in
+// place, and the span stays as read), from a cached span or a new one.
+func (tc *treeCache) stored(ctx context.Context, id ID, loc location) ([]byte, error) {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
-	id := *sub
-	if tc.r.onDirRead != nil {
-		tc.r.onDirRead(id)
-	}
-	loc, ok := tc.x.lookup(id)
-	if !ok {
-		return nil, fmt.Errorf("%w: tree blob %s is in no index", errCorrupt, id)
-	}
 	off, end := int64(loc.Offset), int64(loc.Offset)+int64(loc.Length)
 	var sp *cachedSpan
 	for i, s := range tc.spans {
@@ -406,14 +534,44 @@ func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error
 		}
 		tc.spans = append(tc.spans, sp)
 	}
-	// openInto decrypts in place: a copy, the span stays as read.
-	tc.scratch = append(tc.scratch[:0], sp.body[off-sp.start:end-sp.start]...)
-	data, err := tc.cd.openInto(blobEntry{ID: id, location: loc}, tc.scratch)
+	return slices.Clone(sp.body[off-sp.start : end-sp.start]), nil
+}
+
+const (
+	treeSpanReach = 2 << 20 // read this far on each side of a blob missed
+	treeSpans     = 4       // ranges kept
+)
+
+func newTreeCache(r *Repo, x *index) *treeCache {
+	tc := &treeCache{r: r, x: x}
+	tc.codecs.New = func() any { return r.newCodec() }
+	return tc
+}
+
+func (tc *treeCache) legacy() bool { return false }
+
+func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error) {
+	id := *sub
+	if tc.r.onDirRead != nil {
+		tc.r.onDirRead(id)
+	}
+	loc, ok := tc.x.lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("%w: tree blob %s is in no index", errCorrupt, id)
+	}
+	stored, err := tc.stored(ctx, id, loc)
+	if err != nil {
+		return nil, err
+	}
+	// Opened and decoded outside the lock: prefetchers decode at once.
+	cd := tc.codecs.Get().(*codec)
+	defer tc.codecs.Put(cd)
+	data, err := cd.openInto(blobEntry{ID: id, location: loc}, stored)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, tc.r.key("packs/"+loc.Pack.String()), err)
 	}
 	var t tree
-	if err := json.Unmarshal(data, &t); err != nil {
+	if err := decodeTree(data, &t); err != nil {
 		return nil, fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
 	}
 	if t.Version != 3 {
