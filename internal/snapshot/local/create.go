@@ -197,7 +197,7 @@ type chunk struct {
 // all indexed) are not read. rootOld is the parent's blob of the source
 // directory, if any.
 func (c *creator) run(ctx context.Context, rootOld *ID) error {
-	root, ok, err := c.statEntry(c.src, nil)
+	root, _, ok, err := c.statEntry(c.src, nil)
 	if err != nil {
 		return err
 	}
@@ -209,7 +209,7 @@ func (c *creator) run(ctx context.Context, rootOld *ID) error {
 	// Readers run ahead of the compressors: a longer queue would only
 	// hold more chunk buffers (up to 4 MiB each).
 	chunks := make(chan chunk, 1)
-	root.Path, root.link = ".", [2]uint64{}
+	root.Path = "."
 	c.root = root
 	// Directories are prepared (listed, described, the parent's entries
 	// read) ahead of the walker, by as many prefetchers as workers, at

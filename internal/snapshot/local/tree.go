@@ -65,10 +65,6 @@ type entry struct {
 	// Version 3: a directory's subtree, the tree blob of its entries;
 	// Path is then the entry's name within its directory.
 	Sub *ID `json:"st,omitempty"`
-
-	// Create's own: the (device, inode) of a file with several links,
-	// told apart from the others by the walker. Never stored.
-	link [2]uint64
 }
 
 // treeVersion is written by Create. Version 2 adds the root entry ".",

@@ -388,3 +388,53 @@ func TestSharedDirectoriesReadOnce(t *testing.T) {
 	}
 	check("verify")
 }
+
+// Hard links are told apart in walk order however far the prefetchers
+// run ahead: the first name in lexical order is the file, every other a
+// link to it.
+func TestHardLinksInWalkOrder(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	first := filepath.Join(b.src, "d00/sub/first")
+	writeFile(t, first, []byte("one inode"), 0o644, time.Unix(1e9, 0))
+	for i := 1; i < 40; i++ {
+		p := filepath.Join(b.src, fmt.Sprintf("d%02d/sub/link", i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(first, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for round := 0; round < 3; round++ {
+		s, err := r.Create(ctx, snapshot.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x, _ := r.loadIndex(ctx)
+		tr, err := r.loadTree(ctx, x, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		links := 0
+		for _, e := range tr.Entries {
+			switch {
+			case e.Path == "d00/sub/first":
+				if e.Type != typeFile || len(e.Chunks) != 1 {
+					t.Fatalf("round %d: the first name is %+v, want the file", round, e)
+				}
+			case strings.HasSuffix(e.Path, "/link"):
+				if e.Type != typeHardlink || e.Target != "d00/sub/first" {
+					t.Fatalf("round %d: %s is %+v, want a link to d00/sub/first", round, e.Path, e)
+				}
+				links++
+			}
+		}
+		if links != 39 {
+			t.Fatalf("round %d: %d links, want 39", round, links)
+		}
+		restoreAndCompare(t, r, s.ID, b.src)
+		writeFile(t, filepath.Join(b.src, fmt.Sprintf("d%02d/new", round)), []byte("a change"), 0o644, time.Unix(2e9, 0))
+	}
+}

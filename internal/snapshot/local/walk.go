@@ -59,6 +59,9 @@ type dirState struct {
 	prefetched bool          // by a prefetcher (which holds a slot until the walker takes it)
 	err        error
 	subs       []*dirState // the subdirectories, by index in kids
+	// links: the (device, inode) of each file with several links, by
+	// index in kids, told apart from the others by the walker.
+	links map[int][2]uint64
 }
 
 func newDirState(parent *dirState, slot int, rel string, oldSub *ID) *dirState {
@@ -123,13 +126,19 @@ func (c *creator) prepare(ctx context.Context, d *dirState) {
 		if d.rel == "." && de.IsDir() && (strings.HasPrefix(name, stagingPrefix) || strings.HasPrefix(name, asidePrefix)) {
 			continue // what an interrupted in-place restore left
 		}
-		e, ok, err := c.statEntry(filepath.Join(dir, name), de)
+		e, link, ok, err := c.statEntry(filepath.Join(dir, name), de)
 		if err != nil {
 			d.err = err
 			return
 		}
 		if ok {
 			e.Path = name
+			if link != ([2]uint64{}) {
+				if d.links == nil {
+					d.links = map[int][2]uint64{}
+				}
+				d.links[len(d.kids)] = link
+			}
 			d.kids = append(d.kids, e)
 		}
 	}
@@ -178,12 +187,12 @@ func (c *creator) walkDir(ctx context.Context, d *dirState, work chan<- fileJob,
 	for i := range d.kids {
 		e := &d.kids[i]
 		rel := d.child(e.Path)
-		if e.link != ([2]uint64{}) {
+		if link, ok := d.links[i]; ok {
 			// Hard links in walk order: the first name met is the file.
-			if first, ok := c.links[e.link]; ok {
+			if first, ok := c.links[link]; ok {
 				e.Type, e.Target, e.Size, e.Xattrs, e.Sparse = typeHardlink, first, 0, nil, false
 			} else {
-				c.links[e.link] = rel
+				c.links[link] = rel
 			}
 		}
 		switch e.Type {
@@ -369,11 +378,11 @@ func (c *creator) treeEvent(rel string, reused bool) {
 	c.r.onTree(rel, reused)
 }
 
-// statEntry describes the entry at p with its
-// metadata (tree version 2: owners, xattrs, hard links, holes, FIFOs and
-// devices); ok is false for what is not kept (a socket, or a file removed
-// since it was listed). Files are not read here.
-func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, ok bool, err error) {
+// statEntry describes the entry at p with its metadata (tree version 2:
+// owners, xattrs, holes, FIFOs and devices) and, for a file of several
+// links, its (device, inode); ok is false for what is not kept (a socket,
+// or a file removed since it was listed). Files are not read here.
+func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, link [2]uint64, ok bool, err error) {
 	var info fs.FileInfo
 	if d != nil {
 		info, err = d.Info()
@@ -381,10 +390,10 @@ func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, ok bool, err erro
 		info, err = os.Lstat(p)
 	}
 	if errors.Is(err, fs.ErrNotExist) {
-		return entry{}, false, nil // removed while we walk
+		return entry{}, link, false, nil // removed while we walk
 	}
 	if err != nil {
-		return entry{}, false, err
+		return entry{}, link, false, err
 	}
 	e = entry{Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
 	st, _ := info.Sys().(*syscall.Stat_t)
@@ -395,7 +404,7 @@ func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, ok bool, err erro
 	case info.Mode().IsRegular():
 		e.Type, e.Size = typeFile, info.Size()
 		if st != nil && st.Nlink > 1 {
-			e.link = [2]uint64{uint64(st.Dev), st.Ino} // the walker tells the first name from the others
+			link = [2]uint64{uint64(st.Dev), st.Ino} // the walker tells the first name from the others
 		}
 		if st != nil && st.Blocks*512 < st.Size {
 			e.Sparse = hasHoles(p, e.Size)
@@ -405,7 +414,7 @@ func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, ok bool, err erro
 	case info.Mode()&fs.ModeSymlink != 0:
 		e.Type = typeSymlink
 		if e.Target, err = os.Readlink(p); err != nil {
-			return entry{}, false, err
+			return entry{}, link, false, err
 		}
 	case info.Mode()&fs.ModeNamedPipe != 0:
 		e.Type = typeFIFO
@@ -416,14 +425,14 @@ func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, ok bool, err erro
 		}
 	default:
 		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
-		return entry{}, false, nil
+		return entry{}, link, false, nil
 	}
 	if e.Type != typeSymlink && e.Type != typeHardlink {
 		if e.Xattrs, err = readXattrs(p); err != nil {
-			return entry{}, false, err
+			return entry{}, link, false, err
 		}
 	}
-	return e, true, nil
+	return e, link, true, nil
 }
 
 // scanTotal adds the size of every regular file below the source to
