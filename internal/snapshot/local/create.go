@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
@@ -46,7 +47,12 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 	if err != nil {
 		return snapshot.Snapshot{}, err
 	}
-	c := &creator{r: r, x: x, src: src, pending: map[ID]bool{}, links: map[[2]uint64]string{}}
+	srcFD, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return snapshot.Snapshot{}, fmt.Errorf("snapshot source %s: %w", src, err)
+	}
+	defer unix.Close(srcFD)
+	c := &creator{r: r, x: x, src: src, srcFD: srcFD, pending: map[ID]bool{}, links: map[[2]uint64]string{}}
 	var parent string
 	var rootOld *ID
 	if len(list) > 0 {
@@ -128,10 +134,11 @@ func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapsho
 
 // creator is one Create in progress.
 type creator struct {
-	r   *Repo
-	x   *index
-	src string
-	pk  *packer
+	r     *Repo
+	x     *index
+	src   string
+	srcFD int // the source directory, which every path is opened beneath
+	pk    *packer
 
 	mu      sync.Mutex
 	pending map[ID]bool // blobs added by this run
@@ -197,7 +204,7 @@ type chunk struct {
 // all indexed) are not read. rootOld is the parent's blob of the source
 // directory, if any.
 func (c *creator) run(ctx context.Context, rootOld *ID) error {
-	root, _, ok, err := c.statEntry(c.src, nil)
+	root, _, ok, err := c.statEntry(c.src, c.src)
 	if err != nil {
 		return err
 	}
@@ -285,15 +292,35 @@ func (c *creator) allIndexed(ids []ID) bool {
 // keptPrefix.
 func (c *creator) readFile(ctx context.Context, e *entry, rel string, old *entry, cut *cdc, out chan<- chunk) error {
 	p := filepath.Join(c.src, filepath.FromSlash(rel))
-	f, err := os.Open(p)
+	if c.r.onRead != nil {
+		c.r.onRead(rel)
+	}
+	// Reached from the source's descriptor, following no symlink: a file
+	// (or a directory on its path) swapped for a symlink to a file
+	// outside the source since the walk is not read; nor is a FIFO put in
+	// its place (O_NONBLOCK: opening one would block).
+	fd, err := openBeneath(c.srcFD, rel, unix.O_RDONLY|unix.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		e.Size = 0 // removed since the walk: an empty file keeps the tree sound
+		return nil
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EXDEV) {
+		c.r.cfg.Logf("snapshot: %s became a symlink, or a path through one, since the walk; recorded empty", p)
+		e.Size = 0
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("read %s: %w", p, err)
 	}
+	f := os.NewFile(uintptr(fd), p)
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return fmt.Errorf("read %s: %w", p, err)
+	} else if !st.Mode().IsRegular() {
+		c.r.cfg.Logf("snapshot: %s is no longer a regular file since the walk; recorded empty", p)
+		e.Size = 0
+		return nil
+	}
 	c.filesRead.Add(1)
 	c.files.Add(1)
 	// emit hashes a chunk and sends it on when new. data is in buf, a

@@ -80,12 +80,14 @@ func keptXattr(name string) bool {
 // hasHoles reports whether the file at p has a hole before its end
 // (SEEK_HOLE), which its restore keeps.
 func hasHoles(p string, size int64) bool {
-	f, err := os.Open(p)
+	// Neither a symlink nor a FIFO put in the file's place since it was
+	// listed is opened (a FIFO would block).
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	off, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE)
+	defer unix.Close(fd)
+	off, err := unix.Seek(fd, 0, unix.SEEK_HOLE)
 	return err == nil && off < size
 }
 

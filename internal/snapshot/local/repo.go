@@ -166,6 +166,9 @@ type Repo struct {
 	// For tests: where Create starts chunking each file it reads, and
 	// how many restored files may stay open (0: maxOpenFiles).
 	onChunk func(path string, from int64)
+	// For tests: called as Create starts reading a file (rel below the
+	// source), after the walk described it.
+	onRead func(rel string)
 	maxOpen int
 	// For tests: called when a held lock is lost, and after a lock is
 	// written, before the other locks are read.

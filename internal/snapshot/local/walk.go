@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Create walks the source a directory at a time, as restic does, so that
@@ -101,13 +103,30 @@ type fileJob struct {
 // the walker, once (whoever claimed d), which then closes d.done.
 func (c *creator) prepare(ctx context.Context, d *dirState) {
 	dir := filepath.Join(c.src, filepath.FromSlash(d.rel))
-	des, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		des, err = nil, nil // removed while we walk: an empty directory keeps the tree sound
-	}
-	if err != nil {
+	// The directory is reached from the source's descriptor without
+	// following a symlink, and its entries through its own descriptor:
+	// a directory swapped for a symlink (to /etc, say) since its parent
+	// was listed is not walked into.
+	var des []fs.DirEntry
+	var at string // its entries' paths: /proc/self/fd/<fd>/
+	fd, err := openBeneath(c.srcFD, d.rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		// Removed while we walk: an empty directory keeps the tree sound.
+	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EXDEV):
+		c.r.cfg.Logf("snapshot: %s is no longer a directory below the source (a symlink on its path?); recorded empty", dir)
+	case err != nil:
 		d.err = fmt.Errorf("walk %s: %w", dir, err)
 		return
+	default:
+		f := os.NewFile(uintptr(fd), dir)
+		defer f.Close()
+		if des, err = f.ReadDir(-1); err != nil {
+			d.err = fmt.Errorf("walk %s: %w", dir, err)
+			return
+		}
+		slices.SortFunc(des, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
+		at = fmt.Sprintf("/proc/self/fd/%d/", fd)
 	}
 	if d.oldSub != nil && c.par != nil {
 		if d.old, err = c.par.dir(ctx, d.rel, d.oldSub); err != nil {
@@ -126,7 +145,7 @@ func (c *creator) prepare(ctx context.Context, d *dirState) {
 		if d.rel == "." && de.IsDir() && (strings.HasPrefix(name, stagingPrefix) || strings.HasPrefix(name, asidePrefix)) {
 			continue // what an interrupted in-place restore left
 		}
-		e, link, ok, err := c.statEntry(filepath.Join(dir, name), de)
+		e, link, ok, err := c.statEntry(at+name, filepath.Join(dir, name))
 		if err != nil {
 			d.err = err
 			return
@@ -378,17 +397,12 @@ func (c *creator) treeEvent(rel string, reused bool) {
 	c.r.onTree(rel, reused)
 }
 
-// statEntry describes the entry at p with its metadata (tree version 2:
+// statEntry describes the entry at p (named show in messages) with its metadata (tree version 2:
 // owners, xattrs, holes, FIFOs and devices) and, for a file of several
 // links, its (device, inode); ok is false for what is not kept (a socket,
 // or a file removed since it was listed). Files are not read here.
-func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, link [2]uint64, ok bool, err error) {
-	var info fs.FileInfo
-	if d != nil {
-		info, err = d.Info()
-	} else {
-		info, err = os.Lstat(p)
-	}
+func (c *creator) statEntry(p, show string) (e entry, link [2]uint64, ok bool, err error) {
+	info, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return entry{}, link, false, nil // removed while we walk
 	}
@@ -424,7 +438,7 @@ func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, link [2]uint64, o
 			e.Type = typeChar
 		}
 	default:
-		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
+		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", show)
 		return entry{}, link, false, nil
 	}
 	if e.Type != typeSymlink && e.Type != typeHardlink {
@@ -509,6 +523,36 @@ type cachedSpan struct {
 	body       []byte
 }
 
+// otherCopy reads blob id from a pack other than bad, when the index's
+// pack tables (prune, verify, repair) name one whose copy is sound; nil
+// otherwise.
+func (tc *treeCache) otherCopy(ctx context.Context, cd *codec, id ID, bad ID) []byte {
+	tc.x.mu.Lock()
+	var copies []blobEntry
+	for p, es := range tc.x.packs {
+		if p == bad {
+			continue
+		}
+		for _, e := range es {
+			if e.ID == id {
+				copies = append(copies, e)
+			}
+		}
+	}
+	tc.x.mu.Unlock()
+	for _, e := range copies {
+		stored, err := tc.r.getRange(ctx, "packs/"+e.Pack.String(), int64(e.Offset), int64(e.Length))
+		if err != nil {
+			continue
+		}
+		if data, err := cd.openInto(e, stored); err == nil {
+			tc.r.cfg.Logf("snapshot: tree blob %s is damaged in pack %s; read its copy in pack %s", id, bad, e.Pack)
+			return data
+		}
+	}
+	return nil
+}
+
 // stored returns a copy of blob id's stored bytes (openInto decrypts in
 // place, and the span stays as read), from a cached span or a new one.
 func (tc *treeCache) stored(ctx context.Context, id ID, loc location) ([]byte, error) {
@@ -577,7 +621,12 @@ func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error
 	defer tc.codecs.Put(cd)
 	data, err := cd.openInto(blobEntry{ID: id, location: loc}, stored)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", errCorrupt, tc.r.key("packs/"+loc.Pack.String()), err)
+		err = fmt.Errorf("%w: %s: %v", errCorrupt, tc.r.key("packs/"+loc.Pack.String()), err)
+		// Another copy (a prune cut short leaves blobs in two packs)
+		// may be sound: with the packs' tables at hand, try each.
+		if data = tc.otherCopy(ctx, cd, id, loc.Pack); data == nil {
+			return nil, err
+		}
 	}
 	var t tree
 	if err := decodeTree(data, &t); err != nil {

@@ -1,0 +1,113 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/conveyorhq/conveyor/internal/snapshot"
+)
+
+// A file swapped after the walk for a symlink to a file outside the
+// source, a directory on a file's path swapped for a symlink to a
+// directory outside, and a file swapped for a FIFO: Create reads none of
+// what lies outside, does not block, and records those files empty. (The
+// processor writes the volume while a snapshot may run.)
+func TestCreateReadsNothingSwappedInAfterTheWalk(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	ctx := context.Background()
+	mt := time.Unix(1e9, 0)
+	secretDir := t.TempDir()
+	secret := []byte("SECRET outside the volume\n")
+	writeFile(t, filepath.Join(secretDir, "secret"), secret, 0o600, mt)
+	writeFile(t, filepath.Join(secretDir, "x.txt"), secret, 0o600, mt)
+	writeFile(t, filepath.Join(b.src, "a/data.txt"), []byte("inside, file one\n"), 0o644, mt)
+	writeFile(t, filepath.Join(b.src, "dir2/x.txt"), []byte("inside, file two\n"), 0o644, mt)
+	writeFile(t, filepath.Join(b.src, "c/fifo-soon"), []byte("inside, file three\n"), 0o644, mt)
+	writeFile(t, filepath.Join(b.src, "z/kept.txt"), []byte("inside, untouched\n"), 0o644, mt)
+
+	var mu sync.Mutex
+	swapped := map[string]bool{}
+	r.onRead = func(rel string) {
+		mu.Lock()
+		defer mu.Unlock()
+		var err error
+		switch rel {
+		case "a/data.txt":
+			p := filepath.Join(b.src, rel)
+			if err = os.Remove(p); err == nil {
+				err = os.Symlink(filepath.Join(secretDir, "secret"), p)
+			}
+		case "dir2/x.txt":
+			d := filepath.Join(b.src, "dir2")
+			if err = os.RemoveAll(d); err == nil {
+				err = os.Symlink(secretDir, d)
+			}
+		case "c/fifo-soon":
+			p := filepath.Join(b.src, rel)
+			if err = os.Remove(p); err == nil {
+				err = unix.Mkfifo(p, 0o644)
+			}
+		default:
+			return
+		}
+		if err != nil {
+			t.Errorf("swap %s: %v", rel, err)
+			return
+		}
+		swapped[rel] = true
+	}
+	done := make(chan struct{})
+	var s snapshot.Snapshot
+	var err error
+	go func() {
+		defer close(done)
+		s, err = r.Create(ctx, snapshot.CreateOptions{})
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Create blocked (on the FIFO?)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(swapped) != 3 {
+		t.Fatalf("swapped %v: the setup did not swap all three", swapped)
+	}
+	mu.Unlock()
+	// The setup did what it says: the secret is reachable through the
+	// volume now.
+	if got, err := os.ReadFile(filepath.Join(b.src, "dir2/x.txt")); err != nil || !bytes.Equal(got, secret) {
+		t.Fatalf("setup: dir2/x.txt through the symlinked directory reads %q, %v", got, err)
+	}
+	dst := filepath.Join(t.TempDir(), "r")
+	r.onRead = nil
+	if err := r.Restore(ctx, s.ID, snapshot.RestoreOptions{Target: dst}); err != nil {
+		t.Fatal(err)
+	}
+	filepath.Walk(dst, func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			if b, _ := os.ReadFile(p); bytes.Contains(b, []byte("SECRET")) {
+				t.Errorf("restored %s holds the secret from outside the volume", p)
+			}
+		}
+		return nil
+	})
+	for _, rel := range []string{"a/data.txt", "dir2/x.txt", "c/fifo-soon"} {
+		if st, err := os.Stat(filepath.Join(dst, rel)); err != nil || st.Size() != 0 {
+			t.Errorf("%s restored as %v, %v; want an empty file (it changed under the snapshot)", rel, st, err)
+		}
+	}
+	if got, _ := os.ReadFile(filepath.Join(dst, "z/kept.txt")); string(got) != "inside, untouched\n" {
+		t.Errorf("z/kept.txt restored as %q", got)
+	}
+}
