@@ -168,7 +168,7 @@ type Repo struct {
 	onChunk func(path string, from int64)
 	// For tests: called as Create starts reading a file (rel below the
 	// source), after the walk described it.
-	onRead func(rel string)
+	onRead  func(rel string)
 	maxOpen int
 	// For tests: called when a held lock is lost, and after a lock is
 	// written, before the other locks are read.

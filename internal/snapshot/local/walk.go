@@ -104,11 +104,15 @@ type fileJob struct {
 func (c *creator) prepare(ctx context.Context, d *dirState) {
 	dir := filepath.Join(c.src, filepath.FromSlash(d.rel))
 	// The directory is reached from the source's descriptor without
-	// following a symlink, and its entries through its own descriptor:
-	// a directory swapped for a symlink (to /etc, say) since its parent
-	// was listed is not walked into.
+	// following a symlink, and listed through its own descriptor: a
+	// directory swapped for a symlink (to /etc, say) since its parent
+	// was listed is not walked into. Its entries' metadata is read by
+	// path (lstat, xattrs), as restic and tar do: a swap between this
+	// listing and those calls can describe an outside file of the same
+	// name, whose content readFile then refuses (it opens beneath the
+	// source too). Through /proc/self/fd/N/name they doubled the system
+	// time of a snapshot of an unchanged volume.
 	var des []fs.DirEntry
-	var at string // its entries' paths: /proc/self/fd/<fd>/
 	fd, err := openBeneath(c.srcFD, d.rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -126,7 +130,6 @@ func (c *creator) prepare(ctx context.Context, d *dirState) {
 			return
 		}
 		slices.SortFunc(des, func(a, b fs.DirEntry) int { return strings.Compare(a.Name(), b.Name()) })
-		at = fmt.Sprintf("/proc/self/fd/%d/", fd)
 	}
 	if d.oldSub != nil && c.par != nil {
 		if d.old, err = c.par.dir(ctx, d.rel, d.oldSub); err != nil {
@@ -145,7 +148,7 @@ func (c *creator) prepare(ctx context.Context, d *dirState) {
 		if d.rel == "." && de.IsDir() && (strings.HasPrefix(name, stagingPrefix) || strings.HasPrefix(name, asidePrefix)) {
 			continue // what an interrupted in-place restore left
 		}
-		e, link, ok, err := c.statEntry(at+name, filepath.Join(dir, name))
+		e, link, ok, err := c.statEntry(filepath.Join(dir, name), de)
 		if err != nil {
 			d.err = err
 			return
@@ -397,12 +400,18 @@ func (c *creator) treeEvent(rel string, reused bool) {
 	c.r.onTree(rel, reused)
 }
 
-// statEntry describes the entry at p (named show in messages) with its metadata (tree version 2:
+// statEntry describes the entry at p (listed as d, when not nil) with its
+// metadata (tree version 2:
 // owners, xattrs, holes, FIFOs and devices) and, for a file of several
 // links, its (device, inode); ok is false for what is not kept (a socket,
 // or a file removed since it was listed). Files are not read here.
-func (c *creator) statEntry(p, show string) (e entry, link [2]uint64, ok bool, err error) {
-	info, err := os.Lstat(p)
+func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, link [2]uint64, ok bool, err error) {
+	var info fs.FileInfo
+	if d != nil {
+		info, err = d.Info()
+	} else {
+		info, err = os.Lstat(p)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return entry{}, link, false, nil // removed while we walk
 	}
@@ -438,7 +447,7 @@ func (c *creator) statEntry(p, show string) (e entry, link [2]uint64, ok bool, e
 			e.Type = typeChar
 		}
 	default:
-		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", show)
+		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
 		return entry{}, link, false, nil
 	}
 	if e.Type != typeSymlink && e.Type != typeHardlink {
