@@ -166,10 +166,15 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 	}
 	t.Cleanup(recon.Stop)
 
-	// The drain service of A and B (C is lost without one).
+	// The drain service of A and B (C is lost without one). Idle for
+	// 10s, a worker leaves service: longer than a lapsed lease (3s) and
+	// the reconciler's redispatch (3s) together, the time a worker may
+	// go without a job while C's are taken over. At 3s, on a loaded CI
+	// machine, B left mid-run in that gap and the test waited for it in
+	// vain.
 	for _, id := range []string{fleetA, fleetB} {
 		w := exec.Command(conveyorBin, "worker", "watch", "--data-dir", up.DataDir, "--volume", agent.volumes[id], "--config", cfg,
-			"--imds-endpoint", fake.IMDS(id), "--poll", "50ms", "--idle-stop", "3s", "--drain-timeout", "20s", "--protect")
+			"--imds-endpoint", fake.IMDS(id), "--poll", "50ms", "--idle-stop", "10s", "--drain-timeout", "20s", "--protect")
 		w.Env = cleanEnv("AWS_ACCESS_KEY_ID="+ssmtest.DefaultAccessKey, "AWS_SECRET_ACCESS_KEY=secret",
 			"AWS_REGION="+ssmtest.DefaultRegion, "AWS_ENDPOINT_URL_AUTO_SCALING="+fake.URL)
 		out := &syncBuffer{}
