@@ -100,9 +100,9 @@ func (p *treeParser) str() ([]byte, bool) {
 	return nil, false
 }
 
-// int reads an integer in [lo, hi], as encoding/json writes one.
-func (p *treeParser) int(lo, hi int64) (int64, bool) {
-	neg := p.lit("-")
+// digits reads the digits of a JSON integer (no leading zero, no
+// fraction or exponent after), within a uint64.
+func (p *treeParser) digits() (uint64, bool) {
 	start := p.i
 	var u uint64
 	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
@@ -113,12 +113,23 @@ func (p *treeParser) int(lo, hi int64) (int64, bool) {
 		u = u*10 + d
 		p.i++
 	}
-	digits := p.i - start
-	if digits == 0 || (digits > 1 && p.b[start] == '0') || (p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E')) {
+	n := p.i - start
+	if n == 0 || (n > 1 && p.b[start] == '0') || (p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E')) {
+		return 0, false
+	}
+	return u, true
+}
+
+// int reads an integer in [lo, hi], as encoding/json writes one ("-0"
+// is left to encoding/json).
+func (p *treeParser) int(lo, hi int64) (int64, bool) {
+	neg := p.lit("-")
+	u, ok := p.digits()
+	if !ok {
 		return 0, false
 	}
 	if neg {
-		if u > uint64(math.MaxInt64)+1 || (u == 0) {
+		if u == 0 || u > uint64(math.MaxInt64)+1 {
 			return 0, false
 		}
 		v := -int64(u-1) - 1
@@ -132,21 +143,8 @@ func (p *treeParser) int(lo, hi int64) (int64, bool) {
 
 // uint reads an unsigned integer up to max.
 func (p *treeParser) uint(max uint64) (uint64, bool) {
-	start := p.i
-	var u uint64
-	for p.i < len(p.b) && p.b[p.i] >= '0' && p.b[p.i] <= '9' {
-		d := uint64(p.b[p.i] - '0')
-		if u > (math.MaxUint64-d)/10 {
-			return 0, false
-		}
-		u = u*10 + d
-		p.i++
-	}
-	digits := p.i - start
-	if digits == 0 || (digits > 1 && p.b[start] == '0') || (p.i < len(p.b) && (p.b[p.i] == '.' || p.b[p.i] == 'e' || p.b[p.i] == 'E' || p.b[p.i] == '-')) {
-		return 0, false
-	}
-	return u, u <= max
+	u, ok := p.digits()
+	return u, ok && u <= max
 }
 
 // id reads a blob hash.
