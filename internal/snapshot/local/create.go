@@ -204,7 +204,7 @@ type chunk struct {
 // all indexed) are not read. rootOld is the parent's blob of the source
 // directory, if any.
 func (c *creator) run(ctx context.Context, rootOld *ID) error {
-	root, _, ok, err := c.statEntry(c.src, nil)
+	root, _, ok, err := c.statEntry(unix.AT_FDCWD, c.src, c.src)
 	if err != nil {
 		return err
 	}

@@ -77,12 +77,12 @@ func keptXattr(name string) bool {
 	return false
 }
 
-// hasHoles reports whether the file at p has a hole before its end
-// (SEEK_HOLE), which its restore keeps.
-func hasHoles(p string, size int64) bool {
+// hasHolesAt reports whether the file name in the directory dfd has a
+// hole before its end (SEEK_HOLE), which its restore keeps.
+func hasHolesAt(dfd int, name string, size int64) bool {
 	// Neither a symlink nor a FIFO put in the file's place since it was
 	// listed is opened (a FIFO would block).
-	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}

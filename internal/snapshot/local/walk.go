@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,14 +103,12 @@ type fileJob struct {
 func (c *creator) prepare(ctx context.Context, d *dirState) {
 	dir := filepath.Join(c.src, filepath.FromSlash(d.rel))
 	// The directory is reached from the source's descriptor without
-	// following a symlink, and listed through its own descriptor: a
-	// directory swapped for a symlink (to /etc, say) since its parent
-	// was listed is not walked into. Its entries' metadata is read by
-	// path (lstat, xattrs), as restic and tar do: a swap between this
-	// listing and those calls can describe an outside file of the same
-	// name, whose content readFile then refuses (it opens beneath the
-	// source too). Through /proc/self/fd/N/name they doubled the system
-	// time of a snapshot of an unchanged volume.
+	// following a symlink, then listed and its entries described through
+	// its own descriptor: a directory swapped for a symlink (to /etc,
+	// say) since its parent was listed is not walked into. Extended
+	// attributes alone are read by path (through /proc/self/fd/N/name
+	// they doubled the system time of a snapshot of an unchanged
+	// volume).
 	var des []fs.DirEntry
 	fd, err := openBeneath(c.srcFD, d.rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	switch {
@@ -148,7 +145,7 @@ func (c *creator) prepare(ctx context.Context, d *dirState) {
 		if d.rel == "." && de.IsDir() && (strings.HasPrefix(name, stagingPrefix) || strings.HasPrefix(name, asidePrefix)) {
 			continue // what an interrupted in-place restore left
 		}
-		e, link, ok, err := c.statEntry(filepath.Join(dir, name), de)
+		e, link, ok, err := c.statEntry(fd, name, filepath.Join(dir, name))
 		if err != nil {
 			d.err = err
 			return
@@ -400,52 +397,57 @@ func (c *creator) treeEvent(rel string, reused bool) {
 	c.r.onTree(rel, reused)
 }
 
-// statEntry describes the entry at p (listed as d, when not nil) with its
-// metadata (tree version 2:
-// owners, xattrs, holes, FIFOs and devices) and, for a file of several
-// links, its (device, inode); ok is false for what is not kept (a socket,
-// or a file removed since it was listed). Files are not read here.
-func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, link [2]uint64, ok bool, err error) {
-	var info fs.FileInfo
-	if d != nil {
-		info, err = d.Info()
-	} else {
-		info, err = os.Lstat(p)
-	}
-	if errors.Is(err, fs.ErrNotExist) {
+// statEntry describes the entry name of the directory dfd (its path p,
+// for xattrs and messages) with its metadata (tree version 2: owners,
+// xattrs, holes, FIFOs and devices) and, for a file of several links, its
+// (device, inode); ok is false for what is not kept (a socket, or a file
+// removed since it was listed). It is read through dfd, following no
+// symlink, so a directory swapped for one since its listing describes
+// nothing outside the source; the extended attributes are read by path.
+// Files are not read here.
+func (c *creator) statEntry(dfd int, name, p string) (e entry, link [2]uint64, ok bool, err error) {
+	var st unix.Stat_t
+	err = unix.Fstatat(dfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
 		return entry{}, link, false, nil // removed while we walk
 	}
 	if err != nil {
-		return entry{}, link, false, err
+		return entry{}, link, false, &fs.PathError{Op: "lstat", Path: p, Err: err}
 	}
-	e = entry{Mode: uint32(info.Mode().Perm() | info.Mode()&(fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)), MTime: info.ModTime().UnixNano()}
-	st, _ := info.Sys().(*syscall.Stat_t)
-	if st != nil {
-		e.Inode, e.UID, e.GID = st.Ino, st.Uid, st.Gid
+	// The mode as Go's os package makes it from the same stat.
+	mode := fs.FileMode(st.Mode & 0o777)
+	if st.Mode&unix.S_ISUID != 0 {
+		mode |= fs.ModeSetuid
 	}
-	switch {
-	case info.Mode().IsRegular():
-		e.Type, e.Size = typeFile, info.Size()
-		if st != nil && st.Nlink > 1 {
+	if st.Mode&unix.S_ISGID != 0 {
+		mode |= fs.ModeSetgid
+	}
+	if st.Mode&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	e = entry{Mode: uint32(mode), MTime: st.Mtim.Nano(), Inode: st.Ino, UID: st.Uid, GID: st.Gid}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		e.Type, e.Size = typeFile, st.Size
+		if st.Nlink > 1 {
 			link = [2]uint64{uint64(st.Dev), st.Ino} // the walker tells the first name from the others
 		}
-		if st != nil && st.Blocks*512 < st.Size {
-			e.Sparse = hasHoles(p, e.Size)
+		if st.Blocks*512 < st.Size {
+			e.Sparse = hasHolesAt(dfd, name, e.Size)
 		}
-	case info.IsDir():
+	case unix.S_IFDIR:
 		e.Type = typeDir
-	case info.Mode()&fs.ModeSymlink != 0:
+	case unix.S_IFLNK:
 		e.Type = typeSymlink
-		if e.Target, err = os.Readlink(p); err != nil {
-			return entry{}, link, false, err
+		if e.Target, err = readlinkAt(dfd, name); err != nil {
+			return entry{}, link, false, &fs.PathError{Op: "readlink", Path: p, Err: err}
 		}
-	case info.Mode()&fs.ModeNamedPipe != 0:
+	case unix.S_IFIFO:
 		e.Type = typeFIFO
-	case info.Mode()&fs.ModeDevice != 0 && st != nil:
+	case unix.S_IFBLK:
 		e.Type, e.Rdev = typeBlock, uint64(st.Rdev)
-		if info.Mode()&fs.ModeCharDevice != 0 {
-			e.Type = typeChar
-		}
+	case unix.S_IFCHR:
+		e.Type, e.Rdev = typeChar, uint64(st.Rdev)
 	default:
 		c.r.cfg.Logf("snapshot: skipping %s: a socket, or a file of an unknown kind", p)
 		return entry{}, link, false, nil
@@ -456,6 +458,20 @@ func (c *creator) statEntry(p string, d fs.DirEntry) (e entry, link [2]uint64, o
 		}
 	}
 	return e, link, true, nil
+}
+
+// readlinkAt reads the target of the symlink name in the directory dfd.
+func readlinkAt(dfd int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
 }
 
 // scanTotal adds the size of every regular file below the source to
