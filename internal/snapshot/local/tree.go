@@ -107,25 +107,39 @@ func (r *Repo) loadBlob(ctx context.Context, x *index, id ID) ([]byte, error) {
 }
 
 func (r *Repo) loadTree(ctx context.Context, x *index, s snapshot.Snapshot) (*tree, error) {
-	id, err := parseID(s.Tree)
+	id, t, err := r.loadRoot(ctx, x, s)
 	if err != nil {
-		return nil, fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
-	}
-	b, err := r.loadBlob(ctx, x, id)
-	if err != nil {
-		return nil, fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
-	}
-	var t tree
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
+		return nil, err
 	}
 	t.Subtrees = []ID{id}
 	if t.Version >= 3 {
-		if err := r.loadDirs(ctx, x, &t); err != nil {
+		if err := r.loadDirs(ctx, x, t); err != nil {
 			return nil, fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
 		}
 	}
-	return &t, nil
+	return t, nil
+}
+
+// loadRoot reads snapshot s's tree blob: the whole tree of a version 1
+// or 2 snapshot, the source directory's entry alone (checked) of a
+// version 3 one.
+func (r *Repo) loadRoot(ctx context.Context, x *index, s snapshot.Snapshot) (ID, *tree, error) {
+	id, err := parseID(s.Tree)
+	if err != nil {
+		return ID{}, nil, fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
+	}
+	b, err := r.loadBlob(ctx, x, id)
+	if err != nil {
+		return ID{}, nil, fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
+	}
+	var t tree
+	if err := json.Unmarshal(b, &t); err != nil {
+		return ID{}, nil, fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
+	}
+	if t.Version >= 3 && (len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil) {
+		return ID{}, nil, fmt.Errorf("%w: tree of snapshot %s: a version 3 tree's root blob holds the source directory alone", errCorrupt, s.ID)
+	}
+	return id, &t, nil
 }
 
 // putSnapshot writes a snapshot object (sealed in an encrypted

@@ -40,23 +40,12 @@ const maxTreeEntries = 1 << 27
 // placeholder for a version 1 or 2 tree, whose directories are found by
 // path).
 func (r *Repo) openParent(ctx context.Context, x *index, s snapshot.Snapshot) (parentTree, *ID, error) {
-	id, err := parseID(s.Tree)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
-	}
-	b, err := r.loadBlob(ctx, x, id)
+	_, t, err := r.loadRoot(ctx, x, s)
 	if err != nil {
 		return nil, nil, err
 	}
-	var t tree
-	if err := json.Unmarshal(b, &t); err != nil {
-		return nil, nil, fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
-	}
 	if t.Version < 3 {
-		return newLegacyTree(&t), &ID{}, nil
-	}
-	if len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil {
-		return nil, nil, fmt.Errorf("%w: a version 3 tree's root blob holds the source directory alone", errCorrupt)
+		return newLegacyTree(t), &ID{}, nil
 	}
 	return newTreeCache(r, x), t.Entries[0].Sub, nil
 }
@@ -300,17 +289,9 @@ func checkName(name string) error {
 // visited, shared subtrees under each of their names, up to
 // maxTreeEntries. What it holds is the directories of one path.
 func (r *Repo) eachEntry(ctx context.Context, x *index, tc *treeCache, s snapshot.Snapshot, seen map[ID]bool, treeFn func(ID), fn func(path string, e *entry) error) error {
-	id, err := parseID(s.Tree)
+	id, t, err := r.loadRoot(ctx, x, s)
 	if err != nil {
-		return fmt.Errorf("%w: snapshot %s: %v", errCorrupt, s.ID, err)
-	}
-	b, err := r.loadBlob(ctx, x, id)
-	if err != nil {
-		return fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
-	}
-	var t tree
-	if err := json.Unmarshal(b, &t); err != nil {
-		return fmt.Errorf("%w: tree of snapshot %s: %v", errCorrupt, s.ID, err)
+		return err
 	}
 	treeFn(id)
 	if t.Version < 3 {
@@ -320,9 +301,6 @@ func (r *Repo) eachEntry(ctx context.Context, x *index, tc *treeCache, s snapsho
 			}
 		}
 		return nil
-	}
-	if len(t.Entries) != 1 || t.Entries[0].Path != "." || t.Entries[0].Type != typeDir || t.Entries[0].Sub == nil {
-		return fmt.Errorf("%w: tree of snapshot %s: a version 3 tree's root blob holds the source directory alone", errCorrupt, s.ID)
 	}
 	root := t.Entries[0]
 	if err := fn(".", &root); err != nil {
