@@ -184,6 +184,8 @@ type Repo struct {
 	// For tests: Create's index objects every this many blobs (0:
 	// flushBlobs).
 	indexEvery int
+	// For tests: files per restore batch (0: batchFiles).
+	restoreBatch int
 	// For tests: called for each directory blob read one at a time
 	// (Create's parent, prune, verify, repair).
 	onDirRead func(id ID)

@@ -53,11 +53,7 @@ func (r *Repo) Restore(ctx context.Context, id string, opts snapshot.RestoreOpti
 	if err != nil {
 		return err
 	}
-	t, err := r.loadTree(ctx, x, s)
-	if err != nil {
-		return err
-	}
-	err = r.restoreTree(ctx, x, t, target, opts)
+	t, err := r.restoreTree(ctx, x, s, target, opts)
 	if lerr := lk.check(); err != nil && lerr != nil {
 		err = fmt.Errorf("%w (%v)", lerr, err)
 	}

@@ -660,9 +660,20 @@ func (tc *treeCache) dir(ctx context.Context, _ string, sub *ID) ([]entry, error
 	if t.Version != 3 {
 		return nil, fmt.Errorf("%w: tree blob %s has version %d inside a version 3 tree", errCorrupt, id, t.Version)
 	}
+	sorted := true
 	for i := range t.Entries {
 		if err := checkName(t.Entries[i].Path); err != nil {
 			return nil, fmt.Errorf("%w: tree blob %s: %v", errCorrupt, id, err)
+		}
+		sorted = sorted && (i == 0 || t.Entries[i-1].Path < t.Entries[i].Path)
+	}
+	if !sorted { // Create writes names in order, each once; another writer may not
+		names := make(map[string]bool, len(t.Entries))
+		for i := range t.Entries {
+			if names[t.Entries[i].Path] {
+				return nil, fmt.Errorf("%w: tree blob %s: entry %q is given twice", errCorrupt, id, t.Entries[i].Path)
+			}
+			names[t.Entries[i].Path] = true
 		}
 	}
 	return t.Entries, nil
