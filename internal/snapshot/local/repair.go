@@ -135,11 +135,11 @@ func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
 	}
 	sort.Strings(rep.MissingPacks)
 	lost := map[ID]bool{}
-	for id := range old.blobs {
+	old.each(func(id ID, _ slot) {
 		if !seen[id] {
 			lost[id] = true
 		}
-	}
+	})
 	all := append(sound, newPacks...)
 	x := newIndex()
 	for _, sp := range all {

@@ -57,11 +57,11 @@ func treeBlobs(t *testing.T, r *Repo) map[ID]bool {
 		t.Fatal(err)
 	}
 	out := map[ID]bool{}
-	for id, sl := range x.blobs {
+	x.each(func(id ID, sl slot) {
 		if sl.typ == blobTree {
 			out[id] = true
 		}
-	}
+	})
 	return out
 }
 

@@ -1,0 +1,73 @@
+package local
+
+import (
+	"math/rand"
+	"testing"
+)
+
+// The sorted runs find every blob loaded, whatever the reserve guessed
+// (none, too few, too many), a blob in two packs once, nothing else;
+// what is added afterwards a pack at a time is found too.
+func TestIndexRuns(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	randID := func() ID {
+		var id ID
+		rng.Read(id[:])
+		return id
+	}
+	for _, reserve := range []int{0, 100, 20000, 1 << 20} {
+		x := newLookupIndex()
+		x.reserve(reserve)
+		want := map[ID]blobEntry{}
+		in := map[ID]map[ID]bool{} // blob -> the packs it is in
+		var packs []sealedPack
+		for p := range 40 {
+			sp := sealedPack{ID: randID()}
+			for i := range 500 {
+				e := blobEntry{ID: randID(), location: location{Pack: sp.ID, Type: blobData, Offset: uint32(i * 100), Length: 100, Raw: uint32(p)}}
+				if p > 0 && i%50 == 0 { // also in an earlier pack
+					prev := packs[p-1].Entries[i]
+					e.ID = prev.ID
+				}
+				sp.Entries = append(sp.Entries, e)
+				if in[e.ID] == nil {
+					in[e.ID] = map[ID]bool{}
+				}
+				in[e.ID][sp.ID] = true
+				if _, dup := want[e.ID]; !dup {
+					want[e.ID] = e
+				}
+			}
+			packs = append(packs, sp)
+			x.loadPack(sp)
+		}
+		x.freeze()
+		n := 0
+		x.each(func(ID, slot) { n++ })
+		if n != len(want) {
+			t.Errorf("reserve %d: %d blobs, want %d (each once)", reserve, n, len(want))
+		}
+		for id, e := range want {
+			loc, ok := x.lookup(id)
+			if !ok {
+				t.Fatalf("reserve %d: blob %s not found", reserve, id)
+			}
+			if loc.Length != 100 || loc.Offset != e.Offset {
+				t.Fatalf("reserve %d: blob %s at %+v, want offset %d", reserve, id, loc, e.Offset)
+			}
+			if !in[id][loc.Pack] {
+				t.Fatalf("reserve %d: blob %s in pack %s, which does not hold it", reserve, id, loc.Pack)
+			}
+		}
+		for range 1000 {
+			if id := randID(); x.has(id) {
+				t.Fatalf("reserve %d: %s found, never added", reserve, id)
+			}
+		}
+		late := sealedPack{ID: randID(), Entries: []blobEntry{{ID: randID(), location: location{Length: 7}}}}
+		x.addPack(late)
+		if loc, ok := x.lookup(late.Entries[0].ID); !ok || loc.Pack != late.ID || loc.Length != 7 {
+			t.Errorf("reserve %d: a blob added after the load: %+v, %v", reserve, loc, ok)
+		}
+	}
+}
