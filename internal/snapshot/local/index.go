@@ -38,8 +38,9 @@ type index struct {
 	blobs   map[ID]slot   // added a pack at a time
 	runs    [][]slotEntry // loaded in bulk: by the ID's first runBits bits, sorted, each ID once
 	runBits uint
-	packIDs []ID    // pack number -> ID
-	packEnd []int64 // pack number -> end of its last blob known
+	dups    map[ID]bool // blobs found in two packs of the runs (prune keeps one copy)
+	packIDs []ID        // pack number -> ID
+	packEnd []int64     // pack number -> end of its last blob known
 	packNum map[ID]uint32
 	files   []string           // index object names read
 	packs   map[ID][]blobEntry // pack -> its blobs; nil when not kept
@@ -134,11 +135,20 @@ func (x *index) freeze() {
 	var g errgroup.Group
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	const step = 64
+	var mu sync.Mutex
+	x.dups = map[ID]bool{}
 	for from := 0; from < len(x.runs); from += step {
 		g.Go(func() error {
 			for i := from; i < min(from+step, len(x.runs)); i++ {
 				r := x.runs[i]
-				slices.SortFunc(r, func(a, b slotEntry) int { return bytes.Compare(a.id[:], b.id[:]) })
+				slices.SortFunc(r, compareEntries)
+				for j := 1; j < len(r); j++ {
+					if r[j].id == r[j-1].id {
+						mu.Lock()
+						x.dups[r[j].id] = true
+						mu.Unlock()
+					}
+				}
 				r = slices.CompactFunc(r, func(a, b slotEntry) bool { return a.id == b.id })
 				if cap(r)-len(r) > len(r)/4 {
 					r = slices.Clone(r) // grown past its share, or the estimate was high
@@ -151,6 +161,52 @@ func (x *index) freeze() {
 	g.Wait()
 }
 
+func compareEntries(a, b slotEntry) int { return bytes.Compare(a.id[:], b.id[:]) }
+
+func compareEntryID(e slotEntry, id ID) int { return bytes.Compare(e.id[:], id[:]) }
+
+// blobSet is a set of blobs: a bit for each blob of the index's sorted
+// runs (prune marks a million used blobs in 128 KiB, not a 50 MB map),
+// a map for the others. It is read and written by one goroutine at a
+// time, and the index must get nothing new in bulk meanwhile.
+type blobSet struct {
+	x     *index
+	bits  [][]uint64
+	other map[ID]bool
+}
+
+func (x *index) newBlobSet() *blobSet {
+	s := &blobSet{x: x, bits: make([][]uint64, len(x.runs)), other: map[ID]bool{}}
+	for i, r := range x.runs {
+		s.bits[i] = make([]uint64, (len(r)+63)/64)
+	}
+	return s
+}
+
+func (s *blobSet) pos(id ID) (int, int, bool) {
+	if s.x.runs == nil {
+		return 0, 0, false
+	}
+	b := s.x.run(id)
+	i, ok := slices.BinarySearchFunc(s.x.runs[b], id, compareEntryID)
+	return b, i, ok
+}
+
+func (s *blobSet) add(id ID) {
+	if b, i, ok := s.pos(id); ok {
+		s.bits[b][i/64] |= 1 << (i % 64)
+		return
+	}
+	s.other[id] = true
+}
+
+func (s *blobSet) has(id ID) bool {
+	if b, i, ok := s.pos(id); ok {
+		return s.bits[b][i/64]&(1<<(i%64)) != 0
+	}
+	return s.other[id]
+}
+
 // find returns blob id's slot; x.mu is held.
 func (x *index) find(id ID) (slot, bool) {
 	if s, ok := x.blobs[id]; ok {
@@ -160,7 +216,7 @@ func (x *index) find(id ID) (slot, bool) {
 		return slot{}, false
 	}
 	r := x.runs[x.run(id)]
-	i, ok := slices.BinarySearchFunc(r, id, func(e slotEntry, id ID) int { return bytes.Compare(e.id[:], id[:]) })
+	i, ok := slices.BinarySearchFunc(r, id, compareEntryID)
 	if !ok {
 		return slot{}, false
 	}

@@ -6,8 +6,9 @@ import (
 )
 
 // The sorted runs find every blob loaded, whatever the reserve guessed
-// (none, too few, too many), a blob in two packs once, nothing else;
-// what is added afterwards a pack at a time is found too.
+// (none, too few, too many), a blob in two packs once (and name it a
+// duplicate), nothing else; what is added afterwards a pack at a time is
+// found too. A set of blobs over the runs holds what was added to it.
 func TestIndexRuns(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	randID := func() ID {
@@ -62,6 +63,36 @@ func TestIndexRuns(t *testing.T) {
 		for range 1000 {
 			if id := randID(); x.has(id) {
 				t.Fatalf("reserve %d: %s found, never added", reserve, id)
+			}
+		}
+		for id, ps := range in {
+			if x.dups[id] != (len(ps) > 1) {
+				t.Fatalf("reserve %d: blob %s in %d packs, dups says %v", reserve, id, len(ps), x.dups[id])
+			}
+		}
+		// A set of blobs: half of those loaded, and some never loaded.
+		set := x.newBlobSet()
+		members := map[ID]bool{}
+		i := 0
+		for id := range want {
+			if i++; i%2 == 0 {
+				set.add(id)
+				members[id] = true
+			}
+		}
+		for range 100 {
+			id := randID()
+			set.add(id)
+			members[id] = true
+		}
+		for id := range want {
+			if set.has(id) != members[id] {
+				t.Fatalf("reserve %d: set has %s: %v, want %v", reserve, id, set.has(id), members[id])
+			}
+		}
+		for id := range members {
+			if !set.has(id) {
+				t.Fatalf("reserve %d: set lost %s", reserve, id)
 			}
 		}
 		late := sealedPack{ID: randID(), Entries: []blobEntry{{ID: randID(), location: location{Length: 7}}}}

@@ -70,14 +70,14 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	// A blob they use that no index names would be taken for garbage
 	// (its pack unindexed): prune refuses, and repair rebuilds the index.
 	// A directory the snapshots share is read once.
-	used := map[ID]bool{}
+	used := x.newBlobSet()
 	var unindexed []string
 	seen := map[ID]bool{}
 	tc := newTreeCache(r, x)
 	for _, s := range rep.Kept {
-		err := r.eachEntry(ctx, x, tc, s, seen, func(id ID) { used[id] = true }, func(p string, e *entry) error {
+		err := r.eachEntry(ctx, x, tc, s, seen, used.add, func(p string, e *entry) error {
 			for _, c := range e.Chunks {
-				used[c] = true
+				used.add(c)
 				if _, ok := x.lookup(c); !ok && len(unindexed) < 5 {
 					unindexed = append(unindexed, fmt.Sprintf("%s of %s in snapshot %s", c, p, s.ID))
 				}

@@ -11,12 +11,20 @@ import (
 
 // blobOwners says which packs' copies of the used blobs prune keeps.
 type blobOwners struct {
-	one map[ID]ID   // the one pack whose copy is kept
-	all map[ID]bool // used blobs every copy of which is kept
+	used *blobSet
+	dups map[ID]bool // blobs in two packs or more
+	one  map[ID]ID   // of those used: the one pack whose copy is kept
+	all  map[ID]bool // of those used: the ones every copy of which is kept
 }
 
-// keeps reports whether prune keeps pack p's copy of blob id.
-func (o blobOwners) keeps(p, id ID) bool { return o.all[id] || o.one[id] == p }
+// keeps reports whether prune keeps pack p's copy of blob id: the only
+// copy of a used blob, or the copy chosen.
+func (o blobOwners) keeps(p, id ID) bool {
+	if !o.used.has(id) {
+		return false
+	}
+	return !o.dups[id] || o.all[id] || o.one[id] == p
+}
 
 // ownUsedBlobs picks, for each used blob, the pack whose copy of it prune
 // keeps. A blob can be in two packs: a prune killed after writing its new
@@ -28,7 +36,10 @@ func (o blobOwners) keeps(p, id ID) bool { return o.all[id] || o.one[id] == p }
 // deleted or rewritten as if the blob were unused there. A blob with no
 // sound copy found that way keeps every copy, as before: what prune
 // cannot check, it does not delete.
-func (r *Repo) ownUsedBlobs(ctx context.Context, x *index, used map[ID]bool, size map[ID]int64) (blobOwners, error) {
+//
+// Only the blobs the index found in more than one pack have a choice (a
+// few, if any): the others are not counted or held.
+func (r *Repo) ownUsedBlobs(ctx context.Context, x *index, used *blobSet, size map[ID]int64) (blobOwners, error) {
 	type share struct {
 		id         ID
 		stored     bool
@@ -41,9 +52,11 @@ func (r *Repo) ownUsedBlobs(ctx context.Context, x *index, used map[ID]bool, siz
 		s := share{id: p, stored: stored}
 		for _, e := range es {
 			s.size += int64(e.Length)
-			if used[e.ID] {
+			if used.has(e.ID) {
 				s.used += int64(e.Length)
-				copies[e.ID]++
+				if x.dups[e.ID] {
+					copies[e.ID]++
+				}
 			}
 		}
 		order = append(order, s)
@@ -62,11 +75,11 @@ func (r *Repo) ownUsedBlobs(ctx context.Context, x *index, used map[ID]bool, siz
 		}
 		return bytes.Compare(a.id[:], b.id[:])
 	})
-	o := blobOwners{one: map[ID]ID{}, all: map[ID]bool{}}
+	o := blobOwners{used: used, dups: x.dups, one: map[ID]ID{}, all: map[ID]bool{}}
 	check := map[ID][]blobEntry{} // owner pack -> its copies of duplicated blobs
 	for _, s := range order {
 		for _, e := range x.packs[s.id] {
-			if _, taken := o.one[e.ID]; !used[e.ID] || taken {
+			if _, taken := o.one[e.ID]; !x.dups[e.ID] || !used.has(e.ID) || taken {
 				continue
 			}
 			o.one[e.ID] = s.id
