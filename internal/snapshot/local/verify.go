@@ -115,18 +115,20 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 		rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
 		mu.Unlock()
 	}
-	// Which blobs of which packs to check.
-	check := map[ID]map[ID]bool{}
+	// Which blobs to check (a bit each, over the index), and how many
+	// of them each pack holds.
+	wanted := x.newBlobSet()
+	check := map[ID]int{}
 	want := func(b ID, what string) {
 		loc, ok := x.lookup(b)
 		if !ok {
 			problem("blob %s (%s) is in no index", b, what)
 			return
 		}
-		if check[loc.Pack] == nil {
-			check[loc.Pack] = map[ID]bool{}
+		if !wanted.has(b) {
+			wanted.add(b)
+			check[loc.Pack]++
 		}
-		check[loc.Pack][b] = true
 	}
 	// A directory the snapshots share is read once.
 	seen := map[ID]bool{}
@@ -146,11 +148,9 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 	if id == "" {
 		// Everything indexed, referenced or not: prune relies on it.
 		for p, es := range x.packs {
-			if check[p] == nil {
-				check[p] = map[ID]bool{}
-			}
+			check[p] += 0 // read, even with nothing the index places in it
 			for _, e := range es {
-				check[p][e.ID] = true
+				want(e.ID, "")
 			}
 		}
 	}
@@ -177,7 +177,7 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 				continue
 			}
 			if !present["packs/"+p.String()] {
-				problem("%s is missing (%d blob(s))", r.key("packs/"+p.String()), len(check[p]))
+				problem("%s is missing (%d blob(s))", r.key("packs/"+p.String()), check[p])
 			}
 			delete(check, p)
 			rep.PacksNotRead++
@@ -190,10 +190,11 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 	codecs.New = func() any { return r.newCodec() }
 	for p, blobs := range check {
 		g.Go(func() error {
+			// The pack's blobs wanted that the index places in it.
 			name := r.key("packs/" + p.String())
 			body, err := r.get(gctx, "packs/"+p.String())
 			if errors.Is(err, errNoKey) {
-				problem("%s is missing (%d blob(s))", name, len(blobs))
+				problem("%s is missing (%d blob(s))", name, blobs)
 				return nil
 			}
 			if err != nil {
@@ -209,9 +210,10 @@ func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (V
 			cd := codecs.Get().(*codec)
 			defer codecs.Put(cd)
 			n := 0
-			for b := range blobs {
+			for _, e := range x.packs[p] {
+				b := e.ID
 				loc, _ := x.lookup(b)
-				if loc.Pack != p {
+				if loc.Pack != p || !wanted.has(b) {
 					continue
 				}
 				n++
