@@ -2,7 +2,10 @@ package local
 
 import (
 	"math/rand"
+	"runtime"
+	"slices"
 	"testing"
+	"time"
 )
 
 // The sorted runs find every blob loaded, whatever the reserve guessed
@@ -99,6 +102,82 @@ func TestIndexRuns(t *testing.T) {
 		x.addPack(late)
 		if loc, ok := x.lookup(late.Entries[0].ID); !ok || loc.Pack != late.ID || loc.Length != 7 {
 			t.Errorf("reserve %d: a blob added after the load: %+v, %v", reserve, loc, ok)
+		}
+	}
+}
+
+// A large index's runs are mapped outside the heap, and unmapped once
+// the index is unreachable.
+func TestIndexRunsOffHeapReleased(t *testing.T) {
+	x := newLookupIndex()
+	x.reserve(1 << 20)
+	if x.unmapped == nil {
+		t.Fatal("a million entries' runs are on the heap")
+	}
+	small := newLookupIndex()
+	small.reserve(1000)
+	if small.unmapped != nil {
+		t.Error("a thousand entries' runs are mapped")
+	}
+	var id ID
+	id[0] = 0xff
+	x.loadPack(sealedPack{ID: ID{1}, Entries: []blobEntry{{ID: id, location: location{Length: 9}}}})
+	x.freeze()
+	if loc, ok := x.lookup(id); !ok || loc.Length != 9 {
+		t.Fatalf("lookup in mapped runs: %+v, %v", loc, ok)
+	}
+	gone := x.unmapped
+	if gone.Load() {
+		t.Fatal("unmapped while in use")
+	}
+	x = nil
+	for deadline := time.Now().Add(30 * time.Second); !gone.Load(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the mapping of an unreachable index is still there after 30 s of collections")
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The search from an ID's expected place finds what a binary search
+// finds, in runs of every length, for IDs in them and not, at the ends
+// and in between (uneven runs included: the guess may be far off).
+func TestIndexSearch(t *testing.T) {
+	rng := rand.New(rand.NewSource(9))
+	for _, bitsN := range []uint{4, 9} {
+		for _, n := range []int{0, 1, 2, 3, 10, 100, 3000} {
+			x := &index{runBits: bitsN}
+			r := make([]slotEntry, n)
+			for i := range r {
+				rng.Read(r[i].id[:])
+				if i%3 == 0 { // uneven: a third crowd at the low end
+					r[i].id[0], r[i].id[1] = 0, 0
+				}
+			}
+			slices.SortFunc(r, compareEntries)
+			r = slices.CompactFunc(r, func(a, b slotEntry) bool { return a.id == b.id })
+			probe := func(id ID) {
+				want, wok := slices.BinarySearchFunc(r, id, compareEntryID)
+				got, ok := x.search(r, id)
+				if ok != wok || (ok && got != want) {
+					t.Fatalf("bits %d, %d entries: search %s = %d, %v; binary search %d, %v", bitsN, n, id, got, ok, want, wok)
+				}
+			}
+			for _, e := range r {
+				probe(e.id)
+			}
+			for range 2000 {
+				var id ID
+				rng.Read(id[:])
+				probe(id)
+			}
+			probe(ID{})
+			var top ID
+			for i := range top {
+				top[i] = 0xff
+			}
+			probe(top)
 		}
 	}
 }

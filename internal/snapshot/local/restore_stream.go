@@ -36,7 +36,7 @@ import (
 //     entry changes a directory's mtime, and a read-only one could not
 //     be written into). The root is last.
 const (
-	batchFiles  = 16384   // files with data (or links, or directories) per batch
+	batchFiles  = 65536   // files with data (or links, or directories) per batch
 	batchChunks = 1 << 16 // chunks per batch
 )
 

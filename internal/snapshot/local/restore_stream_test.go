@@ -146,8 +146,9 @@ func TestVersion3TreesCheckedBeforeWriting(t *testing.T) {
 // A restore in batches of a few files restores what one batch does:
 // read-only directories get their mode only once their content is
 // complete, hard links whose file is in an earlier batch (and an earlier,
-// read-only directory) share its inode, and every directory's mtime
-// survives the entries created in it.
+// read-only directory) share its inode, every directory's mtime survives
+// the entries created in it, and files whose content was stored with an
+// early batch's come back whole, with their links.
 func TestRestoreInBatches(t *testing.T) {
 	t.Parallel()
 	r, b := setup(t)
@@ -165,8 +166,18 @@ func TestRestoreInBatches(t *testing.T) {
 		must(t, os.Link(filepath.Join(src, "ro", fmt.Sprintf("d%d", i), "f0"), filepath.Join(src, "zlinks", "deep", fmt.Sprintf("l%d", i))))
 	}
 	must(t, os.Link(filepath.Join(src, "small/d01/f00001.txt"), filepath.Join(src, "small/d49/link")))
+	// Last in the walk, in a read-only directory: copies of early files
+	// (their blobs stored with the first batch's), one of them
+	// hard-linked from a later directory.
+	for i := range 4 {
+		b, err := os.ReadFile(filepath.Join(src, "small", fmt.Sprintf("d%02d", i), fmt.Sprintf("f%05d.txt", i)))
+		must(t, err)
+		writeFile(t, filepath.Join(src, "zdup", fmt.Sprintf("copy%d", i)), b, 0o640, mt)
+	}
+	must(t, os.MkdirAll(filepath.Join(src, "zzlinks"), 0o755))
+	must(t, os.Link(filepath.Join(src, "zdup", "copy1"), filepath.Join(src, "zzlinks", "l")))
 	// Read-only and dated directories, deepest first.
-	for _, d := range []string{"ro/d0", "ro/d1", "ro/d2", "ro/d3", "ro/d4", "ro", "zlinks/deep", "zlinks"} {
+	for _, d := range []string{"ro/d0", "ro/d1", "ro/d2", "ro/d3", "ro/d4", "ro", "zlinks/deep", "zlinks", "zdup", "zzlinks"} {
 		must(t, os.Chmod(filepath.Join(src, d), 0o555))
 		must(t, os.Chtimes(filepath.Join(src, d), mt, mt))
 	}
@@ -207,5 +218,8 @@ func TestRestoreInBatches(t *testing.T) {
 	}
 	if a, l := lstat(t, filepath.Join(dst, "small/d01/f00001.txt")), lstat(t, filepath.Join(dst, "small/d49/link")); a.Ino != l.Ino {
 		t.Errorf("small/d49/link is not a link of small/d01/f00001.txt")
+	}
+	if a, l := lstat(t, filepath.Join(dst, "zdup/copy1")), lstat(t, filepath.Join(dst, "zzlinks/l")); a.Ino != l.Ino || a.Nlink != 2 {
+		t.Errorf("zzlinks/l is not a link of zdup/copy1")
 	}
 }
