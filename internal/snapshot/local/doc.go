@@ -25,7 +25,14 @@
 // directories rather than the volume; tree blobs go to packs of their
 // own, which the next Create, prune, verify and repair read by ranges a
 // directory at a time (prune and verify read a directory shared by
-// several snapshots once).
+// several snapshots once). Restore (restore_stream.go) checks the tree
+// whole, a directory at a time, before writing anything, then walks it
+// again and restores its files a batch at a time while the next batch is
+// planned, so its memory follows a batch, not the snapshot.
+//
+// The index (index.go) is loaded in bulk into sorted runs of 52 bytes a
+// blob, mapped outside the Go heap when large (index_mem.go); prune and
+// verify mark blobs in a bitset over those runs.
 // Objects are written in the order packs, index, snapshot, so an
 // interrupted run leaves only packs that nothing references, which Prune
 // removes once they are older than a margin.

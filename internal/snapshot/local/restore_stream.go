@@ -24,7 +24,9 @@ import (
 //   - First the tree is checked, whole, before anything is written
 //     (checkDirs for a version 3 tree, read a directory at a time;
 //     checkTree for a version 1 or 2 one, which is one blob anyway).
-//   - Then it is walked again, in the same order. Directories, symlinks,
+//   - Then it is walked again, in the same order (a tree of up to
+//     batchFiles files is one batch: planned whole, as before streaming;
+//     at a million files a batch holds about 60 MB). Directories, symlinks,
 //     special and empty files are created as they come (parents first);
 //     files with data and hard links go into the current batch. A full
 //     batch is restored on the pack workers (planned in spans, see
@@ -36,7 +38,7 @@ import (
 //     entry changes a directory's mtime, and a read-only one could not
 //     be written into). The root is last.
 const (
-	batchFiles  = 65536   // files with data (or links, or directories) per batch
+	batchFiles  = 262144  // files with data (or links, or directories) per batch
 	batchChunks = 1 << 16 // chunks per batch
 )
 
