@@ -42,6 +42,14 @@ func craftTree(t *testing.T, r *Repo, tr *tree) string {
 	st, zt := cd.store(tb)
 	pk.add(did, blobData, sd, zd, len(data))
 	pk.add(tid, blobTree, st, zt, len(tb))
+	return commitCrafted(t, r, pk, tid)
+}
+
+// commitCrafted stores a crafted snapshot: pk's packs, their index, and
+// a snapshot whose tree is tid.
+func commitCrafted(t *testing.T, r *Repo, pk *packer, tid ID) string {
+	t.Helper()
+	ctx := context.Background()
 	packs, err := pk.finish()
 	if err != nil {
 		t.Fatal(err)

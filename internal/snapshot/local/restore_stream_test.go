@@ -62,18 +62,7 @@ func craftV3(t *testing.T, r *Repo, kids []node) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packs, err := pk.finish()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.writeIndex(ctx, packs); err != nil {
-		t.Fatal(err)
-	}
-	s := snapshot.Snapshot{ID: snapshotName(time.Now()), Time: time.Now(), Tree: tid.String()}
-	if err := r.putSnapshot(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	return s.ID
+	return commitCrafted(t, r, pk, tid)
 }
 
 // A version 3 tree is checked whole before a restore writes anything,

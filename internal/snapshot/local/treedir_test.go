@@ -179,19 +179,9 @@ func TestVersion3BadNames(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			packs, err := pk.finish()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := r.writeIndex(ctx, packs); err != nil {
-				t.Fatal(err)
-			}
-			s := snapshot.Snapshot{ID: snapshotName(time.Now()), Time: time.Now(), Tree: tid.String()}
-			if err := r.putSnapshot(ctx, s); err != nil {
-				t.Fatal(err)
-			}
+			id := commitCrafted(t, r, pk, tid)
 			dst := filepath.Join(t.TempDir(), "r")
-			err = r.Restore(ctx, s.ID, snapshot.RestoreOptions{Target: dst})
+			err = r.Restore(ctx, id, snapshot.RestoreOptions{Target: dst})
 			if !errors.Is(err, snapshot.ErrCorrupt) || !strings.Contains(err.Error(), "one path component") {
 				t.Fatalf("restore of a name %q: %v, want ErrCorrupt", name, err)
 			}
