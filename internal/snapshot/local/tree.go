@@ -106,20 +106,6 @@ func (r *Repo) loadBlob(ctx context.Context, x *index, id ID) ([]byte, error) {
 	return data, nil
 }
 
-func (r *Repo) loadTree(ctx context.Context, x *index, s snapshot.Snapshot) (*tree, error) {
-	id, t, err := r.loadRoot(ctx, x, s)
-	if err != nil {
-		return nil, err
-	}
-	t.Subtrees = []ID{id}
-	if t.Version >= 3 {
-		if err := r.loadDirs(ctx, x, t); err != nil {
-			return nil, fmt.Errorf("tree of snapshot %s: %w", s.ID, err)
-		}
-	}
-	return t, nil
-}
-
 // loadRoot reads snapshot s's tree blob: the whole tree of a version 1
 // or 2 snapshot, the source directory's entry alone (checked) of a
 // version 3 one.
