@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -15,11 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/conveyorhq/conveyor/internal/dispatch/ssm"
 	"github.com/conveyorhq/conveyor/internal/dispatch/ssm/ssmtest"
 	"github.com/conveyorhq/conveyor/internal/job"
 	"github.com/conveyorhq/conveyor/internal/jobstore"
 	"github.com/conveyorhq/conveyor/internal/orchestrator"
+	"github.com/conveyorhq/conveyor/internal/s3event"
 	"github.com/conveyorhq/conveyor/internal/volume"
 )
 
@@ -200,8 +205,12 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 		}
 		return objJobID(oc)
 	}
+	// Three quarters are uploaded first; the last quarter is uploaded
+	// while B is scaled in, so that B still has work then however slowly
+	// the test itself gets there (on a loaded CI machine A and B once
+	// finished every job before the test looked for B at work).
 	var ids []string
-	for i := range fleetJobs {
+	for i := range fleetJobs * 3 / 4 {
 		ids = append(ids, submit(fmt.Sprintf("fleet/%03d.txt", i)))
 	}
 	// waitBusy waits until the processor finished n jobs (its journal) and
@@ -236,7 +245,32 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 	}
 	fake.Kill(fleetC)
 	agent.kill(fleetC)
-	killedRunning := heldBy(t, up, ids, agent.volumes[fleetC])
+	killedRunning := heldBy(t, up, workDirs(t, agent.volumes[fleetC]), agent.volumes[fleetC])
+
+	// The last quarter is uploaded while the test waits for B at work.
+	// (Not through submit and upload: they stop the test, which only
+	// the test's own goroutine may do.)
+	rest := make(chan []string, 1)
+	go func() {
+		var more []string
+		defer func() { rest <- more }()
+		for i := fleetJobs * 3 / 4; i < fleetJobs; i++ {
+			key := fmt.Sprintf("fleet/%03d.txt", i)
+			body := []byte(strconv.FormatFloat(0.05+0.25*rng.Float64(), 'f', 2, 64))
+			out, err := up.S3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(inputBucket), Key: aws.String(key), Body: bytes.NewReader(body)})
+			if err != nil {
+				t.Errorf("put %s: %v", key, err)
+				return
+			}
+			oc := s3event.ObjectCreated{EventName: "ObjectCreated:Put", Bucket: inputBucket, Key: key, Size: int64(len(body)),
+				ETag: s3event.TrimETag(aws.ToString(out.ETag)), VersionID: aws.ToString(out.VersionId)}
+			if r := o.Submit(ctx, oc); r.Err != nil {
+				t.Errorf("submit %s: %v", key, r.Err)
+				return
+			}
+			more = append(more, objJobID(oc))
+		}
+	}()
 
 	// B is scaled in: it drains (its jobs handed back) before the group
 	// may stop it.
@@ -265,6 +299,10 @@ echo "$CONVEYOR_JOB_ID" >> `+journal+`
 	}
 	agent.mu.Unlock()
 	t.Logf("B had %d worker runs when scaled in", bRunning)
+	ids = append(ids, <-rest...)
+	if len(ids) != fleetJobs {
+		t.Fatalf("%d jobs submitted, want %d", len(ids), fleetJobs)
+	}
 
 	// Every job ends succeeded, by exactly one successful attempt.
 	handbacks, crashes := 0, 0
