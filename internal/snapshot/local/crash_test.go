@@ -248,7 +248,7 @@ func (sc *crashScenario) plantDamagedPack(t *testing.T) {
 	cd := r.newCodec()
 	for _, n := range []int{100 << 10, 50 << 10} {
 		data := randBytes(rng, n)
-		stored, z := cd.store(data)
+		stored, z := cd.store(r.sealer.blobID(data), data)
 		must(t, pk.add(r.sealer.blobID(data), blobData, stored, z, len(data)))
 	}
 	packs, err := pk.finish()

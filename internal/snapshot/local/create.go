@@ -258,7 +258,7 @@ func (c *creator) run(ctx context.Context, rootOld *ID) error {
 					c.bufs.Put(ch.buf)
 					continue // drain
 				}
-				stored, z := cd.storeTemp(ch.data)
+				stored, z := cd.storeTemp(ch.id, ch.data)
 				err := c.pk.add(ch.id, blobData, stored, z, len(ch.data))
 				c.bufs.Put(ch.buf)
 				if err != nil {

@@ -11,7 +11,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 )
 
-// Encryption (repository version 2).
+// Encryption (repository versions 2 and 3).
 //
 // A repository has one random 32-byte master key. Two subkeys are derived
 // from it with BLAKE3's key derivation: one for XChaCha20-Poly1305, one
@@ -22,6 +22,18 @@ import (
 // snapshot object. A sealed object is a random 24-byte nonce followed by
 // the ciphertext and its 16-byte tag; XChaCha20's nonce is long enough to
 // be drawn at random for every object of a repository's life.
+//
+// Repository version 3 seals blobs without a stored nonce: a blob's
+// nonce is the first 24 bytes of its ID, the keyed BLAKE3 of its
+// plaintext under a subkey independent of the cipher's (the synthetic IV
+// of SIV, Rogaway and Shrimpton's deterministic authenticated
+// encryption). Two different plaintexts would share a nonce only if they
+// shared 192 bits of a keyed hash; the same plaintext always gives the
+// same sealed bytes, which says only what its ID already says (that two
+// copies of a blob are equal). Every blob is 24 bytes smaller, and prune
+// still copies a sealed blob into a new pack as it is, since its nonce
+// depends on its content only. Tables, index objects and snapshots keep a
+// random nonce.
 //
 // Blob IDs are the keyed BLAKE3 of the plaintext: still content
 // addresses, so deduplication works as before, but a reader of the
@@ -60,6 +72,9 @@ var errAuth = errors.New("does not authenticate: damaged or altered")
 type sealer struct {
 	aead    cipher.AEAD
 	hashers sync.Pool // *blake3.Hasher keyed with the MAC subkey
+	// idNonce: blobs are sealed with their ID as nonce, not a stored
+	// random one (repository version 3).
+	idNonce bool
 }
 
 func newSealer(master []byte) (*sealer, error) {
@@ -145,6 +160,63 @@ func (s *sealer) open(dst, stored, ad []byte) ([]byte, error) {
 	}
 	nonce, ct := stored[:chacha20poly1305.NonceSizeX], stored[chacha20poly1305.NonceSizeX:]
 	out, err := s.aead.Open(dst, nonce, ct, ad)
+	if err != nil {
+		return nil, errAuth
+	}
+	return out, nil
+}
+
+// blobPrefix is what a sealed blob holds before its ciphertext: a random
+// nonce (version 2), or nothing (unencrypted, or version 3).
+func (s *sealer) blobPrefix() int {
+	if s == nil || s.idNonce {
+		return 0
+	}
+	return sealPrefix
+}
+
+// blobOverhead is how much larger a sealed blob is than its plaintext.
+func (s *sealer) blobOverhead() int {
+	switch {
+	case s == nil:
+		return 0
+	case s.idNonce:
+		return chacha20poly1305.Overhead
+	}
+	return sealOverhead
+}
+
+// sealBlob appends the sealed form of blob id's stored plaintext z
+// (compressed or not) to dst.
+func (s *sealer) sealBlob(dst []byte, id ID, z []byte) []byte {
+	if s == nil || !s.idNonce {
+		return s.seal(dst, z, adBlob)
+	}
+	return s.aead.Seal(dst, id[:chacha20poly1305.NonceSizeX], z, adBlob)
+}
+
+// sealBlobInPlace is sealInPlace for blob id: b holds blobPrefix bytes
+// of room, then the plaintext.
+func (s *sealer) sealBlobInPlace(b []byte, id ID) []byte {
+	if s == nil || !s.idNonce {
+		return s.sealInPlace(b, adBlob)
+	}
+	return s.aead.Seal(b[:0], id[:chacha20poly1305.NonceSizeX], b, adBlob)
+}
+
+// openBlob returns the plaintext of sealed blob id, decrypted in place
+// (stored is overwritten), or errAuth. Unencrypted: stored itself.
+func (s *sealer) openBlob(id ID, stored []byte) ([]byte, error) {
+	switch {
+	case s == nil:
+		return stored, nil
+	case !s.idNonce:
+		if len(stored) < sealPrefix {
+			return nil, errAuth
+		}
+		return s.open(stored[sealPrefix:sealPrefix], stored, adBlob)
+	}
+	out, err := s.aead.Open(stored[:0], id[:chacha20poly1305.NonceSizeX], stored, adBlob)
 	if err != nil {
 		return nil, errAuth
 	}

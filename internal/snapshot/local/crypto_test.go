@@ -3,8 +3,11 @@ package local
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -240,5 +243,119 @@ func TestSealer(t *testing.T) {
 	}
 	if _, err := a.open(nil, s1, adSnapshot); !errors.Is(err, errAuth) {
 		t.Fatalf("a blob opens as a snapshot: %v", err)
+	}
+}
+
+// Blobs of a version 3 repository are sealed with their ID as nonce (16
+// bytes over their stored plaintext); a version 2 repository keeps
+// writing blobs with a random nonce before them (40 bytes over), and
+// both create, prune (copying sealed blobs into new packs), verify and
+// restore.
+func TestBlobNonceVersions(t *testing.T) {
+	t.Parallel()
+	for _, v := range []int{versionEncrypted, versionIDNonce} {
+		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
+			t.Parallel()
+			r, b := setup(t)
+			ctx := context.Background()
+			if r.rc.Version != versionIDNonce {
+				t.Fatalf("a new repository is version %d, want %d", r.rc.Version, versionIDNonce)
+			}
+			if v == versionEncrypted {
+				// A repository as version 2 created it: its config
+				// says 2, nothing written yet.
+				rc := r.rc
+				rc.Version = versionEncrypted
+				body, _ := json.Marshal(rc)
+				if err := r.delIf(ctx, "config", ""); err != nil {
+					t.Fatal(err)
+				}
+				if err := r.put(ctx, "config", body, true); err != nil {
+					t.Fatal(err)
+				}
+				var err error
+				if r, err = Open(ctx, b.srv.Client, r.cfg); err != nil {
+					t.Fatal(err)
+				}
+				if r.rc.Version != versionEncrypted || r.sealer.idNonce {
+					t.Fatalf("reopened as version %d, id nonces %v", r.rc.Version, r.sealer.idNonce)
+				}
+			}
+			makeTree(t, b.src, 200, 3<<20)
+			if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 200; i += 2 {
+				if err := os.Remove(filepath.Join(b.src, "small", fmt.Sprintf("d%02d", i%50), fmt.Sprintf("f%05d.txt", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Remove(filepath.Join(b.src, "bin", "random.bin")); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := r.Create(ctx, snapshot.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rep, err := r.Prune(ctx, snapshot.Policy{KeepLast: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.PacksRepacked == 0 || rep.PacksDeleted == 0 {
+				t.Fatalf("prune repacked %d packs and deleted %d: the test needs both", rep.PacksRepacked, rep.PacksDeleted)
+			}
+			if _, err := r.Verify(ctx, "", nil); err != nil {
+				t.Fatal(err)
+			}
+			restoreAndCompare(t, r, s2.ID, b.src)
+
+			x, err := r.loadIndex(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[int]uint32{versionEncrypted: 40, versionIDNonce: 16}[v]
+			raw := 0
+			x.each(func(id ID, s slot) {
+				if s.compressed {
+					return
+				}
+				raw++
+				if s.length != s.raw+want {
+					t.Errorf("blob %s: %d bytes stored for %d, want %d over", id, s.length, s.raw, want)
+				}
+			})
+			if raw == 0 {
+				t.Fatal("no blob stored uncompressed: nothing checked")
+			}
+		})
+	}
+}
+
+// A blob sealed with its ID as nonce opens under that ID only, and the
+// same plaintext seals to the same bytes.
+func TestSealBlobWithIDNonce(t *testing.T) {
+	s, _ := newSealer(newMasterKey())
+	s.idNonce = true
+	a, b := []byte("one blob's content"), []byte("another blob's content")
+	ia, ib := s.blobID(a), s.blobID(b)
+	sa := s.sealBlob(nil, ia, a)
+	if len(sa) != len(a)+16 || bytes.Contains(sa, a) {
+		t.Fatalf("sealed %d bytes into %d", len(a), len(sa))
+	}
+	if !bytes.Equal(sa, s.sealBlob(nil, ia, a)) {
+		t.Fatal("one plaintext sealed twice differs")
+	}
+	if got, err := s.openBlob(ia, bytes.Clone(sa)); err != nil || !bytes.Equal(got, a) {
+		t.Fatalf("open: %q %v", got, err)
+	}
+	if _, err := s.openBlob(ib, bytes.Clone(sa)); !errors.Is(err, errAuth) {
+		t.Fatalf("blob a opened as blob b: %v", err)
+	}
+	inPlace := append(make([]byte, 0, len(b)+16), b...)
+	if got := s.sealBlobInPlace(inPlace, ib); !bytes.Equal(got, s.sealBlob(nil, ib, b)) {
+		t.Fatal("sealing in place differs from sealing into a new buffer")
+	}
+	if _, err := s.openBlob(ia, s.seal(nil, a, adBlob)); !errors.Is(err, errAuth) {
+		t.Fatalf("a blob with a random nonce opened as an ID-nonce one: %v", err)
 	}
 }

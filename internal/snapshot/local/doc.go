@@ -9,9 +9,11 @@
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats
 //	locks/<nonce>       who is working on the repository (see lock.go)
 //
-// Version 2 repositories are encrypted (crypto.go): blobs, pack tables,
-// index and snapshot objects sealed with XChaCha20-Poly1305, blob IDs a
-// keyed BLAKE3. Version 1 ones are read and written unencrypted.
+// Version 2 and 3 repositories are encrypted (crypto.go): blobs, pack
+// tables, index and snapshot objects sealed with XChaCha20-Poly1305, blob
+// IDs a keyed BLAKE3; version 3 (new repositories) seals a blob with its
+// ID as nonce instead of a random one stored before it. Version 1 ones
+// are read and written unencrypted.
 //
 // Blobs are file chunks cut by FastCDC and the snapshot's tree (entries
 // with type, mode, mtime, size, inode, chunk list and, from tree version

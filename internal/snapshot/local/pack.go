@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -156,31 +157,32 @@ func (c *codec) decoder() *zstd.Decoder {
 
 // store returns the stored form of a blob's plaintext: compressed when
 // that pays (see compress), then sealed in an encrypted repository.
-func (c *codec) store(data []byte) ([]byte, bool) {
+func (c *codec) store(id ID, data []byte) ([]byte, bool) {
 	z, compressed := c.compress(data)
 	if c.sl == nil {
 		return z, compressed
 	}
-	return c.sl.seal(make([]byte, 0, len(z)+sealOverhead), z, adBlob), compressed
+	return c.sl.sealBlob(make([]byte, 0, len(z)+c.sl.blobOverhead()), id, z), compressed
 }
 
 // storeTemp is store with the stored form in the codec's own buffer,
 // valid until the next call: for a blob that is copied into a pack at
 // once. The blob is compressed behind room for the nonce and sealed where
 // it is, so it is written once and allocates nothing.
-func (c *codec) storeTemp(data []byte) ([]byte, bool) {
+func (c *codec) storeTemp(id ID, data []byte) ([]byte, bool) {
 	if c.sl == nil {
 		return c.compress(data)
 	}
-	need := sealPrefix + len(data) + sealOverhead
+	pre := c.sl.blobPrefix()
+	need := pre + len(data) + c.sl.blobOverhead()
 	if cap(c.sbuf) < need {
 		c.sbuf = make([]byte, 0, need)
 	}
-	z, compressed := c.compressTo(c.sbuf[:sealPrefix], data)
+	z, compressed := c.compressTo(c.sbuf[:pre], data)
 	if !compressed {
-		z = append(c.sbuf[:sealPrefix], data...)
+		z = append(c.sbuf[:pre], data...)
 	}
-	out := c.sl.sealInPlace(z, adBlob)
+	out := c.sl.sealBlobInPlace(z, id)
 	if cap(out) <= 64<<20 {
 		c.sbuf = out[:0]
 	}
@@ -227,7 +229,10 @@ func (c *codec) compressTo(dst, data []byte) ([]byte, bool) {
 // open returns the plaintext of a stored blob and checks its hash (and,
 // encrypted, its authentication).
 func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
-	data, err := c.sl.open(nil, stored, adBlob)
+	if c.sl != nil {
+		stored = bytes.Clone(stored) // decrypted in place
+	}
+	data, err := c.sl.openBlob(e.ID, stored)
 	if err != nil {
 		return nil, fmt.Errorf("blob %s %w", e.ID, err)
 	}
@@ -252,10 +257,7 @@ func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
 func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
 	if c.sl != nil {
 		var err error
-		if len(stored) < sealPrefix {
-			return nil, fmt.Errorf("blob %s %w", e.ID, errAuth)
-		}
-		if stored, err = c.sl.open(stored[sealPrefix:sealPrefix], stored, adBlob); err != nil {
+		if stored, err = c.sl.openBlob(e.ID, stored); err != nil {
 			return nil, fmt.Errorf("blob %s %w", e.ID, err)
 		}
 	}

@@ -254,9 +254,11 @@ func TestCodecFrames(t *testing.T) {
 	for _, n := range []int{4096, 4 * sampleSize, 4*sampleSize + 1, 1 << 20, 3<<20 + 17} {
 		data := logText(rng, n)
 		sl, _ := newSealer(newMasterKey())
-		for _, r := range []*Repo{{}, {sealer: sl}} {
+		sl3, _ := newSealer(newMasterKey())
+		sl3.idNonce = true
+		for _, r := range []*Repo{{}, {sealer: sl}, {sealer: sl3}} {
 			cd := r.newCodec()
-			stored, z := cd.store(data)
+			stored, z := cd.store(r.sealer.blobID(data), data)
 			if !z || len(stored) > n/2 {
 				t.Fatalf("%d bytes of text: compressed %v to %d", n, z, len(stored))
 			}

@@ -119,7 +119,8 @@ func (c Config) Validate() error {
 
 // repoConfig is the `config` object.
 type repoConfig struct {
-	// Version 1: unencrypted; 2: encrypted (see crypto.go).
+	// Version 1: unencrypted; 2: encrypted; 3: encrypted, blobs sealed
+	// with their ID as nonce (see crypto.go).
 	Version int       `json:"version"`
 	ID      string    `json:"id"`
 	Created time.Time `json:"created"`
@@ -128,7 +129,7 @@ type repoConfig struct {
 		Avg int `json:"avg"`
 		Max int `json:"max"`
 	} `json:"chunker"`
-	// Encryption names the schemes of a version 2 repository.
+	// Encryption names the schemes of a version 2 or 3 repository.
 	Encryption *encryptionConfig `json:"encryption,omitempty"`
 }
 
@@ -147,7 +148,8 @@ var keyCheckText = []byte("conveyor repository key check")
 // Repository versions.
 const (
 	versionPlain     = 1
-	versionEncrypted = 2
+	versionEncrypted = 2 // blobs sealed with a random nonce, stored before them
+	versionIDNonce   = 3 // blobs sealed with their ID as nonce: 24 bytes less each
 )
 
 // Chunker parameters of new repositories: 1 MiB average.
@@ -226,10 +228,11 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 				}
 				r.cfg.Logf("snapshot repository %s is not encrypted (it was created before encryption); the README says how to move to an encrypted one", r.Location())
 				return r, nil
-			case versionEncrypted:
+			case versionEncrypted, versionIDNonce:
 				if err := r.openKey(ctx); err != nil {
 					return nil, err
 				}
+				r.sealer.idNonce = r.rc.Version == versionIDNonce
 				return r, nil
 			}
 			return nil, fmt.Errorf("%s: repository version %d is not supported by this conveyor; upgrade it", r.key("config"), r.rc.Version)
@@ -245,7 +248,8 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 		if err != nil {
 			return nil, err
 		}
-		rc := repoConfig{Version: versionEncrypted, ID: newID(), Created: time.Now().UTC(), Encryption: &encryptionConfig{Cipher: "xchacha20-poly1305", IDs: "blake3-keyed", Check: sl.blobID(keyCheckText)}}
+		sl.idNonce = true
+		rc := repoConfig{Version: versionIDNonce, ID: newID(), Created: time.Now().UTC(), Encryption: &encryptionConfig{Cipher: "xchacha20-poly1305", IDs: "blake3-keyed", Check: sl.blobID(keyCheckText)}}
 		rc.Chunker.Min, rc.Chunker.Avg, rc.Chunker.Max = chunkMin, chunkAvg, chunkMax
 		// The key first: a config without a key would be a repository
 		// nobody can use. Two processes creating at once each write a

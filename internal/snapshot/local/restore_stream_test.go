@@ -33,7 +33,7 @@ func craftV3(t *testing.T, r *Repo, kids []node) string {
 	cd := r.newCodec()
 	data := []byte("evil")
 	did := r.sealer.blobID(data)
-	sd, zd := cd.store(data)
+	sd, zd := cd.store(did, data)
 	if err := pk.add(did, blobData, sd, zd, len(data)); err != nil {
 		t.Fatal(err)
 	}

@@ -76,7 +76,7 @@ func (c *creator) putTree(cd *codec, t tree) (ID, error) {
 	if c.known(id) {
 		return id, nil
 	}
-	stored, z := cd.storeTemp(b)
+	stored, z := cd.storeTemp(id, b)
 	return id, c.tpk.add(id, blobTree, stored, z, len(b))
 }
 
