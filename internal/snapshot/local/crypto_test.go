@@ -327,6 +327,30 @@ func TestBlobNonceVersions(t *testing.T) {
 			if raw == 0 {
 				t.Fatal("no blob stored uncompressed: nothing checked")
 			}
+
+			// Packs end with the table format of their version, and
+			// repair rebuilds the index from those tables.
+			packs, err := r.list(ctx, "packs/")
+			if err != nil || len(packs) == 0 {
+				t.Fatalf("%d packs: %v", len(packs), err)
+			}
+			magic := map[int]string{versionEncrypted: packMagicSealed, versionIDNonce: packMagicCompact}[v]
+			for _, o := range packs {
+				body, err := r.get(ctx, o.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.HasSuffix(body, []byte(magic)) {
+					t.Errorf("%s ends with %q, want %q", o.Name, body[len(body)-8:], magic)
+				}
+			}
+			if rep, err := r.Repair(ctx); err != nil || rep.Lost() || rep.LostBlobs != 0 {
+				t.Fatalf("repair of a sound repository: %+v, %v", rep, err)
+			}
+			if _, err := r.Verify(ctx, "", nil); err != nil {
+				t.Fatal(err)
+			}
+			restoreAndCompare(t, r, s2.ID, b.src)
 		})
 	}
 }

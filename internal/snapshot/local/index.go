@@ -20,6 +20,10 @@ import (
 
 const indexMagic = "CVYIDX01"
 
+// indexMagicCompact starts a version 3 index object: per pack its ID,
+// its blob count and their compact entries (entry.go).
+const indexMagicCompact = "CVYIDX03"
+
 // index maps every blob to a location. Built from the index objects.
 //
 // A repository of a million small files has about as many blobs, and the
@@ -80,6 +84,12 @@ func newLookupIndex() *index {
 // all; 44.8 measured over 917,000 blobs), a little under, so that runs
 // are rarely too small (one that is grows as a slice does).
 const indexEntryBytes = 44
+
+// compactEntryBytes is the same for compact entries (version 3): 37 to
+// 40 bytes, of which zstd takes little; the ID and a byte at least, so
+// that runs are sized for more blobs than there are (room never written
+// to costs no memory: a large index's runs are mapped, see index_mem.go).
+const compactEntryBytes = 33
 
 // reserve makes the sorted runs for about n blobs: a bucket for every
 // 4,096 or so (a binary search of 12 steps), each with room for its
@@ -314,10 +324,18 @@ func (x *index) packSize(pack ID) int64 {
 // encodeIndex: the table of every pack, compressed, then sealed in an
 // encrypted repository.
 func encodeIndex(sl *sealer, packs []sealedPack) []byte {
+	compact := sl != nil && sl.idNonce
 	b := []byte(indexMagic)
+	if compact {
+		b = []byte(indexMagicCompact)
+	}
 	for _, sp := range packs {
 		b = append(b, sp.ID[:]...)
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(sp.Entries)))
+		if compact {
+			b = appendCompacts(b, sp.Entries, sl.blobOverhead())
+			continue
+		}
 		for _, e := range sp.Entries {
 			b = appendEntry(b, e)
 		}
@@ -341,8 +359,9 @@ func decodeIndex(sl *sealer, stored []byte) ([]sealedPack, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !strings.HasPrefix(string(b[:min(len(b), 8)]), indexMagic) {
-		return nil, errors.New("not an index")
+	compact := sl != nil && sl.idNonce
+	if want := map[bool]string{false: indexMagic, true: indexMagicCompact}[compact]; !strings.HasPrefix(string(b[:min(len(b), 8)]), want) {
+		return nil, errors.New("not an index of this repository version")
 	}
 	b = b[8:]
 	var out []sealedPack
@@ -354,6 +373,13 @@ func decodeIndex(sl *sealer, stored []byte) ([]sealedPack, error) {
 		copy(sp.ID[:], b)
 		n := int(binary.LittleEndian.Uint32(b[32:]))
 		b = b[36:]
+		if compact {
+			if sp.Entries, b, err = readCompacts(b, n, sp.ID, sl.blobOverhead()); err != nil {
+				return nil, err
+			}
+			out = append(out, sp)
+			continue
+		}
 		if len(b) < n*entrySize {
 			return nil, errors.New("truncated")
 		}
@@ -397,7 +423,7 @@ func (r *Repo) readIndex(ctx context.Context, x *index) (*index, error) {
 	for _, o := range objs {
 		size += o.Size
 	}
-	x.reserve(int(size / indexEntryBytes))
+	x.reserve(int(size / map[bool]int64{false: indexEntryBytes, true: compactEntryBytes}[r.sealer != nil && r.sealer.idNonce]))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	for _, o := range objs {

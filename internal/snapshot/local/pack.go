@@ -77,6 +77,10 @@ func parsePack(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 // sealed table's length and packMagicSealed.
 const packMagicSealed = "CVYPACK2"
 
+// packMagicCompact ends a version 3 pack: its sealed table holds compact
+// entries (entry.go).
+const packMagicCompact = "CVYPACK3"
+
 // packTable reads a pack's table without checking the pack's hash.
 func packTable(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 	if len(b) < 12 {
@@ -93,7 +97,22 @@ func packTable(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 			return nil, errors.New("truncated table")
 		}
 		table = b[start : len(b)-12]
-	case sl != nil && magic == packMagicSealed:
+	case sl != nil && sl.idNonce && magic == packMagicCompact:
+		n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
+		start = len(b) - 12 - n
+		if n < 0 || start < 0 {
+			return nil, errors.New("truncated table")
+		}
+		table, err := sl.open(nil, b[start:len(b)-12], adTable)
+		if err != nil {
+			return nil, fmt.Errorf("table %w", err)
+		}
+		out, _, err := readCompacts(table, -1, id, sl.blobOverhead())
+		if err != nil {
+			return nil, err
+		}
+		return checkInside(out, start)
+	case sl != nil && !sl.idNonce && magic == packMagicSealed:
 		n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
 		start = len(b) - 12 - n
 		if n < 0 || start < 0 {
@@ -106,19 +125,27 @@ func packTable(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 		if len(table)%entrySize != 0 {
 			return nil, errors.New("truncated table")
 		}
-	case magic == packMagic || magic == packMagicSealed:
-		return nil, errors.New("an unencrypted pack in an encrypted repository, or the reverse")
+	case magic == packMagic || magic == packMagicSealed || magic == packMagicCompact:
+		return nil, errors.New("a pack of another repository version (unencrypted in an encrypted repository, or the reverse)")
 	default:
 		return nil, errors.New("not a pack")
 	}
 	out := make([]blobEntry, len(table)/entrySize)
 	for i := range out {
 		out[i] = readEntry(table[i*entrySize:], id)
-		if int(out[i].Offset)+int(out[i].Length) > start {
+	}
+	return checkInside(out, start)
+}
+
+// checkInside refuses a table that points past its pack's blobs (which
+// end at start).
+func checkInside(entries []blobEntry, start int) ([]blobEntry, error) {
+	for _, e := range entries {
+		if int(e.Offset)+int(e.Length) > start {
 			return nil, errors.New("table points outside the pack")
 		}
 	}
-	return out, nil
+	return entries, nil
 }
 
 // codec compresses and decompresses blobs; one per goroutine.
@@ -399,13 +426,18 @@ func (p *packer) sealLocked() sealedPack {
 	b := p.buf
 	if sl := p.r.sealer; sl != nil {
 		table := make([]byte, 0, len(p.entries)*entrySize)
-		for _, e := range p.entries {
-			table = appendEntry(table, e)
+		magic := packMagicSealed
+		if sl.idNonce {
+			table, magic = appendCompacts(table, p.entries, sl.blobOverhead()), packMagicCompact
+		} else {
+			for _, e := range p.entries {
+				table = appendEntry(table, e)
+			}
 		}
 		n := len(b)
 		b = sl.seal(b, table, adTable)
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(b)-n))
-		b = append(b, packMagicSealed...)
+		b = append(b, magic...)
 	} else {
 		for _, e := range p.entries {
 			b = appendEntry(b, e)
