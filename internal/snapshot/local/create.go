@@ -20,6 +20,7 @@ import (
 
 // Create implements snapshot.Driver: it snapshots cfg.Source.
 func (r *Repo) Create(ctx context.Context, opts snapshot.CreateOptions) (snapshot.Snapshot, error) {
+	defer tightGC()()
 	src := r.cfg.Source
 	if src == "" || !filepath.IsAbs(src) {
 		return snapshot.Snapshot{}, fmt.Errorf("snapshot source %q must be an absolute directory", src)

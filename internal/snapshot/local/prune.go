@@ -50,6 +50,7 @@ type PruneOptions struct {
 
 // PruneWith is Prune with options.
 func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts PruneOptions) (PruneReport, error) {
+	defer tightGC()()
 	var rep PruneReport
 	lk, err := r.lock(ctx, "prune", !opts.DryRun)
 	if err != nil {

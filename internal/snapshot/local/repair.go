@@ -51,6 +51,7 @@ type salvaged struct {
 // ('conveyor snapshot delete' removes those snapshots). Old index objects
 // that cannot be read are replaced too.
 func (r *Repo) Repair(ctx context.Context) (RepairReport, error) {
+	defer tightGC()()
 	rep := RepairReport{Incomplete: map[string][]string{}}
 	lk, err := r.lock(ctx, "repair", true)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 // the old content is removed only once the new one is complete, and any
 // failure puts it back. The caller makes sure nothing uses the volume.
 func (r *Repo) Restore(ctx context.Context, id string, opts snapshot.RestoreOptions) error {
+	defer tightGC()()
 	// A shared lock: no prune deletes what is being read.
 	lk, err := r.lock(ctx, "restore", false)
 	if err != nil {

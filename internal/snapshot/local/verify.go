@@ -85,6 +85,7 @@ func (r *Repo) Verify(ctx context.Context, id string, progress func(snapshot.Pro
 
 // VerifyWith is Verify with options: a subset of the packs to read.
 func (r *Repo) VerifyWith(ctx context.Context, id string, opts VerifyOptions) (VerifyReport, error) {
+	defer tightGC()()
 	progress := opts.Progress
 	var rep VerifyReport
 	// A shared lock: a prune deleting meanwhile would read as damage.
