@@ -57,7 +57,21 @@ func main() {
 		return
 	}
 	if len(os.Args) > 2 && os.Args[1] == "change" {
-		fmt.Println(change(os.Args[2], 1, 1))
+		// For profiling by hand: change DIR [SCALE [SHAPE [PART [SEED]]]]
+		// (the bench's changes: part 1 before the incremental snapshot,
+		// 0.25 before each of the two more before prune).
+		scale, name, part, seed := 1.0, "mixed", 1.0, int64(1)
+		for i, p := range []any{&scale, &name, &part, &seed} {
+			if len(os.Args) > 3+i {
+				fmt.Sscan(os.Args[3+i], p)
+			}
+		}
+		sh, ok := shapes[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "unknown shape %q: mixed or small\n", name)
+			os.Exit(2)
+		}
+		fmt.Println(sh.change(os.Args[2], scale, part, seed))
 		return
 	}
 	var o options

@@ -172,8 +172,12 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 	pk.crash = crashPrunePack
 	cd := r.newCodec()
 	copied := map[ID]bool{}
+	// One pack's body and one blob's copy (checked in place) are reused
+	// from one to the next: the packer copies what it is given.
+	var body, scratch []byte
 	for _, sp := range repack {
-		body, err := r.get(ctx, "packs/"+sp.ID.String())
+		var err error
+		body, err = r.getInto(ctx, "packs/"+sp.ID.String(), body)
 		if err != nil {
 			pk.finish()
 			return rep, fmt.Errorf("prune stops before deleting anything: %w", err)
@@ -188,12 +192,13 @@ func (r *Repo) PruneWith(ctx context.Context, policy snapshot.Policy, opts Prune
 				return rep, fmt.Errorf("%w: %s: blob %s is cut short; prune stops before deleting anything", errCorrupt, r.key("packs/"+sp.ID.String()), e.ID)
 			}
 			stored := body[e.Offset:end]
-			if _, err := cd.open(e, stored); err != nil {
+			scratch = append(scratch[:0], stored...)
+			if _, err := cd.openInto(e, scratch); err != nil {
 				pk.finish()
 				return rep, fmt.Errorf("%w: %s: %v; prune stops before deleting anything", errCorrupt, r.key("packs/"+sp.ID.String()), err)
 			}
 			copied[e.ID] = true
-			if err := pk.add(e.ID, e.Type, append([]byte(nil), stored...), e.Compressed, int(e.Raw)); err != nil {
+			if err := pk.add(e.ID, e.Type, stored, e.Compressed, int(e.Raw)); err != nil {
 				pk.finish()
 				return rep, err
 			}
