@@ -1,6 +1,7 @@
 package local
 
 import (
+	"os"
 	"runtime/debug"
 	"sync"
 )
@@ -15,7 +16,8 @@ import (
 // that headroom was a good part of the peak RSS (initial snapshot of the
 // bench's 1.6 GB volume: 145-158 MB at GOGC=100, 133-139 MB at 50, for
 // the same CPU; at 25 the CPU grew by a tenth). A process that set a
-// lower GOGC, or turned the collector off, keeps its setting.
+// lower GOGC, or turned the collector off, keeps its setting, and so does
+// one started with GOGC in its environment: the user's choice wins.
 const bulkGCPercent = 50
 
 var gcState struct {
@@ -30,7 +32,9 @@ var gcState struct {
 func tightGC() (done func()) {
 	gcState.Lock()
 	defer gcState.Unlock()
-	if gcState.users == 0 {
+	if gcState.users == 0 && os.Getenv("GOGC") != "" {
+		gcState.set = false
+	} else if gcState.users == 0 {
 		gcState.prev = debug.SetGCPercent(bulkGCPercent)
 		gcState.set = true
 		if gcState.prev < 0 || gcState.prev <= bulkGCPercent {

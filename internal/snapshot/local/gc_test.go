@@ -8,6 +8,7 @@ import (
 // tightGC lowers GOGC while operations run, puts it back after the last
 // one, and leaves a lower setting or a collector turned off alone.
 func TestTightGC(t *testing.T) {
+	t.Setenv("GOGC", "") // as unset
 	orig := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(orig)
 	gcPercent := func() int {
@@ -41,5 +42,17 @@ func TestTightGC(t *testing.T) {
 		if p := gcPercent(); p != set {
 			t.Fatalf("GOGC %d set by the process is %d after", set, p)
 		}
+	}
+
+	// GOGC in the environment: the user's setting stays.
+	t.Setenv("GOGC", "200")
+	debug.SetGCPercent(200)
+	done := tightGC()
+	if p := gcPercent(); p != 200 {
+		t.Fatalf("GOGC=200 from the environment became %d", p)
+	}
+	done()
+	if p := gcPercent(); p != 200 {
+		t.Fatalf("GOGC=200 from the environment is %d after", p)
 	}
 }
