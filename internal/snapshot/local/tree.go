@@ -65,6 +65,10 @@ type entry struct {
 	// Version 3: a directory's subtree, the tree blob of its entries;
 	// Path is then the entry's name within its directory.
 	Sub *ID `json:"st,omitempty"`
+	// Path and Target exactly, when they are not valid UTF-8 (see
+	// exactNames); only in a stored blob, never in memory.
+	PathBytes   []byte `json:"pb,omitempty"`
+	TargetBytes []byte `json:"lb,omitempty"`
 }
 
 // treeVersion is written by Create. Version 2 adds the root entry ".",

@@ -68,7 +68,7 @@ func sameEntry(a, b *entry) bool {
 
 // putTree stores a tree blob unless it is stored already.
 func (c *creator) putTree(cd *codec, t tree) (ID, error) {
-	b, err := json.Marshal(t)
+	b, err := json.Marshal(exactNames(t))
 	if err != nil {
 		return ID{}, err
 	}

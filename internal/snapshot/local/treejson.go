@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"math"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -22,7 +23,49 @@ func decodeTree(b []byte, t *tree) error {
 	}
 	t.Entries = t.Entries[:n]
 	clear(t.Entries[n:cap(t.Entries)])
-	return json.Unmarshal(b, t)
+	if err := json.Unmarshal(b, t); err != nil {
+		return err
+	}
+	for i := n; i < len(t.Entries); i++ {
+		e := &t.Entries[i]
+		if e.PathBytes != nil {
+			e.Path, e.PathBytes = string(e.PathBytes), nil
+		}
+		if e.TargetBytes != nil {
+			e.Target, e.TargetBytes = string(e.TargetBytes), nil
+		}
+	}
+	return nil
+}
+
+// exactNames returns t as it is stored. A name or link target on Linux
+// is any bytes (but NUL, and / in a name); JSON strings are UTF-8, and
+// encoding/json writes U+FFFD in place of bytes that are not: a file
+// would come back under another name, and two such names of one
+// directory as the same one (the tree then refused as damaged). Such a
+// string is stored twice: as JSON makes it where it always was (what
+// older readers and people see), and exactly, as bytes (base64), in "pb"
+// or "lb", which decodeTree puts back in its place. A tree without such
+// a string is returned as it is, and is stored byte for byte as before.
+func exactNames(t tree) tree {
+	copied := false
+	for i := range t.Entries {
+		e := &t.Entries[i]
+		if utf8.ValidString(e.Path) && utf8.ValidString(e.Target) {
+			continue
+		}
+		if !copied {
+			t.Entries, copied = slices.Clone(t.Entries), true
+			e = &t.Entries[i]
+		}
+		if !utf8.ValidString(e.Path) {
+			e.PathBytes = []byte(e.Path)
+		}
+		if !utf8.ValidString(e.Target) {
+			e.TargetBytes = []byte(e.Target)
+		}
+	}
+	return t
 }
 
 // decodeTreeFast parses b when it is in encoding/json's compact form of
