@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
 
@@ -28,6 +30,8 @@ func TestNamesNotUTF8(t *testing.T) {
 	writeFile(t, filepath.Join(b.src, "plain"), []byte("four"), 0o644, mt)
 	must(t, os.Symlink("to\xff/x", filepath.Join(b.src, "link")))
 	must(t, os.Link(filepath.Join(b.src, "a\xffb"), filepath.Join(b.src, "hard")))
+	must(t, unix.Setxattr(filepath.Join(b.src, "plain"), "user.odd\xff", []byte("v1"), 0))
+	must(t, unix.Setxattr(filepath.Join(b.src, "plain"), "user.even", []byte("v2"), 0))
 	for _, name := range []string{"a\xffb", "a\xfeb", "dir\xc3/f\x80"} {
 		if _, err := os.Stat(filepath.Join(b.src, name)); err != nil {
 			t.Fatal(err) // the setup itself
@@ -52,6 +56,13 @@ func TestNamesNotUTF8(t *testing.T) {
 	if err != nil || !os.SameFile(a, h) {
 		t.Fatalf("the hard link to a\\xffb is not one: %v", err)
 	}
+	for name, want := range map[string]string{"user.odd\xff": "v1", "user.even": "v2"} {
+		v := make([]byte, 16)
+		n, err := unix.Getxattr(filepath.Join(target, "plain"), name, v)
+		if err != nil || string(v[:n]) != want {
+			t.Fatalf("xattr %q: %q, %v", name, v[:max(n, 0)], err)
+		}
+	}
 	again, err := r.Create(ctx, snapshot.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -71,12 +82,12 @@ func TestExactNames(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("a UTF-8 tree is stored as %s, want %s", got, want)
 	}
-	odd := tree{Version: 3, Entries: []entry{{Path: "a\xff", Type: typeFile}, {Path: "l", Type: typeSymlink, Target: "\xfe"}}}
+	odd := tree{Version: 3, Entries: []entry{{Path: "a\xff", Type: typeFile, Xattrs: map[string][]byte{"user.\xfe": []byte("a"), "user.b": []byte("b")}}, {Path: "l", Type: typeSymlink, Target: "\xfe"}}}
 	stored, _ := json.Marshal(exactNames(odd))
-	if odd.Entries[0].PathBytes != nil {
+	if odd.Entries[0].PathBytes != nil || len(odd.Entries[0].Xattrs) != 2 {
 		t.Fatal("exactNames changed the tree it was given")
 	}
-	if !bytes.Contains(stored, []byte(`"pb":`)) || !bytes.Contains(stored, []byte(`"lb":`)) {
+	if !bytes.Contains(stored, []byte(`"pb":`)) || !bytes.Contains(stored, []byte(`"lb":`)) || !bytes.Contains(stored, []byte(`"xb":`)) {
 		t.Fatalf("stored %s: no exact copies", stored)
 	}
 	var back tree
@@ -85,5 +96,13 @@ func TestExactNames(t *testing.T) {
 	}
 	if back.Entries[0].Path != "a\xff" || back.Entries[1].Target != "\xfe" || back.Entries[0].PathBytes != nil {
 		t.Fatalf("read back %+v", back.Entries)
+	}
+	if x := back.Entries[0].Xattrs; len(x) != 2 || string(x["user.\xfe"]) != "a" || string(x["user.b"]) != "b" || back.Entries[0].XattrBytes != nil {
+		t.Fatalf("extended attributes read back: %q", x)
+	}
+	// Bytes that are not pairs: an error, not a panic.
+	var bad tree
+	if err := decodeTree([]byte(`{"version":3,"entries":[{"p":"a","t":"f","m":0,"mt":0,"xb":["eA=="]}]}`), &bad); err == nil {
+		t.Fatal("an odd number of extended attribute bytes was accepted")
 	}
 }

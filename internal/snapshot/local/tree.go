@@ -69,6 +69,9 @@ type entry struct {
 	// exactNames); only in a stored blob, never in memory.
 	PathBytes   []byte `json:"pb,omitempty"`
 	TargetBytes []byte `json:"lb,omitempty"`
+	// Extended attributes whose names are not valid UTF-8: name, value,
+	// name, value... (not in Xattrs in a stored blob).
+	XattrBytes [][]byte `json:"xb,omitempty"`
 }
 
 // treeVersion is written by Create. Version 2 adds the root entry ".",

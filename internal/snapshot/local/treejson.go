@@ -3,6 +3,8 @@ package local
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"maps"
 	"math"
 	"slices"
 	"unicode/utf8"
@@ -34,6 +36,18 @@ func decodeTree(b []byte, t *tree) error {
 		if e.TargetBytes != nil {
 			e.Target, e.TargetBytes = string(e.TargetBytes), nil
 		}
+		if e.XattrBytes != nil {
+			if len(e.XattrBytes)%2 != 0 {
+				return errors.New("extended attributes by bytes are not name, value pairs")
+			}
+			if e.Xattrs == nil {
+				e.Xattrs = map[string][]byte{}
+			}
+			for j := 0; j < len(e.XattrBytes); j += 2 {
+				e.Xattrs[string(e.XattrBytes[j])] = e.XattrBytes[j+1]
+			}
+			e.XattrBytes = nil
+		}
 	}
 	return nil
 }
@@ -45,13 +59,16 @@ func decodeTree(b []byte, t *tree) error {
 // directory as the same one (the tree then refused as damaged). Such a
 // string is stored twice: as JSON makes it where it always was (what
 // older readers and people see), and exactly, as bytes (base64), in "pb"
-// or "lb", which decodeTree puts back in its place. A tree without such
-// a string is returned as it is, and is stored byte for byte as before.
+// or "lb", which decodeTree puts back in its place. An extended
+// attribute whose name is not valid UTF-8 moves from "x" (a JSON object,
+// whose keys are strings) to "xb", its name and value as bytes. A tree
+// without such a string is returned as it is, and is stored byte for
+// byte as before.
 func exactNames(t tree) tree {
 	copied := false
 	for i := range t.Entries {
 		e := &t.Entries[i]
-		if utf8.ValidString(e.Path) && utf8.ValidString(e.Target) {
+		if utf8.ValidString(e.Path) && utf8.ValidString(e.Target) && validKeys(e.Xattrs) {
 			continue
 		}
 		if !copied {
@@ -64,8 +81,28 @@ func exactNames(t tree) tree {
 		if !utf8.ValidString(e.Target) {
 			e.TargetBytes = []byte(e.Target)
 		}
+		if !validKeys(e.Xattrs) {
+			kept := map[string][]byte{}
+			for _, k := range slices.Sorted(maps.Keys(e.Xattrs)) {
+				if utf8.ValidString(k) {
+					kept[k] = e.Xattrs[k]
+				} else {
+					e.XattrBytes = append(e.XattrBytes, []byte(k), e.Xattrs[k])
+				}
+			}
+			e.Xattrs = kept
+		}
 	}
 	return t
+}
+
+func validKeys(m map[string][]byte) bool {
+	for k := range m {
+		if !utf8.ValidString(k) {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeTreeFast parses b when it is in encoding/json's compact form of
