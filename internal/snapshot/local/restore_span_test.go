@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/rand"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +122,35 @@ func TestRestoreManySpans(t *testing.T) {
 		t.Fatalf("%d packs: the test wants several (PackSize 1 MiB)", len(x.packs))
 	}
 	restoreAndCompare(t, r, s.ID, b.src)
+}
+
+// interleave spreads the spans of one file among those of others, width
+// files at a time, each file's spans still in order; every span is kept
+// once.
+func TestInterleaveSpans(t *testing.T) {
+	var spans []span
+	for _, g := range []struct {
+		rank int32
+		n    int
+	}{{0, 4}, {1, 1}, {2, 2}, {5, 3}} {
+		for i := 0; i < g.n; i++ {
+			spans = append(spans, span{rank: g.rank, start: int64(i)})
+		}
+	}
+	got := interleave(append([]span(nil), spans...), 2)
+	var order []string
+	for _, sp := range got {
+		order = append(order, fmt.Sprintf("%d.%d", sp.rank, sp.start))
+	}
+	want := "0.0 1.0 0.1 2.0 0.2 2.1 0.3 5.0 5.1 5.2"
+	if s := strings.Join(order, " "); s != want {
+		t.Fatalf("order %s, want %s", s, want)
+	}
+	if got := interleave(append([]span(nil), spans...), 1); !reflect.DeepEqual(got, spans) {
+		t.Fatal("width 1 reordered the spans")
+	}
+	one := []span{{rank: 0}, {rank: 1}, {rank: 2}}
+	if got := interleave(one, 4); !reflect.DeepEqual(got, one) {
+		t.Fatal("a span per file was reordered")
+	}
 }

@@ -464,7 +464,7 @@ func (rs *restorer) run(b *restoreBatch) error {
 		w.files[i].left = int32(len(b.t.Entries[i].Chunks))
 	}
 	defer w.closeAll()
-	spans := planSpans(b.uses, b.packs)
+	spans := interleave(planSpans(b.uses, b.packs), rs.r.cfg.Uploads)
 	g, gctx := errgroup.WithContext(rs.ctx)
 	g.SetLimit(rs.r.cfg.Uploads)
 	for i := range spans {

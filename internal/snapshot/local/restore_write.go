@@ -280,6 +280,45 @@ func planSpans(uses []blobUse, packs []ID) []span {
 	return spans
 }
 
+// interleave reorders spans, sorted by the first file each serves, so
+// that spans next to one another serve different files: the workers take
+// spans in order, and several writing into one large file at once
+// queued on its inode's lock (a write to a file holds it). Files are
+// taken width at a time, round robin, so that no more than width are
+// being written at once, and still about in order.
+func interleave(spans []span, width int) []span {
+	if width < 2 || len(spans) < 2 {
+		return spans
+	}
+	var groups [][]span // runs of spans with one first file
+	for from, i := 0, 1; i <= len(spans); i++ {
+		if i == len(spans) || spans[i].rank != spans[from].rank {
+			groups = append(groups, spans[from:i])
+			from = i
+		}
+	}
+	if len(groups) == len(spans) {
+		return spans // a span per file: nothing to spread
+	}
+	out := make([]span, 0, len(spans))
+	active, next := make([][]span, 0, width), 0
+	for len(out) < len(spans) {
+		for len(active) < width && next < len(groups) {
+			active = append(active, groups[next])
+			next++
+		}
+		kept := active[:0]
+		for _, g := range active {
+			out = append(out, g[0])
+			if len(g) > 1 {
+				kept = append(kept, g[1:])
+			}
+		}
+		active = kept
+	}
+	return out
+}
+
 // packProblem is what a restore found wrong with one pack: missing, or
 // blobs that do not open. Restore goes on past it to name every one.
 type packProblem struct {
