@@ -36,7 +36,7 @@ func newCDC(min, avg, max int) *cdc {
 // without chunking) never needs its 2*maxSize bytes.
 func (c *cdc) reset(rd io.Reader) {
 	if c.buf == nil {
-		c.buf = make([]byte, 2*c.maxSize)
+		c.buf = bigBufs.get(2 * c.maxSize)[:2*c.maxSize]
 	}
 	c.rd, c.eof = rd, false
 	c.buf = c.buf[:cap(c.buf)]
@@ -169,4 +169,12 @@ var gear = [256]uint64{
 	0xd3cfc0f86511929a, 0x466024ce8bb226ea, 0x459ff690253a3c18, 0x98b27e9d91284c9c,
 	0x75c3ae8aa3af373d, 0xfbf8f8e79a866ffc, 0x32327f59d0662799, 0x8228b57e729e9830,
 	0x065ceb7a18381b58, 0xd2177671a31dc5ff, 0x90cd801f2f8701f9, 0x9d714428471c65fe,
+}
+
+// free hands the buffer back (bigbuf.go); the chunker is not used after.
+func (c *cdc) free() {
+	if c.buf != nil {
+		bigBufs.put(c.buf)
+		c.buf = nil
+	}
 }

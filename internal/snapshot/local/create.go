@@ -235,6 +235,7 @@ func (c *creator) run(ctx context.Context, rootOld *ID) error {
 		g.Go(func() error {
 			defer readers.Done()
 			cut := newCDC(c.r.rc.Chunker.Min, c.r.rc.Chunker.Avg, c.r.rc.Chunker.Max)
+			defer cut.free()
 			cd := c.r.newCodec()
 			for j := range work {
 				if gctx.Err() != nil {

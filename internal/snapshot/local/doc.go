@@ -36,7 +36,10 @@
 //
 // The index (index.go) is loaded in bulk into sorted runs of 52 bytes a
 // blob, mapped outside the Go heap when large (index_mem.go); prune and
-// verify mark blobs in a bitset over those runs.
+// verify mark blobs in a bitset over those runs. The chunkers' windows
+// and the pack buffers are mapped outside the heap too, from a pool that
+// is never unmapped (bigbuf.go), and the collector keeps half its
+// headroom while an operation runs (gc.go).
 // Objects are written in the order packs, index, snapshot, so an
 // interrupted run leaves only packs that nothing references, which Prune
 // removes once they are older than a margin.

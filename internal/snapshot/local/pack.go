@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -313,6 +314,10 @@ type sealedPack struct {
 	ID      ID
 	Body    []byte
 	Entries []blobEntry
+	// origin is the packer's buffer Body was built in (Body is a copy
+	// when a last blob or the table outgrew it): what goes back to the
+	// packer after the upload.
+	origin []byte
 }
 
 // packer gathers blobs into packs and uploads them with a small pool.
@@ -335,7 +340,9 @@ type packer struct {
 
 	mu      sync.Mutex
 	buf     []byte
+	origin  []byte // the buffer buf started as
 	entries []blobEntry
+	owned   *packBufs
 
 	queue chan sealedPack
 	wg    sync.WaitGroup
@@ -367,7 +374,10 @@ func treePackSize(r *Repo) int { return min(r.cfg.PackSize, max(r.cfg.PackSize/4
 
 func newPackerSize(ctx context.Context, r *Repo, size int) *packer {
 	n := min(r.cfg.Uploads, maxPackBufs-1)
-	p := &packer{r: r, ctx: ctx, size: size, queue: make(chan sealedPack), free: make(chan []byte, maxPackBufs)}
+	p := &packer{r: r, ctx: ctx, size: size, queue: make(chan sealedPack), free: make(chan []byte, maxPackBufs), owned: &packBufs{}}
+	// A packer that is dropped without finish (a failed operation)
+	// still hands its buffers back.
+	runtime.AddCleanup(p, func(o *packBufs) { o.giveBack() }, p.owned)
 	for i := 0; i < n; i++ {
 		p.wg.Add(1)
 		go p.upload()
@@ -404,18 +414,19 @@ func (p *packer) add(id ID, typ byte, stored []byte, compressed bool, raw int) e
 func (p *packer) newBufLocked() error {
 	select {
 	case b := <-p.free:
-		p.buf = b[:0]
+		p.buf, p.origin = b[:0], b[:0]
 		return nil
 	default:
 	}
 	if p.made < maxPackBufs {
 		p.made++
-		p.buf = make([]byte, 0, p.size+p.size/4)
+		b := p.owned.get(p.size + p.size/4)
+		p.buf, p.origin = b[:0], b[:0]
 		return nil
 	}
 	select {
 	case b := <-p.free:
-		p.buf = b[:0]
+		p.buf, p.origin = b[:0], b[:0]
 		return nil
 	case <-p.ctx.Done():
 		return p.ctx.Err()
@@ -445,11 +456,11 @@ func (p *packer) sealLocked() sealedPack {
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.entries)))
 		b = append(b, packMagic...)
 	}
-	sp := sealedPack{ID: hashOf(b), Body: b, Entries: p.entries}
+	sp := sealedPack{ID: hashOf(b), Body: b, Entries: p.entries, origin: p.origin}
 	for i := range sp.Entries {
 		sp.Entries[i].Pack = sp.ID
 	}
-	p.buf, p.entries = nil, nil
+	p.buf, p.origin, p.entries = nil, nil, nil
 	return sp
 }
 
@@ -472,12 +483,13 @@ func (p *packer) upload() {
 	defer p.wg.Done()
 	for sp := range p.queue {
 		if p.failed() != nil {
-			p.release(sp.Body)
+			p.release(sp.origin)
 			continue
 		}
 		err := p.r.put(p.ctx, "packs/"+sp.ID.String(), sp.Body, false)
 		p.crash.hit()
-		p.release(sp.Body)
+		p.release(sp.origin)
+		sp.origin = nil
 		p.resMu.Lock()
 		if err != nil && p.err == nil {
 			p.err = err
@@ -509,12 +521,9 @@ func (p *packer) upload() {
 // holds before it hands them on: 65,536 table rows, about 5 MB.
 const flushBlobs = 1 << 16
 
-// release hands a pack buffer back once its upload is over. One that
-// grew past its size (a last blob larger than the slack) is dropped.
+// release hands a pack buffer back once its upload is over: the one the
+// pack was built in, whatever its body became.
 func (p *packer) release(b []byte) {
-	if cap(b) > p.size+p.size/4 {
-		b = make([]byte, 0, p.size+p.size/4)
-	}
 	select {
 	case p.free <- b:
 	default:
@@ -537,6 +546,7 @@ func (p *packer) finish() ([]sealedPack, error) {
 	}
 	close(p.queue)
 	p.wg.Wait()
+	p.owned.giveBack()
 	if err == nil {
 		err = p.failed()
 	}
@@ -556,4 +566,28 @@ func (p *packer) bytesAdded() int64 {
 	p.resMu.Lock()
 	defer p.resMu.Unlock()
 	return p.added
+}
+
+// packBufs are the buffers a packer took from bigBufs, handed back when
+// it finishes (or, dropped unfinished, when it is collected).
+type packBufs struct {
+	mu   sync.Mutex
+	bufs [][]byte
+}
+
+func (o *packBufs) get(n int) []byte {
+	b := bigBufs.get(n)
+	o.mu.Lock()
+	o.bufs = append(o.bufs, b)
+	o.mu.Unlock()
+	return b
+}
+
+func (o *packBufs) giveBack() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, b := range o.bufs {
+		bigBufs.put(b)
+	}
+	o.bufs = nil
 }
