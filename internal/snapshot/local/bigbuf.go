@@ -22,7 +22,7 @@ import (
 // in use at once.
 type bigPool struct {
 	mu     sync.Mutex
-	free   map[int][][]byte       // whole mappings by size
+	free   map[int][][]byte      // whole mappings by size
 	maps   map[*byte]*bigMapping // by a mapping's first byte
 	mapped int64                 // bytes, for tests
 }
