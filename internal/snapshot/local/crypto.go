@@ -166,6 +166,10 @@ func (s *sealer) open(dst, stored, ad []byte) ([]byte, error) {
 	return out, nil
 }
 
+// compact reports whether the repository is version 3: blobs sealed
+// with their ID as nonce, tables and index objects in compact entries.
+func (s *sealer) compact() bool { return s != nil && s.idNonce }
+
 // blobPrefix is what a sealed blob holds before its ciphertext: a random
 // nonce (version 2), or nothing (unencrypted, or version 3).
 func (s *sealer) blobPrefix() int {

@@ -37,8 +37,8 @@ func tightGC() (done func()) {
 	} else if gcState.users == 0 {
 		gcState.prev = debug.SetGCPercent(bulkGCPercent)
 		gcState.set = true
-		if gcState.prev < 0 || gcState.prev <= bulkGCPercent {
-			debug.SetGCPercent(gcState.prev) // off, or already tighter
+		if gcState.prev <= bulkGCPercent { // off (negative), or already tighter
+			debug.SetGCPercent(gcState.prev)
 			gcState.set = false
 		}
 	}

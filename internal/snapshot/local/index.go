@@ -324,7 +324,7 @@ func (x *index) packSize(pack ID) int64 {
 // encodeIndex: the table of every pack, compressed, then sealed in an
 // encrypted repository.
 func encodeIndex(sl *sealer, packs []sealedPack) []byte {
-	compact := sl != nil && sl.idNonce
+	compact := sl.compact()
 	b := []byte(indexMagic)
 	if compact {
 		b = []byte(indexMagicCompact)
@@ -359,8 +359,12 @@ func decodeIndex(sl *sealer, stored []byte) ([]sealedPack, error) {
 	if err != nil {
 		return nil, err
 	}
-	compact := sl != nil && sl.idNonce
-	if want := map[bool]string{false: indexMagic, true: indexMagicCompact}[compact]; !strings.HasPrefix(string(b[:min(len(b), 8)]), want) {
+	compact := sl.compact()
+	want := indexMagic
+	if compact {
+		want = indexMagicCompact
+	}
+	if !strings.HasPrefix(string(b[:min(len(b), 8)]), want) {
 		return nil, errors.New("not an index of this repository version")
 	}
 	b = b[8:]
@@ -423,7 +427,11 @@ func (r *Repo) readIndex(ctx context.Context, x *index) (*index, error) {
 	for _, o := range objs {
 		size += o.Size
 	}
-	x.reserve(int(size / map[bool]int64{false: indexEntryBytes, true: compactEntryBytes}[r.sealer != nil && r.sealer.idNonce]))
+	perEntry := int64(indexEntryBytes)
+	if r.sealer.compact() {
+		perEntry = compactEntryBytes
+	}
+	x.reserve(int(size / perEntry))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.cfg.Uploads)
 	for _, o := range objs {

@@ -98,7 +98,7 @@ func packTable(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 			return nil, errors.New("truncated table")
 		}
 		table = b[start : len(b)-12]
-	case sl != nil && sl.idNonce && magic == packMagicCompact:
+	case sl.compact() && magic == packMagicCompact:
 		n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
 		start = len(b) - 12 - n
 		if n < 0 || start < 0 {
@@ -113,7 +113,7 @@ func packTable(sl *sealer, id ID, b []byte) ([]blobEntry, error) {
 			return nil, err
 		}
 		return checkInside(out, start)
-	case sl != nil && !sl.idNonce && magic == packMagicSealed:
+	case sl != nil && !sl.compact() && magic == packMagicSealed:
 		n := int(binary.LittleEndian.Uint32(b[len(b)-12:]))
 		start = len(b) - 12 - n
 		if n < 0 || start < 0 {
@@ -438,7 +438,7 @@ func (p *packer) sealLocked() sealedPack {
 	if sl := p.r.sealer; sl != nil {
 		table := make([]byte, 0, len(p.entries)*entrySize)
 		magic := packMagicSealed
-		if sl.idNonce {
+		if sl.compact() {
 			table, magic = appendCompacts(table, p.entries, sl.blobOverhead()), packMagicCompact
 		} else {
 			for _, e := range p.entries {
