@@ -32,6 +32,7 @@ type snapshotOptions struct {
 	quiesceTimeout time.Duration
 	to             string
 	inPlace        bool
+	buffered       bool
 	policy         snapshot.Policy
 	noProgress     bool
 	dryRun         bool
@@ -123,6 +124,7 @@ a new volume identity at its first mount. See infra/README.md.`,
 	}
 	restore.Flags().StringVar(&o.to, "to", "", "directory to restore into (new or empty)")
 	restore.Flags().BoolVar(&o.inPlace, "in-place", false, "replace the volume (conveyor up must be stopped)")
+	restore.Flags().BoolVar(&o.buffered, "buffered", false, "write through the page cache only (by default large files go straight to the disk)")
 	restore.Flags().StringVar(&o.worker, "worker", "", "with --stack: give this worker instance a new data volume made from the EBS snapshot")
 	restore.Flags().BoolVar(&o.clone, "clone", false, "with --stack: make a new volume from the EBS snapshot, for a new instance")
 	restore.Flags().StringVar(&o.az, "az", "", "with --clone: the availability zone of the instance that will use it (default: the snapshot's volume's)")
@@ -484,7 +486,7 @@ func runSnapshotRestore(ctx context.Context, o *snapshotOptions, id string) erro
 		return err
 	}
 	defer r.close()
-	opts := snapshot.RestoreOptions{InPlace: o.inPlace}
+	opts := snapshot.RestoreOptions{InPlace: o.inPlace, Buffered: o.buffered}
 	if o.to != "" {
 		if opts.Target, err = filepath.Abs(o.to); err != nil {
 			return err

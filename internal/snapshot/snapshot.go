@@ -71,7 +71,14 @@ type RestoreOptions struct {
 	// gets its snapshot owner, and setuid and setgid are dropped where
 	// the owner (group) differs, as for a restore by an ordinary user.
 	IgnoreOwner bool
-	Progress    func(Progress)
+	// Buffered writes every file through the page cache, as most tools
+	// do. By default the local driver writes the bulk of large files
+	// straight to the disk (O_DIRECT), so that the restored data is on
+	// the disk when Restore returns and the machine's page cache is left
+	// alone; Buffered returns sooner where memory is fast and the disk
+	// slow, with the data still to be written back.
+	Buffered bool
+	Progress func(Progress)
 }
 
 // Progress is the work done so far by a long operation.

@@ -211,6 +211,13 @@ func (s *sealer) sealBlobInPlace(b []byte, id ID) []byte {
 // openBlob returns the plaintext of sealed blob id, decrypted in place
 // (stored is overwritten), or errAuth. Unencrypted: stored itself.
 func (s *sealer) openBlob(id ID, stored []byte) ([]byte, error) {
+	return s.openBlobTo(nil, id, stored)
+}
+
+// openBlobTo is openBlob with the plaintext written to dst's storage (an
+// empty slice with room for it, not overlapping stored) instead of in
+// place; nil dst: in place.
+func (s *sealer) openBlobTo(dst []byte, id ID, stored []byte) ([]byte, error) {
 	switch {
 	case s == nil:
 		return stored, nil
@@ -218,9 +225,15 @@ func (s *sealer) openBlob(id ID, stored []byte) ([]byte, error) {
 		if len(stored) < sealPrefix {
 			return nil, errAuth
 		}
-		return s.open(stored[sealPrefix:sealPrefix], stored, adBlob)
+		if dst == nil {
+			dst = stored[sealPrefix:sealPrefix]
+		}
+		return s.open(dst, stored, adBlob)
 	}
-	out, err := s.aead.Open(stored[:0], id[:chacha20poly1305.NonceSizeX], stored, adBlob)
+	if dst == nil {
+		dst = stored[:0]
+	}
+	out, err := s.aead.Open(dst, id[:chacha20poly1305.NonceSizeX], stored, adBlob)
 	if err != nil {
 		return nil, errAuth
 	}

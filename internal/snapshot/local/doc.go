@@ -32,7 +32,11 @@
 // several snapshots once). Restore (restore_stream.go) checks the tree
 // whole, a directory at a time, before writing anything, then walks it
 // again and restores its files a batch at a time while the next batch is
-// planned, so its memory follows a batch, not the snapshot.
+// planned, so its memory follows a batch, not the snapshot. The bulk of
+// large files goes straight to the disk with O_DIRECT (direct.go), each
+// chunk decrypted or decompressed at its file offset's page phase so
+// that it needs no copy; an in-place restore syncs the filesystem before
+// its swap.
 //
 // The index (index.go) is loaded in bulk into sorted runs of 52 bytes a
 // blob, mapped outside the Go heap when large (index_mem.go); prune and

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -157,6 +158,7 @@ type codec struct {
 	buf  []byte  // openInto's plaintext
 	sbuf []byte  // storeTemp's stored form
 	pbuf []byte  // a pack being restored
+	dbuf []byte  // an aligned copy for a direct write (off the heap)
 }
 
 // newCodec: zstd's frame checksum is left out, as every blob is checked
@@ -283,23 +285,40 @@ func (c *codec) open(e blobEntry, stored []byte) ([]byte, error) {
 // decrypted where it is, so it is overwritten (with zeros when it does
 // not authenticate).
 func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
+	return c.openAt(e, stored, -1)
+}
+
+// openAt is openInto with, for phase >= 0, the plaintext placed at an
+// address congruent to phase modulo dioPage: where a restore writes it at
+// a file offset of that phase, its page-aligned middle is then aligned in
+// memory as a direct write needs (see writeDirect), with no copy. The
+// plaintext is then in the codec's buffer rather than in stored.
+func (c *codec) openAt(e blobEntry, stored []byte, phase int) ([]byte, error) {
 	if c.sl != nil {
+		var dst []byte // in place
+		if phase >= 0 && !e.Compressed {
+			dst = c.phased(len(stored), phase)
+		}
 		var err error
-		if stored, err = c.sl.openBlob(e.ID, stored); err != nil {
+		if stored, err = c.sl.openBlobTo(dst, e.ID, stored); err != nil {
 			return nil, fmt.Errorf("blob %s %w", e.ID, err)
 		}
 	}
 	data := stored
 	if e.Compressed {
 		var err error
-		if cap(c.buf) < int(e.Raw) {
-			c.buf = make([]byte, 0, e.Raw)
+		dst := c.buf[:0]
+		if phase >= 0 {
+			dst = c.phased(int(e.Raw), phase)
+		} else if cap(dst) < int(e.Raw) {
+			dst = make([]byte, 0, e.Raw)
+			c.buf = dst
 		}
-		data, err = c.decoder().DecodeAll(stored, c.buf[:0])
+		data, err = c.decoder().DecodeAll(stored, dst)
 		if err != nil {
 			return nil, fmt.Errorf("blob %s: %w", e.ID, err)
 		}
-		if cap(data) <= 64<<20 {
+		if phase < 0 && cap(data) <= 64<<20 {
 			c.buf = data[:0]
 		}
 	}
@@ -307,6 +326,21 @@ func (c *codec) openInto(e blobEntry, stored []byte) ([]byte, error) {
 		return nil, fmt.Errorf("blob %s does not match its hash", e.ID)
 	}
 	return data, nil
+}
+
+// dioPage is the alignment openAt's phase is taken modulo: a page, at
+// least any filesystem's direct I/O memory alignment.
+const dioPage = 4096
+
+// phased returns an empty slice of the codec's buffer with room for n
+// bytes, starting at an address congruent to phase modulo dioPage.
+func (c *codec) phased(n, phase int) []byte {
+	if cap(c.buf) < n+dioPage {
+		c.buf = make([]byte, 0, n+dioPage)
+	}
+	b := c.buf[:cap(c.buf)]
+	skip := (phase - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))%dioPage) + dioPage) % dioPage
+	return b[skip:skip]
 }
 
 // sealedPack is a pack ready to upload.

@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -183,6 +184,8 @@ type Repo struct {
 	onLockWritten func(op string)
 	// For tests: called before each rename of an in-place restore.
 	onSwap func(from, to string) error
+	// For tests: called before each sync of an in-place restore.
+	onSync func(dir string) error
 	// For tests: called once prune has planned, before it writes.
 	onPrunePlanned func()
 	// For tests: called for each directory Create records, reused when
@@ -193,6 +196,9 @@ type Repo struct {
 	indexEvery int
 	// For tests: files per restore batch (0: batchFiles).
 	restoreBatch int
+	// Bytes restores wrote with O_DIRECT (direct.go), and of those,
+	// copied to be aligned; for tests.
+	directBytes, directCopied atomic.Int64
 	// For tests: called for each directory blob read one at a time
 	// (Create's parent, prune, verify, repair).
 	onDirRead func(id ID)

@@ -61,6 +61,12 @@ func (r *Repo) swapIn(staged string, t *tree, opts snapshot.RestoreOptions) (err
 		os.Remove(aside)
 		err = fmt.Errorf("%w; the volume is as it was", err)
 	}()
+	// The restored content is on the disk before anything is moved: a
+	// crash after the swap must not find it half written back, with the
+	// old content gone.
+	if err := r.syncFS(staged); err != nil {
+		return fmt.Errorf("restore in place: sync the restored content: %w", err)
+	}
 	cur, err := os.ReadDir(src)
 	if err != nil {
 		return fmt.Errorf("restore in place: %w", err)
@@ -101,8 +107,29 @@ func (r *Repo) swapIn(staged string, t *tree, opts snapshot.RestoreOptions) (err
 		}
 	}
 	os.Remove(staged)
+	// The renames are on the disk before the old content goes.
+	if err := r.syncFS(src); err != nil {
+		r.cfg.Logf("snapshot: restored in place, but syncing %s failed (%v): the previous content is kept in %s", src, err, aside)
+		return nil
+	}
 	if err := os.RemoveAll(aside); err != nil {
 		r.cfg.Logf("snapshot: restored in place, but removing the previous content %s: %v", aside, err)
 	}
 	return nil
+}
+
+// syncFS writes everything cached for dir's filesystem to the disk
+// (syncfs(2)).
+func (r *Repo) syncFS(dir string) error {
+	if r.onSync != nil {
+		if err := r.onSync(dir); err != nil {
+			return err
+		}
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
 }

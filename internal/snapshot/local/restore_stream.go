@@ -456,13 +456,17 @@ func (rs *restorer) run(b *restoreBatch) error {
 		return nil
 	}
 	w := &fileWriter{t: &b.t, root: rs.root, show: rs.show, own: rs.own, warn: rs.warn,
-		files: make([]openFile, len(b.t.Entries)), maxOpen: int64(rs.r.maxOpen)}
+		files: make([]openFile, len(b.t.Entries)), maxOpen: int64(rs.r.maxOpen), direct: !rs.opts.Buffered}
 	if w.maxOpen <= 0 {
 		w.maxOpen = maxOpenFiles
 	}
 	for i := range b.t.Entries {
 		w.files[i].left = int32(len(b.t.Entries[i].Chunks))
 	}
+	defer func() {
+		rs.r.directBytes.Add(w.directBytes.Load())
+		rs.r.directCopied.Add(w.copiedBytes.Load())
+	}()
 	defer w.closeAll()
 	spans := interleave(planSpans(b.uses, b.packs), rs.r.cfg.Uploads)
 	g, gctx := errgroup.WithContext(rs.ctx)

@@ -87,6 +87,9 @@ type openFile struct {
 	isOpen  bool
 	created bool  // the file exists: later opens do not create it
 	written int64 // bytes written
+	dfd     int32 // an O_DIRECT descriptor of the file, or -1; valid while isOpen
+	dalign  int32 // its offset alignment; 0: not tried yet, -1: no direct writes
+	dmem    int32 // its memory alignment
 }
 
 // fileWriter writes chunks into the restored files from several packs at
@@ -102,9 +105,15 @@ type fileWriter struct {
 	files   []openFile
 	open    atomic.Int64
 	maxOpen int64
+	// direct: write the aligned middle of large chunks with O_DIRECT
+	// (direct.go); noDirect is set once the filesystem refuses it.
+	direct      bool
+	noDirect    atomic.Bool
+	directBytes atomic.Int64
+	copiedBytes atomic.Int64 // of directBytes, copied to be aligned
 }
 
-func (w *fileWriter) write(i int, data []byte, off int64) error {
+func (w *fileWriter) write(i int, data []byte, off int64, scratch *[]byte) error {
 	of := &w.files[i]
 	e := &w.t.Entries[i]
 	of.mu.Lock()
@@ -120,17 +129,26 @@ func (w *fileWriter) write(i int, data []byte, off int64) error {
 			of.mu.Unlock()
 			return fmt.Errorf("restore %s: %w", w.show(e), beneathError(err))
 		}
-		of.fd, of.isOpen, of.created = int32(fd), true, true
+		of.fd, of.isOpen, of.created, of.dfd = int32(fd), true, true, -1
 		w.open.Add(1)
 	}
+	if of.dfd < 0 && of.dalign >= 0 && w.directFor(i, int64(len(data))) {
+		of.dfd, of.dalign, of.dmem = w.openDirect(e)
+	}
 	of.users++
-	fd := int(of.fd)
+	fd, dfd, dalign, dmem := int(of.fd), int(of.dfd), int64(of.dalign), uintptr(of.dmem)
 	of.mu.Unlock()
 
 	var err error
-	if e.Sparse {
+	switch {
+	case e.Sparse:
 		err = writeSparse(fd, data, off)
-	} else {
+	case dfd >= 0:
+		var n, copied int64
+		n, copied, err = writeDirect(fd, dfd, data, off, dalign, dmem, scratch)
+		w.directBytes.Add(n)
+		w.copiedBytes.Add(copied)
+	default:
 		err = pwriteAll(fd, data, off)
 	}
 
@@ -147,12 +165,20 @@ func (w *fileWriter) write(i int, data []byte, off int64) error {
 		// The last chunk: no other write is in progress.
 		of.isOpen = false
 		w.open.Add(-1)
+		if dfd >= 0 {
+			unix.Close(dfd)
+			of.dfd = -1
+		}
 		if err := finishFile(fd, w.t, e, of.written, w.own, w.warn); err != nil {
 			return fmt.Errorf("restore %s: %w", w.show(e), err)
 		}
 	case of.users == 0 && w.open.Load() > w.maxOpen:
 		of.isOpen = false
 		w.open.Add(-1)
+		if dfd >= 0 {
+			unix.Close(dfd)
+			of.dfd = -1
+		}
 		if err := unix.Close(fd); err != nil {
 			return fmt.Errorf("restore %s: %w", w.show(e), err)
 		}
@@ -184,6 +210,9 @@ func (w *fileWriter) closeAll() {
 		of.mu.Lock()
 		if of.isOpen {
 			unix.Close(int(of.fd))
+			if of.dfd >= 0 {
+				unix.Close(int(of.dfd))
+			}
 			of.isOpen = false
 		}
 		of.mu.Unlock()
@@ -381,13 +410,17 @@ func (r *Repo) restoreSpan(ctx context.Context, cd *codec, x *index, sp *span, w
 			continue
 		}
 		loc, _ := x.lookup(u.id)
-		data, err := cd.openInto(blobEntry{ID: u.id, location: loc}, body[from:to])
+		phase := -1 // where the plaintext goes in memory: anywhere
+		if w.directFor(int(u.file), int64(loc.Raw)) {
+			phase = int(u.off % dioPage)
+		}
+		data, err := cd.openAt(blobEntry{ID: u.id, location: loc}, body[from:to], phase)
 		if err != nil {
 			bad = append(bad, err.Error()+" (file "+w.t.Entries[u.file].Path+")")
 			continue
 		}
 		for _, pc := range pieces {
-			if err := w.write(int(pc.file), data, pc.off); err != nil {
+			if err := w.write(int(pc.file), data, pc.off, &cd.dbuf); err != nil {
 				return false, bad, err
 			}
 			done.Add(int64(len(data)))
