@@ -167,7 +167,7 @@ being taken it fails with a message, and can be run again.`,
 	f.IntVar(&o.policy.KeepYearly, "keep-yearly", 0, "keep the newest snapshot of each of the N newest years")
 	f.StringArrayVar(&o.policy.KeepTags, "keep-tag", nil, "keep every snapshot with this tag: key=value, or key for any value (repeatable)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print what would be removed and freed; delete nothing")
-	cmd.AddCommand(create, list, restore, verify, prune, newSnapshotDeleteCommand(o), newSnapshotRepairCommand(o))
+	cmd.AddCommand(create, list, restore, verify, prune, newSnapshotDeleteCommand(o), newSnapshotRepairCommand(o), newSnapshotKeyCommand(o))
 	return cmd
 }
 

@@ -30,10 +30,16 @@ func (c FileConfig) snapshotKMSKey() (snaplocal.KeyWrapper, error) {
 	if err := c.snapshotKMSOnly(); err != nil {
 		return nil, err
 	}
+	return c.kmsWrapper(c.Snapshot.KMSKey, "snapshot.kms_key")
+}
+
+// kmsWrapper is the KMS wrapper of key (snapshot.kms_key's, or 'snapshot
+// key passwd --new-kms-key'); what names its setting in errors.
+func (c FileConfig) kmsWrapper(key, what string) (snaplocal.KeyWrapper, error) {
 	// Loading reads files and the environment only; no call is made.
 	ac, err := serviceConfig(context.Background(), c)
 	if err != nil {
-		return nil, usageErrorf("snapshot.kms_key: %v", err)
+		return nil, usageErrorf("%s: %v", what, err)
 	}
 	client := kms.NewFromConfig(ac, func(o *kms.Options) {
 		if c.getenv == nil {
@@ -43,5 +49,5 @@ func (c FileConfig) snapshotKMSKey() (snaplocal.KeyWrapper, error) {
 			o.BaseEndpoint = aws.String(ep)
 		}
 	})
-	return kmskey.New(client, c.Snapshot.KMSKey), nil
+	return kmskey.New(client, key), nil
 }

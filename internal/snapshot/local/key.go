@@ -192,7 +192,7 @@ func (r *Repo) openKey(ctx context.Context) error {
 		if r.rc.Encryption == nil || sl.blobID(keyCheckText) != r.rc.Encryption.Check {
 			continue // a key of a repository that was never created
 		}
-		r.sealer = sl
+		r.sealer, r.master, r.keyName = sl, master, o.Name
 		return nil
 	}
 	// A key service that refused or failed says so: it is not a wrong

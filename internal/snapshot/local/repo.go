@@ -170,6 +170,9 @@ type Repo struct {
 	// sealer encrypts objects and names blobs; nil when the repository
 	// is unencrypted (version 1).
 	sealer *sealer
+	// The master key and the key object that opened it (keyadmin.go).
+	master  []byte
+	keyName string
 
 	// For tests: where Create starts chunking each file it reads, and
 	// how many restored files may stay open (0: maxOpenFiles).
@@ -279,6 +282,7 @@ func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
 			return nil, err
 		}
 		r.rc, r.sealer = rc, sl
+		r.master, r.keyName = master, keyName
 		return r, nil
 	}
 	return nil, fmt.Errorf("open snapshot repository s3://%s/%s: config keeps changing", cfg.Bucket, cfg.Prefix)

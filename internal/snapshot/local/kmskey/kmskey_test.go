@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
@@ -175,4 +177,85 @@ func TestRepositoryWithKMSKey(t *testing.T) {
 	if err == nil || errors.Is(err, snapshot.ErrWrongKey) || !strings.Contains(err.Error(), "disabled") {
 		t.Fatalf("open with the key disabled: %v; want it said, not ErrWrongKey", err)
 	}
+}
+
+// A repository moves from a password to a KMS key and back by replacing
+// its key: no pack is rewritten, snapshots stay readable, and afterwards
+// only the new key opens it.
+func TestMoveBetweenPasswordAndKMS(t *testing.T) {
+	t.Parallel()
+	kms := kmstest.New(t, kmstest.Key{ID: keyA, Alias: "alias/snap"})
+	srv := s3test.Start(t)
+	bucket := srv.Bucket(t, "move")
+	src := filepath.Join(t.TempDir(), "volume")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "f"), []byte("volume data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	open := func(key local.KeyWrapper) (*local.Repo, error) {
+		return local.Open(ctx, srv.Client, local.Config{Bucket: bucket, Source: src, Key: key})
+	}
+	r, err := open(local.NewPassword("the old password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.Create(ctx, snapshot.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs := func() []string {
+		t.Helper()
+		out, err := srv.Client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket, Prefix: aws.String("snapshots/packs/")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, o := range out.Contents {
+			names = append(names, *o.Key+" "+*o.ETag)
+		}
+		if len(names) == 0 {
+			t.Fatal("setup: no packs listed")
+		}
+		return names
+	}
+	before := packs()
+	if _, _, err := r.ReplaceKey(ctx, kmskey.New(kms.Client(), "alias/snap")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(local.NewPassword("the old password")); !errors.Is(err, snapshot.ErrWrongKey) || !strings.Contains(err.Error(), "snapshot.kms_key") {
+		t.Fatalf("open with the password after the move to KMS: %v", err)
+	}
+	rk, err := open(kmskey.New(kms.Client(), "alias/snap"))
+	if err != nil {
+		t.Fatalf("open with the KMS key: %v", err)
+	}
+	restore := func(r *local.Repo) {
+		t.Helper()
+		dst := filepath.Join(t.TempDir(), "restored")
+		if err := r.Restore(ctx, s.ID, snapshot.RestoreOptions{Target: dst}); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dst, "f")); err != nil || string(b) != "volume data" {
+			t.Fatalf("restored: %q %v", b, err)
+		}
+	}
+	restore(rk)
+	if diff := cmp.Diff(before, packs()); diff != "" {
+		t.Fatalf("packs changed by the move (-before +after):\n%s", diff)
+	}
+	// And back, to a new password.
+	if _, _, err := rk.ReplaceKey(ctx, local.NewPassword("a new password")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open(kmskey.New(kms.Client(), "alias/snap")); !errors.Is(err, snapshot.ErrWrongKey) {
+		t.Fatalf("open with the KMS key after the move back: %v", err)
+	}
+	rp, err := open(local.NewPassword("a new password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore(rp)
 }
