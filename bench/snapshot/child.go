@@ -82,9 +82,16 @@ func childRun(op, data, vol, target string, workers int) error {
 	if err != nil {
 		return err
 	}
-	client := s3server.NewClient(srv.Endpoint(), ak, sk, "us-east-1")
+	// In process, as `conveyor snapshot` reaches the server it runs
+	// itself when no `conveyor up` runs, and as `conveyor up`'s scheduled
+	// snapshots do (BENCH_HTTP=1: over loopback HTTP, as a command beside
+	// a running `conveyor up` does).
+	var store snaplocal.ObjectStore = srv.Direct()
+	if os.Getenv("BENCH_HTTP") == "1" {
+		store = s3server.NewClient(srv.Endpoint(), ak, sk, "us-east-1")
+	}
 	// Encrypted, as restic is (its password is "bench" too).
-	r, err := snaplocal.Open(ctx, client, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers, Key: snaplocal.NewPassword("bench")})
+	r, err := snaplocal.Open(ctx, store, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers, Key: snaplocal.NewPassword("bench")})
 	if err != nil {
 		return err
 	}

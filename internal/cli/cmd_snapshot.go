@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/spf13/cobra"
 
 	"github.com/conveyorhq/conveyor/internal/job"
@@ -258,11 +259,22 @@ func openSnapshots(ctx context.Context, o *snapshotOptions, stopped bool) (*snap
 		lock.Close()
 	}
 	client := s3server.NewClient(srv.Endpoint(), creds.AccessKeyID, creds.SecretAccessKey, c.S3.Region)
-	sr.Repo, err = snaplocal.Open(ctx, client, cfg)
+	sr.Repo, err = snaplocal.Open(ctx, snapshotStore(srv, client, cfg), cfg)
 	if err != nil {
 		sr.close()
 	}
 	return sr, err
+}
+
+// snapshotStore is how the snapshot engine reaches the state bucket in
+// the process that runs the embedded server: in process (s3server.Direct:
+// the same engine, without HTTP and SigV4 on both sides), unless the
+// prefix holds names the server would store cleaned.
+func snapshotStore(srv *s3server.Server, client *s3.Client, cfg snaplocal.Config) snaplocal.ObjectStore {
+	if srv != nil && s3server.StoredAsIs(cfg.WithDefaults().Prefix+"config") {
+		return srv.Direct()
+	}
+	return client
 }
 
 // tryLock takes the data dir's lock (as `conveyor up` does) without

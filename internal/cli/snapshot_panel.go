@@ -33,7 +33,7 @@ func (s *snapshotPanel) repo(ctx context.Context) (*snaplocal.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return snaplocal.Open(ctx, p.S3, cfg)
+	return snaplocal.Open(ctx, snapshotStore(p.Server, p.S3, cfg), cfg)
 }
 
 // List implements dashboard.Snapshots.

@@ -74,7 +74,7 @@ func startSnapshotSchedule(ctx context.Context, g *globals, c FileConfig, p *loc
 		Run: func(ctx context.Context) (err error) {
 			start := time.Now()
 			defer func() { p.Metrics().SnapshotRun(time.Since(start), err) }()
-			r, err := snaplocal.Open(ctx, p.S3, cfg)
+			r, err := snaplocal.Open(ctx, snapshotStore(p.Server, p.S3, cfg), cfg)
 			if err != nil {
 				return err
 			}

@@ -204,6 +204,11 @@ func (d *Direct) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, _
 	return res, nil
 }
 
+// StoredAsIs reports whether the server stores key under that very name
+// (Direct refuses the others): a key with "//", "." or ".." components
+// is stored cleaned.
+func StoredAsIs(key string) bool { return storedKey(key) == key }
+
 // checkDirect refuses what the S3 API would store under another name or
 // could not address.
 func checkDirect(bucket, key *string) error {

@@ -28,12 +28,23 @@ type bundle struct {
 
 func setup(t *testing.T) (*Repo, bundle) {
 	t.Helper()
+	return setupOver(t, false)
+}
+
+// setupOver is setup with the repository reached through the server's
+// in-process s3server.Direct when direct is set, through HTTP otherwise.
+func setupOver(t *testing.T, direct bool) (*Repo, bundle) {
+	t.Helper()
 	srv := s3test.Start(t)
 	b := bundle{srv: srv, bucket: srv.Bucket(t, "snap"), src: filepath.Join(t.TempDir(), "volume")}
 	if err := os.MkdirAll(b.src, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := Open(context.Background(), srv.Client, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20, Key: testKey()})
+	var store ObjectStore = srv.Client
+	if direct {
+		store = srv.Direct
+	}
+	r, err := Open(context.Background(), store, Config{Bucket: b.bucket, Source: b.src, PackSize: 1 << 20, Key: testKey()})
 	if err != nil {
 		t.Fatal(err)
 	}

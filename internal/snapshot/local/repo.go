@@ -160,9 +160,21 @@ const (
 	chunkMax = 4 << 20
 )
 
+// ObjectStore is what a repository needs of S3: an *s3.Client, or the
+// embedded server's in-process s3server.Direct (the same engine, without
+// HTTP), which `conveyor up` and `conveyor snapshot` use when they run
+// the server themselves.
+type ObjectStore interface {
+	GetObject(context.Context, *s3.GetObjectInput, ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(context.Context, *s3.HeadObjectInput, ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+	PutObject(context.Context, *s3.PutObjectInput, ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	DeleteObject(context.Context, *s3.DeleteObjectInput, ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
+	ListObjectsV2(context.Context, *s3.ListObjectsV2Input, ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
 // Repo is an opened repository.
 type Repo struct {
-	s3  *s3.Client
+	s3  ObjectStore
 	cfg Config
 	rc  repoConfig
 	// putOpts: how objects are written (loopbackPut to this machine).
@@ -211,13 +223,13 @@ type Repo struct {
 
 // Open opens the repository at cfg.Bucket/cfg.Prefix, creating it when the
 // bucket holds none there.
-func Open(ctx context.Context, client *s3.Client, cfg Config) (*Repo, error) {
+func Open(ctx context.Context, client ObjectStore, cfg Config) (*Repo, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	r := &Repo{s3: client, cfg: cfg}
-	if loopbackEndpoint(client.Options()) {
+	if c, ok := client.(*s3.Client); ok && loopbackEndpoint(c.Options()) {
 		r.putOpts = loopbackPut
 	}
 	for try := 0; try < 3; try++ {
