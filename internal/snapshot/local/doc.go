@@ -9,6 +9,11 @@
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats
 //	locks/<nonce>       who is working on the repository (see lock.go)
 //
+// The bucket is reached through an ObjectStore: an *s3.Client, or the
+// embedded server's in-process s3server.Direct where the process runs the
+// server itself. The master key never changes; keys/ objects are added,
+// removed and replaced (a password change, a move to KMS) by keyadmin.go.
+//
 // Version 2 and 3 repositories are encrypted (crypto.go): blobs, pack
 // tables, index and snapshot objects sealed with XChaCha20-Poly1305, blob
 // IDs a keyed BLAKE3; version 3 (new repositories) seals a blob with its
