@@ -165,6 +165,9 @@ func TestRestoreDirect(t *testing.T) {
 		if diff := cmp.Diff(readTree(t, b.src), readTree(t, opts.Target)); diff != "" {
 			t.Fatalf("restored tree differs (-source +restored):\n%s", diff)
 		}
+		if open := openUnder(t, opts.Target); len(open) > 0 {
+			t.Fatalf("descriptors left open after the restore: %q", open)
+		}
 		return r.directBytes.Load() - before, r.directCopied.Load() - copiedBefore
 	}
 	// Decrypted or decompressed at their phase, all but the chunks
@@ -286,3 +289,19 @@ func TestRestoreInPlaceSyncs(t *testing.T) {
 }
 
 func addr(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// openUnder lists this process's open descriptors of files under dir.
+func openUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	des, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range des {
+		if p, err := os.Readlink(filepath.Join("/proc/self/fd", d.Name())); err == nil && strings.HasPrefix(p, dir+"/") {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -165,25 +165,28 @@ func (w *fileWriter) write(i int, data []byte, off int64, scratch *[]byte) error
 		// The last chunk: no other write is in progress.
 		of.isOpen = false
 		w.open.Add(-1)
-		if dfd >= 0 {
-			unix.Close(dfd)
-			of.dfd = -1
-		}
+		of.closeDirect()
 		if err := finishFile(fd, w.t, e, of.written, w.own, w.warn); err != nil {
 			return fmt.Errorf("restore %s: %w", w.show(e), err)
 		}
 	case of.users == 0 && w.open.Load() > w.maxOpen:
 		of.isOpen = false
 		w.open.Add(-1)
-		if dfd >= 0 {
-			unix.Close(dfd)
-			of.dfd = -1
-		}
+		of.closeDirect()
 		if err := unix.Close(fd); err != nil {
 			return fmt.Errorf("restore %s: %w", w.show(e), err)
 		}
 	}
 	return nil
+}
+
+// closeDirect closes the file's O_DIRECT descriptor, if open (of.mu
+// held: another write may have opened it since this one looked).
+func (of *openFile) closeDirect() {
+	if of.dfd >= 0 {
+		unix.Close(int(of.dfd))
+		of.dfd = -1
+	}
 }
 
 func pwriteAll(fd int, b []byte, off int64) error {
@@ -210,9 +213,7 @@ func (w *fileWriter) closeAll() {
 		of.mu.Lock()
 		if of.isOpen {
 			unix.Close(int(of.fd))
-			if of.dfd >= 0 {
-				unix.Close(int(of.dfd))
-			}
+			of.closeDirect()
 			of.isOpen = false
 		}
 		of.mu.Unlock()
