@@ -167,6 +167,18 @@ func TestEncryptedFlipDetected(t *testing.T) {
 	}
 }
 
+// putV1Config writes the config of a repository created before
+// encryption (version 1) under cfg's prefix, and returns cfg.
+func putV1Config(t *testing.T, b bundle, cfg Config) Config {
+	t.Helper()
+	v1 := `{"version": 1, "id": "0123456789abcdef", "created": "2026-01-01T00:00:00Z", "chunker": {"min": 262144, "avg": 1048576, "max": 4194304}}`
+	pre := &Repo{s3: b.srv.Client, cfg: cfg.WithDefaults()}
+	if err := pre.put(context.Background(), "config", []byte(v1), true); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // A repository created before encryption (version 1) is read and written
 // as it is, with or without a password configured; the config of an
 // encrypted one cannot be rewritten to pass it off as unencrypted.
@@ -174,12 +186,7 @@ func TestUnencryptedRepositoryStillWorks(t *testing.T) {
 	t.Parallel()
 	_, b := setup(t)
 	ctx := context.Background()
-	cfg := Config{Bucket: b.bucket, Prefix: "old/", Source: b.src, PackSize: 1 << 20}
-	v1 := `{"version": 1, "id": "0123456789abcdef", "created": "2026-01-01T00:00:00Z", "chunker": {"min": 262144, "avg": 1048576, "max": 4194304}}`
-	pre := &Repo{s3: b.srv.Client, cfg: cfg.WithDefaults()}
-	if err := pre.put(ctx, "config", []byte(v1), true); err != nil {
-		t.Fatal(err)
-	}
+	cfg := putV1Config(t, b, Config{Bucket: b.bucket, Prefix: "old/", Source: b.src, PackSize: 1 << 20})
 	makeTree(t, b.src, 10, 1<<20)
 	for _, key := range []KeyWrapper{nil, testKey()} {
 		cfg.Key = key
@@ -213,9 +220,7 @@ func TestUnencryptedRepositoryStillWorks(t *testing.T) {
 	if err := r.delIf(ctx, "config", ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.put(ctx, "config", []byte(v1), true); err != nil {
-		t.Fatal(err)
-	}
+	putV1Config(t, b, enc)
 	if _, err := Open(ctx, b.srv.Client, enc); !errors.Is(err, snapshot.ErrCorrupt) {
 		t.Fatalf("downgraded config: %v, want ErrCorrupt", err)
 	}

@@ -187,12 +187,7 @@ func TestRestoreDirect(t *testing.T) {
 
 	// Version 1 (unencrypted): stored chunks are copied to an aligned
 	// buffer first.
-	cfg := Config{Bucket: b.bucket, Prefix: "v1/", Source: b.src, PackSize: 1 << 20}
-	pre := &Repo{s3: b.srv.Client, cfg: cfg.WithDefaults()}
-	v1 := `{"version": 1, "id": "0123456789abcdef", "created": "2026-01-01T00:00:00Z", "chunker": {"min": 262144, "avg": 1048576, "max": 4194304}}`
-	if err := pre.put(ctx, "config", []byte(v1), true); err != nil {
-		t.Fatal(err)
-	}
+	cfg := putV1Config(t, b, Config{Bucket: b.bucket, Prefix: "v1/", Source: b.src, PackSize: 1 << 20})
 	r1, err := Open(ctx, b.srv.Client, cfg)
 	if err != nil {
 		t.Fatal(err)

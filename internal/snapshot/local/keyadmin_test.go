@@ -144,12 +144,7 @@ func TestAddKeyChecksIt(t *testing.T) {
 		t.Fatalf("the original password after the refusals: %v", err)
 	}
 
-	cfg := Config{Bucket: b.bucket, Prefix: "plain/", Source: b.src}
-	pre := &Repo{s3: b.srv.Client, cfg: cfg.WithDefaults()}
-	v1 := `{"version": 1, "id": "0123456789abcdef", "created": "2026-01-01T00:00:00Z", "chunker": {"min": 262144, "avg": 1048576, "max": 4194304}}`
-	if err := pre.put(ctx, "config", []byte(v1), true); err != nil {
-		t.Fatal(err)
-	}
+	cfg := putV1Config(t, b, Config{Bucket: b.bucket, Prefix: "plain/", Source: b.src})
 	plain, err := Open(ctx, b.srv.Client, cfg)
 	if err != nil {
 		t.Fatal(err)
