@@ -62,7 +62,7 @@ Snapshots are encrypted. Their key is wrapped by a password
 (CONVEYOR_SNAPSHOT_PASSWORD or snapshot.password_file; generated in the
 data dir when neither is set: keep a copy elsewhere) or, when
 snapshot.kms_key is set, by that AWS KMS key. Without it no snapshot can
-be read.
+be read. 'conveyor snapshot key passwd' changes it (see 'key --help').
 
 A snapshot is crash-consistent, like an EBS snapshot. --quiesce asks the
 running 'conveyor up' (through the unix socket <data-dir>/control.sock,
@@ -79,7 +79,8 @@ command dies.`,
   conveyor snapshot verify
   conveyor snapshot prune --keep-last 7
   conveyor snapshot delete 20261126T030000Z-1a2b3c4d
-  conveyor snapshot repair`,
+  conveyor snapshot repair
+  CONVEYOR_SNAPSHOT_NEW_PASSWORD=... conveyor snapshot key passwd`,
 	}
 	cmd.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	cmd.PersistentFlags().BoolVar(&o.noProgress, "no-progress", false, "print no progress on stderr")
