@@ -220,9 +220,16 @@ func New(t testing.TB, opts Options) *Server {
 		s.mu.Unlock()
 		s.agents.Wait()
 		s.srv.Close()
+		// Closed without the lock: Close waits for requests in flight,
+		// and an IMDS handler takes the lock (a watcher still polling
+		// when the test ends deadlocked the cleanup).
 		s.mu.Lock()
-		defer s.mu.Unlock()
+		imds := make([]*httptest.Server, 0, len(s.imds))
 		for _, m := range s.imds {
+			imds = append(imds, m)
+		}
+		s.mu.Unlock()
+		for _, m := range imds {
 			m.Close()
 		}
 	})
