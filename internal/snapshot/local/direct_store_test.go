@@ -47,9 +47,6 @@ func TestDirectStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	restoreAndCompare(t, r, s2.ID, b.src)
-	if open := openUnder(t, filepath.Join(b.srv.DataDir, b.bucket)); len(open) > 0 {
-		t.Fatalf("objects left open by the engine: %q", open)
-	}
 
 	// Locks: an exclusive one keeps a create out.
 	excl, err := r.lock(ctx, "prune", true)
