@@ -1,9 +1,12 @@
 package local
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
+
+	"github.com/zeebo/blake3"
 )
 
 // cdc is FastCDC content-defined chunking, cutting exactly where
@@ -15,6 +18,7 @@ import (
 type cdc struct {
 	minSize, maxSize, normSize int
 	maskS, maskL               uint64
+	gear                       [256]uint64
 
 	rd     io.Reader
 	buf    []byte // cap 2*maxSize, kept across files; made by the first reset
@@ -22,12 +26,18 @@ type cdc struct {
 	eof    bool
 }
 
-func newCDC(min, avg, max int) *cdc {
+// newCDC returns a chunker with the given sizes and gear table (nil:
+// fastcdc-go's).
+func newCDC(min, avg, max int, table *[256]uint64) *cdc {
 	bits := int(math.Round(math.Log2(float64(avg))))
+	if table == nil {
+		table = &gear
+	}
 	return &cdc{
 		minSize: min, maxSize: max, normSize: avg,
 		maskS: 1<<(bits+2) - 1,
 		maskL: 1<<(bits-2) - 1,
+		gear:  *table,
 	}
 }
 
@@ -89,18 +99,41 @@ func (c *cdc) cut(data []byte) int {
 	var fp uint64
 	i := c.minSize
 	for ; i < min(n, c.normSize); i++ {
-		fp = fp<<1 + gear[data[i]]
+		fp = fp<<1 + c.gear[data[i]]
 		if fp&c.maskS == 0 {
 			return i + 1
 		}
 	}
 	for ; i < n; i++ {
-		fp = fp<<1 + gear[data[i]]
+		fp = fp<<1 + c.gear[data[i]]
 		if fp&c.maskL == 0 {
 			return i + 1
 		}
 	}
 	return i
+}
+
+// keyedGear derives a repository's own gear table from its master key,
+// under a context of its own: without the key, nobody can tell where the
+// chunker cuts a known file, so the sizes of the sealed chunks in a pack
+// no longer tell whether that file is stored (the reason restic draws a
+// random chunker polynomial per repository).
+func keyedGear(master []byte) *[256]uint64 {
+	var raw [256 * 8]byte
+	blake3.DeriveKey("conveyor snapshot chunker gear table v1", master, raw[:])
+	var g [256]uint64
+	for i := range g {
+		g[i] = binary.LittleEndian.Uint64(raw[8*i:])
+	}
+	return &g
+}
+
+// setGear picks the chunker's table for the repository's version.
+func (r *Repo) setGear() {
+	r.gear = &gear
+	if r.rc.Version >= versionKeyedChunker && r.master != nil {
+		r.gear = keyedGear(r.master)
+	}
 }
 
 // gear is fastcdc-go's table of 256 random uint64s.

@@ -16,7 +16,7 @@ import (
 func TestCDCMatchesFastCDC(t *testing.T) {
 	const min, avg, max = 64 << 10, 256 << 10, 1 << 20
 	rng := rand.New(rand.NewSource(1))
-	c := newCDC(min, avg, max)
+	c := newCDC(min, avg, max, nil)
 	for _, size := range []int{0, 1, min, min + 1, avg, max, max + 1, 2 * max, 7*max + 12345} {
 		data := make([]byte, size)
 		rng.Read(data)

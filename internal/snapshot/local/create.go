@@ -234,7 +234,7 @@ func (c *creator) run(ctx context.Context, rootOld *ID) error {
 		readers.Add(1)
 		g.Go(func() error {
 			defer readers.Done()
-			cut := newCDC(c.r.rc.Chunker.Min, c.r.rc.Chunker.Avg, c.r.rc.Chunker.Max)
+			cut := newCDC(c.r.rc.Chunker.Min, c.r.rc.Chunker.Avg, c.r.rc.Chunker.Max, c.r.gear)
 			defer cut.free()
 			cd := c.r.newCodec()
 			for j := range work {

@@ -258,19 +258,19 @@ func TestSealer(t *testing.T) {
 // restore.
 func TestBlobNonceVersions(t *testing.T) {
 	t.Parallel()
-	for _, v := range []int{versionEncrypted, versionIDNonce} {
+	for _, v := range []int{versionEncrypted, versionIDNonce, versionKeyedChunker} {
 		t.Run(fmt.Sprintf("version %d", v), func(t *testing.T) {
 			t.Parallel()
 			r, b := setup(t)
 			ctx := context.Background()
-			if r.rc.Version != versionIDNonce {
-				t.Fatalf("a new repository is version %d, want %d", r.rc.Version, versionIDNonce)
+			if r.rc.Version != versionKeyedChunker {
+				t.Fatalf("a new repository is version %d, want %d", r.rc.Version, versionKeyedChunker)
 			}
-			if v == versionEncrypted {
-				// A repository as version 2 created it: its config
-				// says 2, nothing written yet.
+			if v != versionKeyedChunker {
+				// A repository as version v created it: its config
+				// says v, nothing written yet.
 				rc := r.rc
-				rc.Version = versionEncrypted
+				rc.Version = v
 				body, _ := json.Marshal(rc)
 				if err := r.delIf(ctx, "config", ""); err != nil {
 					t.Fatal(err)
@@ -282,8 +282,8 @@ func TestBlobNonceVersions(t *testing.T) {
 				if r, err = Open(ctx, b.srv.Client, r.cfg); err != nil {
 					t.Fatal(err)
 				}
-				if r.rc.Version != versionEncrypted || r.sealer.idNonce {
-					t.Fatalf("reopened as version %d, id nonces %v", r.rc.Version, r.sealer.idNonce)
+				if r.rc.Version != v || r.sealer.idNonce != (v >= versionIDNonce) || *r.gear != gear {
+					t.Fatalf("reopened as version %d, id nonces %v, keyed chunker %v", r.rc.Version, r.sealer.idNonce, *r.gear != gear)
 				}
 			}
 			makeTree(t, b.src, 200, 3<<20)
@@ -318,7 +318,7 @@ func TestBlobNonceVersions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := map[int]uint32{versionEncrypted: 40, versionIDNonce: 16}[v]
+			want := map[int]uint32{versionEncrypted: 40, versionIDNonce: 16, versionKeyedChunker: 16}[v]
 			raw := 0
 			x.each(func(id ID, s slot) {
 				if s.compressed {
@@ -339,7 +339,7 @@ func TestBlobNonceVersions(t *testing.T) {
 			if err != nil || len(packs) == 0 {
 				t.Fatalf("%d packs: %v", len(packs), err)
 			}
-			magic := map[int]string{versionEncrypted: packMagicSealed, versionIDNonce: packMagicCompact}[v]
+			magic := map[int]string{versionEncrypted: packMagicSealed, versionIDNonce: packMagicCompact, versionKeyedChunker: packMagicCompact}[v]
 			for _, o := range packs {
 				body, err := r.get(ctx, o.Name)
 				if err != nil {

@@ -14,13 +14,15 @@
 // server itself. The master key never changes; keys/ objects are added,
 // removed and replaced (a password change, a move to KMS) by keyadmin.go.
 //
-// Version 2 and 3 repositories are encrypted (crypto.go): blobs, pack
+// Version 2, 3 and 4 repositories are encrypted (crypto.go): blobs, pack
 // tables, index and snapshot objects sealed with XChaCha20-Poly1305, blob
-// IDs a keyed BLAKE3; version 3 (new repositories) seals a blob with its
-// ID as nonce instead of a random one stored before it, and lists blobs
-// in pack tables and index objects as compact entries (entry.go): 36 to
-// 40 bytes where versions 1 and 2 take 46. Version 1 ones are read and
-// written unencrypted.
+// IDs a keyed BLAKE3; version 3 seals a blob with its ID as nonce instead
+// of a random one stored before it, and lists blobs in pack tables and
+// index objects as compact entries (entry.go): 36 to 40 bytes where
+// versions 1 and 2 take 46. Version 4 (new repositories) adds a chunker
+// keyed by the master key (keyedGear in cdc.go): cut points differ from
+// one repository to the next. Version 1 ones are read and written
+// unencrypted.
 //
 // Blobs are file chunks cut by FastCDC and the snapshot's tree (entries
 // with type, mode, mtime, size, inode, chunk list and, from tree version

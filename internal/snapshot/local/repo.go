@@ -151,6 +151,9 @@ const (
 	versionPlain     = 1
 	versionEncrypted = 2 // blobs sealed with a random nonce, stored before them
 	versionIDNonce   = 3 // blobs sealed with their ID as nonce: 24 bytes less each
+	// As 3, with the chunker's gear table derived from the master key
+	// (keyedGear): cut points differ from one repository to the next.
+	versionKeyedChunker = 4
 )
 
 // Chunker parameters of new repositories: 1 MiB average.
@@ -185,6 +188,9 @@ type Repo struct {
 	// The master key and the key object that opened it (keyadmin.go).
 	master  []byte
 	keyName string
+	// gear is the chunker's table: fastcdc-go's, or from version 4 one
+	// derived from the master key (setGear).
+	gear *[256]uint64
 
 	// For tests: where Create starts chunking each file it reads, and
 	// how many restored files may stay open (0: maxOpenFiles).
@@ -249,11 +255,12 @@ func Open(ctx context.Context, client ObjectStore, cfg Config) (*Repo, error) {
 				}
 				r.cfg.Logf("snapshot repository %s is not encrypted (it was created before encryption); the README says how to move to an encrypted one", r.Location())
 				return r, nil
-			case versionEncrypted, versionIDNonce:
+			case versionEncrypted, versionIDNonce, versionKeyedChunker:
 				if err := r.openKey(ctx); err != nil {
 					return nil, err
 				}
-				r.sealer.idNonce = r.rc.Version == versionIDNonce
+				r.sealer.idNonce = r.rc.Version >= versionIDNonce
+				r.setGear()
 				return r, nil
 			}
 			return nil, fmt.Errorf("%s: repository version %d is not supported by this conveyor; upgrade it", r.key("config"), r.rc.Version)
@@ -270,7 +277,7 @@ func Open(ctx context.Context, client ObjectStore, cfg Config) (*Repo, error) {
 			return nil, err
 		}
 		sl.idNonce = true
-		rc := repoConfig{Version: versionIDNonce, ID: newID(), Created: time.Now().UTC(), Encryption: &encryptionConfig{Cipher: "xchacha20-poly1305", IDs: "blake3-keyed", Check: sl.blobID(keyCheckText)}}
+		rc := repoConfig{Version: versionKeyedChunker, ID: newID(), Created: time.Now().UTC(), Encryption: &encryptionConfig{Cipher: "xchacha20-poly1305", IDs: "blake3-keyed", Check: sl.blobID(keyCheckText)}}
 		rc.Chunker.Min, rc.Chunker.Avg, rc.Chunker.Max = chunkMin, chunkAvg, chunkMax
 		// The key first: a config without a key would be a repository
 		// nobody can use. Two processes creating at once each write a
@@ -295,6 +302,7 @@ func Open(ctx context.Context, client ObjectStore, cfg Config) (*Repo, error) {
 		}
 		r.rc, r.sealer = rc, sl
 		r.master, r.keyName = master, keyName
+		r.setGear()
 		return r, nil
 	}
 	return nil, fmt.Errorf("open snapshot repository s3://%s/%s: config keeps changing", cfg.Bucket, cfg.Prefix)
