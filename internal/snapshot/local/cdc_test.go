@@ -73,3 +73,28 @@ func libChunks(t *testing.T, data []byte, min, avg, max int) [][]byte {
 		out = append(out, append([]byte(nil), k.Data...))
 	}
 }
+
+// BenchmarkCDC cuts 64 MiB of random bytes with fastcdc-go's table and
+// with a keyed one (version 4 repositories): the table is the only
+// difference, so the two should run at the same speed.
+func BenchmarkCDC(b *testing.B) {
+	data := make([]byte, 64<<20)
+	rand.New(rand.NewSource(1)).Read(data)
+	for _, bc := range []struct {
+		name  string
+		table *[256]uint64
+	}{{"fastcdc-go", nil}, {"keyed", keyedGear(make([]byte, 32))}} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := newCDC(chunkMin, chunkAvg, chunkMax, bc.table)
+			b.SetBytes(int64(len(data)))
+			for b.Loop() {
+				c.reset(bytes.NewReader(data))
+				for {
+					if _, err := c.next(); err == io.EOF {
+						break
+					}
+				}
+			}
+		})
+	}
+}
