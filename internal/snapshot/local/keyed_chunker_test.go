@@ -54,6 +54,18 @@ func TestKeyedChunker(t *testing.T) {
 		t.Fatalf("two new repositories cut alike, or as fastcdc-go:\n%v\n%v\n%v", c1, c2, lib)
 	}
 
+	// On log text, whose bytes are few, a keyed table keeps chunks near
+	// the average the parameters ask for (1 MiB), whatever the key.
+	text := logText(rand.New(rand.NewSource(10)), 48<<20)
+	for i := 0; i < 4; i++ {
+		key := bytes.Repeat([]byte{byte(i)}, 32)
+		r := &Repo{rc: r1.rc, gear: keyedGear(key)}
+		n := cutLengths(t, r, text)
+		if avg := len(text) / len(n); avg < 800<<10 || avg > 1400<<10 {
+			t.Errorf("key %d: log text cut into chunks of %d bytes on average, want about 1 MiB", i, avg)
+		}
+	}
+
 	writeFile(t, filepath.Join(b1.src, "f"), data, 0o644, time.Unix(1e9, 0))
 	s, err := r1.Create(ctx, snapshot.CreateOptions{})
 	if err != nil {
