@@ -14,22 +14,32 @@ import (
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
 
-// cutLengths is where r's chunker cuts data.
-func cutLengths(t *testing.T, r *Repo, data []byte) []int {
+// cutPieces is data cut by r's chunker.
+func cutPieces(t *testing.T, r *Repo, data []byte) [][]byte {
 	t.Helper()
 	c := newCDC(r.rc.Chunker.Min, r.rc.Chunker.Avg, r.rc.Chunker.Max, r.gear)
 	c.reset(bytes.NewReader(data))
-	var n []int
+	var out [][]byte
 	for {
 		k, err := c.next()
 		if err == io.EOF {
-			return n
+			return out
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		out = append(out, bytes.Clone(k))
+	}
+}
+
+// cutLengths is where r's chunker cuts data.
+func cutLengths(t *testing.T, r *Repo, data []byte) []int {
+	t.Helper()
+	var n []int
+	for _, k := range cutPieces(t, r, data) {
 		n = append(n, len(k))
 	}
+	return n
 }
 
 // A new repository (version 4) cuts files where no other repository does:

@@ -3,7 +3,6 @@ package local
 import (
 	"bytes"
 	"context"
-	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -26,18 +25,10 @@ func fullChunks(t *testing.T, r *Repo, data []byte) []ID {
 		return []ID{r.sealer.blobID(data)}
 	}
 	var ids []ID
-	c := newCDC(r.rc.Chunker.Min, r.rc.Chunker.Avg, r.rc.Chunker.Max, r.gear)
-	c.reset(bytes.NewReader(data))
-	for {
-		k, err := c.next()
-		if err == io.EOF {
-			return ids
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, k := range cutPieces(t, r, data) {
 		ids = append(ids, r.sealer.blobID(k))
 	}
+	return ids
 }
 
 // entryOf returns the snapshot's tree entry for path.
