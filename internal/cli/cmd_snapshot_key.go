@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -104,9 +103,7 @@ func runSnapshotKeyList(ctx context.Context, o *snapshotOptions) error {
 		return err
 	}
 	if o.output == "json" {
-		enc := json.NewEncoder(o.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(keys)
+		return o.printJSON(keys)
 	}
 	tw := tabwriter.NewWriter(o.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tCREATED\tHOST\tIN USE")
