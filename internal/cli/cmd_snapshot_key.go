@@ -172,18 +172,22 @@ func runSnapshotKeyAdd(ctx context.Context, o *snapshotOptions, ko *keyOptions, 
 		fmt.Fprintf(o.Out, "added key %s (%s): it opens the snapshots too\n", id, w.Kind())
 		return nil
 	}
-	added, removed, err := r.ReplaceKey(ctx, w)
+	env, file := r.cfg.snapshotPasswordSource()
+	generated := r.cfg.Snapshot.KMSKey == "" && !env && r.cfg.Snapshot.PasswordFile == ""
+	// The generated password file gets the new password after the new
+	// key object is stored and before the old one goes: interrupted
+	// anywhere, the file holds a password that opens the repository.
+	var between func(string) error
+	if generated && pw != "" {
+		between = func(string) error { return writeSecretFile(file, pw) }
+	}
+	added, removed, err := r.ReplaceKeyThen(ctx, w, between)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(o.Out, "added key %s (%s), removed key %s: only the new %s opens the snapshots now\n", added, w.Kind(), removed, secretName(w))
-	env, file := r.cfg.snapshotPasswordSource()
-	generated := r.cfg.Snapshot.KMSKey == "" && !env && r.cfg.Snapshot.PasswordFile == ""
 	switch {
-	case generated && pw != "":
-		if err := writeSecretFile(file, pw); err != nil {
-			return fmt.Errorf("the key was changed, but writing the new password to %s failed: %w; write it there yourself", file, err)
-		}
+	case between != nil:
 		fmt.Fprintf(o.Out, "wrote the new password to %s: copy it somewhere safe, away from this machine\n", file)
 	case generated:
 		fmt.Fprintf(o.Out, "set snapshot.kms_key to %s and remove %s\n", ko.newKMSKey, file)

@@ -150,6 +150,15 @@ func (r *Repo) RemoveKey(ctx context.Context, id string) (string, error) {
 // Repo was opened with: a password change. The Repo is then as if opened
 // with w. It holds the repository alone, as RemoveKey does.
 func (r *Repo) ReplaceKey(ctx context.Context, w KeyWrapper) (added, removed string, err error) {
+	return r.ReplaceKeyThen(ctx, w, nil)
+}
+
+// ReplaceKeyThen is ReplaceKey calling between, when set, once the new
+// key object is stored and before the old one is removed: where the new
+// secret must be saved (the generated password file), a crash or a
+// failure at any point leaves a secret on hand that opens the
+// repository. If between fails, the old key object is kept.
+func (r *Repo) ReplaceKeyThen(ctx context.Context, w KeyWrapper, between func(added string) error) (added, removed string, err error) {
 	if r.sealer == nil {
 		return "", "", errNotEncrypted
 	}
@@ -168,6 +177,11 @@ func (r *Repo) ReplaceKey(ctx context.Context, w KeyWrapper) (added, removed str
 	added, err = r.addCheckedKey(lk.ctx, w)
 	if err != nil {
 		return "", "", err
+	}
+	if between != nil {
+		if err := between(added); err != nil {
+			return added, "", fmt.Errorf("key %s added, the old one kept: %w", added, err)
+		}
 	}
 	if err := lk.check(); err != nil {
 		return added, "", fmt.Errorf("key %s added, but the old one was not removed: %w", added, err)

@@ -82,6 +82,28 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The step between the two (saving the new password) runs with the
+	// new key stored and the old one still there; when it fails, both
+	// keep opening the repository.
+	var sawBoth bool
+	kept, _, err := r3.ReplaceKeyThen(ctx, password("saved nowhere"), func(added string) error {
+		_, errNew := open(password("saved nowhere"))
+		_, errOld := open(password("third password"))
+		sawBoth = errNew == nil && errOld == nil
+		return errors.New("disk full")
+	})
+	if err == nil || !strings.Contains(err.Error(), "old one kept") || !strings.Contains(err.Error(), "disk full") || !sawBoth {
+		t.Fatalf("replace whose step between fails: %v (both keys open meanwhile: %v)", err, sawBoth)
+	}
+	for _, pw := range []string{"saved nowhere", "third password"} {
+		if _, err := open(password(pw)); err != nil {
+			t.Fatalf("after the failed step, open with %q: %v", pw, err)
+		}
+	}
+	if _, err := r3.RemoveKey(ctx, kept); err != nil {
+		t.Fatal(err)
+	}
+
 	// Two processes opened with the same key: one replaces it, the
 	// other's removal (of a key the first just added, say) is refused.
 	if _, err := r3.AddKey(ctx, password("fourth password")); err != nil {
