@@ -147,6 +147,9 @@ type Lock struct {
 
 	mu sync.Mutex
 	h  holder
+	// inherited is set once a processor group was recorded: from then on
+	// the processor holds the lock too, and Unlock leaves it to them.
+	inherited bool
 }
 
 // LockJob takes the job's lock without waiting. The lock is an flock: the
@@ -213,19 +216,36 @@ func (l *Lock) SetProcessGroup(pgid int) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.h.PGID = pgid
+	if pgid > 0 {
+		l.inherited = true
+	}
 	return writeHolder(l.holderPath, l.h)
 }
 
 // Unlock releases the lock. The lock file stays: removing it would let two
 // processes lock two different files of the same name. The holder file
 // goes, while the lock is still held, so it never names a later holder.
+//
+// A child another goroutine is starting holds a copy of every descriptor
+// until it executes, and an flock lasts while any copy is open: closed at
+// that moment, the lock would outlive Unlock, and the next LockJob in this
+// process would find its own job "running in another process". So the
+// lock is released explicitly when no processor was given it, and the file
+// is closed under syscall.ForkLock, which a fork holds until its child has
+// executed (and so closed the copy). A lock a processor inherited is left
+// to the processor: whatever it started keeps it while it lives.
 func (l *Lock) Unlock() {
+	l.mu.Lock()
 	if l.holderPath != "" {
-		l.mu.Lock()
 		_ = os.Remove(l.holderPath)
-		l.mu.Unlock()
 	}
+	if !l.inherited {
+		_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	}
+	l.mu.Unlock()
+	syscall.ForkLock.RLock()
 	l.f.Close()
+	syscall.ForkLock.RUnlock()
 }
 
 // FreeBytes is the space left on the volume's filesystem for this user.

@@ -158,3 +158,47 @@ func TestSlotsBoundConcurrentJobs(t *testing.T) {
 	}
 	b.Release()
 }
+
+// A child that another goroutine is starting holds a copy of every
+// descriptor until it executes. Unlock must release the job's lock even
+// while such a copy is open, or the next LockJob in this process finds the
+// job "running in another process" (seen in CI). A lock handed to a
+// processor (a process group recorded) is the processor's too: a copy it
+// holds keeps the job locked.
+func TestUnlockReleasesDespiteACopyOfTheDescriptor(t *testing.T) {
+	t.Parallel()
+	v, _ := Open(t.TempDir())
+	l, err := v.LockJob(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyFD, err := syscall.Dup(int(l.File().Fd())) // what a fork in flight holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+	l2, err := v.LockJob(id)
+	if err != nil {
+		t.Fatalf("lock after unlock, with a copy of the old descriptor open: %v", err)
+	}
+	syscall.Close(copyFD)
+
+	// Handed to a processor: its copy keeps the lock after Unlock.
+	if err := l2.SetProcessGroup(syscall.Getpgrp()); err != nil {
+		t.Fatal(err)
+	}
+	procFD, err := syscall.Dup(int(l2.File().Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Unlock()
+	if _, err := v.LockJob(id); !errors.Is(err, ErrLocked) {
+		t.Fatalf("lock while the processor's copy is open: %v, want ErrLocked", err)
+	}
+	syscall.Close(procFD)
+	l3, err := v.LockJob(id)
+	if err != nil {
+		t.Fatalf("lock after the processor's copy closed: %v", err)
+	}
+	l3.Unlock()
+}
