@@ -229,7 +229,13 @@ func lock(ctx context.Context, name string) (func(), error) {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			return func() {
+				// Unlocked before the close: a child being started elsewhere
+				// in this process holds a copy of the descriptor until it
+				// executes, and would keep the lock a moment longer.
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				f.Close()
+			}, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			f.Close()

@@ -306,6 +306,7 @@ func checkStopped(c FileConfig) error {
 	if f == nil {
 		return fmt.Errorf("conveyor up is running on data dir %s; stop it first", c.DataDir)
 	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN) // released even if a child being started holds a copy
 	f.Close()
 	return nil
 }

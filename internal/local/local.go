@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -353,6 +354,10 @@ func (p *Pipeline) Stop() error {
 		}
 		os.Remove(p.Paths.RunInfo())
 		if p.lock != nil {
+			// Unlocked before the close: a child another goroutine is
+			// starting holds a copy of the descriptor until it executes,
+			// and would keep the lock from a pipeline started next.
+			syscall.Flock(int(p.lock.Fd()), syscall.LOCK_UN)
 			p.lock.Close()
 		}
 	})
