@@ -111,3 +111,47 @@ func TestCreateReadsNothingSwappedInAfterTheWalk(t *testing.T) {
 		t.Errorf("z/kept.txt restored as %q", got)
 	}
 }
+
+// The extended attributes of an entry are read through its directory's
+// descriptor: a directory on its path swapped for a symlink to a
+// directory outside the source, after the walker opened it, does not lend
+// the entry the attributes of the file outside.
+func TestXattrsAreReadThroughTheDirectory(t *testing.T) {
+	t.Parallel()
+	r, b := setup(t)
+	mt := time.Unix(1e9, 0)
+	inside := filepath.Join(b.src, "d", "f")
+	writeFile(t, inside, []byte("in"), 0o644, mt)
+	if err := unix.Lsetxattr(inside, "user.who", []byte("inside"), 0); err != nil {
+		t.Skipf("no user xattrs here: %v", err)
+	}
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "f"), []byte("out"), 0o644, mt)
+	if err := unix.Lsetxattr(filepath.Join(outside, "f"), "user.who", []byte("outside"), 0); err != nil {
+		t.Fatal(err)
+	}
+	dfd, err := unix.Open(filepath.Join(b.src, "d"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dfd)
+	if err := os.Rename(filepath.Join(b.src, "d"), filepath.Join(b.src, "d.old")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(b.src, "d")); err != nil {
+		t.Fatal(err)
+	}
+	// The setup did what it says: by path, d/f is the file outside now.
+	val := make([]byte, 64)
+	if n, err := unix.Lgetxattr(inside, "user.who", val); err != nil || string(val[:n]) != "outside" {
+		t.Fatalf("setup: d/f by path has user.who %q, %v", val[:max(n, 0)], err)
+	}
+	c := &creator{r: r}
+	e, _, ok, err := c.statEntry(dfd, "f", inside)
+	if err != nil || !ok {
+		t.Fatalf("statEntry: %v, %v", ok, err)
+	}
+	if got := string(e.Xattrs["user.who"]); got != "inside" {
+		t.Errorf("user.who recorded as %q, want %q (read through the directory)", got, "inside")
+	}
+}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -18,14 +20,33 @@ import (
 // by anyone, the others only by root (trusted.* is readable by root only).
 var xattrPrefixes = []string{"user.", "security.", "trusted."}
 
-// readXattrs returns the extended attributes of p (not following a
-// symlink), nil when there are none or the filesystem has none.
-func readXattrs(p string) (map[string][]byte, error) {
+// procFD is where this process's descriptors are reachable by path.
+const procFD = "/proc/self/fd"
+
+// haveProcFD: without /proc, extended attributes are read by path.
+var haveProcFD = sync.OnceValue(func() bool {
+	_, err := os.Stat(procFD)
+	return err == nil
+})
+
+// readXattrs returns the extended attributes of the entry name in the
+// directory dfd (p names it in messages), not following a symlink; nil
+// when there are none or the filesystem has none. There is no
+// lgetxattrat before Linux 6.13: the entry is reached as
+// /proc/self/fd/<dfd>/<name>, which resolves the directory through its
+// descriptor, so that a directory on p swapped for a symlink since dfd
+// was opened does not lend the snapshot the attributes of a file outside
+// the source. Without /proc, p itself is read.
+func readXattrs(dfd int, name, p string) (map[string][]byte, error) {
+	at := p
+	if haveProcFD() && name != "" && !strings.Contains(name, "/") {
+		at = procFD + "/" + strconv.Itoa(dfd) + "/" + name
+	}
 	buf := make([]byte, 1024)
 	var n int
 	var err error
 	for {
-		n, err = unix.Llistxattr(p, buf)
+		n, err = unix.Llistxattr(at, buf)
 		if errors.Is(err, unix.ERANGE) {
 			buf = make([]byte, 2*len(buf))
 			continue
@@ -41,13 +62,13 @@ func readXattrs(p string) (map[string][]byte, error) {
 		return nil, nil
 	}
 	var out map[string][]byte
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
-		if !keptXattr(name) {
+	for _, xname := range strings.Split(strings.TrimRight(string(buf[:n]), "\x00"), "\x00") {
+		if !keptXattr(xname) {
 			continue
 		}
 		val := make([]byte, 256)
 		for {
-			m, err := unix.Lgetxattr(p, name, val)
+			m, err := unix.Lgetxattr(at, xname, val)
 			if errors.Is(err, unix.ERANGE) {
 				val = make([]byte, 2*len(val))
 				continue
@@ -56,12 +77,12 @@ func readXattrs(p string) (map[string][]byte, error) {
 				break // removed meanwhile
 			}
 			if err != nil {
-				return nil, fmt.Errorf("read extended attribute %s of %s: %w", name, p, err)
+				return nil, fmt.Errorf("read extended attribute %s of %s: %w", xname, p, err)
 			}
 			if out == nil {
 				out = map[string][]byte{}
 			}
-			out[name] = bytes.Clone(val[:m])
+			out[xname] = bytes.Clone(val[:m])
 			break
 		}
 	}

@@ -453,7 +453,7 @@ func (c *creator) statEntry(dfd int, name, p string) (e entry, link [2]uint64, o
 		return entry{}, link, false, nil
 	}
 	if e.Type != typeSymlink && e.Type != typeHardlink {
-		if e.Xattrs, err = readXattrs(p); err != nil {
+		if e.Xattrs, err = readXattrs(dfd, name, p); err != nil {
 			return entry{}, link, false, err
 		}
 	}
