@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strconv"
 	"time"
 
 	"github.com/conveyorhq/conveyor/internal/s3server"
@@ -91,7 +92,10 @@ func childRun(op, data, vol, target string, workers int) error {
 		store = s3server.NewClient(srv.Endpoint(), ak, sk, "us-east-1")
 	}
 	// Encrypted, as restic is (its password is "bench" too).
-	r, err := snaplocal.Open(ctx, store, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers, Key: snaplocal.NewPassword("bench")})
+	// BENCH_UPLOADS sets snapshot.uploads (transfers, and restore's pack
+	// workers, in flight), for trials.
+	uploads, _ := strconv.Atoi(os.Getenv("BENCH_UPLOADS"))
+	r, err := snaplocal.Open(ctx, store, snaplocal.Config{Bucket: "state", Source: vol, Workers: workers, Uploads: uploads, Key: snaplocal.NewPassword("bench")})
 	if err != nil {
 		return err
 	}

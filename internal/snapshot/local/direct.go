@@ -75,13 +75,18 @@ func (w *fileWriter) openDirect(e *entry) (fd, align, mem int32) {
 // writeDirect writes data at off: the part between its first and last
 // align boundaries in the file through dfd (from an aligned copy in
 // scratch if data is not aligned in memory there), the edges through fd.
-// It returns how many bytes went direct, and how many of them were
-// copied to be aligned.
-func writeDirect(fd, dfd int, data []byte, off, align int64, mem uintptr, scratch *[]byte) (direct, copied int64, err error) {
+// It returns how many bytes went direct, how many of them were copied to
+// be aligned, and whether the kernel refused the direct write (then
+// written through the page cache). pw, if not nil, stands in for
+// pwriteDirect (tests).
+func writeDirect(fd, dfd int, data []byte, off, align int64, mem uintptr, scratch *[]byte, pw func(int, []byte, int64) error) (direct, copied int64, refused bool, err error) {
 	a := (off + align - 1) &^ (align - 1)
 	b := (off + int64(len(data))) &^ (align - 1)
 	if b-a < directMin {
-		return 0, 0, pwriteAll(fd, data, off)
+		return 0, 0, false, pwriteAll(fd, data, off)
+	}
+	if pw == nil {
+		pw = pwriteDirect
 	}
 	mid := data[a-off : b-off]
 	if uintptr(unsafe.Pointer(unsafe.SliceData(mid)))%mem != 0 {
@@ -90,21 +95,21 @@ func writeDirect(fd, dfd int, data []byte, off, align int64, mem uintptr, scratc
 		mid, copied = buf, int64(len(mid))
 	}
 	direct = int64(len(mid))
-	if err := pwriteDirect(dfd, mid, a); err != nil {
+	if err := pw(dfd, mid, a); err != nil {
 		if !errors.Is(err, unix.EINVAL) {
-			return 0, 0, err
+			return 0, 0, false, err
 		}
 		// Refused after all (a filesystem that reports alignments it
 		// does not honour): through the page cache.
-		direct, copied = 0, 0
+		direct, copied, refused = 0, 0, true
 		if err := pwriteAll(fd, data[a-off:b-off], a); err != nil {
-			return 0, 0, err
+			return 0, 0, true, err
 		}
 	}
 	if err := pwriteAll(fd, data[:a-off], off); err != nil {
-		return direct, copied, err
+		return direct, copied, refused, err
 	}
-	return direct, copied, pwriteAll(fd, data[b-off:], b)
+	return direct, copied, refused, pwriteAll(fd, data[b-off:], b)
 }
 
 // pwriteDirect writes b at off through an O_DIRECT descriptor. A short

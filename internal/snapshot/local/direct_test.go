@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -89,9 +90,9 @@ func TestWriteDirect(t *testing.T) {
 		at := (shift - int(addr(buf)%dioPage) + dioPage) % dioPage
 		data := buf[at : at+int(to-from)]
 		copy(data, want[from:to])
-		got, copied, err := writeDirect(fd, dfd, data, from, align, mem, &scratch)
-		if err != nil {
-			t.Fatalf("piece [%d, %d): %v", from, to, err)
+		got, copied, refused, err := writeDirect(fd, dfd, data, from, align, mem, &scratch, nil)
+		if err != nil || refused {
+			t.Fatalf("piece [%d, %d): %v (refused: %v)", from, to, err, refused)
 		}
 		if aligned := n%2 == 0; aligned && copied != 0 || !aligned && got > 0 && copied != got {
 			t.Errorf("piece [%d, %d) from memory at the phase %v: %d of %d bytes copied", from, to, aligned, copied, got)
@@ -112,9 +113,9 @@ func TestWriteDirect(t *testing.T) {
 		at := (int(from%dioPage) + 1 - int(addr(buf)%dioPage) + dioPage) % dioPage
 		data := buf[at : at+1<<20]
 		copy(data, want[from:])
-		got, _, err := writeDirect(fd, dfd, data, from, align, 1, &scratch)
-		if err != nil || got != 0 {
-			t.Fatalf("a misaligned direct write: %d bytes direct, %v; want 0 and the page cache", got, err)
+		got, _, refused, err := writeDirect(fd, dfd, data, from, align, 1, &scratch, nil)
+		if err != nil || got != 0 || !refused {
+			t.Fatalf("a misaligned direct write: %d bytes direct, refused %v, %v; want 0, refused, and the page cache", got, refused, err)
 		}
 	}
 	got, err := os.ReadFile(p)
@@ -184,6 +185,19 @@ func TestRestoreDirect(t *testing.T) {
 		t.Errorf("with files reopened: %d bytes of about %d written direct", d, large)
 	}
 	r.maxOpen = 0
+
+	// A filesystem that reports alignments and then refuses direct
+	// writes (EINVAL): the first refusal turns them off for the rest of
+	// the restore, which goes through the page cache, whole. Writes
+	// already in flight on other workers may each try once.
+	var tries atomic.Int64
+	r.pwriteDirect = func(int, []byte, int64) error { tries.Add(1); return unix.EINVAL }
+	refusedBefore := r.refusedDirect.Load()
+	d, _ := restore(snapshot.RestoreOptions{})
+	if n, refused := tries.Load(), r.refusedDirect.Load()-refusedBefore; d != 0 || n < 1 || n > int64(r.cfg.Uploads) || refused != n {
+		t.Errorf("direct writes refused: %d bytes direct, %d tried, %d refused; want 0, and 1 to %d tries, each refused", d, n, refused, r.cfg.Uploads)
+	}
+	r.pwriteDirect = nil
 
 	// Version 1 (unencrypted): stored chunks are copied to an aligned
 	// buffer first.

@@ -207,6 +207,10 @@ type Repo struct {
 	onSwap func(from, to string) error
 	// For tests: called before each sync of an in-place restore.
 	onSync func(dir string) error
+	// For tests: stands in for a restore's direct writes; refusedDirect
+	// counts those the kernel refused.
+	pwriteDirect  func(fd int, b []byte, off int64) error
+	refusedDirect atomic.Int64
 	// For tests: called once prune has planned, before it writes.
 	onPrunePlanned func()
 	// For tests: called for each directory Create records, reused when

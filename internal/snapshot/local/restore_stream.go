@@ -456,7 +456,8 @@ func (rs *restorer) run(b *restoreBatch) error {
 		return nil
 	}
 	w := &fileWriter{t: &b.t, root: rs.root, show: rs.show, own: rs.own, warn: rs.warn,
-		files: make([]openFile, len(b.t.Entries)), maxOpen: int64(rs.r.maxOpen), direct: !rs.opts.Buffered}
+		files: make([]openFile, len(b.t.Entries)), maxOpen: int64(rs.r.maxOpen), direct: !rs.opts.Buffered,
+		pwriteDirect: rs.r.pwriteDirect}
 	if w.maxOpen <= 0 {
 		w.maxOpen = maxOpenFiles
 	}
@@ -466,6 +467,7 @@ func (rs *restorer) run(b *restoreBatch) error {
 	defer func() {
 		rs.r.directBytes.Add(w.directBytes.Load())
 		rs.r.directCopied.Add(w.copiedBytes.Load())
+		rs.r.refusedDirect.Add(w.refusedDirect.Load())
 	}()
 	defer w.closeAll()
 	spans := interleave(planSpans(b.uses, b.packs), rs.r.cfg.Uploads)

@@ -111,6 +111,10 @@ type fileWriter struct {
 	noDirect    atomic.Bool
 	directBytes atomic.Int64
 	copiedBytes atomic.Int64 // of directBytes, copied to be aligned
+	// refusedDirect counts direct writes the kernel refused;
+	// pwriteDirect, if not nil, stands in for the direct write (tests).
+	refusedDirect atomic.Int64
+	pwriteDirect  func(fd int, b []byte, off int64) error
 }
 
 func (w *fileWriter) write(i int, data []byte, off int64, scratch *[]byte) error {
@@ -137,6 +141,9 @@ func (w *fileWriter) write(i int, data []byte, off int64, scratch *[]byte) error
 	}
 	of.users++
 	fd, dfd, dalign, dmem := int(of.fd), int(of.dfd), int64(of.dalign), uintptr(of.dmem)
+	if dalign < 0 || w.noDirect.Load() {
+		dfd = -1 // refused since it was opened
+	}
 	of.mu.Unlock()
 
 	var err error
@@ -145,9 +152,23 @@ func (w *fileWriter) write(i int, data []byte, off int64, scratch *[]byte) error
 		err = writeSparse(fd, data, off)
 	case dfd >= 0:
 		var n, copied int64
-		n, copied, err = writeDirect(fd, dfd, data, off, dalign, dmem, scratch)
+		var refused bool
+		n, copied, refused, err = writeDirect(fd, dfd, data, off, dalign, dmem, scratch, w.pwriteDirect)
 		w.directBytes.Add(n)
 		w.copiedBytes.Add(copied)
+		if refused {
+			// The filesystem reported alignments it does not honour:
+			// the rest of the restore goes through the page cache,
+			// rather than trying, and failing, once per chunk.
+			w.noDirect.Store(true)
+			w.refusedDirect.Add(1)
+			of.mu.Lock()
+			of.dalign = -1
+			if of.users == 1 { // no other write uses the descriptor
+				of.closeDirect()
+			}
+			of.mu.Unlock()
+		}
 	default:
 		err = pwriteAll(fd, data, off)
 	}
