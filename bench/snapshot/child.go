@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"time"
 
@@ -63,6 +64,13 @@ func child(args []string) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	if p := os.Getenv("BENCH_TRACE"); p != "" {
+		// An execution trace: where the cores sit idle.
+		if f, err := os.Create(p + "." + *op); err == nil {
+			trace.Start(f)
+			defer func() { trace.Stop(); f.Close() }()
+		}
+	}
 	if err := childRun(*op, *data, *vol, *target, *workers); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -104,7 +112,7 @@ func childRun(op, data, vol, target string, workers int) error {
 	case "create":
 		res, err = r.Create(ctx, snapshot.CreateOptions{})
 	case "restore":
-		err = r.Restore(ctx, "latest", snapshot.RestoreOptions{Target: target})
+		err = r.Restore(ctx, "latest", snapshot.RestoreOptions{Target: target, Buffered: os.Getenv("BENCH_BUFFERED") == "1"}) // BENCH_BUFFERED: through the page cache, for trials
 	case "prune":
 		res, err = r.Prune(ctx, snapshot.Policy{KeepLast: 2})
 	default:
