@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	"github.com/versity/versitygw/auth"
+	"github.com/versity/versitygw/backend/posix"
 	"github.com/versity/versitygw/s3err"
 	"github.com/versity/versitygw/s3response"
 )
@@ -39,12 +40,13 @@ import (
 // refused, since the engine would store them under another name.
 type Direct struct {
 	be      listingBackend
+	sums    *posix.Posix
 	account auth.Account
 }
 
 // Direct returns an in-process client of s's storage.
 func (s *Server) Direct() *Direct {
-	return &Direct{be: s.be, account: auth.Account{Access: s.cfg.AccessKey, Role: auth.RoleAdmin}}
+	return &Direct{be: s.be, sums: s.sums, account: auth.Account{Access: s.cfg.AccessKey, Role: auth.RoleAdmin}}
 }
 
 // ctx carries the account the engine records as the writer, as a request's
@@ -86,7 +88,21 @@ func (d *Direct) HeadObject(ctx context.Context, in *s3.HeadObjectInput, _ ...fu
 }
 
 // PutObject writes an object. The body is read into memory when it is not
-// an io.ReadSeeker, to learn its length: Direct is for small objects.
+// an io.ReadSeeker, to learn its length.
+//
+// A write that names a checksum algorithm (ChecksumAlgorithm, or a
+// checksum value to verify) is stored with that checksum, which the engine
+// computes on the way in, and takes its ETag from it, as versitygw's
+// data-integrity ETags do: "CRC32C-<base64>" rather than an MD5. The
+// writer asked for the store's integrity check and gets it without an MD5
+// beside it: on the development machine MD5 runs at 600 MB/s, the engine's
+// default CRC64NVME at 1.2 GB/s and CRC32C at 14 GB/s, and the two slow
+// ones were 14% of a snapshot's CPU (whose packs are named by their BLAKE3
+// hash and authenticated by the repository). Such an ETag is read back the same over HTTP, and
+// contains a dash, so S3 tools take it for a multipart ETag and check
+// nothing against it. Over HTTP the same write keeps an MD5 ETag: the
+// ETag format is the one thing in which the two paths differ, and only for
+// writes that name a checksum.
 func (d *Direct) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	if err := checkDirect(in.Bucket, in.Key); err != nil {
 		return nil, err
@@ -123,17 +139,29 @@ func (d *Direct) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func
 	for k, v := range in.Metadata {
 		meta[strings.ToLower(k)] = v
 	}
-	out, err := d.be.PutObject(d.ctx(ctx), s3response.PutObjectInput{
-		Bucket:        in.Bucket,
-		Key:           in.Key,
-		ContentLength: &size,
-		ContentType:   in.ContentType,
-		Tagging:       in.Tagging,
-		Metadata:      meta,
-		Body:          body,
-		IfMatch:       trimQuotes(in.IfMatch),
-		IfNoneMatch:   trimQuotes(in.IfNoneMatch),
-	})
+	po := s3response.PutObjectInput{
+		Bucket:            in.Bucket,
+		Key:               in.Key,
+		ContentLength:     &size,
+		ContentType:       in.ContentType,
+		Tagging:           in.Tagging,
+		Metadata:          meta,
+		Body:              body,
+		IfMatch:           trimQuotes(in.IfMatch),
+		IfNoneMatch:       trimQuotes(in.IfNoneMatch),
+		ChecksumAlgorithm: in.ChecksumAlgorithm,
+		ChecksumCRC32:     in.ChecksumCRC32,
+		ChecksumCRC32C:    in.ChecksumCRC32C,
+		ChecksumCRC64NVME: in.ChecksumCRC64NVME,
+		ChecksumSHA1:      in.ChecksumSHA1,
+		ChecksumSHA256:    in.ChecksumSHA256,
+	}
+	put := d.be.PutObject
+	if d.sums != nil && (po.ChecksumAlgorithm != "" || po.ChecksumCRC32 != nil || po.ChecksumCRC32C != nil ||
+		po.ChecksumCRC64NVME != nil || po.ChecksumSHA1 != nil || po.ChecksumSHA256 != nil) {
+		put = d.sums.PutObject
+	}
+	out, err := put(d.ctx(ctx), po)
 	if err != nil {
 		return nil, directError("PutObject", err)
 	}

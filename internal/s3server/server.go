@@ -27,6 +27,10 @@ type Server struct {
 	err    error // set before done is closed
 	stop   sync.Once
 	be     listingBackend // the storage engine, for Direct
+	// sums is the same engine on the same directory with versitygw's
+	// data-integrity ETags: Direct's writes that name a checksum
+	// algorithm go through it (see Direct.PutObject).
+	sums *posix.Posix
 }
 
 // running guards the one gateway versitygw allows per process; Start checks
@@ -83,8 +87,20 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	var be *posix.Posix
 	// posix.New announces a versioning directory on stdout, which belongs
 	// to Conveyor's commands.
+	var sums *posix.Posix
 	withoutStdout(func() {
 		be, err = posix.New(cfg.DataDir, meta.XattrMeta{}, opts)
+		if err == nil {
+			// The second instance shares the directory, and with it the
+			// lock files that serialize conditional writes, so the two
+			// exclude each other as two gateways on one directory do.
+			sumOpts := opts
+			sumOpts.DataIntegrityEtag = true
+			sums, err = posix.New(cfg.DataDir, meta.XattrMeta{}, sumOpts)
+			if err != nil {
+				be.Shutdown()
+			}
+		}
 	})
 	if err != nil {
 		running.Store(false)
@@ -126,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	gwCtx, cancel := context.WithCancel(ctx)
-	s := &Server{cfg: cfg, cancel: cancel, done: make(chan struct{}), be: listingBackend{Posix: be, root: root}}
+	s := &Server{cfg: cfg, cancel: cancel, done: make(chan struct{}), be: listingBackend{Posix: be, root: root}, sums: sums}
 	go func() {
 		err := embedgw.RunVersityGW(gwCtx, s.be, gwCfg)
 		if err != nil {
@@ -134,6 +150,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			cfg.Logf("s3server: %v", err)
 		}
 		s.err = err
+		sums.Shutdown()
 		running.Store(false)
 		close(s.done)
 	}()

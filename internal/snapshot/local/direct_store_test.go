@@ -3,7 +3,11 @@ package local
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/conveyorhq/conveyor/internal/snapshot"
 )
@@ -90,5 +95,59 @@ func TestDirectStore(t *testing.T) {
 	_, err = r.Verify(ctx, s2.ID, nil)
 	if !errors.Is(err, snapshot.ErrCorrupt) || !strings.Contains(err.Error(), victim+" is missing") {
 		t.Fatalf("verify with a pack missing: %v; want it named", err)
+	}
+}
+
+// TestPacksCarryTheirCRC32C: every pack is stored with a CRC32C that the
+// store verified on the way in and that an SDK reading the pack checks,
+// through either path; through Direct, packs skip the MD5 (their ETag is
+// derived from the CRC32C), while the objects whose ETags conditional
+// writes compare (config, keys, index, snapshots, locks) keep MD5s.
+func TestPacksCarryTheirCRC32C(t *testing.T) {
+	t.Parallel()
+	for _, direct := range []bool{false, true} {
+		r, b := setupOver(t, direct)
+		ctx := context.Background()
+		makeTree(t, b.src, 20, 2<<20)
+		if _, err := r.Create(ctx, snapshot.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		objs, err := r.list(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		packs := 0
+		for _, o := range objs {
+			key := r.key(o.Name)
+			get, err := b.srv.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: &b.bucket, Key: &key, ChecksumMode: types.ChecksumModeEnabled})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(get.Body)
+			get.Body.Close()
+			if err != nil {
+				t.Fatalf("direct=%v %s: %v", direct, o.Name, err)
+			}
+			etag := strings.Trim(aws.ToString(get.ETag), `"`)
+			if !strings.HasPrefix(o.Name, "packs/") {
+				if len(etag) != 32 {
+					t.Errorf("direct=%v %s: ETag %s, want an MD5", direct, o.Name, etag)
+				}
+				continue
+			}
+			packs++
+			var c [4]byte
+			binary.BigEndian.PutUint32(c[:], crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
+			sum := base64.StdEncoding.EncodeToString(c[:])
+			if aws.ToString(get.ChecksumCRC32C) != sum {
+				t.Errorf("direct=%v %s: stored CRC32C %q, body's %q", direct, o.Name, aws.ToString(get.ChecksumCRC32C), sum)
+			}
+			if direct && etag != "CRC32C-"+sum {
+				t.Errorf("direct %s: ETag %s, want one derived from its CRC32C", o.Name, etag)
+			}
+		}
+		if packs < 2 {
+			t.Fatalf("direct=%v: setup made %d packs", direct, packs)
+		}
 	}
 }

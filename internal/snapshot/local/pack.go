@@ -520,7 +520,7 @@ func (p *packer) upload() {
 			p.release(sp.origin)
 			continue
 		}
-		err := p.r.put(p.ctx, "packs/"+sp.ID.String(), sp.Body, false)
+		err := p.r.putPack(p.ctx, sp.ID.String(), sp.Body)
 		p.crash.hit()
 		p.release(sp.origin)
 		sp.origin = nil
