@@ -36,7 +36,10 @@ import (
 //     directories whose whole content was walked before it was cut get
 //     their owner, mode, xattrs and mtime (deepest first: creating an
 //     entry changes a directory's mtime, and a read-only one could not
-//     be written into). The root is last.
+//     be written into). The root is last. A restore that is not root's
+//     keeps a directory whose mode denies its owner search permission
+//     for the end (after the last batch, children first): a hard link
+//     in a later batch may have to reach a file through it.
 const (
 	batchFiles  = 262144  // files with data (or links, or directories) per batch
 	batchChunks = 1 << 16 // chunks per batch
@@ -69,6 +72,7 @@ type restorer struct {
 	dirs     dirCache
 	open     []entry // version 3: the directories on the walk's path, unfinished
 	allDirs  []entry // version 1 or 2: every directory, finished at the end
+	late     []entry // directories closed to their owner, finished at the end (not root)
 	rootE    entry
 	haveRoot bool
 	cur      *restoreBatch
@@ -187,6 +191,11 @@ func (r *Repo) restoreTree(ctx context.Context, x *index, s snapshot.Snapshot, t
 	}
 	for i := len(rs.allDirs) - 1; i >= 0; i-- {
 		if err := rs.finishDir(&rs.allDirs[i]); err != nil {
+			return nil, err
+		}
+	}
+	for i := range rs.late {
+		if err := rs.finishDir(&rs.late[i]); err != nil {
 			return nil, err
 		}
 	}
@@ -427,6 +436,13 @@ func (rs *restorer) wait() error {
 		}
 	}
 	for i := range b.dirs {
+		if e := &b.dirs[i]; !rs.own.root && e.Mode&0o100 == 0 {
+			// Its mode would deny its owner search permission, and a
+			// link in a later batch may have to reach a file in it:
+			// finished last (children come before their parents here).
+			rs.late = append(rs.late, *e)
+			continue
+		}
 		if err := rs.finishDir(&b.dirs[i]); err != nil {
 			return err
 		}
