@@ -24,8 +24,9 @@ import (
 // (If-Match, If-None-Match) are evaluated by the engine under its own
 // lock, exactly as for a request, so a Direct writer and an S3 client
 // writing the same object (`conveyor worker run` in another process, say)
-// exclude each other as two S3 clients do, and ETags are the same on both
-// paths.
+// exclude each other as two S3 clients do, and an object reads the same
+// on both paths (a write that names a checksum is the one that differs,
+// in its ETag: see PutObject).
 //
 // What a request costs beyond the storage itself (SigV4 on both sides,
 // HTTP framing, the SDK's middleware stack) was most of a small object's
