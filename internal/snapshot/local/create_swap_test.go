@@ -3,9 +3,11 @@ package local
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,5 +155,29 @@ func TestXattrsAreReadThroughTheDirectory(t *testing.T) {
 	}
 	if got := string(e.Xattrs["user.who"]); got != "inside" {
 		t.Errorf("user.who recorded as %q, want %q (read through the directory)", got, "inside")
+	}
+
+	// Each way of reading them: listxattrat and getxattrat (Linux 6.13),
+	// and /proc/self/fd/<dfd> on a kernel that answers ENOSYS.
+	if _, err := listxattrat(dfd, "f", make([]byte, 64)); errors.Is(err, unix.ENOSYS) {
+		t.Logf("this kernel has no listxattrat: only its fallback is tested")
+	} else {
+		var none atomic.Bool
+		x, err := readXattrsVia(dfd, "f", inside, listxattrat, getxattrat, &none)
+		if err != nil || string(x["user.who"]) != "inside" || none.Load() {
+			t.Errorf("through listxattrat: user.who %q, %v (fell back: %v)", x["user.who"], err, none.Load())
+		}
+	}
+	var none atomic.Bool
+	enosys := func(int, string, []byte) (int, error) { return 0, unix.ENOSYS }
+	gat := func(int, string, string, []byte) (int, error) {
+		t.Error("getxattrat called after listxattrat said ENOSYS")
+		return 0, unix.ENOSYS
+	}
+	for i := range 2 {
+		x, err := readXattrsVia(dfd, "f", inside, enosys, gat, &none)
+		if err != nil || string(x["user.who"]) != "inside" || !none.Load() {
+			t.Errorf("without the *xattrat calls (%d): user.who %q, %v (fell back: %v)", i, x["user.who"], err, none.Load())
+		}
 	}
 }

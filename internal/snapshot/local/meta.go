@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,22 +34,48 @@ var haveProcFD = sync.OnceValue(func() bool {
 
 // readXattrs returns the extended attributes of the entry name in the
 // directory dfd (p names it in messages), not following a symlink; nil
-// when there are none or the filesystem has none. There is no
-// lgetxattrat before Linux 6.13: the entry is reached as
-// /proc/self/fd/<dfd>/<name>, which resolves the directory through its
-// descriptor, so that a directory on p swapped for a symlink since dfd
+// when there are none or the filesystem has none. The entry is reached
+// through dfd, so that a directory on p swapped for a symlink since dfd
 // was opened does not lend the snapshot the attributes of a file outside
-// the source. Without /proc, p itself is read.
+// the source: with listxattrat and getxattrat (Linux 6.13), or before
+// them as /proc/self/fd/<dfd>/<name>, which costs more than twice as
+// much (4.7 against 1.9 µs an entry here: a tenth of an unchanged
+// snapshot's time). Without /proc, p itself is read.
 func readXattrs(dfd int, name, p string) (map[string][]byte, error) {
+	return readXattrsVia(dfd, name, p, listxattrat, getxattrat, &noXattrat)
+}
+
+// readXattrsVia is readXattrs with the *xattrat calls given, and the flag
+// that remembers that the kernel has none.
+func readXattrsVia(dfd int, name, p string, lat func(int, string, []byte) (int, error),
+	gat func(int, string, string, []byte) (int, error), none *atomic.Bool) (map[string][]byte, error) {
+	beneath := name != "" && !strings.Contains(name, "/")
+	if beneath && !none.Load() {
+		out, err := readXattrsWith(p,
+			func(buf []byte) (int, error) { return lat(dfd, name, buf) },
+			func(xname string, val []byte) (int, error) { return gat(dfd, name, xname, val) })
+		if !errors.Is(err, unix.ENOSYS) {
+			return out, err
+		}
+		none.Store(true) // an older kernel (or a seccomp filter)
+	}
 	at := p
-	if haveProcFD() && name != "" && !strings.Contains(name, "/") {
+	if beneath && haveProcFD() {
 		at = procFD + "/" + strconv.Itoa(dfd) + "/" + name
 	}
+	return readXattrsWith(p,
+		func(buf []byte) (int, error) { return unix.Llistxattr(at, buf) },
+		func(xname string, val []byte) (int, error) { return unix.Lgetxattr(at, xname, val) })
+}
+
+// readXattrsWith reads the attributes that list names and get reads.
+// An error wrapping ENOSYS is returned as it is, before anything is read.
+func readXattrsWith(p string, list func([]byte) (int, error), get func(string, []byte) (int, error)) (map[string][]byte, error) {
 	buf := make([]byte, 1024)
 	var n int
 	var err error
 	for {
-		n, err = unix.Llistxattr(at, buf)
+		n, err = list(buf)
 		if errors.Is(err, unix.ERANGE) {
 			buf = make([]byte, 2*len(buf))
 			continue
@@ -54,6 +83,8 @@ func readXattrs(dfd int, name, p string) (map[string][]byte, error) {
 		break
 	}
 	switch {
+	case errors.Is(err, unix.ENOSYS):
+		return nil, err
 	case errors.Is(err, unix.ENOTSUP), errors.Is(err, unix.ENOENT):
 		return nil, nil
 	case err != nil:
@@ -68,7 +99,7 @@ func readXattrs(dfd int, name, p string) (map[string][]byte, error) {
 		}
 		val := make([]byte, 256)
 		for {
-			m, err := unix.Lgetxattr(at, xname, val)
+			m, err := get(xname, val)
 			if errors.Is(err, unix.ERANGE) {
 				val = make([]byte, 2*len(val))
 				continue
@@ -87,6 +118,62 @@ func readXattrs(dfd int, name, p string) (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// noXattrat is set once the kernel has answered ENOSYS to listxattrat.
+var noXattrat atomic.Bool
+
+// The *xattrat system calls of Linux 6.13, whose numbers are the same on
+// every architecture (golang.org/x/sys has no wrapper for them yet).
+const (
+	sysGetxattrat  = 464
+	sysListxattrat = 465
+)
+
+// listxattrat lists the attributes of name in the directory dfd, not
+// following a symlink; buf must not be empty.
+func listxattrat(dfd int, name string, buf []byte) (int, error) {
+	pn, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	n, _, errno := unix.Syscall6(sysListxattrat, uintptr(dfd), uintptr(unsafe.Pointer(pn)), unix.AT_SYMLINK_NOFOLLOW,
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// xattrArgs is the kernel's struct xattr_args.
+type xattrArgs struct {
+	value uint64
+	size  uint32
+	flags uint32
+}
+
+// getxattrat reads the attribute xname of name in the directory dfd, not
+// following a symlink; val must not be empty, and on the heap: its
+// address travels inside a struct, where a stack that grows during the
+// call would leave it stale (readXattrsWith's buffers escape: they are
+// passed to a function value).
+func getxattrat(dfd int, name, xname string, val []byte) (int, error) {
+	pn, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	px, err := unix.BytePtrFromString(xname)
+	if err != nil {
+		return 0, err
+	}
+	args := xattrArgs{value: uint64(uintptr(unsafe.Pointer(&val[0]))), size: uint32(len(val))}
+	n, _, errno := unix.Syscall6(sysGetxattrat, uintptr(dfd), uintptr(unsafe.Pointer(pn)), unix.AT_SYMLINK_NOFOLLOW,
+		uintptr(unsafe.Pointer(px)), uintptr(unsafe.Pointer(&args)), unsafe.Sizeof(args))
+	runtime.KeepAlive(val)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 func keptXattr(name string) bool {
