@@ -60,19 +60,28 @@ func TestLoopbackWritesSkipPayloadHashes(t *testing.T) {
 		if loopbackEndpoint(client.Options()) {
 			r.putOpts = loopbackPut
 		}
-		if err := r.put(context.Background(), "packs/x", []byte("sealed bytes"), false); err != nil {
+		if err := r.put(context.Background(), "index/x", []byte("sealed bytes"), false); err != nil {
 			t.Fatalf("%s: put: %v", tc.endpoint, err)
 		}
-		if len(tap.got) != 1 {
+		if err := r.putPack(context.Background(), "x", []byte("sealed bytes")); err != nil {
+			t.Fatalf("%s: put a pack: %v", tc.endpoint, err)
+		}
+		if len(tap.got) != 2 {
 			t.Fatalf("%s: %d requests", tc.endpoint, len(tap.got))
 		}
-		h := tap.got[0]
-		unsigned := h.Get("X-Amz-Content-Sha256") == "UNSIGNED-PAYLOAD"
-		if tc.loopback && !unsigned {
-			t.Errorf("%s: payload hash sent over loopback (headers %v)", tc.endpoint, h)
+		for i, h := range tap.got {
+			sha := h.Get("X-Amz-Content-Sha256")
+			unsigned := strings.HasPrefix(sha, "UNSIGNED-PAYLOAD") || strings.HasPrefix(sha, "STREAMING-UNSIGNED-PAYLOAD")
+			if tc.loopback && !unsigned {
+				t.Errorf("%s: payload hash sent over loopback (request %d, headers %v)", tc.endpoint, i, h)
+			}
+			if !tc.loopback && strings.HasPrefix(tc.endpoint, "http:") && (unsigned || len(sha) != 64) {
+				t.Errorf("%s: payload not signed over plain HTTP to another machine (request %d, headers %v)", tc.endpoint, i, h)
+			}
 		}
-		if !tc.loopback && strings.HasPrefix(tc.endpoint, "http:") && (unsigned || len(h.Get("X-Amz-Content-Sha256")) != 64) {
-			t.Errorf("%s: payload not signed over plain HTTP to another machine (headers %v)", tc.endpoint, h)
+		// The pack asks the store to verify and keep a CRC32C.
+		if h := tap.got[1]; h.Get("X-Amz-Checksum-Crc32c") == "" && !strings.EqualFold(h.Get("X-Amz-Trailer"), "x-amz-checksum-crc32c") {
+			t.Errorf("%s: a pack sent without its CRC32C (headers %v)", tc.endpoint, h)
 		}
 	}
 }
