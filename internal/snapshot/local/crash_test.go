@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand"
 	"net/http"
@@ -14,9 +15,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/conveyorhq/conveyor/internal/s3server"
 	"github.com/conveyorhq/conveyor/internal/s3server/s3test"
@@ -121,9 +126,11 @@ func TestCrashAtEveryWriteStep(t *testing.T) {
 			// How many times the operation passes each point, from a
 			// run that is not killed: the scenario is deterministic
 			// (one worker), so every pass is killed at in turn.
-			sem <- struct{}{}
-			hits := crashCount(t, exe, newCrashScenario(t, g), groups[g][0])
-			<-sem
+			hits := func() map[string]int64 {
+				sem <- struct{}{}
+				defer func() { <-sem }() // also when the setup fails
+				return crashCount(t, exe, newCrashScenario(t, g), groups[g][0])
+			}()
 			for _, p := range groups[g] {
 				n := hits[p]
 				if n == 0 {
@@ -168,8 +175,18 @@ func newCrashScenario(t *testing.T, group string) *crashScenario {
 		sc.op = "create"
 		return sc
 	}
+	sameIdentity(t, b)
 	sc.r = sc.open(t)
 	r := sc.r
+	crashIdentity.mu.Lock()
+	if crashIdentity.master == nil {
+		crashIdentity.master = r.master
+	}
+	same := bytes.Equal(crashIdentity.master, r.master)
+	crashIdentity.mu.Unlock()
+	if !same {
+		t.Fatal("setup: this scenario's repository has a master key of its own")
+	}
 	rng := rand.New(rand.NewSource(7))
 	mt := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	create := func() {
@@ -225,6 +242,57 @@ func newCrashScenario(t *testing.T, group string) *crashScenario {
 	}
 	putLock(t, r, "locks/dead", lockInfo{Exclusive: true, Op: "prune", Host: hostname(), PID: deadPID(t), Machine: machineID(), Created: time.Now(), Refreshed: time.Now()})
 	return sc
+}
+
+// crashIdentity is one repository's config and key objects, which every
+// crash scenario's repository starts from (sameIdentity).
+var crashIdentity struct {
+	once   sync.Once
+	objs   map[string][]byte
+	mu     sync.Mutex
+	master []byte // the first scenario's, which all the others must have
+}
+
+// sameIdentity gives the repository in b's bucket the identity (config and
+// key, so the master key) that every crash scenario shares. The chunker
+// is keyed: with another key the same files are cut into other chunks and
+// so other packs, and a scenario could pass a crash point more or fewer
+// times than the one that counted its passes.
+func sameIdentity(t *testing.T, b bundle) {
+	t.Helper()
+	ctx := context.Background()
+	crashIdentity.once.Do(func() {
+		bucket := b.srv.Bucket(t, "crash-identity")
+		if _, err := Open(ctx, b.srv.Client, Config{Bucket: bucket, Source: b.src, Key: testKey()}); err != nil {
+			t.Fatal(err)
+		}
+		list, err := b.srv.Client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objs := map[string][]byte{}
+		for _, o := range list.Contents {
+			out, err := b.srv.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: o.Key})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(out.Body)
+			out.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs[aws.ToString(o.Key)] = body
+		}
+		crashIdentity.objs = objs
+	})
+	if len(crashIdentity.objs) < 2 {
+		t.Fatalf("the shared repository identity has %d objects, want a config and a key", len(crashIdentity.objs))
+	}
+	for key, body := range crashIdentity.objs {
+		if _, err := b.srv.Client.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.bucket, Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func (sc *crashScenario) open(t *testing.T) *Repo {
