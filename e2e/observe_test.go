@@ -289,8 +289,10 @@ func TestUnfinishedGaugeAfterRestart(t *testing.T) {
 	up := startUp(t, upOptions{Config: cfg, DataDir: dataDir})
 	id := put(t, up.S3, "obs/hang.txt", []byte("waits"))
 	waitRecord(t, up.S3, id, jobTimeout, "running", func(r *job.Record) bool { return r.State == job.Running })
-	f := waitScrape(t, dashboardURL(t, up)+"/metrics", "one job unfinished", func(f metricstest.Families) bool {
-		return f.Value(t, "conveyor_jobs_unfinished") == 1
+	// The record says running before the metrics have seen the claim
+	// (they follow the records' changes): wait for both.
+	f := waitScrape(t, dashboardURL(t, up)+"/metrics", "one job unfinished, its attempt counted", func(f metricstest.Families) bool {
+		return f.Value(t, "conveyor_jobs_unfinished") == 1 && f.Value(t, "conveyor_job_attempts_total") >= 1
 	})
 	if got := f.Value(t, "conveyor_job_attempts_total"); got != 1 {
 		t.Fatalf("attempts %v before the restart, want 1", got)
