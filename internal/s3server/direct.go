@@ -91,19 +91,19 @@ func (d *Direct) HeadObject(ctx context.Context, in *s3.HeadObjectInput, _ ...fu
 // PutObject writes an object. The body is read into memory when it is not
 // an io.ReadSeeker, to learn its length.
 //
-// A write that names a checksum algorithm (ChecksumAlgorithm, or a
-// checksum value to verify) is stored with that checksum, which the engine
-// computes on the way in, and takes its ETag from it, as versitygw's
-// data-integrity ETags do: "CRC32C-<base64>" rather than an MD5. The
-// writer asked for the store's integrity check and gets it without an MD5
-// beside it: on the development machine MD5 runs at 600 MB/s, the engine's
-// default CRC64NVME at 1.2 GB/s and CRC32C at 14 GB/s, and the two slow
-// ones were 14% of a snapshot's CPU (whose packs are named by their BLAKE3
-// hash and authenticated by the repository). Such an ETag is read back the same over HTTP, and
-// contains a dash, so S3 tools take it for a multipart ETag and check
-// nothing against it. Over HTTP the same write keeps an MD5 ETag: the
-// ETag format is the one thing in which the two paths differ, and only for
-// writes that name a checksum.
+// A write that names a checksum (ChecksumAlgorithm, or a checksum value
+// to verify) is stored with that checksum, which the engine computes on
+// the way in, and takes its ETag from it, as versitygw's data-integrity
+// ETags do: "CRC32C-<base64>" rather than an MD5. The writer asked for
+// the store's integrity check and gets it without an MD5 beside it: on
+// the development machine MD5 runs at 600 MB/s, the engine's default
+// CRC64NVME at 1.2 GB/s and CRC32C at 14 GB/s, and the two slow ones were
+// 14% of a snapshot's CPU (whose packs are named by their BLAKE3 hash and
+// authenticated by the repository). Such an ETag reads back the same over
+// HTTP, and contains a dash, so S3 tools take it for a multipart ETag and
+// check nothing against it. Over HTTP the same write keeps an MD5 ETag:
+// the ETag's form is the one thing in which the two paths differ, and
+// only for writes that name a checksum.
 func (d *Direct) PutObject(ctx context.Context, in *s3.PutObjectInput, _ ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	if err := checkDirect(in.Bucket, in.Key); err != nil {
 		return nil, err
