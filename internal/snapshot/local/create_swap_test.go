@@ -180,4 +180,25 @@ func TestXattrsAreReadThroughTheDirectory(t *testing.T) {
 			t.Errorf("without the *xattrat calls (%d): user.who %q, %v (fell back: %v)", i, x["user.who"], err, none.Load())
 		}
 	}
+	// Refused with EPERM, as a seccomp filter that does not know them
+	// may (systemd's SystemCallErrorNumber=EPERM): given up once the
+	// older way has read the attributes.
+	var refused atomic.Bool
+	eperm := func(int, string, []byte) (int, error) { return 0, unix.EPERM }
+	x, err := readXattrsVia(dfd, "f", inside, eperm, gat, &refused)
+	if err != nil || string(x["user.who"]) != "inside" || !refused.Load() {
+		t.Errorf("with the *xattrat calls refused: user.who %q, %v (given up: %v)", x["user.who"], err, refused.Load())
+	}
+	// But an entry the older way cannot read either is an error, and
+	// the calls are kept.
+	// (a descriptor of a file, not a directory: ENOTDIR).
+	var kept atomic.Bool
+	ffd, err := unix.Open(filepath.Join(b.src, "d.old", "f"), unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(ffd)
+	if _, err := readXattrsVia(ffd, "x", "f/x", eperm, gat, &kept); !errors.Is(err, unix.ENOTDIR) || kept.Load() {
+		t.Errorf("refused, then failing the older way: %v (given up: %v), want ENOTDIR and the calls kept", err, kept.Load())
+	}
 }

@@ -50,26 +50,39 @@ func readXattrs(dfd int, name, p string) (map[string][]byte, error) {
 func readXattrsVia(dfd int, name, p string, lat func(int, string, []byte) (int, error),
 	gat func(int, string, string, []byte) (int, error), none *atomic.Bool) (map[string][]byte, error) {
 	beneath := name != "" && !strings.Contains(name, "/")
+	refused := false
 	if beneath && !none.Load() {
 		out, err := readXattrsWith(p,
 			func(buf []byte) (int, error) { return lat(dfd, name, buf) },
 			func(xname string, val []byte) (int, error) { return gat(dfd, name, xname, val) })
-		if !errors.Is(err, unix.ENOSYS) {
+		switch {
+		case errors.Is(err, unix.ENOSYS):
+			none.Store(true) // an older kernel, or a seccomp filter that says so
+		case errors.Is(err, unix.EPERM):
+			// A seccomp filter that does not know the calls may refuse
+			// them so (systemd's SystemCallErrorNumber=EPERM): they are
+			// given up if the older way reads what they were refused.
+			refused = true
+		default:
 			return out, err
 		}
-		none.Store(true) // an older kernel (or a seccomp filter)
 	}
 	at := p
 	if beneath && haveProcFD() {
 		at = procFD + "/" + strconv.Itoa(dfd) + "/" + name
 	}
-	return readXattrsWith(p,
+	out, err := readXattrsWith(p,
 		func(buf []byte) (int, error) { return unix.Llistxattr(at, buf) },
 		func(xname string, val []byte) (int, error) { return unix.Lgetxattr(at, xname, val) })
+	if refused && err == nil {
+		none.Store(true)
+	}
+	return out, err
 }
 
 // readXattrsWith reads the attributes that list names and get reads.
-// An error wrapping ENOSYS is returned as it is, before anything is read.
+// An ENOSYS from list comes back as it is (from get, wrapped), so that
+// the caller can try another way.
 func readXattrsWith(p string, list func([]byte) (int, error), get func(string, []byte) (int, error)) (map[string][]byte, error) {
 	buf := make([]byte, 1024)
 	var n int
