@@ -4,7 +4,8 @@
 //	config              repository id, version, chunker parameters
 //	keys/<id>           the master key, wrapped by a password (key.go) or
 //	                    by AWS KMS (kmskey)
-//	packs/<hash>        several MiB of blobs (zstd or raw) and their table
+//	packs/<hash>        several MiB of blobs (zstd or raw) and their table,
+//	                    stored with their CRC32C (see putPack)
 //	index/<hash>        which blob lives in which pack, at which offset
 //	snapshots/<name>    one JSON object per snapshot: time, tree, stats
 //	locks/<nonce>       who is working on the repository (see lock.go)
