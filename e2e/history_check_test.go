@@ -354,7 +354,9 @@ const attemptSlack = 250 * time.Millisecond
 
 // checkAttemptsAreFailures: an attempt that did not succeed failed for a
 // reason; "worker stopped unexpectedly" only when a kill -9 hit a worker
-// during it; a SIGTERM hands the job back and leaves no attempt; and since
+// during it, or its worker exited on its own while the S3 server it
+// talks to stopped (a worker that cannot renew its lease stops: invariant
+// 3; a clone worker then exits 1, and its lease lapses); a SIGTERM hands the job back and leaves no attempt; and since
 // the processor always exits 0, any other error needs a worker death, or
 // a stop of the S3 server (any conveyor up) the attempt talks to, during
 // the attempt to explain it (invariant 5).
@@ -376,7 +378,7 @@ func checkAttemptsAreFailures(h *history) []violation {
 			switch {
 			case a.Error == "":
 				vs = append(vs, violation{5, where + ": ended without success and without an error"})
-			case crashCause(a.Error) && len(kills) == 0:
+			case crashCause(a.Error) && len(kills) == 0 && !(len(others) > 0 && serverStopped(h, a)):
 				vs = append(vs, violation{5, fmt.Sprintf("%s: error %q but no worker was killed -9 during it (deaths: %v)", where, a.Error, append(terms, others...))})
 			case len(kills) == 0 && len(terms) > 0:
 				vs = append(vs, violation{5, fmt.Sprintf("%s: error %q: a SIGTERM (%v) left an attempt; a graceful stop hands the job back", where, a.Error, terms)})

@@ -120,3 +120,36 @@ func firstID(h *history, version string) string {
 	}
 	panic("no record of version " + version)
 }
+
+// A clone worker that cannot renew its lease because the S3 server it
+// talks to was killed stops, exits 1, and its attempt ends as "worker
+// stopped unexpectedly (its lease lapsed)": a stop of the worker, as a
+// kill -9 is, and no violation. The same exit with the server up all
+// along is one.
+func TestHistoryCheckerLeaseLapsedWithTheServer(t *testing.T) {
+	t.Parallel()
+	clone := func() *history {
+		h := cleanHistory()
+		a := &h.Records[firstID(h, "v2")].Attempts[0]
+		a.Owner = "vol-b/n1" // the clone's, which exits 1 at 4.5
+		a.Error = "worker stopped unexpectedly (its lease lapsed)"
+		return h
+	}
+	h := clone()
+	if vs := checkHistory(h); len(vs) != 0 {
+		t.Fatalf("a clone's lease lapsed while the server was killed -9: %v", vs)
+	}
+	h = clone()
+	for i := range h.Workers {
+		if h.Workers[i].Kind == "up" && !h.Workers[i].Death.IsZero() {
+			h.Workers[i].Death = h.Workers[i].Death.Add(-time.Minute)
+		}
+	}
+	vs := checkHistory(h)
+	for _, v := range vs {
+		if v.Invariant == 5 && strings.Contains(v.Msg, "no worker was killed -9") {
+			return
+		}
+	}
+	t.Fatalf("a clone's lease lapsed with the server up all along: no invariant-5 violation among %v", vs)
+}
